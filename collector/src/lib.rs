@@ -1,0 +1,1 @@
+//! The ShiftLens central collector: ingest, downtime timeline, competency join, reports and dashboard.

@@ -1,0 +1,121 @@
+//! The event model: what an agent observed, as plain data.
+//!
+//! Invariants: `seq` is assigned by the agent's outbox in the insert transaction and never reused within
+//! one `epoch`; `ts_ms` is UTC milliseconds since the Unix epoch (the source timestamp where the protocol
+//! gives one); events in a batch are in ascending `seq`.
+
+use crate::ids::{AssetId, GatewayId, SiteId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The schema version this build writes and the only one it reads.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// What a machine is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineState {
+    Running,
+    Idle,
+    Down,
+    Planned,
+    Unknown,
+}
+
+impl MachineState {
+    pub const ALL: [MachineState; 5] = [Self::Running, Self::Idle, Self::Down, Self::Planned, Self::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Idle => "idle",
+            Self::Down => "down",
+            Self::Planned => "planned",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for MachineState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An alarm edge: it became active or it cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub id: String,
+    pub active: bool,
+    pub severity: u16,
+    pub text: String,
+    /// Alarm class, e.g. `network` or `drive`; classes can require extra skills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+}
+
+/// Why the agent had to drop events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// The outbox reached its size bound and dropped its oldest events.
+    OutboxFull,
+    /// The outbox could not be written (disk full) and the memory bound was reached.
+    StorageFailed,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventBody {
+    State {
+        state: MachineState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Alarm(Alarm),
+    /// The connection to a PLC or server feeding this asset.
+    Source {
+        source: String,
+        connected: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Seqs `first..=last` were dropped by the agent.
+    Gap {
+        first: u64,
+        last: u64,
+        reason: GapReason,
+    },
+}
+
+/// One observation with its place in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// UTC, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    pub asset: AssetId,
+    pub body: EventBody,
+}
+
+/// What the agent publishes on `shiftlens/v1/{site}/{gateway}/events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub version: u16,
+    pub site: SiteId,
+    pub gateway: GatewayId,
+    /// Random id of the outbox database that assigned the seqs.
+    pub epoch: u64,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    pub fn new(site: SiteId, gateway: GatewayId, epoch: u64, events: Vec<Event>) -> Self {
+        Self { version: SCHEMA_VERSION, site, gateway, epoch, events }
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire contract both ShiftLens programs share.
+//!
+//! Nothing here does I/O beyond reading a config file: no tokio, no SQLite, no MQTT. The agent and
+//! the collector depend on this crate and never on each other.
+
+pub mod config;
+pub mod event;
+pub mod ids;
+pub mod status;
+pub mod topic;
+pub mod wire;
+
+pub use event::{Alarm, Batch, Event, EventBody, GapReason, MachineState, SCHEMA_VERSION};
+pub use ids::{AssetId, GatewayId, IdError, SiteId};
+pub use topic::Topic;
+pub use wire::{Ack, DecodeError, Limits};

@@ -1,0 +1,244 @@
+//! Property tests of the batch codec: valid batches round-trip; arbitrary and mutated bytes never panic
+//! and never allocate more than a small multiple of the byte limit.
+#![allow(unsafe_code)] // the counting allocator below
+#![allow(clippy::unwrap_used)]
+
+use proptest::prelude::*;
+use shiftlens_common::wire::{decode_ack, decode_batch, encode_ack, encode_batch};
+use shiftlens_common::{
+    Ack, Alarm, AssetId, Batch, DecodeError, Event, EventBody, GapReason, GatewayId, Limits, MachineState, SiteId,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// Counts the bytes live on this thread's heap while tracking is on, and the peak.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = LIVE.try_with(|live| {
+            live.set(live.get() + l.size() as isize);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(live.get())));
+        });
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        let _ = LIVE.try_with(|live| live.set(live.get() - l.size() as isize));
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f` and returns its result and the peak extra heap it used on this thread.
+fn peak_alloc<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    let base = LIVE.with(|l| l.get());
+    PEAK.with(|p| p.set(base));
+    let out = f();
+    (out, PEAK.with(|p| p.get()) - base)
+}
+
+fn id_str() -> impl Strategy<Value = String> {
+    "[a-z0-9_-]{1,64}"
+}
+
+fn body() -> impl Strategy<Value = EventBody> {
+    let state = (0..5usize, proptest::option::of(".{0,40}"))
+        .prop_map(|(i, reason)| EventBody::State { state: MachineState::ALL[i], reason });
+    let alarm = (".{1,30}", any::<bool>(), any::<u16>(), ".{0,100}", proptest::option::of("[a-z]{1,10}"))
+        .prop_map(|(id, active, severity, text, class)| EventBody::Alarm(Alarm { id, active, severity, text, class }));
+    let source = (".{1,30}", any::<bool>(), proptest::option::of(".{0,80}"))
+        .prop_map(|(source, connected, error)| EventBody::Source { source, connected, error });
+    let gap = (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(first, last, full)| EventBody::Gap {
+        first,
+        last,
+        reason: if full { GapReason::OutboxFull } else { GapReason::StorageFailed },
+    });
+    prop_oneof![state, alarm, source, gap]
+}
+
+fn batch() -> impl Strategy<Value = Batch> {
+    let events = proptest::collection::vec((0u64..1000, any::<i64>(), "[A-Za-z0-9_.-]{1,64}", body()), 0..60);
+    (id_str(), id_str(), any::<u64>(), any::<u64>(), events).prop_map(|(site, gw, epoch, start, evs)| {
+        let mut seq = start / 2;
+        let events = evs
+            .into_iter()
+            .map(|(step, ts_ms, asset, body)| {
+                seq += step + 1;
+                Event { seq, ts_ms, asset: AssetId::parse(asset).expect("strategy makes valid ids"), body }
+            })
+            .collect();
+        Batch::new(SiteId::parse(site).expect("valid"), GatewayId::parse(gw).expect("valid"), epoch, events)
+    })
+}
+
+fn limits() -> Limits {
+    Limits { max_batch_bytes: 64 << 10, ..Limits::default() }
+}
+
+/// Decoding may use the input's size several times over (strings and structs), never more.
+const ALLOC_FACTOR: isize = 16;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_valid_batch_round_trips(b in batch()) {
+        let bytes = encode_batch(&b);
+        prop_assert_eq!(decode_batch(&bytes, &Limits::default()), Ok(b));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_or_overallocate(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let l = limits();
+        let (_, peak) = peak_alloc(|| decode_batch(&bytes, &l));
+        prop_assert!(peak <= 64 * 1024 + ALLOC_FACTOR * bytes.len() as isize, "peak {}", peak);
+        let _ = decode_ack(&bytes);
+    }
+
+    #[test]
+    fn mutated_batches_never_panic_or_overallocate(
+        b in batch(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = encode_batch(&b);
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        let l = limits();
+        let (res, peak) = peak_alloc(|| decode_batch(&bytes, &l));
+        prop_assert!(peak <= 64 * 1024 + ALLOC_FACTOR * bytes.len() as isize, "peak {}", peak);
+        if let Ok(decoded) = res {
+            // Whatever decodes must satisfy the invariants the decoder promises.
+            prop_assert!(decoded.events.windows(2).all(|w| w[0].seq < w[1].seq));
+        }
+    }
+
+    #[test]
+    fn acks_round_trip(epoch in any::<u64>(), seqs in proptest::collection::vec(0u64..500, 0..200)) {
+        let ack = Ack::from_seqs(epoch, seqs.clone());
+        for s in &seqs {
+            prop_assert!(ack.contains(*s));
+        }
+        prop_assert_eq!(decode_ack(&encode_ack(&ack)), Ok(ack));
+    }
+}
+
+fn sample() -> Batch {
+    Batch::new(
+        SiteId::parse("plant-a").unwrap(),
+        GatewayId::parse("gw-1").unwrap(),
+        7,
+        vec![
+            Event {
+                seq: 1,
+                ts_ms: 1_000,
+                asset: AssetId::parse("press-1").unwrap(),
+                body: EventBody::State { state: MachineState::Down, reason: None },
+            },
+            Event {
+                seq: 2,
+                ts_ms: 2_000,
+                asset: AssetId::parse("press-1").unwrap(),
+                body: EventBody::Alarm(Alarm {
+                    id: "A1".into(),
+                    active: true,
+                    severity: 700,
+                    text: "x".repeat(2000),
+                    class: None,
+                }),
+            },
+        ],
+    )
+}
+
+#[test]
+fn an_unknown_schema_version_is_named() {
+    let mut b = sample();
+    b.version = 9;
+    let e = decode_batch(&encode_batch(&b), &Limits::default()).unwrap_err();
+    assert_eq!(e, DecodeError::UnsupportedVersion(9));
+    assert!(e.to_string().contains("unsupported schema version 9"), "{e}");
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut bytes = encode_batch(&sample());
+    bytes.extend_from_slice(&[0x01, 0x02]);
+    let limits = Limits { max_string_len: 4096, ..Limits::default() };
+    assert_eq!(decode_batch(&bytes, &limits).unwrap_err(), DecodeError::TrailingBytes(2));
+}
+
+#[test]
+fn oversized_payloads_are_refused_before_decoding() {
+    let bytes = encode_batch(&sample());
+    let limits = Limits { max_batch_bytes: 100, ..Limits::default() };
+    assert!(matches!(decode_batch(&bytes, &limits), Err(DecodeError::TooLarge { limit: 100, .. })));
+}
+
+#[test]
+fn long_strings_are_refused_with_the_field_name() {
+    let e = decode_batch(&encode_batch(&sample()), &Limits::default()).unwrap_err();
+    assert!(matches!(e, DecodeError::StringTooLong { seq: 2, field: "text", len: 2000, .. }), "{e}");
+}
+
+#[test]
+fn too_many_events_are_refused() {
+    let limits = Limits { max_events: 1, max_string_len: 4096, ..Limits::default() };
+    let e = decode_batch(&encode_batch(&sample()), &limits).unwrap_err();
+    assert_eq!(e, DecodeError::TooManyEvents { count: 2, limit: 1 });
+}
+
+#[test]
+fn seqs_out_of_order_are_refused() {
+    let mut b = sample();
+    b.events.swap(0, 1);
+    let limits = Limits { max_string_len: 4096, ..Limits::default() };
+    assert_eq!(decode_batch(&encode_batch(&b), &limits).unwrap_err(), DecodeError::SeqOrder { seq: 1, prev: 2 });
+}
+
+#[test]
+fn wrong_types_and_bad_ids_say_what_was_wrong() {
+    // [1, "plant-a", "gw-1", "seven", []]: epoch is a string.
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&(1u16, "plant-a", "gw-1", "seven", Vec::<u8>::new()), &mut bytes).unwrap();
+    let e = decode_batch(&bytes, &Limits::default()).unwrap_err();
+    assert!(matches!(e, DecodeError::Malformed { .. }), "{e}");
+    assert!(e.to_string().contains("invalid type"), "{e}");
+    // A gateway id with a topic level in it.
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&(1u16, "plant-a", "gw/+", 7u64, Vec::<u8>::new()), &mut bytes).unwrap();
+    let e = decode_batch(&bytes, &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("invalid gateway id"), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    // [1, "s", "g", 1, [[[[...]]]]] nested 100 deep.
+    let mut bytes = vec![0x85, 0x01, 0x61, b's', 0x61, b'g', 0x01];
+    bytes.extend(std::iter::repeat_n(0x81, 100));
+    bytes.push(0x80);
+    let e = decode_batch(&bytes, &Limits::default()).unwrap_err();
+    assert!(matches!(e, DecodeError::TooDeep(16) | DecodeError::Malformed { .. }), "{e}");
+}
+
+#[test]
+fn a_huge_declared_length_does_not_allocate_it() {
+    // [1, "s", "g", 1, array of 2^32-1 events] with no events behind it.
+    let bytes = [0x85, 0x01, 0x61, b's', 0x61, b'g', 0x01, 0x9a, 0xff, 0xff, 0xff, 0xff];
+    let (res, peak) = peak_alloc(|| decode_batch(&bytes, &Limits::default()));
+    assert!(res.is_err());
+    assert!(peak < 1 << 20, "peak {peak}");
+}

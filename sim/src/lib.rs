@@ -1,0 +1,1 @@
+//! A simulated plant for tests, benchmarks, commissioning practice and the demo.

@@ -1,0 +1,1 @@
+//! End-to-end tests: helpers that start the real programs together.
