@@ -1,1 +1,27 @@
 //! The ShiftLens edge agent: reads PLCs, keeps every event in a SQLite outbox and forwards it over MQTT.
+//!
+//! Data flows one way: `source` (Modbus, OPC UA) → [`detect::Sample`] → `detect` → [`Observation`] →
+//! `outbox` (assigns seq) → `uplink` (MQTT). Only `topology` knows every component; the others meet
+//! through the small types defined here and in `detect`.
+
+pub mod config;
+pub mod detect;
+pub mod health;
+pub mod outbox;
+pub mod source;
+pub mod topology;
+pub mod uplink;
+
+use shiftlens_common::{AssetId, EventBody};
+
+/// An event before the outbox has given it a seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// UTC milliseconds; the source timestamp where the protocol gives one.
+    pub ts_ms: i64,
+    pub asset: AssetId,
+    pub body: EventBody,
+}
+
+pub use config::Config;
+pub use topology::run;

@@ -1,0 +1,56 @@
+//! The agent's config file (`/etc/shiftlens/agent.toml`): parsed with serde (`deny_unknown_fields`), then
+//! validated without I/O; every problem is reported at once as `file:line:col: message`.
+//!
+//! Each section's type lives with the component that uses it; this module only assembles them.
+
+use crate::{outbox, source, uplink};
+use serde::Deserialize;
+use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile, Spanned};
+use shiftlens_common::{GatewayId, SiteId};
+use std::path::Path;
+
+/// The whole agent config as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub site: SiteId,
+    pub gateway: GatewayId,
+    #[serde(default)]
+    pub outbox: outbox::OutboxConfig,
+    pub uplink: uplink::UplinkConfig,
+    /// Modbus TCP and RTU devices.
+    #[serde(default)]
+    pub modbus: Vec<Spanned<source::modbus::ModbusDevice>>,
+    /// OPC UA server endpoints.
+    #[serde(default)]
+    pub opcua: Vec<Spanned<source::opcua::OpcUaEndpoint>>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// Every problem found, each with file, line and column.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let file = ConfigFile::read(path)?;
+        Self::from_file(&file)
+    }
+
+    /// Parses and validates config text; `file.path` names it in errors.
+    ///
+    /// # Errors
+    /// Every problem found, each with file, line and column.
+    pub fn from_file(file: &ConfigFile) -> Result<Self, ConfigErrors> {
+        let config: Config = file.parse()?;
+        let mut errors: Vec<ConfigError> = Vec::new();
+        config.outbox.validate(file, &mut errors);
+        config.uplink.validate(file, &mut errors);
+        source::validate(&config.modbus, &config.opcua, file, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            errors.sort_by_key(|e| (e.line, e.col));
+            Err(ConfigErrors(errors))
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Ingest: subscribe, decode, validate, hand to the store, ack after commit.

@@ -1,0 +1,1 @@
+//! Reports: pure functions from plain data to report rows.
