@@ -1,1 +1,8 @@
 //! A simulated plant for tests, benchmarks, commissioning practice and the demo.
+//!
+//! [`plant::Plant`] holds every asset's points; the Modbus server (`modbus`) and the OPC UA server
+//! (`opcua`) expose the same plant over their protocols, and `scenario` changes it over time.
+
+pub mod modbus;
+pub mod opcua;
+pub mod plant;

@@ -13,3 +13,5 @@ impl StoreConfig {
         let _ = (file, errors);
     }
 }
+
+pub mod migrations;

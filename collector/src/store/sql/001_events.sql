@@ -1,0 +1,1 @@
+-- events, dead letters, timeline, downtime (owned by ingest/store)

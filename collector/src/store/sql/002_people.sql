@@ -1,0 +1,1 @@
+-- personnel, skills, roster, assets, initiatives, work orders, join snapshots (owned by people)

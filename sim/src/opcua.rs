@@ -1,0 +1,1 @@
+//! OPC UA server exposing the plant.

@@ -1,0 +1,81 @@
+//! The simulated plant's state, shared by both protocol servers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One asset's points as a PLC would hold them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetPoints {
+    /// State code: 0 idle, 1 running, 2 down, 3 planned stop (the sim's plain code table).
+    pub state: u16,
+    /// Reason code for the current stop, 0 when none.
+    pub reason: u16,
+    /// Alarm bits: bit n set means alarm n is active.
+    pub alarms: u16,
+}
+
+/// How a protocol server should misbehave, for fault tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Drop every new and existing connection.
+    pub drop_connections: bool,
+    /// Answer every request with this Modbus exception code (e.g. 4 = server device failure).
+    pub modbus_exception: Option<u8>,
+    /// Delay every answer by this many milliseconds.
+    pub delay_ms: u64,
+    /// Report values with a bad OPC UA status code.
+    pub bad_status: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    assets: BTreeMap<String, AssetPoints>,
+    faults: Faults,
+}
+
+/// The plant: a map from asset id to its points, plus fault switches. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct Plant {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Plant {
+    /// A plant with the given asset ids, all idle.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(assets: I) -> Self {
+        let plant = Self::default();
+        {
+            let mut g = plant.lock();
+            for a in assets {
+                g.assets.insert(a.into(), AssetPoints::default());
+            }
+        }
+        plant
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the plain data inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asset ids in order; an asset's index is its Modbus block number.
+    pub fn asset_ids(&self) -> Vec<String> {
+        self.lock().assets.keys().cloned().collect()
+    }
+
+    pub fn get(&self, asset: &str) -> Option<AssetPoints> {
+        self.lock().assets.get(asset).cloned()
+    }
+
+    /// Changes one asset's points; returns false when the asset does not exist.
+    pub fn update(&self, asset: &str, f: impl FnOnce(&mut AssetPoints)) -> bool {
+        self.lock().assets.get_mut(asset).map(f).is_some()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+}
