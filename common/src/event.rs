@@ -93,8 +93,8 @@ pub enum EventBody {
     },
 }
 
-/// One observation with its place in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One observation with its place in the outbox. On the wire it is the array `[seq, ts_ms, asset, body]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub seq: u64,
     /// UTC, milliseconds since the Unix epoch.

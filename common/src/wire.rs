@@ -1,7 +1,7 @@
 //! CBOR codec for batches and acks: strict and bounded.
 //!
-//! A batch is the CBOR array `[version, site, gateway, epoch, [event, ...]]`; an event is a map with the
-//! field names of [`Event`]. Decoding checks the input size before reading anything, the schema version
+//! A batch is the CBOR array `[version, site, gateway, epoch, [event, ...]]`; an event is the array
+//! `[seq, ts_ms, asset, body]` and its body a one-key map naming its kind (`{"state": {...}}`). Decoding checks the input size before reading anything, the schema version
 //! before the body, the nesting depth while reading, string lengths, event counts, seq order and ids after,
 //! and that no bytes trail the batch. Every failure is a [`DecodeError`] that says what was wrong; no input
 //! makes it panic, and allocation is bounded by `max_batch_bytes`.
@@ -125,6 +125,43 @@ impl<'de> Deserialize<'de> for Events {
             }
         }
         d.deserialize_seq(EventsVisitor)
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(4)?;
+        t.serialize_element(&self.seq)?;
+        t.serialize_element(&self.ts_ms)?;
+        t.serialize_element(&self.asset)?;
+        t.serialize_element(&self.body)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EventVisitor;
+        impl<'de> Visitor<'de> for EventVisitor {
+            type Value = Event;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event array [seq, ts_ms, asset, body]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Event, A::Error> {
+                let missing = |what| de::Error::custom(format!("event ends before {what}"));
+                let event = Event {
+                    seq: seq.next_element()?.ok_or_else(|| missing("seq"))?,
+                    ts_ms: seq.next_element()?.ok_or_else(|| missing("ts_ms"))?,
+                    asset: seq.next_element()?.ok_or_else(|| missing("asset"))?,
+                    body: seq.next_element()?.ok_or_else(|| missing("body"))?,
+                };
+                if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(5, &self));
+                }
+                Ok(event)
+            }
+        }
+        d.deserialize_tuple(4, EventVisitor)
     }
 }
 
