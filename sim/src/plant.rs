@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One asset's points as a PLC would hold them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AssetPoints {
     /// State code: 0 idle, 1 running, 2 down, 3 planned stop (the sim's plain code table).
     pub state: u16,
@@ -12,6 +12,10 @@ pub struct AssetPoints {
     pub reason: u16,
     /// Alarm bits: bit n set means alarm n is active.
     pub alarms: u16,
+    /// A temperature in °C, for threshold alarms (Modbus: f32 and scaled integers).
+    pub temperature: f32,
+    /// A parts counter, for 32-bit registers.
+    pub parts: u32,
 }
 
 /// How a protocol server should misbehave, for fault tests.
