@@ -1,15 +1,150 @@
-//! TODO: filled in by the issue that owns `people`.
+//! Personnel and competencies: the `[people]` config, the plain data model ([`model`]), CSV imports
+//! ([`import`]), rotation rosters ([`roster`]) and the `import` / `report` commands ([`cli`]).
+//!
+//! Invariants: every instant is UTC milliseconds; local dates and times from CSVs and rotation patterns
+//! are resolved in the site's IANA time zone when they are read, so DST is handled in one place
+//! ([`roster::resolve_local`]). Nothing here writes SQL: persistence lives in `store::people`.
 
+pub mod cli;
+pub mod import;
+pub mod model;
+pub mod roster;
+
+pub use model::{
+    cert_valid_at, AlarmClass, Asset, Initiative, Need, OnShift, Person, PersonSkill, Personnel, Requirement, RosterEntry, RosterKind,
+    Rotation, Skill, WorkOrder,
+};
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
 use serde::Deserialize;
-use shiftlens_common::config::{ConfigError, ConfigFile};
+use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
+use std::time::Duration;
 
 /// `[people]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PeopleConfig {}
+pub struct PeopleConfig {
+    /// The site's IANA time zone (`Europe/Berlin`); rotation shifts and CSV local dates are in it. Default UTC.
+    pub timezone: Option<Spanned<String>>,
+    /// Local start of the first shift of a day (`06:00`); 12 h shifts start then and 12 h later, 8 h shifts
+    /// then, 8 h and 16 h later. Default 06:00.
+    pub day_start: Option<Spanned<String>>,
+    /// A work order matches a downtime event on the same asset opened at most this long before it. Default 1h.
+    pub work_order_window: Option<HumanDuration>,
+    /// Reports about people show only groups of at least this many people (1 = no limit).
+    pub min_group_size: Option<Spanned<usize>>,
+    /// Replace person ids and names by stable pseudonyms in reports.
+    #[serde(default)]
+    pub pseudonymize: bool,
+    /// Fewer covered events than this on an asset: avoidable hours use the skill's covered MTTR. Default 5.
+    pub min_baseline_events: Option<usize>,
+    /// Strength of the shrinkage toward the overall mean, in events. Default 5.
+    pub shrink_events: Option<f64>,
+    /// Skills required by assets whose cost per hour is at or above this quantile are critical. Default 0.75.
+    pub critical_cost_quantile: Option<Spanned<f64>>,
+    /// Recertification horizon. Default 90d.
+    pub recert_horizon: Option<HumanDuration>,
+}
+
+/// `[people]` with defaults applied and values checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub tz: Tz,
+    pub day_start: NaiveTime,
+    pub work_order_window_ms: i64,
+    pub min_group_size: usize,
+    pub pseudonymize: bool,
+    pub min_baseline_events: usize,
+    pub shrink_events: f64,
+    pub critical_cost_quantile: f64,
+    pub recert_horizon_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            tz: Tz::UTC,
+            day_start: NaiveTime::from_hms_opt(6, 0, 0).unwrap_or(NaiveTime::MIN),
+            work_order_window_ms: 3_600_000,
+            min_group_size: 1,
+            pseudonymize: false,
+            min_baseline_events: 5,
+            shrink_events: 5.0,
+            critical_cost_quantile: 0.75,
+            recert_horizon_ms: 90 * 86_400_000,
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 impl PeopleConfig {
     pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        let _ = (file, errors);
+        if let Err(e) = self.settings_at(Some(file)) {
+            errors.extend(e);
+        }
+    }
+
+    /// The settings of a config that has passed validation (defaults for any value that would not).
+    pub fn resolved(&self) -> Settings {
+        self.settings_at(None).unwrap_or_default()
+    }
+
+    /// The checked settings.
+    ///
+    /// # Errors
+    /// Each bad value, located in `file` when one is given.
+    pub fn settings(&self, file: &ConfigFile) -> Result<Settings, Vec<ConfigError>> {
+        self.settings_at(Some(file))
+    }
+
+    fn settings_at(&self, file: Option<&ConfigFile>) -> Result<Settings, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, msg: String| {
+            let e = match file {
+                Some(f) => f.error_at(span, msg),
+                None => ConfigError { path: "people".into(), line: 0, col: 0, message: msg },
+            };
+            errors.push(e);
+        };
+        let mut s = Settings::default();
+        if let Some(tz) = &self.timezone {
+            match tz.get_ref().parse::<Tz>() {
+                Ok(t) => s.tz = t,
+                Err(_) => err(tz.span(), format!("unknown time zone {:?}: expected an IANA name such as \"Europe/Berlin\"", tz.get_ref())),
+            }
+        }
+        if let Some(d) = &self.day_start {
+            match NaiveTime::parse_from_str(d.get_ref(), "%H:%M") {
+                Ok(t) => s.day_start = t,
+                Err(_) => err(d.span(), format!("invalid day_start {:?}: expected HH:MM, e.g. \"06:00\"", d.get_ref())),
+            }
+        }
+        if let Some(m) = &self.min_group_size {
+            if *m.get_ref() == 0 {
+                err(m.span(), "min_group_size must be at least 1".into());
+            }
+            s.min_group_size = (*m.get_ref()).max(1);
+        }
+        if let Some(q) = &self.critical_cost_quantile {
+            let v = *q.get_ref();
+            if !(0.0..=1.0).contains(&v) {
+                err(q.span(), format!("critical_cost_quantile {v} is out of range (0-1)"));
+            }
+            s.critical_cost_quantile = v;
+        }
+        s.work_order_window_ms = self.work_order_window.map_or(s.work_order_window_ms, |d| ms(d.0));
+        s.recert_horizon_ms = self.recert_horizon.map_or(s.recert_horizon_ms, |d| ms(d.0));
+        s.pseudonymize = self.pseudonymize;
+        s.min_baseline_events = self.min_baseline_events.unwrap_or(s.min_baseline_events);
+        s.shrink_events = self.shrink_events.unwrap_or(s.shrink_events).max(0.0);
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(errors)
+        }
     }
 }

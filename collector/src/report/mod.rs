@@ -1,1 +1,90 @@
-//! Reports: pure functions from plain data to report rows.
+//! Reports: pure functions from plain data (a [`Personnel`](crate::people::Personnel), downtime events
+//! and their [`join`]) to typed rows, each convertible to the uniform [`Report`] that the CLI renders as
+//! a table, JSON or CSV and the HTTP API serves. No SQL and no I/O here.
+//!
+//! Every report takes an [`Input`]: the personnel, the joined events and the analysis window.
+
+pub mod alarms;
+pub mod cli;
+pub mod coverage;
+pub mod gaps;
+pub mod join;
+pub mod mttr;
+pub mod pareto;
+pub mod priority;
+pub mod privacy;
+pub mod recert;
+pub mod render;
+pub mod stats;
+pub mod synth;
+pub mod whatif;
+
+use crate::people::Personnel;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use join::{join, JoinedEvent, SkillCheck};
+
+/// A report in the one shape every output uses: named columns and rows of JSON values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// Caveats a reader needs (suppressed groups, fallbacks used).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new<S: Into<String>>(name: &str, columns: impl IntoIterator<Item = S>) -> Self {
+        Self { name: name.into(), columns: columns.into_iter().map(Into::into).collect(), rows: Vec::new(), notes: Vec::new() }
+    }
+}
+
+/// Rounds to `d` decimals for display (reports carry numbers, not strings).
+pub fn round(x: f64, d: i32) -> f64 {
+    let f = 10f64.powi(d);
+    (x * f).round() / f
+}
+
+/// What every report reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub people: &'a Personnel,
+    pub events: &'a [JoinedEvent],
+    /// The analysis window `[from, to)` in UTC ms (per-month figures divide by its length).
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl Input<'_> {
+    /// The window's length in months of 30.44 days (at least one day's worth).
+    pub fn months(&self) -> f64 {
+        ((self.to_ms - self.from_ms).max(86_400_000) as f64) / (30.44 * 86_400_000.0)
+    }
+}
+
+/// A number rounded to `d` decimals as a JSON value.
+pub fn num(x: f64, d: i32) -> serde_json::Value {
+    round(x, d).into()
+}
+
+pub(crate) const HOUR_MS: f64 = 3_600_000.0;
+
+/// The skills the plant needs and at which level: the highest minimum any asset or alarm class asks for.
+pub fn needed_skills(p: &Personnel) -> Vec<crate::people::Requirement> {
+    let mut m: std::collections::BTreeMap<&str, u8> = std::collections::BTreeMap::new();
+    for r in p.assets.iter().flat_map(|a| &a.requires).chain(p.alarm_classes.iter().flat_map(|c| &c.requires)) {
+        let e = m.entry(r.skill.as_str()).or_insert(r.min_level);
+        *e = (*e).max(r.min_level);
+    }
+    m.into_iter().map(|(s, l)| crate::people::Requirement { skill: s.to_string(), min_level: l }).collect()
+}
+
+/// Skills required by the costliest assets: cost per hour at or above the configured quantile.
+pub fn critical_skills(p: &Personnel) -> std::collections::BTreeSet<String> {
+    let mut costs: Vec<f64> = p.assets.iter().map(|a| a.cost_per_hour).collect();
+    costs.sort_by(f64::total_cmp);
+    let Some(threshold) = stats::quantile(&costs, p.settings.critical_cost_quantile) else { return Default::default() };
+    p.assets.iter().filter(|a| a.cost_per_hour >= threshold).flat_map(|a| a.requires.iter().map(|r| r.skill.clone())).collect()
+}

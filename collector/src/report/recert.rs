@@ -1,0 +1,100 @@
+//! Recertification due, weighted by exposure. Each certificate that expires within the horizon (counted
+//! from the end of the window, "now") and is not already renewed by a later assessment is projected onto
+//! the person's future rotation shifts in the horizon after it lapses: coverage hours lost are the hours
+//! of those shifts on which nobody else on shift is qualified; thin hours those left with one.
+
+use crate::people::{cert_valid_at, roster, Requirement};
+use crate::report::{needed_skills, num, privacy, Input, Report, HOUR_MS};
+use serde::Serialize;
+
+/// One expiring certificate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recert {
+    pub person: String,
+    pub crew: String,
+    pub skill: String,
+    pub cert_id: String,
+    pub expires_ms: i64,
+    pub shifts: usize,
+    pub shifts_to_zero: usize,
+    pub coverage_hours_lost: f64,
+    pub thin_hours: f64,
+}
+
+/// Expiring certificates, most coverage hours lost first.
+pub fn recert(inp: &Input) -> Vec<Recert> {
+    let p = inp.people;
+    let now = inp.to_ms;
+    let horizon = p.settings.recert_horizon_ms;
+    let needed = needed_skills(p);
+    let mut out = Vec::new();
+    for id in p.person_ids() {
+        for skill in p.skills.iter().filter(|s| s.cert_required) {
+            let Some(a) = p.assessment_at(id, &skill.id, now) else { continue };
+            let Some(exp) = a.expires_ms.filter(|e| *e >= now && *e < now + horizon) else { continue };
+            if !cert_valid_at(a, now) {
+                continue;
+            }
+            let min_level = needed.iter().find(|r| r.skill == skill.id).map_or(a.level, |r| r.min_level);
+            let req = Requirement { skill: skill.id.clone(), min_level };
+            let crew = p.person_at(id, exp).map(|x| x.crew.clone()).unwrap_or_default();
+            let mut r = Recert {
+                person: id.clone(),
+                crew: crew.clone(),
+                skill: skill.id.clone(),
+                cert_id: a.cert_id.clone().unwrap_or_default(),
+                expires_ms: exp,
+                shifts: 0,
+                shifts_to_zero: 0,
+                coverage_hours_lost: 0.0,
+                thin_hours: 0.0,
+            };
+            for rot in p.rotations.iter().filter(|x| x.crew == crew) {
+                for s in roster::slots_between(&p.settings, rot, exp, exp + horizon) {
+                    if p.absent(id, s.start_ms) {
+                        continue;
+                    }
+                    r.shifts += 1;
+                    let others = p.on_shift(s.start_ms).iter().filter(|o| &o.person != id && p.qualified(&o.person, &req, s.start_ms)).count();
+                    let h = (s.end_ms - s.start_ms) as f64 / HOUR_MS;
+                    match others {
+                        0 => {
+                            r.shifts_to_zero += 1;
+                            r.coverage_hours_lost += h;
+                        }
+                        1 => r.thin_hours += h,
+                        _ => {}
+                    }
+                }
+            }
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| b.coverage_hours_lost.total_cmp(&a.coverage_hours_lost).then(a.expires_ms.cmp(&b.expires_ms)).then_with(|| a.person.cmp(&b.person)));
+    out
+}
+
+/// As a [`Report`] (person ids pseudonymized when configured; left out below `min_group_size`).
+pub fn report(inp: &Input, rows: &[Recert]) -> Report {
+    let p = inp.people;
+    let mut r = Report::new("recert", ["person", "crew", "skill", "certificate", "expires", "shifts", "shifts_to_zero", "coverage_hours_lost", "thin_hours"]);
+    let persons = privacy::persons_allowed(p);
+    if !persons {
+        r.notes.push(format!("person column left out: min_group_size is {}", p.settings.min_group_size));
+    }
+    for x in rows {
+        let date = chrono::DateTime::from_timestamp_millis(x.expires_ms).map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string());
+        r.rows.push(vec![
+            if persons { privacy::show(p, &x.person).into() } else { serde_json::Value::Null },
+            x.crew.clone().into(),
+            x.skill.clone().into(),
+            if persons { x.cert_id.clone().into() } else { serde_json::Value::Null },
+            date.into(),
+            x.shifts.into(),
+            x.shifts_to_zero.into(),
+            num(x.coverage_hours_lost, 1),
+            num(x.thin_hours, 1),
+        ]);
+    }
+    r
+}
