@@ -1,0 +1,570 @@
+//! What pages and API calls read: a [`Dataset`] (personnel, downtime and its join, alarm activations) loaded
+//! from the store and cached, the URL [`Params`] parsed into a [`Filter`] and report [`Options`], and
+//! [`run`], the one dispatch from a report name to a [`Report`] that both the API and the pages use.
+//!
+//! Invariants: the dataset is immutable once built and shared as `Arc`; it is rebuilt when the store's
+//! `PRAGMA data_version` moved (checked at most every [`RECHECK`]) or after an import through this server.
+//! Everything except loading is pure. Time windows are `[from, to)` in UTC ms; a downtime event belongs to
+//! the window it started in (the feed endpoint alone uses overlap, as the feed does).
+
+use super::error::AppError;
+use super::metrics::StoreFigures;
+use crate::feed;
+use crate::people::import::parse_time as parse_local;
+use crate::people::{Personnel, Settings};
+use crate::report::alarms::AlarmStart;
+use crate::report::coverage::GroupBy;
+use crate::report::join::Baselines;
+use crate::report::mttr::Dim;
+use crate::report::pareto::ParetoBy;
+use crate::report::whatif::Change;
+use crate::report::{self as r, num, Input, JoinedEvent, Report, HOUR_MS};
+use crate::store::{self, events, people as db};
+use crate::timeline::Downtime;
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a loaded dataset is served before the store is asked whether it changed.
+pub const RECHECK: Duration = Duration::from_secs(2);
+const DAY_MS: i64 = 86_400_000;
+
+/// Everything the reports read, joined once.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub people: Personnel,
+    /// Downtime events sorted by start, and their join in the same order.
+    pub downtime: Vec<Downtime>,
+    pub events: Vec<JoinedEvent>,
+    /// Alarm activations sorted by time.
+    pub alarms: Vec<AlarmStart>,
+    /// When it was built (UTC ms).
+    pub built_ms: i64,
+}
+
+impl Dataset {
+    /// Joins `downtime` to `people`.
+    pub fn new(people: Personnel, mut downtime: Vec<Downtime>, mut alarms: Vec<AlarmStart>) -> Self {
+        downtime.sort_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));
+        alarms.sort_by_key(|a| a.ts_ms);
+        let events = r::join(&people, &downtime);
+        Self { people, downtime, events, alarms, built_ms: chrono::Utc::now().timestamp_millis() }
+    }
+
+    /// Reads everything from the store.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn load(conn: &Connection, settings: Settings) -> Result<Self, AppError> {
+        let people = db::load(conn, settings).map_err(AppError::store)?;
+        let downtime = events::query_downtime(conn, &events::DowntimeFilter::default()).map_err(AppError::store)?;
+        let alarms = db::alarm_starts(conn, i64::MIN, i64::MAX).map_err(AppError::store)?;
+        Ok(Self::new(people, downtime, alarms))
+    }
+}
+
+struct Cache {
+    conn: Option<Connection>,
+    version: i64,
+    checked: Option<Instant>,
+    data: Option<Arc<Dataset>>,
+}
+
+/// The cached dataset of one store file. Its methods block: call them from `spawn_blocking`.
+pub struct Source {
+    db: PathBuf,
+    settings: Settings,
+    cache: Mutex<Cache>,
+}
+
+/// One gateway as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub gateway: String,
+    pub site: String,
+    pub online: bool,
+    pub last_seen_ms: i64,
+    pub status: Option<shiftlens_common::status::Status>,
+}
+
+impl Source {
+    pub fn new(db: PathBuf, settings: Settings) -> Self {
+        Self { db, settings, cache: Mutex::new(Cache { conn: None, version: 0, checked: None, data: None }) }
+    }
+
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The current dataset, rebuilt if the store changed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn dataset(&self) -> Result<Arc<Dataset>, AppError> {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(d), Some(t)) = (&c.data, c.checked) {
+            if t.elapsed() < RECHECK {
+                return Ok(d.clone());
+            }
+        }
+        if c.conn.is_none() {
+            c.conn = Some(store::open_reader(&self.db).map_err(AppError::store)?);
+        }
+        let conn = c.conn.as_ref().ok_or_else(|| AppError::internal("no connection"))?;
+        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(AppError::store)?;
+        if let Some(d) = c.data.clone().filter(|_| version == c.version) {
+            c.checked = Some(Instant::now());
+            return Ok(d);
+        }
+        let t = Instant::now();
+        let d = Arc::new(Dataset::load(conn, self.settings.clone())?);
+        tracing::info!(events = d.events.len(), ms = t.elapsed().as_millis() as u64, "dashboard data loaded and joined");
+        c.version = version;
+        c.data = Some(d.clone());
+        c.checked = Some(Instant::now());
+        Ok(d)
+    }
+
+    /// Forgets the cached dataset (after an import).
+    pub fn invalidate(&self) {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.data = None;
+        c.checked = None;
+    }
+
+    /// Gateways, online first, then by id.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn gateways(&self) -> Result<Vec<Gateway>, AppError> {
+        let conn = store::open_reader(&self.db).map_err(AppError::store)?;
+        let mut st = conn
+            .prepare("SELECT gateway, site, online, last_seen_ms, status FROM gateways ORDER BY online DESC, gateway")
+            .map_err(AppError::store)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Gateway {
+                    gateway: r.get(0)?,
+                    site: r.get(1)?,
+                    online: r.get(2)?,
+                    last_seen_ms: r.get(3)?,
+                    status: serde_json::from_str(&r.get::<_, String>(4)?).ok(),
+                })
+            })
+            .map_err(AppError::store)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(AppError::store)
+    }
+
+    /// Gateway counts, stored dead letters and file sizes for `/metrics`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn store_figures(&self) -> Result<StoreFigures, AppError> {
+        let conn = store::open_reader(&self.db).map_err(AppError::store)?;
+        let (online, known): (i64, i64) = conn
+            .query_row("SELECT COALESCE(SUM(online), 0), COUNT(*) FROM gateways", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(AppError::store)?;
+        let dead = events::dead_letter_count(&conn).map_err(AppError::store)?;
+        let size = |suffix: &str| {
+            let mut p = self.db.clone().into_os_string();
+            p.push(suffix);
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        };
+        Ok(StoreFigures {
+            gateways_online: online as u64,
+            gateways_known: known as u64,
+            dead_letters: dead,
+            bytes: size("") + size("-wal"),
+        })
+    }
+}
+
+/// The query string every page and API call understands. Empty values count as absent (HTML forms send them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Params {
+    pub site: Option<String>,
+    pub line: Option<String>,
+    pub asset: Option<String>,
+    pub crew: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub format: Option<String>,
+    pub group: Option<String>,
+    pub dim: Option<String>,
+    pub by: Option<String>,
+    pub per_person: Option<String>,
+    pub change: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+fn some(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Which rows: a window and optional site, line, asset and crew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub site: Option<String>,
+    pub line: Option<String>,
+    pub asset: Option<String>,
+    pub crew: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// A time from the URL: RFC 3339, milliseconds, or a date / date-time in the site's time zone.
+///
+/// # Errors
+/// 400 naming the value and the formats.
+pub fn parse_time(settings: &Settings, name: &str, v: &str) -> Result<i64, AppError> {
+    feed::parse_time(v).ok().or_else(|| parse_local(settings.tz, v)).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "invalid {name} {v:?}: expected a date (2025-03-01), a local date-time (2025-03-01T06:00), RFC 3339 or milliseconds"
+        ))
+    })
+}
+
+impl Filter {
+    /// The filter of `p`; the window defaults to the 90 days before `now_ms`.
+    ///
+    /// # Errors
+    /// 400 for an unreadable time or an empty window.
+    pub fn parse(p: &Params, settings: &Settings, now_ms: i64) -> Result<Self, AppError> {
+        let to_ms = some(&p.to).map(|v| parse_time(settings, "to", v)).transpose()?.unwrap_or(now_ms);
+        let from_ms = some(&p.from).map(|v| parse_time(settings, "from", v)).transpose()?.unwrap_or(to_ms - 90 * DAY_MS);
+        if from_ms >= to_ms {
+            return Err(AppError::bad_request("from must be before to"));
+        }
+        let s = |v: &Option<String>| some(v).map(str::to_string);
+        Ok(Self { site: s(&p.site), line: s(&p.line), asset: s(&p.asset), crew: s(&p.crew), from_ms, to_ms })
+    }
+
+    fn scopes_assets(&self) -> bool {
+        self.site.is_some() || self.line.is_some() || self.asset.is_some()
+    }
+
+    /// Whether an asset (of `site`) is in scope.
+    pub fn asset_in_scope(&self, people: &Personnel, site: &str, asset: &str) -> bool {
+        let line = people.asset(asset).map(|a| a.line.as_str());
+        self.site.as_deref().is_none_or(|s| s == site)
+            && self.asset.as_deref().is_none_or(|a| a == asset)
+            && self.line.as_deref().is_none_or(|l| Some(l) == line)
+    }
+
+    fn event_in_scope(&self, people: &Personnel, e: &JoinedEvent) -> bool {
+        self.asset_in_scope(people, &e.site, &e.asset) && self.crew.as_deref().is_none_or(|c| e.crew.as_deref() == Some(c))
+    }
+}
+
+/// The dataset seen through a filter.
+pub struct View<'a> {
+    pub people: Cow<'a, Personnel>,
+    pub events: Cow<'a, [JoinedEvent]>,
+    pub alarms: Cow<'a, [AlarmStart]>,
+    pub filter: &'a Filter,
+    /// Assets in scope (for availability).
+    pub assets: usize,
+}
+
+/// Applies `f` to `ds`: events started in the window and in scope; personnel limited to the assets in scope
+/// (so coverage and gaps ask only for their skills).
+pub fn view<'a>(ds: &'a Dataset, f: &'a Filter) -> View<'a> {
+    let lo = ds.events.partition_point(|e| e.start_ms < f.from_ms);
+    let hi = ds.events.partition_point(|e| e.start_ms < f.to_ms);
+    let window = &ds.events[lo..hi.max(lo)];
+    let events: Cow<[JoinedEvent]> = if f.scopes_assets() || f.crew.is_some() {
+        Cow::Owned(window.iter().filter(|e| f.event_in_scope(&ds.people, e)).cloned().collect())
+    } else {
+        Cow::Borrowed(window)
+    };
+    let alo = ds.alarms.partition_point(|a| a.ts_ms < f.from_ms);
+    let ahi = ds.alarms.partition_point(|a| a.ts_ms < f.to_ms);
+    let awindow = &ds.alarms[alo..ahi.max(alo)];
+    let (people, alarms) = if f.scopes_assets() {
+        let mut p = ds.people.clone();
+        p.assets.retain(|a| f.asset_in_scope(&ds.people, &a.site, &a.id));
+        let keep: std::collections::HashSet<&str> = p.assets.iter().map(|a| a.id.as_str()).collect();
+        let alarms = awindow.iter().filter(|a| keep.contains(a.asset.as_str())).cloned().collect();
+        (Cow::Owned(p.rebuilt()), Cow::Owned(alarms))
+    } else {
+        (Cow::Borrowed(&ds.people), Cow::Borrowed(awindow))
+    };
+    let mut assets = people.assets.len();
+    if assets == 0 {
+        let mut seen: Vec<(&str, &str)> = events.iter().map(|e| (e.site.as_str(), e.asset.as_str())).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assets = seen.len();
+    }
+    View { people, events, alarms, filter: f, assets }
+}
+
+impl View<'_> {
+    pub fn input(&self) -> Input<'_> {
+        Input { people: &self.people, events: &self.events, from_ms: self.filter.from_ms, to_ms: self.filter.to_ms }
+    }
+}
+
+/// The reports served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Overview,
+    Join,
+    Coverage,
+    Mttr,
+    Pareto,
+    Gaps,
+    Priorities,
+    Recert,
+    AlarmLoad,
+    Whatif,
+}
+
+/// Report options from the URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub group: GroupBy,
+    pub dim: Dim,
+    pub by: ParetoBy,
+    pub per_person: bool,
+    pub change: Option<Change>,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { group: GroupBy::Crew, dim: Dim::Asset, by: ParetoBy::Asset, per_person: false, change: None, limit: None, offset: 0 }
+    }
+}
+
+fn choice<T: Copy>(name: &str, v: Option<&str>, default: T, options: &[(&str, T)]) -> Result<T, AppError> {
+    let Some(v) = v else { return Ok(default) };
+    options.iter().find(|(n, _)| *n == v).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        AppError::bad_request(format!("invalid {name} {v:?}: expected one of {}", names.join(", ")))
+    })
+}
+
+impl Options {
+    /// # Errors
+    /// 400 for an unknown choice, a bad number, or a what-if without `change`.
+    pub fn parse(p: &Params, kind: Kind) -> Result<Self, AppError> {
+        let number = |name: &str, v: Option<&str>| {
+            v.map(|v| v.parse::<usize>().map_err(|_| AppError::bad_request(format!("invalid {name} {v:?}: expected a whole number"))))
+                .transpose()
+        };
+        let change = some(&p.change).map(|c| c.parse::<Change>().map_err(AppError::bad_request)).transpose()?;
+        if kind == Kind::Whatif && change.is_none() {
+            return Err(AppError::bad_request("whatif needs change=person:skill:level (add) or change=person:skill (remove)"));
+        }
+        Ok(Self {
+            group: choice("group", some(&p.group), GroupBy::Crew, &[("crew", GroupBy::Crew), ("shift", GroupBy::Shift)])?,
+            dim: choice(
+                "dim",
+                some(&p.dim),
+                Dim::Asset,
+                &[("asset", Dim::Asset), ("skill", Dim::Skill), ("shift", Dim::Shift), ("crew", Dim::Crew)],
+            )?,
+            by: choice("by", some(&p.by), ParetoBy::Asset, &[("asset", ParetoBy::Asset), ("skill", ParetoBy::Skill)])?,
+            per_person: choice("per_person", some(&p.per_person), false, &[("true", true), ("false", false)])?,
+            change,
+            limit: number("limit", some(&p.limit))?,
+            offset: number("offset", some(&p.offset))?.unwrap_or(0),
+        })
+    }
+}
+
+/// A report with its headline figures (overview only) and the row count before paging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub report: Report,
+    pub summary: Option<BTreeMap<String, Value>>,
+    pub total_rows: usize,
+}
+
+/// Runs one report over a view, keeps the rows matching the filter's site, line, asset and crew columns
+/// where the report has them, and pages the rows.
+pub fn run(v: &View, kind: Kind, o: &Options) -> Output {
+    let inp = v.input();
+    let mut summary = None;
+    let mut report = match kind {
+        Kind::Overview => {
+            let (s, rep) = overview(v);
+            summary = Some(s);
+            rep
+        }
+        Kind::Join => {
+            // Newest first, paged before rendering: the page of a year is cheap.
+            let total = inp.events.len();
+            let end = total.saturating_sub(o.offset);
+            let start = o.limit.map_or(0, |l| end.saturating_sub(l));
+            let page: Vec<JoinedEvent> = inp.events[start..end].iter().rev().cloned().collect();
+            let mut rep = r::join::report(&Input { events: &page, ..inp });
+            rep.notes.push(format!("{total} events in the window, newest first"));
+            return Output { report: rep, summary: None, total_rows: total };
+        }
+        Kind::Coverage => r::coverage::report(&r::coverage::coverage(&inp, o.group), o.group),
+        Kind::Mttr => r::mttr::report(&inp, o.dim),
+        Kind::Pareto => r::pareto::report(&r::pareto::pareto(&inp, o.by), o.by),
+        Kind::Gaps => r::gaps::report(&r::gaps::gaps(&inp)),
+        Kind::Priorities => r::priority::report(&inp, &r::priority::priorities(&inp, 3), o.per_person),
+        Kind::Recert => r::recert::report(&inp, &r::recert::recert(&inp)),
+        Kind::AlarmLoad => r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &v.alarms)),
+        Kind::Whatif => match &o.change {
+            Some(c) => r::whatif::report(&r::whatif::what_if(&inp, c)),
+            None => Report::new("whatif", Vec::<String>::new()),
+        },
+    };
+    let f = v.filter;
+    for (col, want) in [("site", &f.site), ("line", &f.line), ("asset", &f.asset), ("crew", &f.crew)] {
+        if let (Some(want), Some(i)) = (want, report.columns.iter().position(|c| c == col)) {
+            report.rows.retain(|row| row.get(i).and_then(Value::as_str) == Some(want.as_str()));
+        }
+    }
+    let total_rows = report.rows.len();
+    report.rows = report.rows.into_iter().skip(o.offset).take(o.limit.unwrap_or(usize::MAX)).collect();
+    Output { report, summary, total_rows }
+}
+
+/// Headline figures and a weekly trend: availability = 1 − down time / (assets × window) (planned and
+/// unknown time are not in the downtime records, so they are not deducted), downtime hours (clipped to the
+/// window; open events count until the window's end or now), MTTR of closed events, covered and uncovered.
+pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
+    let f = v.filter;
+    let now = chrono::Utc::now().timestamp_millis();
+    let end_of = |e: &JoinedEvent| e.end_ms.unwrap_or(now.min(f.to_ms)).min(f.to_ms);
+    let down_h: f64 = v.events.iter().map(|e| (end_of(e) - e.start_ms.max(f.from_ms)).max(0) as f64 / HOUR_MS).sum();
+    let window_h = (f.to_ms - f.from_ms) as f64 / HOUR_MS;
+    let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 2) };
+    let ttr = |pred: &dyn Fn(&JoinedEvent) -> bool| -> Vec<f64> { v.events.iter().filter(|e| pred(e)).filter_map(|e| e.ttr_h()).collect() };
+    let all = ttr(&|_| true);
+    let covered = ttr(&|e| e.covered == Some(true));
+    let uncovered = ttr(&|e| e.covered == Some(false));
+    let base = Baselines::new(&v.events, v.people.settings.min_baseline_events);
+    let avoidable: f64 = v.events.iter().map(|e| base.avoidable_h(e)).sum();
+    let availability = if v.assets > 0 { Value::from(r::round(100.0 * (1.0 - down_h / (v.assets as f64 * window_h)), 2)) } else { Value::Null };
+    let mut s = BTreeMap::new();
+    s.insert("assets".into(), v.assets.into());
+    s.insert("availability_pct".into(), availability);
+    s.insert("events".into(), v.events.len().into());
+    s.insert("downtime_h".into(), num(down_h, 1));
+    s.insert("mttr_h".into(), mean(&all));
+    s.insert("covered_events".into(), covered.len().into());
+    s.insert("uncovered_events".into(), uncovered.len().into());
+    s.insert("covered_mttr_h".into(), mean(&covered));
+    s.insert("uncovered_mttr_h".into(), mean(&uncovered));
+    s.insert("avoidable_h".into(), num(avoidable, 1));
+    let mut rep = Report::new("overview", ["week", "events", "downtime_h", "mttr_h", "uncovered_events"]);
+    let weeks = ((f.to_ms - f.from_ms + 7 * DAY_MS - 1) / (7 * DAY_MS)).max(1) as usize;
+    let mut acc = vec![(0usize, 0.0f64, 0.0f64, 0usize, 0usize); weeks];
+    for e in v.events.iter() {
+        let w = (((e.start_ms - f.from_ms) / (7 * DAY_MS)).max(0) as usize).min(weeks - 1);
+        let a = &mut acc[w];
+        a.0 += 1;
+        a.1 += (end_of(e) - e.start_ms).max(0) as f64 / HOUR_MS;
+        if let Some(h) = e.ttr_h() {
+            a.2 += h;
+            a.3 += 1;
+        }
+        a.4 += usize::from(e.covered == Some(false));
+    }
+    for (i, (n, down, ttr_sum, closed, unc)) in acc.into_iter().enumerate() {
+        let start = f.from_ms + i as i64 * 7 * DAY_MS;
+        let week = chrono::DateTime::from_timestamp_millis(start)
+            .map_or(String::new(), |d| d.with_timezone(&v.people.settings.tz).format("%Y-%m-%d").to_string());
+        let mttr = if closed > 0 { num(ttr_sum / closed as f64, 2) } else { Value::Null };
+        rep.rows.push(vec![week.into(), n.into(), num(down, 1), mttr, unc.into()]);
+    }
+    (s, rep)
+}
+
+/// Gateways as a [`Report`].
+pub fn gateways_report(gws: &[Gateway], now_ms: i64) -> Report {
+    let mut rep = Report::new(
+        "gateways",
+        [
+            "gateway",
+            "site",
+            "online",
+            "last_seen",
+            "last_seen_age_s",
+            "agent_version",
+            "buffer_depth",
+            "oldest_unsent_age_s",
+            "dropped",
+            "clock_ok",
+            "sources_connected",
+            "sources",
+        ],
+    );
+    for g in gws {
+        let s = g.status.as_ref();
+        rep.rows.push(vec![
+            g.gateway.clone().into(),
+            g.site.clone().into(),
+            g.online.into(),
+            feed::rfc3339(g.last_seen_ms).into(),
+            ((now_ms - g.last_seen_ms).max(0) / 1000).into(),
+            s.map(|s| s.agent_version.clone()).into(),
+            s.map(|s| s.buffer_depth).into(),
+            s.map(|s| s.oldest_unsent_age_ms / 1000).into(),
+            s.map(|s| s.dropped).into(),
+            s.map(|s| s.clock_ok).into(),
+            s.map(|s| s.sources.iter().filter(|x| x.connected).count()).into(),
+            s.map(|s| s.sources.len()).into(),
+        ]);
+    }
+    rep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings { tz: chrono_tz::Europe::Berlin, ..Settings::default() }
+    }
+
+    #[test]
+    fn times_read_as_dates_in_site_time_rfc3339_or_millis() {
+        let s = settings();
+        assert_eq!(parse_time(&s, "from", "1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time(&s, "from", "2025-01-01T00:00:00Z"), Ok(1_735_689_600_000));
+        // Midnight in Berlin is 23:00 UTC the day before in winter.
+        assert_eq!(parse_time(&s, "from", "2025-01-01"), Ok(1_735_689_600_000 - 3_600_000));
+        let e = parse_time(&s, "to", "yesterday").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("invalid to \"yesterday\""), "{}", e.message);
+    }
+
+    #[test]
+    fn window_defaults_to_90_days_and_must_not_be_empty() {
+        let s = settings();
+        let f = Filter::parse(&Params::default(), &s, 100 * DAY_MS).unwrap();
+        assert_eq!((f.from_ms, f.to_ms), (10 * DAY_MS, 100 * DAY_MS));
+        let p = Params { from: Some("2025-02-01".into()), to: Some("2025-01-01".into()), ..Params::default() };
+        assert!(Filter::parse(&p, &s, 0).is_err());
+        let blank = Params { crew: Some("".into()), ..Params::default() };
+        assert_eq!(Filter::parse(&blank, &s, DAY_MS * 100).unwrap().crew, None);
+    }
+
+    #[test]
+    fn options_refuse_unknown_choices_by_name() {
+        let p = Params { dim: Some("colour".into()), ..Params::default() };
+        let e = Options::parse(&p, Kind::Mttr).unwrap_err();
+        assert!(e.message.contains("expected one of asset, skill, shift, crew"), "{}", e.message);
+        assert!(Options::parse(&Params::default(), Kind::Whatif).is_err());
+    }
+}

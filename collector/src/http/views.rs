@@ -1,0 +1,768 @@
+//! The supervisor dashboard: server-rendered pages (askama templates in `collector/templates/`, one
+//! stylesheet in `collector/assets/`, both compiled into the binary; no JavaScript). Every page shows a
+//! [`Report`] computed by [`data::run`], the same function the API calls, so page and API agree. Filters
+//! live in the URL query (a plain GET form and links), so a view can be shared by its address. Charts are
+//! inline SVG whose geometry is computed here and drawn by templates.
+
+use super::api::{self, ImportOutcome};
+use super::auth::{self, Admin, Principal, Via, Viewer};
+use super::data::{self, Dataset, Filter, Kind, Options, Output, Params};
+use super::error::{url_encode, AppError, PageError};
+use super::AppState;
+use crate::people::import::Kind as CsvKind;
+use crate::report::Report;
+use askama::Template;
+use axum::extract::{Multipart, OriginalUri, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+const CSS: &str = include_str!("../../assets/style.css");
+const PAGE_ROWS: usize = 100;
+
+/// One dashboard page.
+struct PageDef {
+    path: &'static str,
+    kind: Kind,
+    title: &'static str,
+    /// An option the page toggles, with its values (first = default).
+    toggle: Option<(&'static str, &'static [&'static str])>,
+}
+
+const PAGES: [PageDef; 9] = [
+    PageDef { path: "/", kind: Kind::Overview, title: "Plant overview", toggle: None },
+    PageDef { path: "/coverage", kind: Kind::Coverage, title: "Shift coverage", toggle: Some(("group", &["crew", "shift"])) },
+    PageDef { path: "/downtime", kind: Kind::Join, title: "Downtime and who was on shift", toggle: None },
+    PageDef { path: "/mttr", kind: Kind::Mttr, title: "MTTR covered vs uncovered", toggle: Some(("dim", &["asset", "skill", "shift", "crew"])) },
+    PageDef { path: "/priorities", kind: Kind::Priorities, title: "Training priorities", toggle: Some(("per_person", &["false", "true"])) },
+    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates expiring", toggle: None },
+    PageDef { path: "/pareto", kind: Kind::Pareto, title: "Downtime Pareto", toggle: Some(("by", &["asset", "skill"])) },
+    PageDef { path: "/gaps", kind: Kind::Gaps, title: "Skill gaps and readiness", toggle: None },
+    PageDef { path: "/alarm-load", kind: Kind::AlarmLoad, title: "Alarm load per operator", toggle: None },
+];
+
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/assets/style.css", get(css))
+        .route("/gateways", get(gateways))
+        .route("/import", get(import_form).post(import_post))
+        .route("/login", get(login_form).post(login_post))
+        .route("/logout", axum::routing::post(logout));
+    for (i, _) in PAGES.iter().enumerate() {
+        r = r.route(
+            PAGES[i].path,
+            get(move |State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri, Query(q): Query<Params>| async move {
+                report_page(st, p, uri, q, &PAGES[i]).await
+            }),
+        );
+    }
+    r
+}
+
+// ---- shared page parts ----
+
+/// A link; `on` marks the current one.
+pub struct Link {
+    pub href: String,
+    pub label: String,
+    pub on: bool,
+}
+
+/// Navigation and who is signed in.
+pub struct Nav {
+    pub items: Vec<Link>,
+    pub user: String,
+    pub role: &'static str,
+    pub logout: bool,
+    pub csrf: String,
+}
+
+pub struct Opt {
+    pub value: String,
+    pub on: bool,
+}
+
+pub struct Select {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub options: Vec<Opt>,
+}
+
+/// The filter bar: a GET form and crew links.
+pub struct Filters {
+    pub from: String,
+    pub to: String,
+    pub selects: Vec<Select>,
+    pub hidden: Vec<(String, String)>,
+    pub crews: Vec<Link>,
+    pub toggle_label: String,
+    pub toggle: Vec<Link>,
+}
+
+pub struct Cell {
+    pub col: String,
+    pub text: String,
+    pub class: String,
+}
+
+/// A report as an HTML table.
+pub struct Table {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+    pub notes: Vec<String>,
+}
+
+/// The query pairs of the page's state, without empty values.
+fn pairs(q: &Params) -> Vec<(&'static str, String)> {
+    let all = [
+        ("site", &q.site),
+        ("line", &q.line),
+        ("asset", &q.asset),
+        ("crew", &q.crew),
+        ("from", &q.from),
+        ("to", &q.to),
+        ("group", &q.group),
+        ("dim", &q.dim),
+        ("by", &q.by),
+        ("per_person", &q.per_person),
+        ("change", &q.change),
+        ("offset", &q.offset),
+    ];
+    all.into_iter().filter_map(|(k, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (k, v.to_string()))).collect()
+}
+
+/// `path?k=v&...`, with `set` replacing (or, with an empty value, removing) keys and paging reset.
+fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
+    let mut q: Vec<(&str, String)> = current.iter().filter(|(k, _)| *k != "offset").cloned().collect();
+    for (k, v) in set {
+        q.retain(|(x, _)| x != k);
+        if !v.is_empty() {
+            q.push((k, v.to_string()));
+        }
+    }
+    if q.is_empty() {
+        return path.to_string();
+    }
+    let s: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", url_encode(v))).collect();
+    format!("{path}?{}", s.join("&"))
+}
+
+fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
+    let keep: Vec<(&'static str, String)> =
+        pairs(q).into_iter().filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to")).collect();
+    let mut items: Vec<Link> = PAGES
+        .iter()
+        .map(|d| Link { href: link(d.path, &keep, &[]), label: short_title(d.kind).into(), on: d.path == current })
+        .collect();
+    items.push(Link { href: "/gateways".into(), label: "Gateways".into(), on: current == "/gateways" });
+    if p.role == auth::Role::Admin {
+        items.push(Link { href: "/import".into(), label: "Import".into(), on: current == "/import" });
+    }
+    Nav {
+        items,
+        user: p.name.clone(),
+        role: if p.role == auth::Role::Admin { "admin" } else { "viewer" },
+        logout: matches!(p.via, Via::Session(_)),
+        csrf: st.auth.csrf_token(p),
+    }
+}
+
+fn short_title(k: Kind) -> &'static str {
+    match k {
+        Kind::Overview => "Overview",
+        Kind::Coverage => "Coverage",
+        Kind::Join => "Downtime",
+        Kind::Mttr => "MTTR",
+        Kind::Priorities => "Training",
+        Kind::Recert => "Certificates",
+        Kind::Pareto => "Pareto",
+        Kind::Gaps => "Gaps",
+        Kind::AlarmLoad => "Alarm load",
+        Kind::Whatif => "What if",
+    }
+}
+
+fn date(ms: i64, tz: chrono_tz::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
+}
+
+fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> Filters {
+    let cur = pairs(q);
+    let tz = ds.people.settings.tz;
+    let mut sites: Vec<String> = ds.people.assets.iter().map(|a| a.site.clone()).chain(ds.events.iter().map(|e| e.site.clone())).collect();
+    let mut lines: Vec<String> = ds.people.assets.iter().map(|a| a.line.clone()).collect();
+    let mut assets: Vec<String> = ds.people.assets.iter().map(|a| a.id.clone()).collect();
+    if assets.is_empty() {
+        assets = ds.events.iter().map(|e| e.asset.clone()).collect();
+    }
+    let crews = ds.people.crews();
+    for v in [&mut sites, &mut lines, &mut assets] {
+        v.sort();
+        v.dedup();
+    }
+    let select = |name: &'static str, label: &'static str, values: &[String], chosen: &Option<String>| Select {
+        name,
+        label,
+        options: values.iter().map(|v| Opt { value: v.clone(), on: chosen.as_deref() == Some(v.as_str()) }).collect(),
+    };
+    let mut crew_links = vec![Link { href: link(path, &cur, &[("crew", "")]), label: "all crews".into(), on: f.crew.is_none() }];
+    crew_links.extend(crews.iter().map(|c| Link {
+        href: link(path, &cur, &[("crew", c)]),
+        label: c.clone(),
+        on: f.crew.as_deref() == Some(c.as_str()),
+    }));
+    let (toggle_label, toggle) = match def.toggle {
+        Some((name, values)) => {
+            let chosen = cur.iter().find(|(k, _)| *k == name).map_or(values[0], |(_, v)| v.as_str());
+            let links = values.iter().map(|v| Link { href: link(path, &cur, &[(name, v)]), label: v.to_string(), on: *v == chosen }).collect();
+            (name.replace('_', " "), links)
+        }
+        None => (String::new(), Vec::new()),
+    };
+    Filters {
+        from: date(f.from_ms, tz),
+        to: date(f.to_ms, tz),
+        selects: vec![
+            select("site", "Site", &sites, &f.site),
+            select("line", "Line", &lines, &f.line),
+            select("asset", "Asset", &assets, &f.asset),
+            select("crew", "Crew", &crews, &f.crew),
+        ],
+        hidden: cur.iter().filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change")).map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        crews: crew_links,
+        toggle_label,
+        toggle,
+    }
+}
+
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn table(r: &Report) -> Table {
+    let rows = r
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&r.columns)
+                .map(|(v, c)| {
+                    let class = match v {
+                        Value::Number(_) => "num".to_string(),
+                        Value::Bool(b) => format!("flag {b}"),
+                        Value::String(s) if c == "status" || c == "covered" => format!("status {}", s.replace(' ', "_")),
+                        _ => String::new(),
+                    };
+                    Cell { col: c.clone(), text: cell_text(v), class }
+                })
+                .collect()
+        })
+        .collect();
+    Table { name: r.name.clone(), columns: r.columns.clone(), rows, notes: r.notes.clone() }
+}
+
+fn col(r: &Report, name: &str) -> Option<usize> {
+    r.columns.iter().position(|c| c == name)
+}
+
+fn number(row: &[Value], i: Option<usize>) -> f64 {
+    i.and_then(|i| row.get(i)).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn text(row: &[Value], i: Option<usize>) -> String {
+    i.and_then(|i| row.get(i)).map(cell_text).unwrap_or_default()
+}
+
+// ---- SVG charts ----
+
+/// A horizontal bar of a series.
+pub struct HBar {
+    pub y: f64,
+    pub w: f64,
+    pub class: &'static str,
+    pub value: String,
+}
+
+pub struct HRow {
+    pub label: String,
+    pub y: f64,
+    pub bars: Vec<HBar>,
+}
+
+/// Horizontal bars, one group per label, up to two series.
+#[derive(Template)]
+#[template(path = "hbars.svg", escape = "html")]
+pub struct HBars {
+    pub title: String,
+    pub legend: Vec<(&'static str, String)>,
+    pub height: f64,
+    pub rows: Vec<HRow>,
+}
+
+const PLOT_W: f64 = 520.0;
+
+fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f64>)>, unit: &str) -> String {
+    let max = data.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
+    let bar_h = 14.0;
+    let group_h = bar_h * series.len() as f64 + 8.0;
+    let rows: Vec<HRow> = data
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, values))| {
+            let y = 24.0 + i as f64 * group_h;
+            let bars = values
+                .iter()
+                .zip(series)
+                .enumerate()
+                .map(|(j, (v, (class, _)))| HBar { y: y + j as f64 * bar_h, w: (v / max * PLOT_W).max(0.0), class, value: format!("{v:.1}{unit}") })
+                .collect();
+            HRow { label, y, bars }
+        })
+        .collect();
+    let chart = HBars {
+        title: title.into(),
+        legend: series.iter().map(|(c, n)| (*c, n.to_string())).collect(),
+        height: 30.0 + rows.len() as f64 * group_h,
+        rows,
+    };
+    chart.render().unwrap_or_default()
+}
+
+/// A vertical column of a time series.
+pub struct Col {
+    pub x: f64,
+    pub y: f64,
+    pub h: f64,
+    pub label: String,
+    pub value: String,
+}
+
+/// Columns over time.
+#[derive(Template)]
+#[template(path = "columns.svg", escape = "html")]
+pub struct Columns {
+    pub title: String,
+    pub width: f64,
+    pub col_w: f64,
+    pub max: String,
+    pub cols: Vec<Col>,
+}
+
+fn columns(title: &str, data: &[(String, f64)]) -> String {
+    let max = data.iter().map(|d| d.1).fold(0.0f64, f64::max);
+    let plot_h = 140.0;
+    let col_w = (700.0 / data.len().max(1) as f64).min(40.0);
+    let cols = data
+        .iter()
+        .enumerate()
+        .map(|(i, (label, v))| {
+            let h = if max > 0.0 { v / max * plot_h } else { 0.0 };
+            Col { x: 40.0 + i as f64 * col_w, y: 20.0 + plot_h - h, h, label: label.clone(), value: format!("{v:.2}") }
+        })
+        .collect();
+    Columns { title: title.into(), width: 40.0 + data.len() as f64 * col_w + 10.0, col_w: (col_w - 2.0).max(1.0), max: format!("{max:.1}"), cols }
+        .render()
+        .unwrap_or_default()
+}
+
+/// The charts of a report page.
+fn charts(kind: Kind, r: &Report) -> Vec<String> {
+    let top = |key: Option<usize>| -> Vec<&Vec<Value>> {
+        let mut rows: Vec<&Vec<Value>> = r.rows.iter().collect();
+        rows.sort_by(|a, b| number(b, key).total_cmp(&number(a, key)));
+        rows.truncate(15);
+        rows
+    };
+    match kind {
+        Kind::Overview => {
+            let w = col(r, "week");
+            let down: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "downtime_h")))).collect();
+            let mttr: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "mttr_h")))).collect();
+            vec![columns("Downtime hours per week", &down), columns("MTTR per week (h)", &mttr)]
+        }
+        Kind::Mttr => {
+            let (c, u) = (col(r, "covered_mean_h"), col(r, "uncovered_mean_h"));
+            let data = top(u).into_iter().map(|x| (text(x, col(r, "group")), vec![number(x, c), number(x, u)])).collect();
+            vec![hbars("Mean time to repair (h), largest uncovered first", &[("covered", "covered"), ("uncovered", "uncovered")], data, " h")]
+        }
+        Kind::Priorities => {
+            let v = col(r, "value_per_month");
+            let data = top(v)
+                .into_iter()
+                .map(|x| (format!("{} · {}", text(x, col(r, "crew").or(col(r, "person"))), text(x, col(r, "skill"))), vec![number(x, v)]))
+                .collect();
+            vec![hbars("Avoidable downtime cost per month", &[("uncovered", "value per month")], data, "")]
+        }
+        Kind::Recert => {
+            let v = col(r, "coverage_hours_lost");
+            let data = top(v)
+                .into_iter()
+                .filter(|x| number(x, v) > 0.0)
+                .map(|x| (format!("{} · {}", text(x, col(r, "person")), text(x, col(r, "skill"))), vec![number(x, v)]))
+                .collect();
+            vec![hbars("Coverage hours lost if not renewed", &[("uncovered", "hours lost")], data, " h")]
+        }
+        Kind::Pareto => {
+            let v = col(r, "hours");
+            let k = col(r, "asset").or(col(r, "missing_skill"));
+            let data = top(v).into_iter().map(|x| (text(x, k), vec![number(x, v)])).collect();
+            vec![hbars("Downtime hours", &[("uncovered", "hours")], data, " h")]
+        }
+        _ => Vec::new(),
+    }
+}
+
+// ---- pages ----
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPage {
+    title: String,
+    nav: Nav,
+    filters: Filters,
+    summary: Vec<(String, String)>,
+    charts: Vec<String>,
+    heatmap: Option<Heatmap>,
+    table: Table,
+    pager: Vec<Link>,
+    shown: String,
+}
+
+/// Crew (or shift) × skill, each cell the headcount coloured by status.
+pub struct Heatmap {
+    pub group: String,
+    pub skills: Vec<String>,
+    pub rows: Vec<(String, Vec<Option<HeatCell>>)>,
+}
+
+pub struct HeatCell {
+    pub skill: String,
+    pub headcount: String,
+    pub status: String,
+    pub share: String,
+}
+
+fn heatmap(r: &Report) -> Heatmap {
+    let g = if col(r, "crew").is_some() { "crew" } else { "shift" };
+    let (gi, si) = (col(r, g), col(r, "skill"));
+    let mut skills: Vec<String> = r.rows.iter().map(|x| text(x, si)).collect();
+    skills.sort();
+    skills.dedup();
+    let mut groups: Vec<String> = r.rows.iter().map(|x| text(x, gi)).collect();
+    groups.sort();
+    groups.dedup();
+    let rows = groups
+        .into_iter()
+        .map(|grp| {
+            let cells = skills
+                .iter()
+                .map(|s| {
+                    r.rows.iter().find(|x| text(x, gi) == grp && &text(x, si) == s).map(|x| HeatCell {
+                        skill: s.clone(),
+                        headcount: text(x, col(r, "headcount")),
+                        status: text(x, col(r, "status")),
+                        share: format!("{:.0}%", 100.0 * number(x, col(r, "covered_share"))),
+                    })
+                })
+                .collect();
+            (grp, cells)
+        })
+        .collect();
+    Heatmap { group: g.into(), skills, rows }
+}
+
+fn secure(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
+    let html = t.render().map_err(AppError::internal)?;
+    Ok(secure((status, Html(html)).into_response()))
+}
+
+fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
+    move |error| PageError { error, next: uri.0.path_and_query().map_or("/", |p| p.as_str()).to_string() }
+}
+
+async fn report_page(st: AppState, p: Principal, uri: OriginalUri, mut q: Params, def: &'static PageDef) -> Result<Response, PageError> {
+    let err = page_err(&uri);
+    if def.kind == Kind::Join {
+        q.limit = Some(PAGE_ROWS.to_string());
+    }
+    let source = st.data.clone();
+    let q2 = q.clone();
+    let (ds, out, f) = tokio::task::spawn_blocking(move || {
+        let ds = source.dataset()?;
+        let f = Filter::parse(&q2, source.settings(), chrono::Utc::now().timestamp_millis())?;
+        let o = Options::parse(&q2, def.kind)?;
+        let out = data::run(&data::view(&ds, &f), def.kind, &o);
+        Ok::<(std::sync::Arc<Dataset>, Output, Filter), AppError>((ds, out, f))
+    })
+    .await
+    .map_err(|e| err(AppError::internal(e)))?
+    .map_err(&err)?;
+    let cur = pairs(&q);
+    let mut pager = Vec::new();
+    let offset: usize = q.offset.as_deref().and_then(|o| o.parse().ok()).unwrap_or(0);
+    if def.kind == Kind::Join {
+        if offset > 0 {
+            let prev = offset.saturating_sub(PAGE_ROWS).to_string();
+            pager.push(Link { href: link(def.path, &cur, &[("offset", &prev)]), label: "newer".into(), on: false });
+        }
+        if offset + PAGE_ROWS < out.total_rows {
+            let next = (offset + PAGE_ROWS).to_string();
+            pager.push(Link { href: link(def.path, &cur, &[("offset", &next)]), label: "older".into(), on: false });
+        }
+    }
+    let summary = out.summary.iter().flatten().map(|(k, v)| (k.replace('_', " "), cell_text(v))).collect();
+    let page = ReportPage {
+        title: def.title.into(),
+        nav: nav(&st, &p, def.path, &q),
+        filters: filters(&ds, &f, &q, def.path, def),
+        summary,
+        charts: charts(def.kind, &out.report),
+        heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report)),
+        shown: format!("{} of {} rows", out.report.rows.len(), out.total_rows),
+        table: table(&out.report),
+        pager,
+    };
+    render(&page, StatusCode::OK).map_err(&err)
+}
+
+#[derive(Template)]
+#[template(path = "gateways.html")]
+struct GatewaysPage {
+    title: String,
+    nav: Nav,
+    table: Table,
+}
+
+async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri) -> Result<Response, PageError> {
+    let err = page_err(&uri);
+    let source = st.data.clone();
+    let gws = tokio::task::spawn_blocking(move || source.gateways()).await.map_err(|e| err(AppError::internal(e)))?.map_err(&err)?;
+    let rep = data::gateways_report(&gws, chrono::Utc::now().timestamp_millis());
+    let page = GatewaysPage { title: "Gateways and agents".into(), nav: nav(&st, &p, "/gateways", &Params::default()), table: table(&rep) };
+    render(&page, StatusCode::OK).map_err(&err)
+}
+
+async fn css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS)
+}
+
+// ---- import ----
+
+pub struct KindInfo {
+    pub name: &'static str,
+    pub required: String,
+    pub optional: String,
+    pub on: bool,
+}
+
+pub struct RowError {
+    pub file: String,
+    pub line: u64,
+    pub column: String,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "import.html")]
+struct ImportPage {
+    title: String,
+    nav: Nav,
+    csrf: String,
+    kinds: Vec<KindInfo>,
+    result: Option<String>,
+    problem: Option<String>,
+    errors: Vec<RowError>,
+}
+
+fn import_page(st: &AppState, p: &Principal, chosen: Option<CsvKind>) -> ImportPage {
+    ImportPage {
+        title: "Import personnel data".into(),
+        nav: nav(st, p, "/import", &Params::default()),
+        csrf: st.auth.csrf_token(p),
+        kinds: CsvKind::ALL
+            .iter()
+            .map(|k| {
+                let (req, opt) = k.columns();
+                KindInfo { name: k.name(), required: req.join(", "), optional: opt.join(", "), on: Some(*k) == chosen }
+            })
+            .collect(),
+        result: None,
+        problem: None,
+        errors: Vec::new(),
+    }
+}
+
+async fn import_form(State(st): State<AppState>, Admin(p): Admin, uri: OriginalUri) -> Result<Response, PageError> {
+    render(&import_page(&st, &p, None), StatusCode::OK).map_err(page_err(&uri))
+}
+
+async fn import_post(
+    State(st): State<AppState>,
+    Admin(p): Admin,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Result<Response, PageError> {
+    let err = page_err(&uri);
+    let (mut csrf, mut kind, mut file, mut text) = (String::new(), String::new(), String::new(), None);
+    while let Some(field) = form.next_field().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))? {
+        let name = field.name().unwrap_or_default().to_string();
+        let fname = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))?;
+        match name.as_str() {
+            "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
+            "kind" => kind = String::from_utf8_lossy(&bytes).into_owned(),
+            "file" => {
+                file = fname.filter(|f| !f.is_empty()).unwrap_or_else(|| "upload.csv".into());
+                text = Some(bytes);
+            }
+            _ => {}
+        }
+    }
+    st.auth.check_form(&p, &headers, &csrf).map_err(&err)?;
+    let kind = api::csv_kind(&kind).map_err(&err)?;
+    let mut page = import_page(&st, &p, Some(kind));
+    let Some(bytes) = text.filter(|b| !b.is_empty()) else {
+        page.problem = Some("choose a CSV file to import".into());
+        return render(&page, StatusCode::BAD_REQUEST).map_err(&err);
+    };
+    let Ok(text) = String::from_utf8(bytes.to_vec()) else {
+        page.problem = Some(format!("{file} is not UTF-8 text; export the CSV as UTF-8"));
+        return render(&page, StatusCode::UNPROCESSABLE_ENTITY).map_err(&err);
+    };
+    let source = st.data.clone();
+    let fname = file.clone();
+    let outcome = tokio::task::spawn_blocking(move || api::import_csv(&source, kind, &fname, &text))
+        .await
+        .map_err(|e| err(AppError::internal(e)))?
+        .map_err(&err)?;
+    let status = match outcome {
+        ImportOutcome::Stored(s) => {
+            page.result = Some(s);
+            StatusCode::OK
+        }
+        ImportOutcome::Rejected(errors) => {
+            page.problem = Some(format!("{file}: {} invalid row(s); nothing was imported", errors.len()));
+            page.errors =
+                errors.into_iter().map(|e| RowError { file: e.file, line: e.line, column: e.column, message: e.message }).collect();
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    };
+    render(&page, status).map_err(&err)
+}
+
+// ---- login ----
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    next: String,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginQuery {
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Only same-site paths, never `//host` or `/\host`.
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+        next
+    } else {
+        "/"
+    }
+}
+
+async fn login_form(State(st): State<AppState>, Query(q): Query<LoginQuery>) -> Result<Response, PageError> {
+    if st.auth.is_open() {
+        return Ok(Redirect::to("/").into_response());
+    }
+    let page = LoginPage { next: safe_next(&q.next).into(), problem: None };
+    render(&page, StatusCode::OK).map_err(|error| PageError { error, next: "/".into() })
+}
+
+async fn login_post(State(st): State<AppState>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Result<Response, PageError> {
+    let err = |error| PageError { error, next: "/".into() };
+    auth::same_origin(&headers).map_err(err)?;
+    let next = safe_next(&f.next).to_string();
+    match st.auth.login(&f.token) {
+        Some(id) => {
+            let mut res = Redirect::to(&next).into_response();
+            if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(&id)) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            Ok(res)
+        }
+        None => {
+            tracing::warn!("dashboard login with an unknown token");
+            render(&LoginPage { next, problem: Some("That token is not valid.".into()) }, StatusCode::UNAUTHORIZED).map_err(err)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(st): State<AppState>, Viewer(p): Viewer, headers: HeaderMap, Form(f): Form<LogoutForm>) -> Result<Response, PageError> {
+    st.auth.check_form(&p, &headers, &f.csrf).map_err(|error| PageError { error, next: "/".into() })?;
+    if let Via::Session(id) = &p.via {
+        st.auth.logout(id);
+    }
+    let mut res = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie()) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_replace_keys_drop_paging_and_encode() {
+        let cur = vec![("crew", "A".to_string()), ("offset", "100".to_string()), ("from", "2025-01-01".to_string())];
+        assert_eq!(link("/mttr", &cur, &[("crew", "B & C")]), "/mttr?from=2025-01-01&crew=B%20%26%20C");
+        assert_eq!(link("/mttr", &cur, &[("crew", "")]), "/mttr?from=2025-01-01");
+    }
+
+    #[test]
+    fn login_redirects_only_to_local_paths() {
+        assert_eq!(safe_next("/coverage?crew=A"), "/coverage?crew=A");
+        assert_eq!(safe_next("//evil.example/"), "/");
+        assert_eq!(safe_next("https://evil.example/"), "/");
+        assert_eq!(safe_next("/\\evil.example"), "/");
+    }
+}
