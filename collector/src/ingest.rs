@@ -1,1 +1,237 @@
 //! Ingest: subscribe, decode, validate, hand to the store, ack after commit.
+//!
+//! Tasks (wired by [`start`]):
+//! - the MQTT loop polls the collector's client and never blocks: publishes go to a bounded queue, and
+//!   when that queue is full the message is dropped with a warning (its agent resends it because it
+//!   was never acked; dedup makes the resend harmless);
+//! - the decoder strictly decodes batches (`decode_batch` with limits), checks that the topic's site and
+//!   gateway are the payload's, and hands batches and status messages to the store writer; anything
+//!   that fails goes to the dead-letter table (topic, time, reason, size, first bytes), is counted and
+//!   logged with its topic, and ingest carries on;
+//! - the confirmer reads what the writer committed and only then publishes the ack
+//!   (`shiftlens/v1/{site}/{gateway}/ack`, all seqs of the batch including duplicates already stored)
+//!   and the downtime feed records.
+
+use crate::broker::{self, Mode};
+use crate::feed::{self, LineOf};
+use crate::store::events::DeadLetter;
+use crate::store::{Committed, StoreError, WriteOp, Writer};
+use crate::Config;
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use shiftlens_common::status::Status;
+use shiftlens_common::wire::{decode_batch, encode_ack};
+use shiftlens_common::{Ack, Limits, Topic, SCHEMA_VERSION};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Counters, readable while running.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub batches: AtomicU64,
+    pub events_new: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub dropped_overload: AtomicU64,
+    pub acks: AtomicU64,
+    pub feed_records: AtomicU64,
+}
+
+impl Metrics {
+    pub fn get(v: &AtomicU64) -> u64 {
+        v.load(Ordering::Relaxed)
+    }
+}
+
+fn inc(v: &AtomicU64, n: u64) {
+    v.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A running collector core (broker, ingest, store).
+pub struct Collector {
+    /// Where gateways connect, when the broker is embedded.
+    pub broker: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Starts the store writer, the embedded broker (unless external) and ingest. Returns once all are up.
+///
+/// # Errors
+/// The store cannot be opened or the broker cannot start.
+pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartError> {
+    let metrics = Arc::new(Metrics::default());
+    let (committed_tx, committed_rx) = mpsc::channel(4096);
+    let writer = Writer::spawn(&config.store, committed_tx)?;
+    let (dead_tx, mut dead_rx) = mpsc::channel::<DeadLetter>(1024);
+    let embedded = match config.broker.mode {
+        Mode::Embedded => Some(broker::start_embedded(&config.broker, dead_tx.clone()).await?),
+        Mode::External => None,
+    };
+    let opts = broker::client_options(&config.broker, embedded.map(|e| e.internal))?;
+    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    eventloop.set_network_options(broker::network_options());
+    let (pub_tx, mut pub_rx) = mpsc::channel::<rumqttc::Publish>(1024);
+
+    // MQTT loop: never blocks.
+    let filters = config.broker.filters();
+    let (sub_client, m) = (client.clone(), metrics.clone());
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    tracing::info!("collector connected to the broker");
+                    for f in &filters {
+                        if let Err(e) = sub_client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(filter = %f, error = %e, "subscribe failed");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    if pub_rx_full(&pub_tx, p) {
+                        inc(&m.dropped_overload, 1);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+
+    // Rejections by the broker's gate become dead letters too.
+    let wtx = writer.tx.clone();
+    tokio::spawn(async move {
+        while let Some(d) = dead_rx.recv().await {
+            if wtx.send(WriteOp::DeadLetter(d)).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    // Decoder.
+    let limits = Limits {
+        max_batch_bytes: config.broker.max_packet_bytes().min(Limits::default().max_batch_bytes),
+        ..Limits::default()
+    };
+    let wtx = writer.tx.clone();
+    tokio::spawn(async move {
+        while let Some(p) = pub_rx.recv().await {
+            let op = classify(&p.topic, &p.payload, &limits, now_ms());
+            if let WriteOp::DeadLetter(d) = &op {
+                tracing::warn!(topic = %d.topic, kind = %d.kind, reason = %d.reason, size = d.size, "payload dead-lettered");
+            }
+            if wtx.send(op).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    // Retention, hourly.
+    let wtx = writer.tx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if wtx.send(WriteOp::Prune { now_ms: now_ms() }).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    // Confirmer.
+    tokio::spawn(confirm(committed_rx, client, metrics.clone(), line_of));
+    drop(writer.tx);
+    Ok(Collector { broker: embedded.map(|e| e.listen), metrics })
+}
+
+/// Queues a publish; true when it had to be dropped.
+fn pub_rx_full(tx: &mpsc::Sender<rumqttc::Publish>, p: rumqttc::Publish) -> bool {
+    match tx.try_send(p) {
+        Ok(()) => false,
+        Err(mpsc::error::TrySendError::Full(p)) => {
+            tracing::warn!(topic = %p.topic, "ingest queue full: message dropped, its agent will resend it");
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => true,
+    }
+}
+
+/// Decodes and validates one payload: a batch or status to store, or a dead letter.
+pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) -> WriteOp {
+    let dead =
+        |kind: &str, reason: String| WriteOp::DeadLetter(DeadLetter::new(topic, received_ms, kind, reason, payload));
+    match Topic::parse(topic) {
+        Ok(Topic::Events { site, gateway }) => match decode_batch(payload, limits) {
+            Err(e) => dead(e.kind(), e.to_string()),
+            Ok(b) if b.gateway != gateway => dead(
+                "gateway_mismatch",
+                format!("batch of gateway {} published on gateway {gateway}'s topic", b.gateway),
+            ),
+            Ok(b) if b.site != site => {
+                dead("site_mismatch", format!("batch of site {} published on site {site}'s topic", b.site))
+            }
+            Ok(batch) => WriteOp::Batch { batch, received_ms },
+        },
+        Ok(Topic::Status { site, gateway }) => {
+            if payload.len() > 64 << 10 {
+                return dead("too_large", format!("status of {} bytes", payload.len()));
+            }
+            match serde_json::from_slice::<Status>(payload) {
+                Ok(s) if s.version != SCHEMA_VERSION => {
+                    dead("unsupported_version", format!("status version {}", s.version))
+                }
+                Ok(status) => WriteOp::Status { site, gateway, status, received_ms },
+                Err(e) => dead("bad_status", format!("status is not valid JSON: {e}")),
+            }
+        }
+        Ok(_) => dead("unexpected_topic", "not an events or status topic".into()),
+        Err(e) => dead("bad_topic", e.to_string()),
+    }
+}
+
+async fn confirm(mut rx: mpsc::Receiver<Committed>, client: AsyncClient, m: Arc<Metrics>, line_of: LineOf) {
+    while let Some(c) = rx.recv().await {
+        match c {
+            Committed::Stored { site, gateway, epoch, seqs, new } => {
+                inc(&m.batches, 1);
+                inc(&m.events_new, new as u64);
+                inc(&m.events_duplicate, (seqs.len() - new) as u64);
+                let ack = encode_ack(&Ack::from_seqs(epoch, seqs));
+                let topic = Topic::Ack { site, gateway }.to_string();
+                match client.publish(topic, QoS::AtLeastOnce, false, ack).await {
+                    Ok(()) => inc(&m.acks, 1),
+                    Err(e) => tracing::warn!(error = %e, "ack not sent; the agent will resend and be acked then"),
+                }
+            }
+            Committed::Downtime(d) => {
+                let record = feed::Record::new(&d, line_of(&d.site, &d.asset));
+                let topic = Topic::Downtime { site: d.site.clone() }.to_string();
+                match serde_json::to_vec(&record) {
+                    Ok(json) => match client.publish(topic, QoS::AtLeastOnce, false, json).await {
+                        Ok(()) => inc(&m.feed_records, 1),
+                        Err(e) => tracing::warn!(error = %e, "downtime feed record not published"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "downtime feed record not encoded"),
+                }
+            }
+            Committed::DeadLetter { .. } => inc(&m.dead_letters, 1),
+        }
+    }
+}

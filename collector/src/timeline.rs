@@ -1,7 +1,24 @@
 //! Pure timeline: events → per-asset state intervals → downtime events, as DESIGN.md defines them.
+//!
+//! Definitions held here:
+//! - A **downtime event** is a maximal interval in which an asset is `down`. It starts at the first `down`
+//!   state after a state that is not `down`, and ends at the next *known* state that is not `down`
+//!   (`running`, `idle`, `planned`). `unknown` inside it does not end it but sets `data_gap`. An event with
+//!   no end yet is open (ongoing).
+//! - `unknown` comes from a `state: unknown` event, a `source` event with `connected: false`, and a
+//!   gateway's last will (its assets become `unknown` from the moment the collector saw the will).
+//! - The **first-out alarm** is the alarm that became active nearest before (or at) the stop, within
+//!   `first_out_window_ms`.
+//!
+//! Invariants: per asset, entries are kept sorted by `(ts_ms, gateway, epoch, seq)`; an entry with a key
+//! already present is ignored, so the result depends only on the *set* of events, never on their arrival
+//! order or duplication. After an insert the asset's downtime list is recomputed from the earliest point
+//! the new entry can affect (the start of the downtime covering it, or the entry itself), which makes
+//! in-order input O(1) amortised per event and late input O(events since the affected downtime).
 
 use serde::{Deserialize, Serialize};
-use shiftlens_common::{AssetId, GatewayId, SiteId};
+use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The alarm that became active nearest before a stop, within the attribution window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,5 +48,470 @@ impl Downtime {
     /// Time to repair in milliseconds, for closed events.
     pub fn ttr_ms(&self) -> Option<i64> {
         self.end_ms.map(|e| e - self.start_ms)
+    }
+}
+
+/// One interval of constant state; `end_ms` is `None` for the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateInterval {
+    pub state: MachineState,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+}
+
+/// What the timeline consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A stored event of `gateway`'s outbox `epoch`.
+    Event { site: SiteId, gateway: GatewayId, epoch: u64, event: Event },
+    /// The gateway's last will was seen at `ts_ms`: its assets are `unknown` from then on.
+    Offline { site: SiteId, gateway: GatewayId, ts_ms: i64 },
+}
+
+/// What changed after an input: downtime events created or modified, and ones that no longer exist
+/// (a late event showed that an interval was not what it seemed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub upserted: Vec<Downtime>,
+    pub removed: Vec<(SiteId, AssetId, i64)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.upserted.is_empty() && self.removed.is_empty()
+    }
+
+    fn extend(&mut self, other: Changes) {
+        self.upserted.extend(other.upserted);
+        self.removed.extend(other.removed);
+    }
+}
+
+/// Sort key of an entry: event time, then the outbox identity, so equal timestamps order deterministically.
+type Key = (i64, GatewayId, u64, u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StateEntry {
+    key: Key,
+    state: MachineState,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct AssetTimeline {
+    gateway: Option<GatewayId>,
+    states: Vec<StateEntry>,
+    /// Alarm activations by key.
+    alarms: BTreeMap<Key, FirstOut>,
+    downtimes: Vec<Downtime>,
+    /// Index into `states` of the entry that opened each downtime (parallel to `downtimes`).
+    starts: Vec<usize>,
+}
+
+/// The per-asset timelines of every asset seen.
+#[derive(Debug)]
+pub struct Timeline {
+    first_out_window_ms: i64,
+    assets: HashMap<(SiteId, AssetId), AssetTimeline>,
+    /// Last-will times per gateway, applied to every asset that gateway reports, whenever it appears.
+    offline: HashMap<GatewayId, BTreeSet<i64>>,
+    by_gateway: HashMap<GatewayId, BTreeSet<(SiteId, AssetId)>>,
+}
+
+impl Timeline {
+    pub fn new(first_out_window_ms: i64) -> Self {
+        Self { first_out_window_ms, assets: HashMap::new(), offline: HashMap::new(), by_gateway: HashMap::new() }
+    }
+
+    pub fn first_out_window_ms(&self) -> i64 {
+        self.first_out_window_ms
+    }
+
+    /// Applies one input and says which downtime events changed.
+    pub fn apply(&mut self, input: Input) -> Changes {
+        match input {
+            Input::Event { site, gateway, epoch, event } => {
+                let key: Key = (event.ts_ms, gateway.clone(), epoch, event.seq);
+                let id = (site.clone(), event.asset.clone());
+                let mut changes = Changes::default();
+                if !self.assets.contains_key(&id) {
+                    let fresh = AssetTimeline { gateway: Some(gateway.clone()), ..AssetTimeline::default() };
+                    self.assets.insert(id.clone(), fresh);
+                    self.by_gateway.entry(gateway.clone()).or_default().insert(id.clone());
+                    // A new asset of a gateway already known to have gone offline inherits its marks.
+                    let marks: Vec<i64> = self.offline.get(&gateway).into_iter().flatten().copied().collect();
+                    for ts in marks {
+                        changes.extend(self.insert_state(&id, offline_key(ts, &gateway), MachineState::Unknown, None));
+                    }
+                }
+                let c = match event.body {
+                    EventBody::State { state, reason } => self.insert_state(&id, key, state, reason),
+                    EventBody::Source { connected: false, .. } => {
+                        self.insert_state(&id, key, MachineState::Unknown, None)
+                    }
+                    EventBody::Alarm(alarm) if alarm.active => {
+                        let fo = FirstOut { id: alarm.id, text: alarm.text, class: alarm.class, ts_ms: event.ts_ms };
+                        self.insert_alarm(&id, key, fo)
+                    }
+                    _ => Changes::default(),
+                };
+                changes.extend(c);
+                changes
+            }
+            Input::Offline { gateway, ts_ms, .. } => {
+                if !self.offline.entry(gateway.clone()).or_default().insert(ts_ms) {
+                    return Changes::default();
+                }
+                let ids: Vec<_> = self.by_gateway.get(&gateway).into_iter().flatten().cloned().collect();
+                let mut changes = Changes::default();
+                for id in ids {
+                    changes.extend(self.insert_state(&id, offline_key(ts_ms, &gateway), MachineState::Unknown, None));
+                }
+                changes
+            }
+        }
+    }
+
+    /// All downtime events, ordered by site, asset and start.
+    pub fn downtimes(&self) -> Vec<Downtime> {
+        let mut out: Vec<Downtime> = self.assets.values().flat_map(|a| a.downtimes.iter().cloned()).collect();
+        out.sort_by(|a, b| (&a.site, &a.asset, a.start_ms).cmp(&(&b.site, &b.asset, b.start_ms)));
+        out
+    }
+
+    /// The state intervals of one asset that overlap `[from_ms, to_ms)`, clipped to it. Time before the
+    /// asset's first state is not reported (callers count it as `unknown`).
+    pub fn intervals(&self, site: &SiteId, asset: &AssetId, from_ms: i64, to_ms: i64) -> Vec<StateInterval> {
+        let Some(a) = self.assets.get(&(site.clone(), asset.clone())) else { return Vec::new() };
+        let mut out: Vec<StateInterval> = Vec::new();
+        for (i, s) in a.states.iter().enumerate() {
+            let start = s.key.0;
+            let end = a.states.get(i + 1).map(|n| n.key.0);
+            if start >= to_ms || end.is_some_and(|e| e <= from_ms) {
+                continue;
+            }
+            let iv = StateInterval {
+                state: s.state,
+                start_ms: start.max(from_ms),
+                end_ms: Some(end.unwrap_or(to_ms).min(to_ms)),
+            };
+            match out.last_mut() {
+                Some(last) if last.state == iv.state => last.end_ms = iv.end_ms,
+                _ if iv.end_ms == Some(iv.start_ms) => {}
+                _ => out.push(iv),
+            }
+        }
+        out
+    }
+
+    /// Every (site, asset) seen.
+    pub fn assets(&self) -> Vec<(SiteId, AssetId)> {
+        let mut v: Vec<_> = self.assets.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn insert_alarm(&mut self, id: &(SiteId, AssetId), key: Key, fo: FirstOut) -> Changes {
+        let window = self.first_out_window_ms;
+        let Some(a) = self.assets.get_mut(id) else { return Changes::default() };
+        if a.alarms.insert(key, fo.clone()).is_some() {
+            return Changes::default();
+        }
+        // Downtimes starting within [ts, ts + window] may now have a different first-out alarm.
+        let mut changes = Changes::default();
+        for i in 0..a.downtimes.len() {
+            let start = a.downtimes[i].start_ms;
+            if start >= fo.ts_ms && start - fo.ts_ms <= window {
+                let new = first_out(&a.alarms, &a.states[a.starts[i]].key, window);
+                if new != a.downtimes[i].first_out {
+                    a.downtimes[i].first_out = new;
+                    changes.upserted.push(a.downtimes[i].clone());
+                }
+            }
+        }
+        changes
+    }
+
+    fn insert_state(
+        &mut self,
+        id: &(SiteId, AssetId),
+        key: Key,
+        state: MachineState,
+        reason: Option<String>,
+    ) -> Changes {
+        let window = self.first_out_window_ms;
+        let Some(a) = self.assets.get_mut(id) else { return Changes::default() };
+        let pos = match a.states.binary_search_by(|e| e.key.cmp(&key)) {
+            Ok(_) => return Changes::default(),
+            Err(p) => p,
+        };
+        a.states.insert(pos, StateEntry { key, state, reason });
+        // Restart at the downtime covering the new entry (if any), else at the entry itself.
+        let mut first_dt = a.starts.partition_point(|&s| s < pos);
+        let mut restart = pos;
+        if first_dt > 0 {
+            let prev = first_dt - 1;
+            let covers = match a.downtimes[prev].end_ms {
+                None => true,
+                Some(_) => end_index(&a.states, a.starts[prev]).is_none_or(|e| e >= pos),
+            };
+            if covers {
+                first_dt = prev;
+                restart = a.starts[prev];
+            }
+        }
+        let old: Vec<Downtime> = a.downtimes.split_off(first_dt);
+        a.starts.truncate(first_dt);
+        let gateway = a.gateway.clone().unwrap_or_else(|| key_gateway(&a.states[restart].key));
+        // Rescan from `restart`, where the previous state is not down (or nothing precedes).
+        let mut current: Option<(usize, Downtime)> = None;
+        for i in restart..a.states.len() {
+            let e = &a.states[i];
+            match (e.state, current.as_mut()) {
+                (MachineState::Down, None) => {
+                    let dt = Downtime {
+                        site: id.0.clone(),
+                        gateway: gateway.clone(),
+                        asset: id.1.clone(),
+                        start_ms: e.key.0,
+                        end_ms: None,
+                        reason: e.reason.clone(),
+                        first_out: first_out(&a.alarms, &e.key, window),
+                        data_gap: false,
+                    };
+                    current = Some((i, dt));
+                }
+                (MachineState::Down, Some(_)) => {}
+                (MachineState::Unknown, Some((_, dt))) => dt.data_gap = true,
+                (MachineState::Unknown, None) => {}
+                (_, Some(_)) => {
+                    if let Some((s, mut dt)) = current.take() {
+                        dt.end_ms = Some(e.key.0);
+                        a.starts.push(s);
+                        a.downtimes.push(dt);
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+        if let Some((s, dt)) = current {
+            a.starts.push(s);
+            a.downtimes.push(dt);
+        }
+        let mut changes = Changes::default();
+        for d in &a.downtimes[first_dt..] {
+            if !old.contains(d) {
+                changes.upserted.push(d.clone());
+            }
+        }
+        for o in old {
+            if !a.downtimes[first_dt..].iter().any(|d| d.start_ms == o.start_ms) {
+                changes.removed.push((o.site, o.asset, o.start_ms));
+            }
+        }
+        changes
+    }
+}
+
+fn offline_key(ts_ms: i64, gateway: &GatewayId) -> Key {
+    (ts_ms, gateway.clone(), u64::MAX, u64::MAX)
+}
+
+fn key_gateway(key: &Key) -> GatewayId {
+    key.1.clone()
+}
+
+/// The smallest key at `ts_ms` ("-" is the smallest valid gateway id).
+fn min_key(ts_ms: i64) -> Option<Key> {
+    Some((ts_ms, GatewayId::parse("-").ok()?, 0, 0))
+}
+
+/// Index of the entry that ends the downtime opened at `start`, if any.
+fn end_index(states: &[StateEntry], start: usize) -> Option<usize> {
+    states
+        .iter()
+        .enumerate()
+        .skip(start + 1)
+        .find(|(_, e)| !matches!(e.state, MachineState::Down | MachineState::Unknown))
+        .map(|(i, _)| i)
+}
+
+/// The alarm activated nearest before (or at) `stop`, not earlier than `window` before it.
+fn first_out(alarms: &BTreeMap<Key, FirstOut>, stop: &Key, window: i64) -> Option<FirstOut> {
+    let upper = min_key(stop.0.saturating_add(1))?;
+    alarms.range(..upper).next_back().filter(|(k, _)| stop.0 - k.0 <= window).map(|(_, f)| f.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shiftlens_common::Alarm;
+
+    fn gw() -> GatewayId {
+        GatewayId::parse("gw1").unwrap()
+    }
+
+    fn state(seq: u64, ts: i64, s: MachineState) -> Input {
+        ev(seq, ts, EventBody::State { state: s, reason: (s == MachineState::Down).then(|| format!("r{seq}")) })
+    }
+
+    fn alarm(seq: u64, ts: i64, id: &str, active: bool) -> Input {
+        let a = Alarm { id: id.into(), active, severity: 500, text: format!("{id} text"), class: Some("drive".into()) };
+        ev(seq, ts, EventBody::Alarm(a))
+    }
+
+    fn ev(seq: u64, ts_ms: i64, body: EventBody) -> Input {
+        let event = Event { seq, ts_ms, asset: AssetId::parse("press1").unwrap(), body };
+        Input::Event { site: SiteId::parse("s").unwrap(), gateway: gw(), epoch: 7, event }
+    }
+
+    /// (start, end, data_gap, reason, first-out id) of each downtime after applying `inputs`.
+    fn run(inputs: Vec<Input>) -> Vec<(i64, Option<i64>, bool, Option<String>, Option<String>)> {
+        let mut t = Timeline::new(60_000);
+        for i in inputs {
+            t.apply(i);
+        }
+        t.downtimes()
+            .into_iter()
+            .map(|d| (d.start_ms, d.end_ms, d.data_gap, d.reason, d.first_out.map(|f| f.id)))
+            .collect()
+    }
+
+    use MachineState::{Down, Idle, Planned, Running, Unknown};
+
+    #[test]
+    fn downtime_definitions_hold_for_a_table_of_state_sequences() {
+        let r = |s: &str| Some(s.to_string());
+        let cases: Vec<(&str, Vec<Input>, Vec<(i64, Option<i64>, bool, Option<String>, Option<String>)>)> = vec![
+            ("running only", vec![state(1, 0, Running)], vec![]),
+            (
+                "down then running closes",
+                vec![state(1, 0, Running), state(2, 10, Down), state(3, 25, Running)],
+                vec![(10, Some(25), false, r("r2"), None)],
+            ),
+            (
+                "down ends at idle and at planned too",
+                vec![state(1, 10, Down), state(2, 20, Idle), state(3, 30, Down), state(4, 40, Planned)],
+                vec![(10, Some(20), false, r("r1"), None), (30, Some(40), false, r("r3"), None)],
+            ),
+            (
+                "down down is one event with the first reason",
+                vec![state(1, 10, Down), state(2, 15, Down), state(3, 20, Running)],
+                vec![(10, Some(20), false, r("r1"), None)],
+            ),
+            (
+                "unknown inside marks a data gap and does not end it",
+                vec![state(1, 10, Down), state(2, 15, Unknown), state(3, 18, Down), state(4, 30, Running)],
+                vec![(10, Some(30), true, r("r1"), None)],
+            ),
+            (
+                "unknown then running ends it with a gap",
+                vec![state(1, 10, Down), state(2, 15, Unknown), state(3, 30, Idle)],
+                vec![(10, Some(30), true, r("r1"), None)],
+            ),
+            (
+                "an open event stays open",
+                vec![state(1, 0, Running), state(2, 10, Down)],
+                vec![(10, None, false, r("r2"), None)],
+            ),
+            (
+                "open with trailing unknown",
+                vec![state(1, 10, Down), state(2, 20, Unknown)],
+                vec![(10, None, true, r("r1"), None)],
+            ),
+            (
+                "unknown before down is not a gap",
+                vec![state(1, 5, Unknown), state(2, 10, Down), state(3, 20, Running)],
+                vec![(10, Some(20), false, r("r2"), None)],
+            ),
+            (
+                "source lost is unknown, not down",
+                vec![ev(1, 5, EventBody::Source { source: "plc".into(), connected: false, error: None })],
+                vec![],
+            ),
+            (
+                "first-out is the nearest activation within 60 s",
+                vec![
+                    alarm(1, 1_000, "a", true),
+                    alarm(2, 5_000, "b", true),
+                    alarm(3, 6_000, "b", false),
+                    state(4, 10_000, Down),
+                ],
+                vec![(10_000, None, false, r("r4"), r("b"))],
+            ),
+            (
+                "an alarm older than the window is not first-out",
+                vec![alarm(1, 0, "a", true), state(2, 60_001, Down)],
+                vec![(60_001, None, false, r("r2"), None)],
+            ),
+            (
+                "an alarm exactly at the window edge counts",
+                vec![alarm(1, 0, "a", true), state(2, 60_000, Down)],
+                vec![(60_000, None, false, r("r2"), r("a"))],
+            ),
+            (
+                "an alarm after the stop is not first-out",
+                vec![state(1, 10, Down), alarm(2, 11, "a", true)],
+                vec![(10, None, false, r("r1"), None)],
+            ),
+            (
+                "an alarm at the same ms counts",
+                vec![state(1, 10, Down), alarm(2, 10, "a", true)],
+                vec![(10, None, false, r("r1"), r("a"))],
+            ),
+        ];
+        for (name, inputs, want) in cases {
+            assert_eq!(run(inputs), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn late_events_split_and_merge_downtimes() {
+        // A late running in the middle splits one event into two.
+        let got = run(vec![state(1, 10, Down), state(3, 30, Down), state(4, 40, Running), state(2, 20, Running)]);
+        assert_eq!(got.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(10, Some(20)), (30, Some(40))]);
+        // A late down before a running extends nothing but creates an event.
+        let got = run(vec![state(1, 10, Running), state(3, 30, Running), state(2, 20, Down)]);
+        assert_eq!(got.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(), vec![(20, Some(30))]);
+    }
+
+    #[test]
+    fn changes_report_open_close_and_removal() {
+        let mut t = Timeline::new(60_000);
+        assert!(t.apply(state(1, 0, Running)).is_empty());
+        let c = t.apply(state(2, 10, Down));
+        assert_eq!(c.upserted.len(), 1);
+        assert_eq!(c.upserted[0].end_ms, None);
+        let c = t.apply(state(3, 20, Running));
+        assert_eq!(c.upserted[0].end_ms, Some(20));
+        // A duplicate changes nothing.
+        assert!(t.apply(state(3, 20, Running)).is_empty());
+        // A late running before the stop makes the stop start later: the old event is removed.
+        let c = t.apply(state(4, 5, Down));
+        assert_eq!((c.upserted.len(), c.removed.len()), (1, 1));
+        assert_eq!(c.upserted[0].start_ms, 5);
+        // A late alarm re-attributes the first-out.
+        let c = t.apply(alarm(5, 1, "late", true));
+        assert_eq!(c.upserted[0].first_out.as_ref().map(|f| f.id.as_str()), Some("late"));
+    }
+
+    #[test]
+    fn a_last_will_makes_assets_unknown_from_that_moment() {
+        let mut t = Timeline::new(60_000);
+        t.apply(state(1, 10, Down));
+        let off = Input::Offline { site: SiteId::parse("s").unwrap(), gateway: gw(), ts_ms: 20 };
+        t.apply(off.clone());
+        t.apply(state(2, 50, Running));
+        let d = t.downtimes();
+        assert_eq!((d[0].start_ms, d[0].end_ms, d[0].data_gap), (10, Some(50), true));
+        let iv = t.intervals(&SiteId::parse("s").unwrap(), &AssetId::parse("press1").unwrap(), 0, 100);
+        let got: Vec<_> = iv.iter().map(|i| (i.state, i.start_ms, i.end_ms)).collect();
+        assert_eq!(got, vec![(Down, 10, Some(20)), (Unknown, 20, Some(50)), (Running, 50, Some(100))]);
+        // The will arriving before the asset's events gives the same answer.
+        let mut t2 = Timeline::new(60_000);
+        t2.apply(off);
+        t2.apply(state(2, 50, Running));
+        t2.apply(state(1, 10, Down));
+        assert_eq!(t2.downtimes(), d);
     }
 }

@@ -1,17 +1,310 @@
-//! TODO: filled in by the issue that owns `store`.
+//! The collector's SQLite store: WAL mode, one writer thread, readers on their own connections.
+//!
+//! The writer thread owns the only write connection and the [`Timeline`]. It takes whatever
+//! [`WriteOp`]s are queued (up to a bound), applies them in one transaction (events with
+//! `INSERT OR IGNORE`, dead letters, status, and the downtime rows the timeline changed), commits, and
+//! only then reports [`Committed`] outputs: the seqs now stored (for acks) and the downtime events that
+//! opened or closed (for the feed). Nothing is confirmed before it is durable. Readers open their own
+//! connections ([`open_reader`]); WAL lets them read while the writer writes.
 
+pub mod events;
+pub mod migrations;
+pub mod people;
+
+use crate::timeline::{Changes, Downtime, Input, Timeline};
+use events::DeadLetter;
+use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
-use shiftlens_common::config::{ConfigError, ConfigFile};
+use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
+use shiftlens_common::{status::Status, Batch, GatewayId, SiteId};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// `[store]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreConfig {}
+pub struct StoreConfig {
+    /// SQLite database file.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// How long raw events are kept (downtime rows are kept for ever).
+    #[serde(default = "default_retention")]
+    pub retention: Spanned<HumanDuration>,
+    /// How far before a stop an alarm may have become active to count as its first-out alarm.
+    #[serde(default = "default_first_out_window")]
+    pub first_out_window: Spanned<HumanDuration>,
+}
 
-impl StoreConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        let _ = (file, errors);
+fn default_path() -> PathBuf {
+    PathBuf::from("/var/lib/shiftlens/collector.db")
+}
+fn default_retention() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(90 * 86_400)))
+}
+fn default_first_out_window() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(60)))
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { path: default_path(), retention: default_retention(), first_out_window: default_first_out_window() }
     }
 }
 
-pub mod migrations;
+impl StoreConfig {
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+        if self.retention.get_ref().0 < Duration::from_secs(3600) {
+            errors.push(file.error_at(self.retention.span(), "retention must be at least 1h"));
+        }
+        if self.first_out_window.get_ref().0 > Duration::from_secs(86_400) {
+            errors.push(file.error_at(self.first_out_window.span(), "first_out_window must be at most 1d"));
+        }
+    }
+
+    pub fn first_out_window_ms(&self) -> i64 {
+        i64::try_from(self.first_out_window.get_ref().0.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Work for the writer thread.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// A decoded, validated batch received on `topic`.
+    Batch {
+        batch: Batch,
+        received_ms: i64,
+    },
+    DeadLetter(DeadLetter),
+    Status {
+        site: SiteId,
+        gateway: GatewayId,
+        status: Status,
+        received_ms: i64,
+    },
+    /// Delete raw events older than the retention.
+    Prune {
+        now_ms: i64,
+    },
+}
+
+/// What the writer reports after a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// Every seq of a batch is now stored (new or already there).
+    Stored {
+        site: SiteId,
+        gateway: GatewayId,
+        epoch: u64,
+        seqs: Vec<u64>,
+        new: usize,
+    },
+    /// A downtime event was created or changed (opened, closed, re-attributed).
+    Downtime(Downtime),
+    DeadLetter {
+        kind: String,
+    },
+}
+
+/// Errors opening the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot migrate the store {path}: {source}")]
+    Migrate { path: PathBuf, source: rusqlite_migration::Error },
+    #[error("store {path}: {source}")]
+    Sql { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Opens (creating and migrating if needed) a write connection.
+///
+/// # Errors
+/// When the file cannot be opened or migrated.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let open = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let mut conn = Connection::open(path).map_err(open)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(open)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
+    migrations::migrations()
+        .to_latest(&mut conn)
+        .map_err(|source| StoreError::Migrate { path: path.to_path_buf(), source })?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection that never blocks the writer.
+///
+/// # Errors
+/// When the file cannot be opened.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    Ok(conn)
+}
+
+/// Most ops taken into one transaction.
+const MAX_OPS_PER_TX: usize = 512;
+/// Most events taken into one transaction.
+const MAX_EVENTS_PER_TX: usize = 20_000;
+
+/// The writer: spawn it with [`Writer::spawn`], send [`WriteOp`]s, read [`Committed`] outputs.
+pub struct Writer {
+    pub tx: mpsc::Sender<WriteOp>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Opens the store, rebuilds the timeline from stored events, and starts the writer thread.
+    /// The thread ends when every sender of `tx` is dropped.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or read.
+    pub fn spawn(config: &StoreConfig, out: mpsc::Sender<Committed>) -> Result<Self, StoreError> {
+        let path = config.path.clone();
+        let mut conn = open_writer(&path)?;
+        let sql = |source| StoreError::Sql { path: path.clone(), source };
+        let mut timeline = Timeline::new(config.first_out_window_ms());
+        let inputs = events::load_inputs(&conn).map_err(sql)?;
+        let count = inputs.len();
+        for i in inputs {
+            timeline.apply(i);
+        }
+        let tx = conn.transaction().map_err(sql)?;
+        for d in timeline.downtimes() {
+            events::upsert_downtime(&tx, &d).map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        tracing::info!(path = %path.display(), events = count, "store opened, timeline rebuilt");
+        let retention_ms = i64::try_from(config.retention.get_ref().0.as_millis()).unwrap_or(i64::MAX);
+        let (tx, rx) = mpsc::channel(4096);
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(conn, timeline, rx, out, retention_ms))
+            .map_err(StoreError::Thread)?;
+        Ok(Self { tx, thread })
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    mut timeline: Timeline,
+    mut rx: mpsc::Receiver<WriteOp>,
+    out: mpsc::Sender<Committed>,
+    retention_ms: i64,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut ops = vec![first];
+        let mut n_events = 0;
+        while ops.len() < MAX_OPS_PER_TX && n_events < MAX_EVENTS_PER_TX {
+            match rx.try_recv() {
+                Ok(op) => {
+                    if let WriteOp::Batch { batch, .. } = &op {
+                        n_events += batch.events.len();
+                    }
+                    ops.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        match apply_ops(&mut conn, &mut timeline, &ops, retention_ms) {
+            Ok(outputs) => {
+                for o in outputs {
+                    if out.blocking_send(o).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing is acked, so the agents will resend. The timeline may already hold events that were
+                // rolled back: rebuild it from what is really stored.
+                tracing::error!(error = %e, ops = ops.len(), "store transaction failed; nothing acked, agents will resend");
+                if let Ok(inputs) = events::load_inputs(&conn) {
+                    timeline = Timeline::new(timeline.first_out_window_ms());
+                    for i in inputs {
+                        timeline.apply(i);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn apply_ops(
+    conn: &mut Connection,
+    timeline: &mut Timeline,
+    ops: &[WriteOp],
+    retention_ms: i64,
+) -> rusqlite::Result<Vec<Committed>> {
+    let tx = conn.transaction()?;
+    let mut outputs = Vec::new();
+    let mut changes = Changes::default();
+    for op in ops {
+        match op {
+            WriteOp::Batch { batch, received_ms } => {
+                let new = events::insert_batch(&tx, batch, *received_ms)?;
+                for e in &new {
+                    let input = Input::Event {
+                        site: batch.site.clone(),
+                        gateway: batch.gateway.clone(),
+                        epoch: batch.epoch,
+                        event: (*e).clone(),
+                    };
+                    merge(&mut changes, timeline.apply(input));
+                }
+                outputs.push(Committed::Stored {
+                    site: batch.site.clone(),
+                    gateway: batch.gateway.clone(),
+                    epoch: batch.epoch,
+                    seqs: batch.events.iter().map(|e| e.seq).collect(),
+                    new: new.len(),
+                });
+            }
+            WriteOp::DeadLetter(d) => {
+                events::insert_dead_letter(&tx, d)?;
+                outputs.push(Committed::DeadLetter { kind: d.kind.clone() });
+            }
+            WriteOp::Status { site, gateway, status, received_ms } => {
+                if events::upsert_status(&tx, site, gateway, status, *received_ms)? {
+                    tracing::info!(%site, %gateway, "gateway offline: its assets are unknown from now");
+                    let input = Input::Offline { site: site.clone(), gateway: gateway.clone(), ts_ms: *received_ms };
+                    merge(&mut changes, timeline.apply(input));
+                }
+            }
+            WriteOp::Prune { now_ms } => {
+                let n = events::prune_events(&tx, now_ms.saturating_sub(retention_ms))?;
+                tracing::info!(deleted = n, "raw events past retention deleted");
+            }
+        }
+    }
+    for (site, asset, start) in &changes.removed {
+        events::delete_downtime(&tx, site, asset, *start)?;
+    }
+    for d in &changes.upserted {
+        events::upsert_downtime(&tx, d)?;
+    }
+    tx.commit()?;
+    outputs.extend(changes.upserted.into_iter().map(Committed::Downtime));
+    Ok(outputs)
+}
+
+/// Merges changes, keeping only the latest version of each downtime event.
+fn merge(into: &mut Changes, new: Changes) {
+    for d in new.upserted {
+        into.upserted.retain(|o| (&o.site, &o.asset, o.start_ms) != (&d.site, &d.asset, d.start_ms));
+        into.upserted.push(d);
+    }
+    for r in new.removed {
+        into.upserted.retain(|o| (&o.site, &o.asset, o.start_ms) != (&r.0, &r.1, r.2));
+        into.removed.push(r);
+    }
+}

@@ -1,0 +1,150 @@
+//! The normalized downtime feed for central IT: schema `shiftlens.downtime/1` (docs/feed.md).
+//!
+//! One record per downtime event, published as JSON on `shiftlens/v1/{site}/downtime` whenever the event
+//! is created or changed (it opens, it closes, or late data corrects it), and served by
+//! `GET /api/v1/downtime` and `shiftlens-collector export downtime` as JSON or CSV. Consumers upsert by
+//! `(site, asset, start)`. Times are RFC 3339 UTC with milliseconds. Fields are only ever added within a
+//! schema version; a breaking change gets a new version.
+
+use crate::timeline::Downtime;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use shiftlens_common::{AssetId, SiteId};
+use std::sync::Arc;
+
+/// The schema name and version every record carries.
+pub const SCHEMA: &str = "shiftlens.downtime/1";
+
+/// Looks up the production line of an asset (filled in by the people/assets import; `None` if unknown).
+pub type LineOf = Arc<dyn Fn(&SiteId, &AssetId) -> Option<String> + Send + Sync>;
+
+/// A `LineOf` that knows no lines.
+pub fn no_lines() -> LineOf {
+    Arc::new(|_, _| None)
+}
+
+/// The first-out alarm as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstOutAlarm {
+    pub id: String,
+    pub text: String,
+    pub class: Option<String>,
+    /// When it became active.
+    pub at: String,
+}
+
+/// One downtime event as central IT sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: String,
+    pub site: String,
+    pub line: Option<String>,
+    pub asset: String,
+    pub start: String,
+    /// `null` while open.
+    pub end: Option<String>,
+    /// `end - start` in seconds; `null` while open.
+    pub duration_s: Option<f64>,
+    /// `open` or `closed`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub first_out_alarm: Option<FirstOutAlarm>,
+    pub data_gap: bool,
+    pub gateway: String,
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2025-03-04T05:06:07.089Z`.
+pub fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Parses RFC 3339 or integer milliseconds since the Unix epoch.
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("invalid time {s:?}: {e} (expected RFC 3339, e.g. 2025-03-04T05:06:07Z)"))
+}
+
+impl Record {
+    pub fn new(d: &Downtime, line: Option<String>) -> Self {
+        Self {
+            schema: SCHEMA.to_string(),
+            site: d.site.to_string(),
+            line,
+            asset: d.asset.to_string(),
+            start: rfc3339(d.start_ms),
+            end: d.end_ms.map(rfc3339),
+            duration_s: d.ttr_ms().map(|ms| ms as f64 / 1000.0),
+            state: if d.end_ms.is_some() { "closed" } else { "open" }.to_string(),
+            reason: d.reason.clone(),
+            first_out_alarm: d.first_out.as_ref().map(|f| FirstOutAlarm {
+                id: f.id.clone(),
+                text: f.text.clone(),
+                class: f.class.clone(),
+                at: rfc3339(f.ts_ms),
+            }),
+            data_gap: d.data_gap,
+            gateway: d.gateway.to_string(),
+        }
+    }
+}
+
+/// The flat CSV row (first-out alarm spread over four columns).
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    schema: &'a str,
+    site: &'a str,
+    line: Option<&'a str>,
+    asset: &'a str,
+    start: &'a str,
+    end: Option<&'a str>,
+    duration_s: Option<f64>,
+    state: &'a str,
+    reason: Option<&'a str>,
+    first_out_alarm_id: Option<&'a str>,
+    first_out_alarm_text: Option<&'a str>,
+    first_out_alarm_class: Option<&'a str>,
+    first_out_alarm_at: Option<&'a str>,
+    data_gap: bool,
+    gateway: &'a str,
+}
+
+/// Records as CSV with a header row.
+///
+/// # Errors
+/// Only if the CSV writer fails, which it does not for in-memory output.
+pub fn to_csv(records: &[Record]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in records {
+        let fo = r.first_out_alarm.as_ref();
+        w.serialize(CsvRow {
+            schema: &r.schema,
+            site: &r.site,
+            line: r.line.as_deref(),
+            asset: &r.asset,
+            start: &r.start,
+            end: r.end.as_deref(),
+            duration_s: r.duration_s,
+            state: &r.state,
+            reason: r.reason.as_deref(),
+            first_out_alarm_id: fo.map(|f| f.id.as_str()),
+            first_out_alarm_text: fo.map(|f| f.text.as_str()),
+            first_out_alarm_class: fo.and_then(|f| f.class.as_deref()),
+            first_out_alarm_at: fo.map(|f| f.at.as_str()),
+            data_gap: r.data_gap,
+            gateway: &r.gateway,
+        })?;
+    }
+    if records.is_empty() {
+        return Ok("schema,site,line,asset,start,end,duration_s,state,reason,first_out_alarm_id,first_out_alarm_text,first_out_alarm_class,first_out_alarm_at,data_gap,gateway\n".into());
+    }
+    let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}

@@ -1,0 +1,248 @@
+//! SQL for events, dead letters, gateway status and downtime. Plain functions over a connection or a
+//! transaction; the writer thread in `store` decides when to call them.
+//!
+//! Invariant: `(gateway, epoch, seq)` is the primary key of `events` and rows are inserted with
+//! `INSERT OR IGNORE`, so a redelivered event changes nothing and is reported as not new.
+
+use crate::timeline::{Downtime, FirstOut, Input};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use shiftlens_common::{status::Status, AssetId, Batch, Event, EventBody, GatewayId, SiteId};
+
+/// Bytes of a dead payload kept for diagnosis.
+pub const DEAD_LETTER_HEAD: usize = 64;
+
+/// A payload that could not be ingested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub received_ms: i64,
+    /// Short stable name for counting (`malformed`, `too_large`, `gateway_mismatch`, ...).
+    pub kind: String,
+    pub reason: String,
+    pub size: usize,
+    pub head: Vec<u8>,
+}
+
+impl DeadLetter {
+    pub fn new(topic: &str, received_ms: i64, kind: &str, reason: String, payload: &[u8]) -> Self {
+        Self {
+            topic: topic.chars().take(256).collect(),
+            received_ms,
+            kind: kind.to_string(),
+            reason,
+            size: payload.len(),
+            head: payload.iter().take(DEAD_LETTER_HEAD).copied().collect(),
+        }
+    }
+}
+
+fn kind(body: &EventBody) -> &'static str {
+    match body {
+        EventBody::State { .. } => "state",
+        EventBody::Alarm(_) => "alarm",
+        EventBody::Source { .. } => "source",
+        EventBody::Gap { .. } => "gap",
+    }
+}
+
+/// Inserts a batch's events; returns the events that were new (not stored before).
+///
+/// # Errors
+/// SQLite errors.
+pub fn insert_batch<'a>(conn: &Connection, batch: &'a Batch, received_ms: i64) -> rusqlite::Result<Vec<&'a Event>> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut new = Vec::new();
+    for e in &batch.events {
+        let body = serde_json::to_string(&e.body).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+        let n = stmt.execute(params![
+            batch.gateway.as_str(),
+            batch.epoch as i64,
+            e.seq as i64,
+            batch.site.as_str(),
+            e.asset.as_str(),
+            e.ts_ms,
+            kind(&e.body),
+            body,
+            received_ms
+        ])?;
+        if n == 1 {
+            new.push(e);
+        }
+    }
+    Ok(new)
+}
+
+/// # Errors
+/// SQLite errors.
+pub fn insert_dead_letter(conn: &Connection, d: &DeadLetter) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO dead_letters (topic, received_ms, kind, reason, size, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![d.topic, d.received_ms, d.kind, d.reason, d.size as i64, d.head])?;
+    Ok(())
+}
+
+/// Records a status message; returns true when it is a transition to offline (a last will to apply).
+///
+/// # Errors
+/// SQLite errors.
+pub fn upsert_status(
+    conn: &Connection,
+    site: &SiteId,
+    gateway: &GatewayId,
+    status: &Status,
+    received_ms: i64,
+) -> rusqlite::Result<bool> {
+    let was_online: Option<bool> = conn
+        .query_row("SELECT online FROM gateways WHERE gateway = ?1", [gateway.as_str()], |r| r.get(0))
+        .optional()?;
+    let json = serde_json::to_string(status).unwrap_or_default();
+    conn.execute(
+        "INSERT INTO gateways (gateway, site, online, last_seen_ms, status) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (gateway) DO UPDATE SET site = ?2, online = ?3, last_seen_ms = ?4, status = ?5",
+        params![gateway.as_str(), site.as_str(), status.online, received_ms, json],
+    )?;
+    let went_offline = !status.online && was_online != Some(false);
+    if went_offline {
+        conn.execute(
+            "INSERT OR IGNORE INTO gateway_offline (gateway, site, ts_ms) VALUES (?1, ?2, ?3)",
+            params![gateway.as_str(), site.as_str(), received_ms],
+        )?;
+    }
+    Ok(went_offline)
+}
+
+/// # Errors
+/// SQLite errors.
+pub fn upsert_downtime(conn: &Connection, d: &Downtime) -> rusqlite::Result<()> {
+    let fo = d.first_out.as_ref().and_then(|f| serde_json::to_string(f).ok());
+    conn.prepare_cached(
+        "INSERT INTO downtime (site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (site, asset, start_ms) DO UPDATE SET
+           end_ms = ?4, gateway = ?5, reason = ?6, first_out = ?7, data_gap = ?8",
+    )?
+    .execute(params![
+        d.site.as_str(),
+        d.asset.as_str(),
+        d.start_ms,
+        d.end_ms,
+        d.gateway.as_str(),
+        d.reason,
+        fo,
+        d.data_gap
+    ])?;
+    Ok(())
+}
+
+/// # Errors
+/// SQLite errors.
+pub fn delete_downtime(conn: &Connection, site: &SiteId, asset: &AssetId, start_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM downtime WHERE site = ?1 AND asset = ?2 AND start_ms = ?3")?.execute(params![
+        site.as_str(),
+        asset.as_str(),
+        start_ms
+    ])?;
+    Ok(())
+}
+
+/// Every stored event and last-will mark as timeline inputs, for rebuilding the timeline at start.
+///
+/// # Errors
+/// SQLite errors; rows that no longer parse are skipped with a warning.
+pub fn load_inputs(conn: &Connection) -> rusqlite::Result<Vec<Input>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare("SELECT site, gateway, epoch, seq, asset, ts_ms, body FROM events")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (site, gateway, asset, body): (String, String, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(4)?, r.get(6)?);
+        let parsed = (SiteId::parse(site), GatewayId::parse(gateway), AssetId::parse(asset));
+        let (Ok(site), Ok(gateway), Ok(asset), Ok(body)) =
+            (parsed.0, parsed.1, parsed.2, serde_json::from_str::<EventBody>(&body))
+        else {
+            tracing::warn!("skipping an unreadable stored event");
+            continue;
+        };
+        let event = Event { seq: r.get::<_, i64>(3)? as u64, ts_ms: r.get(5)?, asset, body };
+        out.push(Input::Event { site, gateway, epoch: r.get::<_, i64>(2)? as u64, event });
+    }
+    let mut stmt = conn.prepare("SELECT site, gateway, ts_ms FROM gateway_offline")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let (Ok(site), Ok(gateway)) =
+            (SiteId::parse(r.get::<_, String>(0)?), GatewayId::parse(r.get::<_, String>(1)?))
+        {
+            out.push(Input::Offline { site, gateway, ts_ms: r.get(2)? });
+        }
+    }
+    Ok(out)
+}
+
+/// Filters for reading downtime: events overlapping `[from_ms, to_ms)`.
+#[derive(Debug, Clone, Default)]
+pub struct DowntimeFilter {
+    pub site: Option<SiteId>,
+    pub asset: Option<AssetId>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+fn downtime_row(r: &Row<'_>) -> rusqlite::Result<Option<Downtime>> {
+    let site = SiteId::parse(r.get::<_, String>(0)?);
+    let asset = AssetId::parse(r.get::<_, String>(1)?);
+    let gateway = GatewayId::parse(r.get::<_, String>(4)?);
+    let first_out: Option<String> = r.get(6)?;
+    let (Ok(site), Ok(asset), Ok(gateway)) = (site, asset, gateway) else { return Ok(None) };
+    Ok(Some(Downtime {
+        site,
+        gateway,
+        asset,
+        start_ms: r.get(2)?,
+        end_ms: r.get(3)?,
+        reason: r.get(5)?,
+        first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(&f).ok()),
+        data_gap: r.get(7)?,
+    }))
+}
+
+/// Downtime events matching `f`, ordered by start.
+///
+/// # Errors
+/// SQLite errors.
+pub fn query_downtime(conn: &Connection, f: &DowntimeFilter) -> rusqlite::Result<Vec<Downtime>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap FROM downtime
+         WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR asset = ?2)
+           AND (?3 IS NULL OR end_ms IS NULL OR end_ms > ?3) AND (?4 IS NULL OR start_ms < ?4)
+         ORDER BY start_ms, site, asset",
+    )?;
+    let rows = stmt.query_map(
+        params![f.site.as_ref().map(|s| s.as_str()), f.asset.as_ref().map(|a| a.as_str()), f.from_ms, f.to_ms],
+        downtime_row,
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// Number of dead letters stored.
+///
+/// # Errors
+/// SQLite errors.
+pub fn dead_letter_count(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+}
+
+/// Deletes raw events older than `cutoff_ms`; returns how many.
+///
+/// # Errors
+/// SQLite errors.
+pub fn prune_events(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff_ms])
+}
