@@ -1,4 +1,7 @@
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use shiftlens_collector::store::{self, events};
+use shiftlens_collector::{feed, http, ingest, Config};
 use std::path::PathBuf;
 
 /// ShiftLens collector: embedded MQTT broker, exactly-once ingest, downtime timeline, competency join,
@@ -22,11 +25,108 @@ enum Command {
         #[arg(long, default_value = "/etc/shiftlens/collector.toml")]
         config: PathBuf,
     },
+    /// Import a personnel CSV (formats in config/people.md): all rows or none.
+    Import(shiftlens_collector::people::cli::ImportArgs),
+    /// Print a report (coverage, mttr, pareto, gaps, priorities, recert, whatif, alarm-load, join).
+    Report(shiftlens_collector::report::cli::ReportArgs),
+    /// Export data from the store.
+    Export {
+        #[command(subcommand)]
+        what: Export,
+    },
+}
+
+#[derive(Subcommand)]
+enum Export {
+    /// Downtime events overlapping [--from, --to), in the feed schema (docs/feed.md).
+    Downtime {
+        #[arg(long, default_value = "/etc/shiftlens/collector.toml")]
+        config: PathBuf,
+        /// RFC 3339 time or milliseconds since the Unix epoch.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        asset: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
-        Command::Run { .. } | Command::Check { .. } => anyhow::bail!("not implemented yet"),
+        Command::Import(args) => {
+            println!("{}", args.run()?);
+            Ok(())
+        }
+        Command::Report(args) => {
+            print!("{}", args.run()?);
+            Ok(())
+        }
+        Command::Check { config } => {
+            load(&config)?;
+            println!("{}: OK", config.display());
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(run(config))
+        }
+        Command::Export { what: Export::Downtime { config, from, to, site, asset, format } } => {
+            let config = load(&config)?;
+            let time = |s: Option<String>| s.map(|s| feed::parse_time(&s)).transpose().map_err(anyhow::Error::msg);
+            let filter = events::DowntimeFilter {
+                site: site.map(shiftlens_common::SiteId::parse).transpose()?,
+                asset: asset.map(shiftlens_common::AssetId::parse).transpose()?,
+                from_ms: time(from)?,
+                to_ms: time(to)?,
+            };
+            let conn = store::open_reader(&config.store.path)?;
+            let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
+            let records: Vec<feed::Record> = rows.iter().map(|d| feed::Record::new(d, None)).collect();
+            match format {
+                Format::Csv => print!("{}", feed::to_csv(&records)?),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
+            }
+            Ok(())
+        }
     }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let collector = ingest::start(&config, feed::no_lines()).await.context("starting the collector")?;
+    if let Some(addr) = collector.broker {
+        // Tests and operators read this line to find the bound port.
+        println!("broker listening on {addr}");
+    }
+    let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
+    let addr = http::serve(config.http.bind.get_ref(), http::router(state))
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.bind.get_ref()))?;
+    println!("http listening on {addr}");
+    tokio::signal::ctrl_c().await.context("waiting for a signal")?;
+    tracing::info!("shutting down");
+    Ok(())
 }
