@@ -34,7 +34,10 @@ pub fn import(kind: Kind, file: &Path, config: &Path, db_path: Option<&Path>) ->
     let now = chrono::Utc::now().timestamp_millis();
     let s = db::import(&mut conn, kind, &name, &records, now)?;
     Ok(match s.import_id {
-        Some(id) => format!("{kind}: {} added, {} changed, {} removed, {} unchanged (revision {id})", s.added, s.changed, s.removed, s.unchanged),
+        Some(id) => format!(
+            "{kind}: {} added, {} changed, {} removed, {} unchanged (revision {id})",
+            s.added, s.changed, s.removed, s.unchanged
+        ),
         None => format!("{kind}: no changes ({} unchanged)", s.unchanged),
     })
 }

@@ -104,7 +104,12 @@ pub struct Record {
 pub fn parse(kind: Kind, file: &str, text: &str, known: &Personnel) -> Result<Vec<Record>, Vec<ImportError>> {
     let mut errors = Vec::new();
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(text.as_bytes());
-    let err = |line: u64, column: &str, message: String| ImportError { file: file.to_string(), line, column: column.to_string(), message };
+    let err = |line: u64, column: &str, message: String| ImportError {
+        file: file.to_string(),
+        line,
+        column: column.to_string(),
+        message,
+    };
     let headers: Vec<String> = match rdr.headers() {
         Ok(h) => h.iter().map(str::to_string).collect(),
         Err(e) => return Err(vec![err(1, "-", format!("unreadable header: {e}"))]),
@@ -190,7 +195,12 @@ impl<'a> Ctx<'a> {
             }
             Kind::Skills => {
                 let certificate = r.bool("certificate")?;
-                let sk = Skill { id: r.id("id")?, name: r.required("name")?, domain: r.required("domain")?, cert_required: certificate };
+                let sk = Skill {
+                    id: r.id("id")?,
+                    name: r.required("name")?,
+                    domain: r.required("domain")?,
+                    cert_required: certificate,
+                };
                 emit(sk.id.clone(), &sk)
             }
             Kind::PersonSkills => {
@@ -209,7 +219,15 @@ impl<'a> Ctx<'a> {
                 if cert_id.is_none() && (issued_ms.is_some() || expires_ms.is_some()) {
                     r.bad("certificate_id", "issued/expires given without a certificate_id".into());
                 }
-                let ps = PersonSkill { person: person?, skill: skill?, level: level?, assessed_ms: assessed_ms?, cert_id, issued_ms, expires_ms };
+                let ps = PersonSkill {
+                    person: person?,
+                    skill: skill?,
+                    level: level?,
+                    assessed_ms: assessed_ms?,
+                    cert_id,
+                    issued_ms,
+                    expires_ms,
+                };
                 emit(format!("{}/{}@{}", ps.person, ps.skill, ps.assessed_ms), &ps)
             }
             Kind::Roster => {
@@ -310,7 +328,8 @@ impl<'a> Ctx<'a> {
             let want = if headcount { 3 } else { 2 };
             let form = if headcount { "skill:level:headcount" } else { "skill:level" };
             let level = parts.get(1).and_then(|l| l.parse::<u8>().ok()).filter(|l| *l <= 4);
-            let count = if headcount { parts.get(2).and_then(|h| h.parse::<u32>().ok()).filter(|h| *h > 0) } else { Some(1) };
+            let count =
+                if headcount { parts.get(2).and_then(|h| h.parse::<u32>().ok()).filter(|h| *h > 0) } else { Some(1) };
             match (parts.len() == want, level, count) {
                 (true, Some(level), Some(count)) => {
                     if !self.skills.contains(parts[0]) {
@@ -354,7 +373,12 @@ impl Row<'_> {
     }
 
     fn bad(&mut self, col: &str, message: String) {
-        self.errors.push(ImportError { file: self.file.to_string(), line: self.line, column: col.to_string(), message });
+        self.errors.push(ImportError {
+            file: self.file.to_string(),
+            line: self.line,
+            column: col.to_string(),
+            message,
+        });
     }
 
     fn required(&mut self, col: &str) -> Option<String> {
@@ -427,7 +451,10 @@ impl Row<'_> {
         }
         match parse_time(self.tz, &v) {
             Some(t) => Some(Some(t)),
-            None => self.fail(col, format!("invalid time {v:?}: expected YYYY-MM-DD, YYYY-MM-DDTHH:MM (site time) or RFC 3339")),
+            None => self.fail(
+                col,
+                format!("invalid time {v:?}: expected YYYY-MM-DD, YYYY-MM-DDTHH:MM (site time) or RFC 3339"),
+            ),
         }
     }
 }

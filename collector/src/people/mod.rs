@@ -11,8 +11,8 @@ pub mod model;
 pub mod roster;
 
 pub use model::{
-    cert_valid_at, AlarmClass, Asset, Initiative, Need, OnShift, Person, PersonSkill, Personnel, Requirement, RosterEntry, RosterKind,
-    Rotation, Skill, WorkOrder,
+    cert_valid_at, AlarmClass, Asset, Initiative, Need, OnShift, Person, PersonSkill, Personnel, Requirement,
+    RosterEntry, RosterKind, Rotation, Skill, WorkOrder,
 };
 
 use chrono::NaiveTime;
@@ -114,7 +114,10 @@ impl PeopleConfig {
         if let Some(tz) = &self.timezone {
             match tz.get_ref().parse::<Tz>() {
                 Ok(t) => s.tz = t,
-                Err(_) => err(tz.span(), format!("unknown time zone {:?}: expected an IANA name such as \"Europe/Berlin\"", tz.get_ref())),
+                Err(_) => err(
+                    tz.span(),
+                    format!("unknown time zone {:?}: expected an IANA name such as \"Europe/Berlin\"", tz.get_ref()),
+                ),
             }
         }
         if let Some(d) = &self.day_start {

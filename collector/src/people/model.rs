@@ -249,7 +249,8 @@ impl Personnel {
 
     /// All crews named by people or rotations, sorted.
     pub fn crews(&self) -> Vec<String> {
-        let mut c: Vec<String> = self.people.iter().map(|p| p.crew.clone()).chain(self.rotations.iter().map(|r| r.crew.clone())).collect();
+        let mut c: Vec<String> =
+            self.people.iter().map(|p| p.crew.clone()).chain(self.rotations.iter().map(|r| r.crew.clone())).collect();
         c.sort();
         c.dedup();
         c
@@ -291,7 +292,10 @@ impl Personnel {
 
     /// Whether the person has an absence covering t.
     pub fn absent(&self, person: &str, t: i64) -> bool {
-        self.idx.absences.get(person).is_some_and(|v| v.iter().any(|&i| self.roster[i].start_ms <= t && t < self.roster[i].end_ms))
+        self.idx
+            .absences
+            .get(person)
+            .is_some_and(|v| v.iter().any(|&i| self.roster[i].start_ms <= t && t < self.roster[i].end_ms))
     }
 
     /// Whether any roster source says anything about t: a rotation anchored at or before it, or an
@@ -315,7 +319,11 @@ impl Personnel {
         for r in &self.rotations {
             if let Some(s) = roster::shift_at(&self.settings, r, t) {
                 for p in self.crew_members(&r.crew, t) {
-                    out.push(OnShift { person: p.clone(), crew: Some(r.crew.clone()), shift: Some(s.name.to_string()) });
+                    out.push(OnShift {
+                        person: p.clone(),
+                        crew: Some(r.crew.clone()),
+                        shift: Some(s.name.to_string()),
+                    });
                 }
             }
         }

@@ -83,7 +83,12 @@ pub fn slot_on(s: &Settings, r: &Rotation, d: NaiveDate) -> Option<Slot> {
     let k = code(c)?;
     let start = d.and_time(s.day_start) + Duration::hours(k.offset_h);
     let end = start + Duration::hours(k.hours);
-    Some(Slot { crew: r.crew.clone(), name: k.name, start_ms: resolve_local(s.tz, start), end_ms: resolve_local(s.tz, end) })
+    Some(Slot {
+        crew: r.crew.clone(),
+        name: k.name,
+        start_ms: resolve_local(s.tz, start),
+        end_ms: resolve_local(s.tz, end),
+    })
 }
 
 /// The slot of `r` that covers t (start ≤ t < end), if the crew works then.

@@ -66,7 +66,18 @@ pub fn alarm_load(inp: &Input, alarms: &[AlarmStart]) -> Vec<AlarmLoad> {
 
 /// As a [`Report`]; crews below `min_group_size` are left out.
 pub fn report(inp: &Input, rows: &[AlarmLoad]) -> Report {
-    let mut r = Report::new("alarm-load", ["crew", "competency", "shifts", "alarms", "mean_per_10min_per_operator", "peak_per_10min_per_operator", "skill_share"]);
+    let mut r = Report::new(
+        "alarm-load",
+        [
+            "crew",
+            "competency",
+            "shifts",
+            "alarms",
+            "mean_per_10min_per_operator",
+            "peak_per_10min_per_operator",
+            "skill_share",
+        ],
+    );
     r.notes.push("guide (EEMUA 191 / ISA-18.2): about 1 alarm per 10 minutes per operator".into());
     for x in rows {
         if !privacy::group_allowed(inp.people, &x.crew, inp.to_ms) {

@@ -69,12 +69,15 @@ pub struct ReportArgs {
 fn read_downtime(path: &std::path::Path) -> anyhow::Result<Vec<Downtime>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if text.trim_start().starts_with('[') {
-        return serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array of downtime events", path.display()));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON array of downtime events", path.display()));
     }
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a downtime event", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a downtime event", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -88,21 +91,40 @@ impl ReportArgs {
         let p = db::load(&conn, cfg.people.resolved())?;
         let tz = p.settings.tz;
         let time = |v: &Option<String>, what: &str| -> anyhow::Result<Option<i64>> {
-            v.as_deref().map(|s| parse_time(tz, s).with_context(|| format!("invalid --{what} {s:?}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"))).transpose()
+            v.as_deref()
+                .map(|s| {
+                    parse_time(tz, s)
+                        .with_context(|| format!("invalid --{what} {s:?}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"))
+                })
+                .transpose()
         };
         let to_ms = time(&self.to, "to")?.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let from_ms = time(&self.from, "from")?.unwrap_or(to_ms - 90 * 86_400_000);
         if self.name == Name::Snapshots {
             let key = self.event.as_deref().context("report snapshots needs --event site/asset/start_ms")?;
-            let mut rep = Report::new("snapshots", ["revision", "data_rev", "computed_ms", "covered", "on_shift", "missing"]);
+            let mut rep =
+                Report::new("snapshots", ["revision", "data_rev", "computed_ms", "covered", "on_shift", "missing"]);
             for s in db::snapshots(&conn, key)? {
-                rep.rows.push(vec![s.revision.into(), s.data_rev.into(), s.computed_ms.into(), serde_json::json!(s.event.covered), s.event.on_shift.join(" ").into(), s.event.missing.join(" ").into()]);
+                rep.rows.push(vec![
+                    s.revision.into(),
+                    s.data_rev.into(),
+                    s.computed_ms.into(),
+                    serde_json::json!(s.event.covered),
+                    s.event.on_shift.join(" ").into(),
+                    s.event.missing.join(" ").into(),
+                ]);
             }
             return render::render(&rep, self.format).map_err(|e| anyhow::anyhow!("{e}"));
         }
         let downtime = match &self.downtime {
-            Some(path) => read_downtime(path)?.into_iter().filter(|d| d.start_ms < to_ms && d.end_ms.is_none_or(|e| e > from_ms)).collect(),
-            None => events::query_downtime(&conn, &events::DowntimeFilter { site: None, asset: None, from_ms: Some(from_ms), to_ms: Some(to_ms) })?,
+            Some(path) => read_downtime(path)?
+                .into_iter()
+                .filter(|d| d.start_ms < to_ms && d.end_ms.is_none_or(|e| e > from_ms))
+                .collect(),
+            None => events::query_downtime(
+                &conn,
+                &events::DowntimeFilter { site: None, asset: None, from_ms: Some(from_ms), to_ms: Some(to_ms) },
+            )?,
         };
         let joined = r::join(&p, &downtime);
         let rev = db::data_revision(&conn)?;
@@ -113,18 +135,26 @@ impl ReportArgs {
             Name::Coverage => r::coverage::report(&r::coverage::coverage(&inp, self.group), self.group),
             Name::Mttr => r::mttr::report(&inp, self.dim),
             Name::Pareto => r::pareto::report(&r::pareto::pareto(&inp, self.pareto), self.pareto),
-            Name::Gaps => r::gaps::report(&r::gaps::gaps(&inp)),
+            Name::Gaps => r::gaps::report(&inp, &r::gaps::gaps(&inp)),
             Name::Priorities => r::priority::report(&inp, &r::priority::priorities(&inp, 3), self.per_person),
             Name::Recert => r::recert::report(&inp, &r::recert::recert(&inp)),
             Name::Whatif => {
-                let c = self.change.as_ref().context("report whatif needs --change person:skill:level (or person:skill to remove)")?;
+                let c = self
+                    .change
+                    .as_ref()
+                    .context("report whatif needs --change person:skill:level (or person:skill to remove)")?;
                 r::whatif::report(&r::whatif::what_if(&inp, c))
             }
-            Name::AlarmLoad => r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &db::alarm_starts(&conn, from_ms, to_ms)?)),
+            Name::AlarmLoad => {
+                r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &db::alarm_starts(&conn, from_ms, to_ms)?))
+            }
             Name::Snapshots => unreachable_snapshots(),
         };
         if saved.new + saved.revised > 0 {
-            rep.notes.push(format!("join snapshots: {} new, {} revised, {} unchanged", saved.new, saved.revised, saved.unchanged));
+            rep.notes.push(format!(
+                "join snapshots: {} new, {} revised, {} unchanged",
+                saved.new, saved.revised, saved.unchanged
+            ));
         }
         render::render(&rep, self.format).map_err(|e| anyhow::anyhow!("{e}"))
     }

@@ -148,7 +148,10 @@ pub fn coverage(inp: &Input, by: GroupBy) -> Vec<CoverageRow> {
 /// As a [`Report`].
 pub fn report(rows: &[CoverageRow], by: GroupBy) -> Report {
     let g = if by == GroupBy::Shift { "shift" } else { "crew" };
-    let mut r = Report::new("coverage", [g, "skill", "min_level", "headcount", "min_headcount", "covered_share", "shift_hours", "status"]);
+    let mut r = Report::new(
+        "coverage",
+        [g, "skill", "min_level", "headcount", "min_headcount", "covered_share", "shift_hours", "status"],
+    );
     for x in rows {
         r.rows.push(vec![
             x.group.clone().into(),

@@ -50,7 +50,8 @@ pub fn scope(p: &Personnel, name: &str, t: i64, needs: &[Need]) -> Vec<GapRow> {
 /// The current scope ("now" = the end of the window) and every initiative at its go-live.
 pub fn gaps(inp: &Input) -> Vec<GapRow> {
     let p = inp.people;
-    let now: Vec<Need> = needed_skills(p).into_iter().map(|r| Need { skill: r.skill, min_level: r.min_level, headcount: 1 }).collect();
+    let now: Vec<Need> =
+        needed_skills(p).into_iter().map(|r| Need { skill: r.skill, min_level: r.min_level, headcount: 1 }).collect();
     let mut rows = scope(p, "now", inp.to_ms, &now);
     let mut inits: Vec<_> = p.initiatives.iter().collect();
     inits.sort_by_key(|i| (i.go_live_ms, i.id.clone()));
@@ -61,10 +62,12 @@ pub fn gaps(inp: &Input) -> Vec<GapRow> {
 }
 
 /// As a [`Report`].
-pub fn report(rows: &[GapRow]) -> Report {
-    let mut r = Report::new("gaps", ["scope", "date", "crew", "skill", "min_level", "need", "have", "short", "readiness_pct"]);
+pub fn report(inp: &Input, rows: &[GapRow]) -> Report {
+    let mut r =
+        Report::new("gaps", ["scope", "date", "crew", "skill", "min_level", "need", "have", "short", "readiness_pct"]);
     for x in rows {
-        let date = chrono::DateTime::from_timestamp_millis(x.date_ms).map_or(String::new(), |d| d.format("%Y-%m-%d").to_string());
+        let date = chrono::DateTime::from_timestamp_millis(x.date_ms)
+            .map_or(String::new(), |d| d.with_timezone(&inp.people.settings.tz).format("%Y-%m-%d").to_string());
         r.rows.push(vec![
             x.scope.clone().into(),
             date.into(),

@@ -158,7 +158,13 @@ impl Baselines {
                 return Some(m);
             }
         }
-        let skills: Vec<f64> = e.missing.iter().filter_map(|s| self.skill.get(s)).filter(|(_, n)| *n >= self.min_events).map(|(m, _)| *m).collect();
+        let skills: Vec<f64> = e
+            .missing
+            .iter()
+            .filter_map(|s| self.skill.get(s))
+            .filter(|(_, n)| *n >= self.min_events)
+            .map(|(m, _)| *m)
+            .collect();
         if !skills.is_empty() {
             return Some(skills.iter().sum::<f64>() / skills.len() as f64);
         }
@@ -180,11 +186,22 @@ pub fn report(inp: &crate::report::Input) -> crate::report::Report {
     use crate::report::privacy;
     let p = inp.people;
     let persons = privacy::persons_allowed(p);
-    let show = |v: &[String]| if persons { v.iter().map(|x| privacy::show(p, x)).collect::<Vec<_>>().join(" ") } else { format!("{} people", v.len()) };
-    let mut r = crate::report::Report::new("join", ["event", "asset", "start", "ttr_h", "shift", "crew", "on_shift", "required", "covered", "missing", "resolver"]);
+    let show = |v: &[String]| {
+        if persons {
+            v.iter().map(|x| privacy::show(p, x)).collect::<Vec<_>>().join(" ")
+        } else {
+            format!("{} people", v.len())
+        }
+    };
+    let mut r = crate::report::Report::new(
+        "join",
+        ["event", "asset", "start", "ttr_h", "shift", "crew", "on_shift", "required", "covered", "missing", "resolver"],
+    );
     for e in inp.events {
-        let start = chrono::DateTime::from_timestamp_millis(e.start_ms).map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string());
-        let required: Vec<String> = e.required.iter().map(|c| format!("{}:{} ({})", c.skill, c.min_level, show(&c.qualified))).collect();
+        let start = chrono::DateTime::from_timestamp_millis(e.start_ms)
+            .map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string());
+        let required: Vec<String> =
+            e.required.iter().map(|c| format!("{}:{} ({})", c.skill, c.min_level, show(&c.qualified))).collect();
         r.rows.push(vec![
             e.key.clone().into(),
             e.asset.clone().into(),
@@ -194,7 +211,12 @@ pub fn report(inp: &crate::report::Input) -> crate::report::Report {
             e.crew.clone().into(),
             show(&e.on_shift).into(),
             required.join("; ").into(),
-            match e.covered { Some(true) => "yes", Some(false) => "no", None => "no roster" }.into(),
+            match e.covered {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "no roster",
+            }
+            .into(),
             e.missing.join(" ").into(),
             e.resolver.as_deref().filter(|_| persons).map(|x| privacy::show(p, x)).into(),
         ]);

@@ -37,7 +37,12 @@ pub struct Report {
 
 impl Report {
     pub fn new<S: Into<String>>(name: &str, columns: impl IntoIterator<Item = S>) -> Self {
-        Self { name: name.into(), columns: columns.into_iter().map(Into::into).collect(), rows: Vec::new(), notes: Vec::new() }
+        Self {
+            name: name.into(),
+            columns: columns.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 }
 
@@ -86,5 +91,9 @@ pub fn critical_skills(p: &Personnel) -> std::collections::BTreeSet<String> {
     let mut costs: Vec<f64> = p.assets.iter().map(|a| a.cost_per_hour).collect();
     costs.sort_by(f64::total_cmp);
     let Some(threshold) = stats::quantile(&costs, p.settings.critical_cost_quantile) else { return Default::default() };
-    p.assets.iter().filter(|a| a.cost_per_hour >= threshold).flat_map(|a| a.requires.iter().map(|r| r.skill.clone())).collect()
+    p.assets
+        .iter()
+        .filter(|a| a.cost_per_hour >= threshold)
+        .flat_map(|a| a.requires.iter().map(|r| r.skill.clone()))
+        .collect()
 }

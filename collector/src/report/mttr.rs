@@ -73,7 +73,8 @@ pub fn report(inp: &Input, dim: Dim) -> Report {
     r.notes.push(format!("overall MTTR {prior:.2} h (shrinkage prior)"));
     for x in rows {
         if dim == Dim::Crew && !privacy::group_allowed(inp.people, &x.group, inp.to_ms) {
-            r.notes.push(format!("crew {} left out: fewer than {} people", x.group, inp.people.settings.min_group_size));
+            r.notes
+                .push(format!("crew {} left out: fewer than {} people", x.group, inp.people.settings.min_group_size));
             continue;
         }
         let mut row: Vec<Value> = vec![x.group.into()];

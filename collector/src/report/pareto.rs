@@ -47,7 +47,15 @@ pub fn pareto(inp: &Input, by: ParetoBy) -> Vec<ParetoRow> {
     let total: f64 = m.values().map(|x| x.1).sum();
     let mut rows: Vec<ParetoRow> = m
         .into_iter()
-        .map(|(k, (events, hours, cost, avoidable_hours))| ParetoRow { key: k.to_string(), events, hours, cost, avoidable_hours, share: 0.0, cumulative: 0.0 })
+        .map(|(k, (events, hours, cost, avoidable_hours))| ParetoRow {
+            key: k.to_string(),
+            events,
+            hours,
+            cost,
+            avoidable_hours,
+            share: 0.0,
+            cumulative: 0.0,
+        })
         .collect();
     rows.sort_by(|a, b| b.hours.total_cmp(&a.hours).then_with(|| a.key.cmp(&b.key)));
     let mut cum = 0.0;

@@ -51,7 +51,9 @@ pub fn priorities(inp: &Input, candidates_per_row: usize) -> Vec<Priority> {
             candidates: Vec::new(),
         })
         .collect();
-    rows.sort_by(|a, b| b.value_per_month.total_cmp(&a.value_per_month).then_with(|| (&a.crew, &a.skill).cmp(&(&b.crew, &b.skill))));
+    rows.sort_by(|a, b| {
+        b.value_per_month.total_cmp(&a.value_per_month).then_with(|| (&a.crew, &a.skill).cmp(&(&b.crew, &b.skill)))
+    });
     let t = inp.to_ms;
     for (i, r) in rows.iter_mut().enumerate() {
         r.rank = i + 1;
@@ -77,7 +79,10 @@ pub fn priorities(inp: &Input, candidates_per_row: usize) -> Vec<Priority> {
 pub fn report(inp: &Input, rows: &[Priority], per_person: bool) -> Report {
     let p = inp.people;
     if per_person {
-        let mut r = Report::new("priorities", ["rank", "person", "crew", "skill", "level", "min_level", "avoidable_h_per_month", "value_per_month"]);
+        let mut r = Report::new(
+            "priorities",
+            ["rank", "person", "crew", "skill", "level", "min_level", "avoidable_h_per_month", "value_per_month"],
+        );
         if !privacy::persons_allowed(p) {
             r.notes.push(format!("per-person rows left out: min_group_size is {}", p.settings.min_group_size));
             return r;
@@ -98,10 +103,17 @@ pub fn report(inp: &Input, rows: &[Priority], per_person: bool) -> Report {
         }
         return r;
     }
-    let mut r = Report::new("priorities", ["rank", "crew", "skill", "min_level", "events", "avoidable_h_per_month", "value_per_month", "closest"]);
+    let mut r = Report::new(
+        "priorities",
+        ["rank", "crew", "skill", "min_level", "events", "avoidable_h_per_month", "value_per_month", "closest"],
+    );
     for x in rows {
         let closest = if privacy::persons_allowed(p) {
-            x.candidates.iter().map(|(c, l)| format!("{} (level {l})", privacy::show(p, c))).collect::<Vec<_>>().join(", ")
+            x.candidates
+                .iter()
+                .map(|(c, l)| format!("{} (level {l})", privacy::show(p, c)))
+                .collect::<Vec<_>>()
+                .join(", ")
         } else {
             String::new()
         };

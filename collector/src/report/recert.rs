@@ -55,7 +55,11 @@ pub fn recert(inp: &Input) -> Vec<Recert> {
                         continue;
                     }
                     r.shifts += 1;
-                    let others = p.on_shift(s.start_ms).iter().filter(|o| &o.person != id && p.qualified(&o.person, &req, s.start_ms)).count();
+                    let others = p
+                        .on_shift(s.start_ms)
+                        .iter()
+                        .filter(|o| &o.person != id && p.qualified(&o.person, &req, s.start_ms))
+                        .count();
                     let h = (s.end_ms - s.start_ms) as f64 / HOUR_MS;
                     match others {
                         0 => {
@@ -70,20 +74,39 @@ pub fn recert(inp: &Input) -> Vec<Recert> {
             out.push(r);
         }
     }
-    out.sort_by(|a, b| b.coverage_hours_lost.total_cmp(&a.coverage_hours_lost).then(a.expires_ms.cmp(&b.expires_ms)).then_with(|| a.person.cmp(&b.person)));
+    out.sort_by(|a, b| {
+        b.coverage_hours_lost
+            .total_cmp(&a.coverage_hours_lost)
+            .then(a.expires_ms.cmp(&b.expires_ms))
+            .then_with(|| a.person.cmp(&b.person))
+    });
     out
 }
 
 /// As a [`Report`] (person ids pseudonymized when configured; left out below `min_group_size`).
 pub fn report(inp: &Input, rows: &[Recert]) -> Report {
     let p = inp.people;
-    let mut r = Report::new("recert", ["person", "crew", "skill", "certificate", "expires", "shifts", "shifts_to_zero", "coverage_hours_lost", "thin_hours"]);
+    let mut r = Report::new(
+        "recert",
+        [
+            "person",
+            "crew",
+            "skill",
+            "certificate",
+            "expires",
+            "shifts",
+            "shifts_to_zero",
+            "coverage_hours_lost",
+            "thin_hours",
+        ],
+    );
     let persons = privacy::persons_allowed(p);
     if !persons {
         r.notes.push(format!("person column left out: min_group_size is {}", p.settings.min_group_size));
     }
     for x in rows {
-        let date = chrono::DateTime::from_timestamp_millis(x.expires_ms).map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string());
+        let date = chrono::DateTime::from_timestamp_millis(x.expires_ms)
+            .map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string());
         r.rows.push(vec![
             if persons { privacy::show(p, &x.person).into() } else { serde_json::Value::Null },
             x.crew.clone().into(),

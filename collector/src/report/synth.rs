@@ -52,8 +52,7 @@ const SKILLS: [(&str, &str); 16] = [
     ("welding", "mechanical"),
     ("safety-plc", "OT"),
     ("network-sec", "IT"),
-]
-;
+];
 
 /// DuPont 12 h cycle of crew A; crews B, C, D start 7, 14 and 21 days later.
 pub const DUPONT: &str = "NNNN---DDD-NNN---DDDD-------";
@@ -71,13 +70,23 @@ pub fn year(seed: u64, size: Size) -> Plant {
     p.skills = SKILLS
         .iter()
         .enumerate()
-        .map(|(i, (id, domain))| Skill { id: id.to_string(), name: id.to_string(), domain: domain.to_string(), cert_required: i % 4 == 3 }).collect();
+        .map(|(i, (id, domain))| Skill {
+            id: id.to_string(),
+            name: id.to_string(),
+            domain: domain.to_string(),
+            cert_required: i % 4 == 3,
+        })
+        .collect();
     let nskills = p.skills.len();
     let crews = ["A", "B", "C", "D"];
     p.rotations = crews
         .iter()
         .enumerate()
-        .map(|(i, c)| Rotation { crew: c.to_string(), anchor: start - chrono::Duration::days(7 * i as i64 + 28), cycle: DUPONT.into() })
+        .map(|(i, c)| Rotation {
+            crew: c.to_string(),
+            anchor: start - chrono::Duration::days(7 * i as i64 + 28),
+            cycle: DUPONT.into(),
+        })
         .collect();
     p.assets = (0..size.assets)
         .map(|i| Asset {
@@ -85,17 +94,31 @@ pub fn year(seed: u64, size: Size) -> Plant {
             site: "plant-a".into(),
             line: format!("line{}", i % 5 + 1),
             cost_per_hour: (200 + rng.below(4800)) as f64,
-            requires: (0..1 + rng.below(3)).map(|_| Requirement { skill: p.skills[rng.below(nskills)].id.clone(), min_level: 2 + rng.below(2) as u8 }).collect(),
+            requires: (0..1 + rng.below(3))
+                .map(|_| Requirement {
+                    skill: p.skills[rng.below(nskills)].id.clone(),
+                    min_level: 2 + rng.below(2) as u8,
+                })
+                .collect(),
         })
         .collect();
     p.alarm_classes = ["network", "drive", "hydraulic", "safety", "vision", "process"]
         .iter()
         .enumerate()
-        .map(|(i, c)| AlarmClass { class: c.to_string(), requires: vec![Requirement { skill: p.skills[(i * 3) % nskills].id.clone(), min_level: 2 }] })
+        .map(|(i, c)| AlarmClass {
+            class: c.to_string(),
+            requires: vec![Requirement { skill: p.skills[(i * 3) % nskills].id.clone(), min_level: 2 }],
+        })
         .collect();
     for i in 0..size.people {
         let id = format!("p{i:04}");
-        p.people.push(Person { id: id.clone(), name: format!("Person {i}"), crew: crews[i % 4].to_string(), discipline: ["IT", "OT", "electrical", "mechanical"][rng.below(4)].into(), from_ms: None });
+        p.people.push(Person {
+            id: id.clone(),
+            name: format!("Person {i}"),
+            crew: crews[i % 4].to_string(),
+            discipline: ["IT", "OT", "electrical", "mechanical"][rng.below(4)].into(),
+            from_ms: None,
+        });
         for _ in 0..3 + rng.below(6) {
             let s = &p.skills[rng.below(nskills)];
             let assessed = from_ms - rng.below(3 * 365) as i64 * 86_400_000;
@@ -105,11 +128,25 @@ pub fn year(seed: u64, size: Size) -> Plant {
             } else {
                 (None, None, None)
             };
-            p.person_skills.push(PersonSkill { person: id.clone(), skill: s.id.clone(), level: 1 + rng.below(4) as u8, assessed_ms: assessed, cert_id, issued_ms: issued, expires_ms: expires });
+            p.person_skills.push(PersonSkill {
+                person: id.clone(),
+                skill: s.id.clone(),
+                level: 1 + rng.below(4) as u8,
+                assessed_ms: assessed,
+                cert_id,
+                issued_ms: issued,
+                expires_ms: expires,
+            });
         }
         for _ in 0..4 {
             let a = from_ms + rng.below(360) as i64 * 86_400_000;
-            p.roster.push(RosterEntry { person: id.clone(), start_ms: a, end_ms: a + (1 + rng.below(5)) as i64 * 86_400_000, kind: RosterKind::Absent, shift: None });
+            p.roster.push(RosterEntry {
+                person: id.clone(),
+                start_ms: a,
+                end_ms: a + (1 + rng.below(5)) as i64 * 86_400_000,
+                kind: RosterKind::Absent,
+                shift: None,
+            });
         }
     }
     p.person_skills.sort_by(|a, b| (&a.person, &a.skill, a.assessed_ms).cmp(&(&b.person, &b.skill, b.assessed_ms)));
@@ -123,22 +160,50 @@ pub fn year(seed: u64, size: Size) -> Plant {
         let start = from_ms + (rng.unit() * span as f64) as i64;
         // Skewed repair times: mostly minutes, a tail of hours.
         let ttr = (60_000.0 + 3_600_000.0 * rng.unit().powi(3) * 4.0) as i64;
-        let first_out = (rng.below(10) < 7).then(|| FirstOut { id: format!("AL{}", rng.below(500)), text: "alarm".into(), class: Some(classes[rng.below(classes.len())].clone()), ts_ms: start - 5_000 });
+        let first_out = (rng.below(10) < 7).then(|| FirstOut {
+            id: format!("AL{}", rng.below(500)),
+            text: "alarm".into(),
+            class: Some(classes[rng.below(classes.len())].clone()),
+            ts_ms: start - 5_000,
+        });
         if rng.below(10) < 3 {
-            p.work_orders.push(WorkOrder { ticket: format!("WO-{}", p.work_orders.len()), asset: p.assets[ai].id.clone(), opened_ms: start + 60_000, closed_ms: Some(start + ttr), resolved_by: Some(format!("p{:04}", rng.below(size.people.max(1)))) });
+            p.work_orders.push(WorkOrder {
+                ticket: format!("WO-{}", p.work_orders.len()),
+                asset: p.assets[ai].id.clone(),
+                opened_ms: start + 60_000,
+                closed_ms: Some(start + ttr),
+                resolved_by: Some(format!("p{:04}", rng.below(size.people.max(1)))),
+            });
         }
         if let (Some(site), Some(gateway), Some(Some(asset))) = (site.clone(), gw.clone(), asset_ids.get(ai).cloned()) {
-            downtime.push(Downtime { site, gateway, asset, start_ms: start, end_ms: Some(start + ttr), reason: None, first_out, data_gap: false });
+            downtime.push(Downtime {
+                site,
+                gateway,
+                asset,
+                start_ms: start,
+                end_ms: Some(start + ttr),
+                reason: None,
+                first_out,
+                data_gap: false,
+            });
         }
     }
     downtime.sort_by_key(|d| d.start_ms);
-    let mut alarms: Vec<AlarmStart> = (0..size.alarms).map(|_| AlarmStart { asset: p.assets[rng.below(size.assets.max(1))].id.clone(), ts_ms: from_ms + (rng.unit() * span as f64) as i64 }).collect();
+    let mut alarms: Vec<AlarmStart> = (0..size.alarms)
+        .map(|_| AlarmStart {
+            asset: p.assets[rng.below(size.assets.max(1))].id.clone(),
+            ts_ms: from_ms + (rng.unit() * span as f64) as i64,
+        })
+        .collect();
     alarms.sort_by_key(|a| a.ts_ms);
     p.initiatives = vec![Initiative {
         id: "opcua-rollout".into(),
         name: "OPC UA rollout".into(),
         go_live_ms: to_ms + 60 * 86_400_000,
-        needs: vec![Need { skill: "opc-ua".into(), min_level: 3, headcount: 2 }, Need { skill: "network-sec".into(), min_level: 2, headcount: 1 }],
+        needs: vec![
+            Need { skill: "opc-ua".into(), min_level: 3, headcount: 2 },
+            Need { skill: "network-sec".into(), min_level: 2, headcount: 1 },
+        ],
     }];
     Plant { people: p.rebuilt(), downtime, alarms, from_ms, to_ms }
 }

@@ -22,11 +22,15 @@ impl std::str::FromStr for Change {
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
         let level = match parts.get(2) {
-            Some(l) => Some(l.parse::<u8>().ok().filter(|l| *l <= 4).ok_or_else(|| format!("invalid level {l:?}: expected 0-4"))?),
+            Some(l) => Some(
+                l.parse::<u8>().ok().filter(|l| *l <= 4).ok_or_else(|| format!("invalid level {l:?}: expected 0-4"))?,
+            ),
             None => None,
         };
         match parts.as_slice() {
-            [p, s, ..] if parts.len() <= 3 && !p.is_empty() && !s.is_empty() => Ok(Change { person: p.to_string(), skill: s.to_string(), level }),
+            [p, s, ..] if parts.len() <= 3 && !p.is_empty() && !s.is_empty() => {
+                Ok(Change { person: p.to_string(), skill: s.to_string(), level })
+            }
             _ => Err(format!("invalid change {s:?}: expected person:skill:level (add) or person:skill (remove)")),
         }
     }
@@ -96,7 +100,11 @@ pub fn what_if(inp: &Input, c: &Change) -> Vec<WhatIfRow> {
     let b = figures(inp, &base, inp.events);
     let a = figures(inp, &base, &after_events);
     let names = ["covered_events", "uncovered_events", "avoidable_h_per_month", "avoidable_cost_per_month"];
-    let mut rows: Vec<WhatIfRow> = names.iter().zip(b.iter().zip(a)).map(|(m, (b, a))| WhatIfRow { metric: m.to_string(), before: *b, after: a }).collect();
+    let mut rows: Vec<WhatIfRow> = names
+        .iter()
+        .zip(b.iter().zip(a))
+        .map(|(m, (b, a))| WhatIfRow { metric: m.to_string(), before: *b, after: a })
+        .collect();
     let skills: Vec<_> = crate::report::needed_skills(p).into_iter().filter(|r| r.skill == c.skill).collect();
     let share = |pp: &Personnel| {
         let h = coverage::histogram(pp, &skills, GroupBy::Shift, inp.from_ms, inp.to_ms);

@@ -51,12 +51,19 @@ pub struct ImportSummary {
 ///
 /// # Errors
 /// SQLite failures; the store is then unchanged.
-pub fn import(conn: &mut Connection, kind: Kind, file: &str, records: &[Record], now_ms: i64) -> Result<ImportSummary, PeopleStoreError> {
+pub fn import(
+    conn: &mut Connection,
+    kind: Kind,
+    file: &str,
+    records: &[Record],
+    now_ms: i64,
+) -> Result<ImportSummary, PeopleStoreError> {
     let tx = conn.transaction()?;
     let mut current: HashMap<String, (i64, String)> = HashMap::new();
     {
         let mut st = tx.prepare("SELECT id, key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
-        let rows = st.query_map([kind.name()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let rows =
+            st.query_map([kind.name()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         for row in rows {
             let (id, key, body) = row?;
             current.insert(key, (id, body));
@@ -119,15 +126,24 @@ pub fn data_revision(conn: &Connection) -> Result<i64, PeopleStoreError> {
 /// SQLite failures, or a stored body that does not read back.
 pub fn load(conn: &Connection, settings: Settings) -> Result<Personnel, PeopleStoreError> {
     let mut p = Personnel::new(settings);
-    let mut st = conn.prepare("SELECT key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL ORDER BY id")?;
+    let mut st =
+        conn.prepare("SELECT key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL ORDER BY id")?;
     for kind in Kind::ALL {
         let mut bodies = Vec::new();
         for row in st.query_map([kind.name()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (key, body) = row?;
-            let v = serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body { kind: kind.name().into(), key: key.clone(), source })?;
+            let v = serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body {
+                kind: kind.name().into(),
+                key: key.clone(),
+                source,
+            })?;
             bodies.push(v);
         }
-        import::load_into(&mut p, kind, bodies).map_err(|source| PeopleStoreError::Body { kind: kind.name().into(), key: String::new(), source })?;
+        import::load_into(&mut p, kind, bodies).map_err(|source| PeopleStoreError::Body {
+            kind: kind.name().into(),
+            key: String::new(),
+            source,
+        })?;
     }
     Ok(p.rebuilt())
 }
@@ -137,7 +153,8 @@ pub fn load(conn: &Connection, settings: Settings) -> Result<Personnel, PeopleSt
 /// # Errors
 /// SQLite failures.
 pub fn history(conn: &Connection, kind: Kind, key: &str) -> Result<Vec<(i64, Option<i64>, String)>, PeopleStoreError> {
-    let mut st = conn.prepare("SELECT import_id, superseded_by, body FROM people_record WHERE kind = ?1 AND key = ?2 ORDER BY id")?;
+    let mut st = conn
+        .prepare("SELECT import_id, superseded_by, body FROM people_record WHERE kind = ?1 AND key = ?2 ORDER BY id")?;
     let rows = st.query_map(params![kind.name(), key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -155,14 +172,26 @@ pub struct SnapshotSummary {
 ///
 /// # Errors
 /// SQLite failures; nothing is then stored.
-pub fn save_snapshots(conn: &mut Connection, data_rev: i64, events: &[JoinedEvent], now_ms: i64) -> Result<SnapshotSummary, PeopleStoreError> {
+pub fn save_snapshots(
+    conn: &mut Connection,
+    data_rev: i64,
+    events: &[JoinedEvent],
+    now_ms: i64,
+) -> Result<SnapshotSummary, PeopleStoreError> {
     let tx = conn.transaction()?;
     let mut s = SnapshotSummary::default();
     {
-        let mut latest = tx.prepare("SELECT revision, body FROM join_snapshot WHERE event_key = ?1 ORDER BY revision DESC LIMIT 1")?;
-        let mut insert = tx.prepare("INSERT INTO join_snapshot (event_key, revision, data_rev, computed_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut latest =
+            tx.prepare("SELECT revision, body FROM join_snapshot WHERE event_key = ?1 ORDER BY revision DESC LIMIT 1")?;
+        let mut insert = tx.prepare(
+            "INSERT INTO join_snapshot (event_key, revision, data_rev, computed_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for e in events {
-            let body = serde_json::to_string(e).map_err(|source| PeopleStoreError::Body { kind: "join".into(), key: e.key.clone(), source })?;
+            let body = serde_json::to_string(e).map_err(|source| PeopleStoreError::Body {
+                kind: "join".into(),
+                key: e.key.clone(),
+                source,
+            })?;
             let prev: Option<(i64, String)> = latest.query_row([&e.key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
             let revision = match prev {
                 Some((_, old)) if old == body => {
@@ -199,12 +228,18 @@ pub struct Snapshot {
 /// # Errors
 /// SQLite failures or an unreadable body.
 pub fn snapshots(conn: &Connection, event_key: &str) -> Result<Vec<Snapshot>, PeopleStoreError> {
-    let mut st = conn.prepare("SELECT revision, data_rev, computed_ms, body FROM join_snapshot WHERE event_key = ?1 ORDER BY revision")?;
+    let mut st = conn.prepare(
+        "SELECT revision, data_rev, computed_ms, body FROM join_snapshot WHERE event_key = ?1 ORDER BY revision",
+    )?;
     let rows = st.query_map([event_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (revision, data_rev, computed_ms, body) = row?;
-        let event = serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body { kind: "join".into(), key: event_key.into(), source })?;
+        let event = serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body {
+            kind: "join".into(),
+            key: event_key.into(),
+            source,
+        })?;
         out.push(Snapshot { revision, data_rev, computed_ms, event });
     }
     Ok(out)
@@ -224,7 +259,11 @@ pub fn latest_snapshots(conn: &Connection) -> Result<Vec<JoinedEvent>, PeopleSto
     let mut out = Vec::new();
     for row in rows {
         let (key, body) = row?;
-        out.push(serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body { kind: "join".into(), key, source })?);
+        out.push(serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body {
+            kind: "join".into(),
+            key,
+            source,
+        })?);
     }
     Ok(out)
 }
@@ -233,13 +272,24 @@ pub fn latest_snapshots(conn: &Connection) -> Result<Vec<JoinedEvent>, PeopleSto
 ///
 /// # Errors
 /// SQLite failures.
-pub fn alarm_starts(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<crate::report::alarms::AlarmStart>, PeopleStoreError> {
-    let mut st = conn.prepare("SELECT asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms")?;
-    let rows = st.query_map(params![from_ms, to_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
+pub fn alarm_starts(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<crate::report::alarms::AlarmStart>, PeopleStoreError> {
+    let mut st = conn.prepare(
+        "SELECT asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms",
+    )?;
+    let rows = st.query_map(params![from_ms, to_ms], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (asset, ts_ms, body) = row?;
-        let active = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["alarm"]["active"].as_bool()).unwrap_or(false);
+        let active = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["alarm"]["active"].as_bool())
+            .unwrap_or(false);
         if active {
             out.push(crate::report::alarms::AlarmStart { asset, ts_ms });
         }
