@@ -1,0 +1,253 @@
+//! Agent → broker → collector over real sockets: the embedded broker with mTLS, exactly-once ingest with
+//! acks, dead letters, the downtime feed and last wills. The agent role is played by rumqttc clients.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use rumqttc::{LastWill, QoS};
+use shiftlens_collector::{feed, ingest};
+use shiftlens_common::status::Status;
+use shiftlens_common::wire::encode_batch;
+use shiftlens_common::{AssetId, Batch, Event, EventBody, MachineState, Topic};
+use std::collections::BTreeSet;
+use support::*;
+
+async fn start(dir: &std::path::Path, pki: &Pki, extra: &str) -> std::net::SocketAddr {
+    init_logs();
+    let server = pki.leaf("localhost");
+    let cfg = config(dir, &server, extra);
+    ingest::start(&cfg, feed::no_lines()).await.unwrap().broker.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_stored_once_and_acked_even_when_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "").await;
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+
+    let epoch = 42;
+    let batches: Vec<Batch> = (0..20).map(|i| batch("gw-1", epoch, i * 50 + 1, 50)).collect();
+    for b in &batches {
+        publish_batch(&a, "gw-1", b).await;
+    }
+    // Redeliver half of them, as an agent does after a lost ack.
+    for b in batches.iter().step_by(2) {
+        publish_batch(&a, "gw-1", b).await;
+    }
+    let want: BTreeSet<u64> = (1..=1000).collect();
+    let mut acked = BTreeSet::new();
+    assert!(wait_acked(&mut a, epoch, &want, &mut acked, 20).await, "acked {} of 1000", acked.len());
+    let db = dir.path().join("collector.db");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 1000);
+    // The redelivered batches are acked again (the agent may have lost the first ack).
+    let mut again = BTreeSet::new();
+    publish_batch(&a, "gw-1", &batches[3]).await;
+    let want: BTreeSet<u64> = (151..=200).collect();
+    assert!(wait_acked(&mut a, epoch, &want, &mut again, 10).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 1000);
+    // Another epoch (a new outbox) with the same seqs is different data.
+    publish_batch(&a, "gw-1", &batch("gw-1", 43, 1, 10)).await;
+    let want: BTreeSet<u64> = (1..=10).collect();
+    assert!(wait_acked(&mut a, 43, &want, &mut BTreeSet::new(), 10).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 1010);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM dead_letters"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_payloads_are_dead_lettered_while_good_traffic_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "").await;
+    let db = dir.path().join("collector.db");
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+
+    let topic = events_topic("gw-1");
+    publish(&a, &topic, b"\xff\x00garbage".to_vec()).await;
+    publish(&a, &topic, vec![0x85; 2 << 20]).await; // 2 MiB: over the 1 MiB batch limit
+    let mut future = encode_batch(&batch("gw-1", 1, 1, 1));
+    future[1] = 0x09; // schema version 9
+    publish(&a, &topic, future).await;
+    // Another gateway's id in the payload, on gw-1's own topic.
+    publish(&a, &topic, encode_batch(&batch("gw-2", 1, 1, 5))).await;
+    publish(&a, &Topic::Status { site: site(), gateway: gateway("gw-1") }.to_string(), b"{not json".to_vec()).await;
+    // Good traffic still flows.
+    publish_batch(&a, "gw-1", &batch("gw-1", 7, 1, 10)).await;
+    let want: BTreeSet<u64> = (1..=10).collect();
+    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), 10).await);
+    assert!(eventually(10, || count(&db, "SELECT COUNT(*) FROM dead_letters") == 5).await);
+    let kinds = {
+        let conn = shiftlens_collector::store::open_reader(&db).unwrap();
+        let mut st = conn.prepare("SELECT kind, topic FROM dead_letters ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+    };
+    let names: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(names, ["malformed", "too_large", "unsupported_version", "gateway_mismatch", "bad_status"]);
+    assert!(kinds.iter().all(|k| k.1.starts_with("shiftlens/v1/plant-a/gw-1/")));
+
+    // gw-2's certificate publishing on gw-1's topic: refused at the gate, dead-lettered, disconnected.
+    let mut intruder = agent(addr, &pki, "gw-2");
+    assert!(wait_for(&mut intruder, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    publish_batch(&intruder, "gw-1", &batch("gw-1", 7, 100, 5)).await;
+    assert!(wait_for(&mut intruder, 10, |s| matches!(s, Seen::Error(_)).then_some(())).await.is_some());
+    assert!(eventually(10, || count(&db, "SELECT COUNT(*) FROM dead_letters WHERE kind = 'identity'") == 1).await);
+    // A client id that is not the certificate's CN is refused too.
+    let files = pki.leaf("gw-3");
+    let mut liar = connect(options(addr, "gw-1", &pki.ca, Some(&files)), vec![], true);
+    assert!(wait_for(&mut liar, 10, |s| match s {
+        Seen::Connected => panic!("a client id other than the CN was accepted"),
+        Seen::Error(_) => Some(()),
+        _ => None,
+    })
+    .await
+    .is_some());
+    // Nothing of the intruder got in, and gw-1 still works.
+    publish_batch(&a, "gw-1", &batch("gw-1", 7, 11, 10)).await;
+    let want: BTreeSet<u64> = (11..=20).collect();
+    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), 10).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "").await;
+    let rogue = Pki::new(dir.path(), "rogue");
+    let rogue_files = rogue.leaf("gw-1");
+    // The rogue client trusts the real server CA so only its own certificate is at fault.
+    let rogue_files = shiftlens_collector::broker::TlsFiles { ca: pki.ca.clone(), ..rogue_files };
+    for (what, files) in [("no certificate", None), ("another CA", Some(&rogue_files))] {
+        let mut c = connect(options(addr, "gw-1", &pki.ca, files), vec![], true);
+        let outcome = wait_for(&mut c, 10, |s| match s {
+            Seen::Connected => Some(false),
+            Seen::Error(_) => Some(true),
+            _ => None,
+        })
+        .await;
+        assert_eq!(outcome, Some(true), "{what}: not refused");
+    }
+    // The right certificate gets in.
+    let mut good = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut good, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+}
+
+fn state(seq: u64, ts_ms: i64, s: MachineState) -> Event {
+    let reason = (s == MachineState::Down).then(|| "E-STOP".to_string());
+    Event { seq, ts_ms, asset: AssetId::parse("press-1").unwrap(), body: EventBody::State { state: s, reason } }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "feed_readers = [\"it-feed\"]").await;
+    let reader_files = pki.leaf("it-feed");
+    let mut reader =
+        connect(options(addr, "it-feed", &pki.ca, Some(&reader_files)), vec!["shiftlens/v1/+/downtime".into()], false);
+    assert!(wait_for(&mut reader, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+
+    let t0 = 1_700_000_000_000;
+    let alarm = shiftlens_common::Alarm {
+        id: "A17".into(),
+        active: true,
+        severity: 800,
+        text: "Hydraulic pressure low".into(),
+        class: Some("hydraulics".into()),
+    };
+    let open = vec![
+        state(1, t0, MachineState::Running),
+        Event { seq: 2, ts_ms: t0 + 5_000, asset: AssetId::parse("press-1").unwrap(), body: EventBody::Alarm(alarm) },
+        state(3, t0 + 6_000, MachineState::Down),
+    ];
+    publish_batch(&a, "gw-1", &Batch::new(site(), gateway("gw-1"), 9, open)).await;
+    let rec: feed::Record = wait_for(&mut reader, 10, |s| match s {
+        Seen::Message(t, p) if t == "shiftlens/v1/plant-a/downtime" => serde_json::from_slice(&p).ok(),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!((rec.state.as_str(), rec.end.as_deref(), rec.schema.as_str()), ("open", None, feed::SCHEMA));
+    assert_eq!(rec.first_out_alarm.as_ref().map(|f| f.id.as_str()), Some("A17"));
+    assert_eq!(rec.reason.as_deref(), Some("E-STOP"));
+
+    publish_batch(
+        &a,
+        "gw-1",
+        &Batch::new(site(), gateway("gw-1"), 9, vec![state(4, t0 + 96_000, MachineState::Running)]),
+    )
+    .await;
+    let rec: feed::Record = wait_for(&mut reader, 10, |s| match s {
+        Seen::Message(_, p) => serde_json::from_slice::<feed::Record>(&p).ok().filter(|r| r.state == "closed"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(rec.duration_s, Some(90.0));
+    assert_eq!(rec.start, "2023-11-14T22:13:26.000Z");
+
+    // The same event through the CLI export, as CSV and JSON.
+    let cfg_path = dir.path().join("collector.toml");
+    std::fs::write(&cfg_path, config_text(dir.path(), &pki.leaf("localhost"), "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+        .args(["export", "downtime", "--config"])
+        .arg(&cfg_path)
+        .args(["--from", "2023-11-14T00:00:00Z", "--to", "2023-11-15T00:00:00Z", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("schema,site,line,asset,start,end,duration_s,state"));
+    assert!(
+        lines[1].contains("plant-a,,press-1,2023-11-14T22:13:26.000Z,2023-11-14T22:14:56.000Z,90.0,closed,E-STOP,A17"),
+        "{csv}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+        .args(["export", "downtime", "--config"])
+        .arg(&cfg_path)
+        .args(["--from", "2023-11-15T00:00:00Z", "--format", "json"])
+        .output()
+        .unwrap();
+    let none: Vec<feed::Record> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(none.is_empty(), "a window after the event must not list it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_last_will_marks_its_assets_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "").await;
+    let db = dir.path().join("collector.db");
+    let status_topic = Topic::Status { site: site(), gateway: gateway("gw-1") }.to_string();
+    let will = serde_json::to_vec(&Status::offline(0)).unwrap();
+    let files = pki.leaf("gw-1");
+    let mut opts = options(addr, "gw-1", &pki.ca, Some(&files));
+    opts.set_last_will(LastWill::new(&status_topic, will, QoS::AtLeastOnce, true));
+    opts.set_keep_alive(std::time::Duration::from_secs(5));
+    let ack = Topic::Ack { site: site(), gateway: gateway("gw-1") }.to_string();
+    let mut a = connect(opts, vec![ack], false);
+    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let mut online = Status::offline(1);
+    online.online = true;
+    a.client.publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap()).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_batch(&a, "gw-1", &Batch::new(site(), gateway("gw-1"), 5, vec![state(1, now - 1000, MachineState::Down)]))
+        .await;
+    assert!(wait_acked(&mut a, 5, &BTreeSet::from([1]), &mut BTreeSet::new(), 10).await);
+    assert!(eventually(10, || count(&db, "SELECT COUNT(*) FROM gateways WHERE online = 1") == 1).await);
+    // The gateway dies without DISCONNECT: the broker publishes its will.
+    drop(a);
+    assert!(eventually(20, || count(&db, "SELECT COUNT(*) FROM gateway_offline") == 1).await);
+    assert!(
+        eventually(10, || count(&db, "SELECT COUNT(*) FROM downtime WHERE data_gap = 1 AND end_ms IS NULL") == 1).await
+    );
+}
