@@ -5,4 +5,5 @@
 
 pub mod modbus;
 pub mod opcua;
+pub mod pki;
 pub mod plant;
