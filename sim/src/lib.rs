@@ -7,3 +7,4 @@ pub mod modbus;
 pub mod opcua;
 pub mod pki;
 pub mod plant;
+pub mod scenario;

@@ -66,6 +66,20 @@ impl Plant {
         self.lock().assets.keys().cloned().collect()
     }
 
+    /// Number of assets.
+    pub fn len(&self) -> usize {
+        self.lock().assets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The points of the asset at index `i` (see [`Plant::asset_ids`]).
+    pub fn nth(&self, i: usize) -> Option<AssetPoints> {
+        self.lock().assets.values().nth(i).cloned()
+    }
+
     pub fn get(&self, asset: &str) -> Option<AssetPoints> {
         self.lock().assets.get(asset).cloned()
     }

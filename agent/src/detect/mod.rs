@@ -1,7 +1,24 @@
 //! Pure detection: raw point values ([`Sample`]) become events ([`crate::Observation`]).
 //! No tokio and no I/O here; the source tasks feed samples in and take observations out.
+//!
+//! Invariants:
+//! - an event only on change: a state event when an asset's (state, reason) changes, an alarm event when an
+//!   alarm's active flag changes (an alarm first seen inactive makes no event);
+//! - debounce: a point's new value counts only once it has held for the meaning's `debounce` (judged on later
+//!   samples or on [`Detector::tick`]); it then counts from the time it was first seen. A point's first value
+//!   after (re)connect counts at once;
+//! - comms loss (`Sample::Link` with `connected = false`) gives a `source` event and the state `unknown` for
+//!   every asset the source feeds, and forgets the source's values, so the first poll after the reconnect
+//!   reports the current state again. Alarm flags are kept: no alarm is cleared by a lost link.
 
-use shiftlens_common::AssetId;
+pub mod meaning;
+pub mod state;
+
+pub use meaning::{AlarmInfo, Meaning, Preset, StateMeaning};
+
+use crate::Observation;
+use shiftlens_common::{Alarm, AssetId, EventBody, MachineState};
+use std::collections::{BTreeMap, HashMap};
 
 /// A value read from a PLC point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -9,6 +26,41 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
+}
+
+impl Value {
+    /// The value as a whole number: bools are 0/1, floats must be whole.
+    pub fn as_int(self) -> Option<i64> {
+        match self {
+            Value::Bool(b) => Some(i64::from(b)),
+            Value::Int(i) => Some(i),
+            #[allow(clippy::cast_possible_truncation)]
+            Value::Float(f) => (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64),
+        }
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Bool(b) => f64::from(u8::from(b)),
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+        }
+    }
+
+    fn truthy(self) -> bool {
+        self.as_f64() != 0.0
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+        }
+    }
 }
 
 /// What a source task reports to the detector.
@@ -19,3 +71,240 @@ pub enum Sample {
     /// The connection to a source came up or went down; `assets` are the assets it feeds.
     Link { source: String, assets: Vec<AssetId>, ts_ms: i64, connected: bool, error: Option<String> },
 }
+
+/// One configured point as the detector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointSpec {
+    pub source: String,
+    pub point: String,
+    pub asset: AssetId,
+    pub meaning: Meaning,
+}
+
+#[derive(Debug)]
+struct PointState {
+    spec: PointSpec,
+    debounce_ms: i64,
+    value: Option<Value>,
+    /// A new value waiting out its debounce, with the time it was first seen.
+    pending: Option<(Value, i64)>,
+}
+
+#[derive(Debug, Default)]
+struct AssetState {
+    points: Vec<usize>,
+    state: Option<(MachineState, Option<String>)>,
+    alarms: HashMap<String, bool>,
+    threshold: HashMap<String, bool>,
+}
+
+/// The detector for one or more sources: feed it samples, take observations.
+#[derive(Debug, Default)]
+pub struct Detector {
+    points: Vec<PointState>,
+    by_key: HashMap<(String, String), usize>,
+    assets: BTreeMap<AssetId, AssetState>,
+    links: HashMap<String, bool>,
+}
+
+impl Detector {
+    pub fn new(specs: impl IntoIterator<Item = PointSpec>) -> Self {
+        let mut d = Self::default();
+        for spec in specs {
+            let i = d.points.len();
+            d.by_key.insert((spec.source.clone(), spec.point.clone()), i);
+            d.assets.entry(spec.asset.clone()).or_default().points.push(i);
+            #[allow(clippy::cast_possible_truncation)]
+            let debounce_ms = spec.meaning.debounce().as_millis() as i64;
+            d.points.push(PointState { spec, debounce_ms, value: None, pending: None });
+        }
+        d
+    }
+
+    /// Applies samples that belong together (one poll cycle, one notification); states are judged once
+    /// after all of them, so a cycle that changes two state points makes one state event.
+    pub fn apply(&mut self, samples: impl IntoIterator<Item = Sample>) -> Vec<Observation> {
+        let mut out = Vec::new();
+        let mut dirty: BTreeMap<AssetId, i64> = BTreeMap::new();
+        for sample in samples {
+            match sample {
+                Sample::Value { source, point, ts_ms, value, .. } => {
+                    let Some(&i) = self.by_key.get(&(source, point)) else { continue };
+                    let p = &mut self.points[i];
+                    let commit = match (p.value, p.pending) {
+                        (None, _) => Some(ts_ms),
+                        (Some(v), _) if v == value => {
+                            p.pending = None;
+                            None
+                        }
+                        (Some(_), Some((pv, since))) if pv == value => {
+                            (ts_ms - since >= p.debounce_ms).then_some(since)
+                        }
+                        (Some(_), _) if p.debounce_ms == 0 => Some(ts_ms),
+                        (Some(_), _) => {
+                            p.pending = Some((value, ts_ms));
+                            None
+                        }
+                    };
+                    if let Some(at) = commit {
+                        self.commit(i, value, at, &mut out, &mut dirty);
+                    }
+                }
+                Sample::Link { source, assets, ts_ms, connected, error } => {
+                    if self.links.insert(source.clone(), connected) == Some(connected) {
+                        continue;
+                    }
+                    for asset in &assets {
+                        let body = EventBody::Source { source: source.clone(), connected, error: error.clone() };
+                        out.push(Observation { ts_ms, asset: asset.clone(), body });
+                        if !connected {
+                            let a = self.assets.entry(asset.clone()).or_default();
+                            if a.state.as_ref().map(|s| s.0) != Some(MachineState::Unknown) {
+                                a.state = Some((MachineState::Unknown, None));
+                                let body = EventBody::State { state: MachineState::Unknown, reason: None };
+                                out.push(Observation { ts_ms, asset: asset.clone(), body });
+                            }
+                            dirty.remove(asset);
+                        }
+                    }
+                    if !connected {
+                        for p in self.points.iter_mut().filter(|p| p.spec.source == source) {
+                            p.value = None;
+                            p.pending = None;
+                        }
+                    }
+                }
+            }
+        }
+        for (asset, ts_ms) in dirty {
+            self.judge_state(&asset, ts_ms, &mut out);
+        }
+        out
+    }
+
+    /// Lets pending values whose debounce has run out by `now_ms` count.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Observation> {
+        let mut out = Vec::new();
+        let mut dirty = BTreeMap::new();
+        for i in 0..self.points.len() {
+            let p = &self.points[i];
+            if let Some((v, since)) = p.pending {
+                if now_ms - since >= p.debounce_ms {
+                    self.commit(i, v, since, &mut out, &mut dirty);
+                }
+            }
+        }
+        for (asset, ts_ms) in dirty {
+            self.judge_state(&asset, ts_ms, &mut out);
+        }
+        out
+    }
+
+    fn commit(
+        &mut self,
+        i: usize,
+        value: Value,
+        ts_ms: i64,
+        out: &mut Vec<Observation>,
+        dirty: &mut BTreeMap<AssetId, i64>,
+    ) {
+        let p = &mut self.points[i];
+        p.value = Some(value);
+        p.pending = None;
+        let asset_id = p.spec.asset.clone();
+        let Some(asset) = self.assets.get_mut(&asset_id) else { return };
+        let alarm = |info: AlarmInfo, active: bool| (info, active);
+        let edges: Vec<(AlarmInfo, bool)> = match &p.spec.meaning {
+            Meaning::State(_) | Meaning::Reason(_) | Meaning::OperationMode => {
+                let e = dirty.entry(asset_id.clone()).or_insert(ts_ms);
+                *e = (*e).max(ts_ms);
+                Vec::new()
+            }
+            Meaning::Info => Vec::new(),
+            Meaning::Alarm(m) => {
+                let info =
+                    AlarmInfo { id: m.id.clone(), text: m.text.clone(), severity: m.severity, class: m.class.clone() };
+                vec![alarm(info, value.truthy())]
+            }
+            Meaning::AlarmWord(m) => {
+                let word = value.as_int().unwrap_or(0);
+                m.bits
+                    .iter()
+                    .filter_map(|(bit, info)| bit.parse::<u32>().ok().map(|b| alarm(info.clone(), word >> b & 1 == 1)))
+                    .collect()
+            }
+            Meaning::Threshold(m) => {
+                let v = value.as_f64();
+                let was = asset.threshold.get(&m.id).copied().unwrap_or(false);
+                let active = match (m.above, m.below) {
+                    (Some(lim), _) if was => v > lim - m.hysteresis,
+                    (Some(lim), _) => v > lim,
+                    (None, Some(lim)) if was => v < lim + m.hysteresis,
+                    (None, Some(lim)) => v < lim,
+                    (None, None) => false,
+                };
+                asset.threshold.insert(m.id.clone(), active);
+                let info =
+                    AlarmInfo { id: m.id.clone(), text: m.text.clone(), severity: m.severity, class: m.class.clone() };
+                vec![alarm(info, active)]
+            }
+        };
+        for (info, active) in edges {
+            let before = asset.alarms.insert(info.id.clone(), active);
+            if before.unwrap_or(false) != active {
+                let body = EventBody::Alarm(Alarm {
+                    id: info.id,
+                    active,
+                    severity: info.severity,
+                    text: info.text,
+                    class: info.class,
+                });
+                out.push(Observation { ts_ms, asset: asset_id.clone(), body });
+            }
+        }
+    }
+
+    fn judge_state(&mut self, asset_id: &AssetId, ts_ms: i64, out: &mut Vec<Observation>) {
+        let Some(asset) = self.assets.get_mut(asset_id) else { return };
+        let points = || asset.points.iter().map(|&i| &self.points[i]);
+        let int_of =
+            |want: fn(&Meaning) -> bool| points().find(|p| want(&p.spec.meaning)).and_then(|p| p.value?.as_int());
+        let mode = int_of(|m| matches!(m, Meaning::OperationMode));
+        let reason_code = int_of(|m| matches!(m, Meaning::Reason(_)));
+        let mut any = false;
+        let mut best: Option<MachineState> = None;
+        for p in points() {
+            let (Meaning::State(m), Some(v)) = (&p.spec.meaning, p.value) else { continue };
+            any = true;
+            let code = v.as_int().unwrap_or(-1);
+            if let Some(c) = state::candidate(m, code, mode) {
+                if best.is_none_or(|b| state::strength(c) > state::strength(b)) {
+                    best = Some(c);
+                }
+            }
+        }
+        if !any {
+            return;
+        }
+        let st = best.unwrap_or(MachineState::Idle);
+        let reason = match (st, reason_code) {
+            (MachineState::Running | MachineState::Unknown, _) | (_, None | Some(0)) => None,
+            (_, Some(code)) => {
+                let codes = points().find_map(|p| match &p.spec.meaning {
+                    Meaning::Reason(r) => Some(&r.codes),
+                    _ => None,
+                });
+                let text = codes.and_then(|c| c.iter().find(|(k, _)| k.parse::<i64>().ok() == Some(code)));
+                Some(text.map_or_else(|| code.to_string(), |(_, t)| t.clone()))
+            }
+        };
+        let now = Some((st, reason.clone()));
+        if asset.state != now {
+            asset.state = now;
+            out.push(Observation { ts_ms, asset: asset_id.clone(), body: EventBody::State { state: st, reason } });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
