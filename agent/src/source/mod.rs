@@ -1,17 +1,87 @@
-//! Sources: one task per Modbus device (or shared `ip:port` connection) and per OPC UA endpoint, each
-//! producing [`crate::detect::Sample`]s.
+//! Sources: one task per Modbus line (an `ip:port` or serial port shared by its unit ids) and per OPC UA
+//! endpoint, each producing [`crate::detect::Sample`]s that a detector turns into observations.
 
 pub mod modbus;
 pub mod opcua;
 
+use crate::detect::{Detector, Sample};
+use crate::Observation;
 use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-/// Validates every source section.
+/// Validates every source section: each protocol's own checks, plus source ids unique across protocols.
 pub fn validate(
     modbus: &[Spanned<modbus::ModbusDevice>],
     opcua: &[Spanned<opcua::OpcUaEndpoint>],
     file: &ConfigFile,
     errors: &mut Vec<ConfigError>,
 ) {
-    let _ = (modbus, opcua, file, errors);
+    modbus::validate(modbus, file, errors);
+    opcua::validate(opcua, file, errors);
+    let modbus_ids: HashSet<&String> = modbus.iter().map(|d| d.get_ref().id.get_ref()).collect();
+    for ep in opcua {
+        let id = &ep.get_ref().id;
+        if modbus_ids.contains(id.get_ref()) {
+            errors.push(file.error_at(id.span(), format!("source id {:?} is also a Modbus device id", id.get_ref())));
+        }
+    }
+}
+
+/// Modbus devices grouped by line, in config order: each group shares one connection.
+pub fn modbus_lines(devices: &[Spanned<modbus::ModbusDevice>]) -> Vec<(modbus::Line, Vec<modbus::ModbusDevice>)> {
+    let mut lines: Vec<(modbus::Line, Vec<modbus::ModbusDevice>)> = Vec::new();
+    for d in devices {
+        let d = d.get_ref();
+        let Some(line) = d.line() else { continue };
+        match lines.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, devs)) => devs.push(d.clone()),
+            None => lines.push((line, vec![d.clone()])),
+        }
+    }
+    lines
+}
+
+/// Spawns every source task; each sends its observations on `tx` and ends when `tx`'s receiver is gone.
+pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (line, devices) in modbus_lines(&config.modbus) {
+        tasks.push(tokio::spawn(modbus::task::run_line(line, devices, tx.clone())));
+    }
+    for ep in &config.opcua {
+        let ep = ep.get_ref();
+        let (stx, srx) = mpsc::channel(1024);
+        tasks.push(opcua::spawn(ep, stx));
+        tasks.push(tokio::spawn(detect_task(Detector::new(ep.point_specs()), srx, tx.clone())));
+    }
+    tasks
+}
+
+/// Runs a detector between a sample channel and the observation channel; ticks debounce timers while
+/// no samples arrive (subscriptions report only changes).
+pub async fn detect_task(mut detector: Detector, mut rx: mpsc::Receiver<Sample>, tx: mpsc::Sender<Observation>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let out = tokio::select! {
+            s = rx.recv() => match s {
+                Some(s) => {
+                    let mut batch = vec![s];
+                    while let Ok(s) = rx.try_recv() {
+                        batch.push(s);
+                    }
+                    detector.apply(batch)
+                }
+                None => return,
+            },
+            _ = tick.tick() => detector.tick(modbus::task::now_ms()),
+        };
+        for o in out {
+            if tx.send(o).await.is_err() {
+                return;
+            }
+        }
+    }
 }
