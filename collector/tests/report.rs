@@ -1,0 +1,259 @@
+//! Every report against hand-computed figures on the small plant of people_fixture.rs.
+//!
+//! Events (press-1 needs s7:3, filler-1 vfd:3):
+//!   E1 press-1 03-02 10:00 1 h  covered (a1)          E2 press-1 03-03 10:00 2 h covered (a1)
+//!   E3 press-1 03-04 20:00 3 h  covered (b1, night)   E4 press-1 03-06 10:00 5 h uncovered: a1 absent
+//!   E5 filler-1 03-05 22:00 0.5 h uncovered: nobody on nights has vfd
+//! Covered MTTR of press-1 = 2 h, so E4 has 3 avoidable hours; filler-1 has no baseline, so E5 has 0.
+#![allow(clippy::unwrap_used)]
+
+#[path = "people_fixture.rs"]
+mod fixture;
+
+use fixture::*;
+use shiftlens_collector::people::{Initiative, Need, Personnel, Settings};
+use shiftlens_collector::report::coverage::{self, GroupBy, Status};
+use shiftlens_collector::report::*;
+use shiftlens_collector::report::{alarms::AlarmStart, join::Baselines, mttr::Dim, pareto::ParetoBy};
+
+/// 30.44 days: exactly one month for the per-month figures.
+const MONTH: i64 = 2_630_016_000;
+
+fn people() -> Personnel {
+    plant_with(Settings { min_baseline_events: 3, ..Settings::default() })
+}
+
+fn events(p: &Personnel) -> Vec<JoinedEvent> {
+    let d = [
+        down("press-1", "2026-03-02T10:00", 1.0),
+        down("press-1", "2026-03-03T10:00", 2.0),
+        down("press-1", "2026-03-04T20:00", 3.0),
+        down("press-1", "2026-03-06T10:00", 5.0),
+        down("filler-1", "2026-03-05T22:00", 0.5),
+    ];
+    join(p, &d)
+}
+
+fn input<'a>(p: &'a Personnel, e: &'a [JoinedEvent], from: &str, to: i64) -> Input<'a> {
+    Input { people: p, events: e, from_ms: t(from), to_ms: to }
+}
+
+fn month<'a>(p: &'a Personnel, e: &'a [JoinedEvent]) -> Input<'a> {
+    input(p, e, "2026-03-01T00:00", t("2026-03-01T00:00") + MONTH)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn the_join_of_the_fixture_events_is_as_computed_by_hand() {
+    let p = people();
+    let e = events(&p);
+    let covered: Vec<Option<bool>> = e.iter().map(|x| x.covered).collect();
+    assert_eq!(covered, [Some(true), Some(true), Some(true), Some(false), Some(false)]);
+    assert_eq!(e[3].on_shift, ["a2"]);
+    assert_eq!(e[3].missing, ["s7"]);
+    let b = Baselines::new(&e, 3);
+    let avoidable: Vec<f64> = e.iter().map(|x| b.avoidable_h(x)).collect();
+    assert_eq!(avoidable, [0.0, 0.0, 0.0, 3.0, 0.0]);
+    // With a stricter minimum, press-1 has too few covered events: the skill's covered MTTR (s7: E1-E3,
+    // 2 h, also 3 events) is too few as well, so the asset's own mean is the fallback.
+    assert_eq!(Baselines::new(&e, 4).avoidable_h(&e[3]), 3.0);
+}
+
+#[test]
+fn mttr_splits_covered_and_uncovered_with_sizes_intervals_and_shrinkage() {
+    let p = people();
+    let e = events(&p);
+    let (rows, prior) = mttr::mttr(&month(&p, &e), Dim::Asset);
+    assert!(close(prior, 11.5 / 5.0));
+    let press = rows.iter().find(|r| r.group == "press-1").unwrap();
+    let c = press.covered.unwrap();
+    assert_eq!(c.n, 3);
+    assert!(close(c.mean, 2.0) && close(c.median, 2.0) && close(c.p90, 2.8));
+    // (3·2 + 5·2.3) / (3 + 5)
+    assert!(close(c.shrunk, 2.1875));
+    assert!(c.ci_low >= 1.0 && c.ci_low < 2.0 && c.ci_high > 2.0 && c.ci_high <= 3.0, "{c:?}");
+    let u = press.uncovered.unwrap();
+    assert_eq!(u.n, 1);
+    assert!(close(u.mean, 5.0) && close(u.shrunk, 2.75));
+    // The bootstrap has a fixed seed: the same input gives the same interval.
+    assert_eq!(mttr::mttr(&month(&p, &e), Dim::Asset).0, rows);
+    // By skill: E5 counts as uncovered under vfd; by shift: E3 and E5 are night events.
+    let (rows, _) = mttr::mttr(&month(&p, &e), Dim::Skill);
+    let vfd = rows.iter().find(|r| r.group == "vfd").unwrap();
+    assert_eq!((vfd.covered.map(|s| s.n), vfd.uncovered.map(|s| s.n)), (None, Some(1)));
+    let (rows, _) = mttr::mttr(&month(&p, &e), Dim::Shift);
+    let night = rows.iter().find(|r| r.group == "night").unwrap();
+    assert_eq!((night.covered.unwrap().n, night.uncovered.unwrap().n), (1, 1));
+}
+
+#[test]
+fn pareto_by_asset_and_by_missing_skill() {
+    let p = people();
+    let e = events(&p);
+    let rows = pareto::pareto(&month(&p, &e), ParetoBy::Asset);
+    assert_eq!(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["press-1", "filler-1"]);
+    assert!(close(rows[0].hours, 11.0) && close(rows[0].cost, 11_000.0) && close(rows[0].avoidable_hours, 3.0));
+    assert!(close(rows[0].cumulative, 11.0 / 11.5) && close(rows[1].cumulative, 1.0));
+    let rows = pareto::pareto(&month(&p, &e), ParetoBy::Skill);
+    let got: Vec<(&str, usize, f64)> = rows.iter().map(|r| (r.key.as_str(), r.events, r.hours)).collect();
+    assert_eq!(got, [("s7", 1, 5.0), ("vfd", 1, 0.5)]);
+}
+
+#[test]
+fn training_priorities_rank_avoidable_hours_times_cost_and_name_who_is_closest() {
+    let p = people();
+    let e = events(&p);
+    let rows = priority::priorities(&month(&p, &e), 3);
+    assert_eq!(rows.len(), 1, "E5 has no avoidable hours: {rows:?}");
+    let r = &rows[0];
+    assert_eq!((r.rank, r.crew.as_str(), r.skill.as_str(), r.min_level, r.events), (1, "A", "s7", 3, 1));
+    assert!(close(r.avoidable_h_per_month, 3.0) && close(r.value_per_month, 3000.0));
+    assert_eq!(r.candidates, [("a2".to_string(), 2)]);
+    let rep = priority::report(&month(&p, &e), &rows, true);
+    assert_eq!(rep.rows[0][1], "a2");
+}
+
+#[test]
+fn the_coverage_matrix_counts_qualified_people_and_uses_the_users_words() {
+    let p = people();
+    let find = |rows: &[coverage::CoverageRow], g: &str, s: &str| {
+        rows.iter().find(|r| r.group == g && r.skill == s).unwrap().clone()
+    };
+    let day5 = input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00"));
+    let rows = coverage::coverage(&day5, GroupBy::Shift);
+    let r = find(&rows, "day", "s7");
+    assert_eq!((r.headcount, r.status, r.covered_share, r.shift_hours), (1, Status::Thin, 1.0, 12.0));
+    assert_eq!(find(&rows, "day", "vfd").status, Status::Thin);
+    let r = find(&rows, "night", "vfd");
+    assert_eq!((r.headcount, r.status, r.covered_share, r.shift_hours), (0, Status::Gap, 0.0, 12.0));
+    // a1 absent on the 6th: no s7 on the day shift, and s7 is needed by the costliest asset.
+    let day6 = input(&p, &[], "2026-03-06T00:00", t("2026-03-07T00:00"));
+    assert_eq!(find(&coverage::coverage(&day6, GroupBy::Shift), "day", "s7").status, Status::CriticalGap);
+    // a2's vfd certificate expires at 12:00 on the 10th: half of that day shift is covered.
+    let day10 = input(&p, &[], "2026-03-10T00:00", t("2026-03-11T00:00"));
+    let r = find(&coverage::coverage(&day10, GroupBy::Shift), "day", "vfd");
+    assert_eq!((r.covered_share, r.min_headcount), (0.5, 0));
+    let rows = coverage::coverage(&day5, GroupBy::Crew);
+    assert_eq!(find(&rows, "B", "s7").headcount, 1);
+    assert_eq!(Status::of(2, true), Status::Covered);
+}
+
+#[test]
+fn gap_analysis_gives_readiness_now_and_at_each_go_live() {
+    let mut p = people();
+    p.initiatives = vec![Initiative {
+        id: "vfd-push".into(),
+        name: "Drives".into(),
+        go_live_ms: t("2026-03-08T00:00"),
+        needs: vec![Need { skill: "vfd".into(), min_level: 3, headcount: 2 }],
+    }];
+    let p = p.rebuilt();
+    let rows = gaps::gaps(&month(&p, &[]));
+    let now: Vec<(&str, &str, u32)> =
+        rows.iter().filter(|r| r.scope == "now").map(|r| (r.crew.as_str(), r.skill.as_str(), r.have)).collect();
+    // At the end of the window a2's certificate has expired.
+    assert_eq!(now, [("A", "s7", 1), ("A", "vfd", 0), ("B", "s7", 1), ("B", "vfd", 0)]);
+    assert_eq!(rows[0].readiness_pct, 50.0);
+    let init: Vec<_> = rows.iter().filter(|r| r.scope == "vfd-push").collect();
+    assert_eq!(init.iter().map(|r| (r.have, r.need)).collect::<Vec<_>>(), [(1, 2), (0, 2)]);
+    assert_eq!(init[0].readiness_pct, 25.0);
+}
+
+#[test]
+fn recertification_is_weighted_by_the_shifts_it_would_leave_uncovered() {
+    let p = people();
+    let rows = recert::recert(&input(&p, &[], "2026-02-01T00:00", t("2026-03-05T00:00")));
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.person.as_str(), r.skill.as_str(), r.cert_id.as_str()), ("a2", "vfd", "VFD-77"));
+    // Crew A's day shifts from 03-11 to 06-08 (90 days after 03-10 12:00): nobody else has vfd.
+    assert_eq!((r.shifts, r.shifts_to_zero), (90, 90));
+    assert!(close(r.coverage_hours_lost, 1080.0) && close(r.thin_hours, 0.0));
+    // Outside the horizon: nothing due.
+    assert!(recert::recert(&input(&p, &[], "2025-10-01T00:00", t("2025-11-01T00:00"))).is_empty());
+}
+
+#[test]
+fn what_if_shows_the_change_in_coverage_and_avoidable_hours() {
+    let p = people();
+    let e = events(&p);
+    let change: whatif::Change = "a2:s7:3".parse().unwrap();
+    let rows = whatif::what_if(&month(&p, &e), &change);
+    let get = |m: &str| rows.iter().find(|r| r.metric == m).map(|r| (r.before, r.after)).unwrap();
+    assert_eq!(get("uncovered_events"), (2.0, 1.0));
+    assert_eq!(get("avoidable_h_per_month"), (3.0, 0.0));
+    assert_eq!(get("avoidable_cost_per_month"), (3000.0, 0.0));
+    // Day shifts in the window: 30 whole and 4.56 h of the 31st; a1's absence left 12 h without s7.
+    let (before, after) = get("covered_share[day]");
+    assert!(close(before, 1.0 - 12.0 / 364.56) && close(after, 1.0), "{before} {after}");
+    // Removing a1's s7 uncovers the day shift events.
+    let rows = whatif::what_if(&month(&p, &e), &"a1:s7".parse().unwrap());
+    assert_eq!(rows.iter().find(|r| r.metric == "uncovered_events").map(|r| r.after), Some(4.0));
+    assert!("a1".parse::<whatif::Change>().is_err() && "a1:s7:9".parse::<whatif::Change>().is_err());
+}
+
+#[test]
+fn alarm_load_is_per_ten_minutes_per_operator_split_by_competency() {
+    let p = people();
+    let mut alarms: Vec<AlarmStart> =
+        (0..12).map(|i| AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T07:00") + i * 60_000 }).collect();
+    alarms.extend((0..3).map(|i| AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T19:00") + i * 60_000 }));
+    let rows = alarms::alarm_load(&input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00")), &alarms);
+    let got: Vec<(&str, &str, usize, usize)> =
+        rows.iter().map(|r| (r.crew.as_str(), r.competency.as_str(), r.shifts, r.alarms)).collect();
+    assert_eq!(got, [("A", "all_covered", 1, 12), ("B", "skills_missing", 1, 3)]);
+    assert!(close(rows[0].mean_per_10min_per_operator, 12.0 / 72.0 / 2.0));
+    assert!(close(rows[1].mean_per_10min_per_operator, 3.0 / 72.0) && close(rows[1].skill_share, 0.5));
+}
+
+#[test]
+fn reports_about_people_respect_the_minimum_group_size_and_pseudonyms() {
+    let p =
+        plant_with(Settings { min_group_size: 3, pseudonymize: true, min_baseline_events: 3, ..Settings::default() });
+    let e = events(&p);
+    let rep = mttr::report(&month(&p, &e), Dim::Crew);
+    assert!(rep.rows.is_empty(), "crews of 2 and 1 people are left out: {:?}", rep.rows);
+    assert!(rep.notes.iter().any(|n| n.contains("crew A left out")));
+    let rows = priority::priorities(&month(&p, &e), 3);
+    assert!(priority::report(&month(&p, &e), &rows, true).rows.is_empty());
+    let q = plant_with(Settings { pseudonymize: true, ..Settings::default() });
+    let shown = privacy::show(&q, "a2");
+    assert!(shown.starts_with("P-") && shown != "a2");
+    assert_eq!(shown, privacy::show(&q, "a2"));
+    let j = join::report(&month(&q, &events(&q)));
+    assert!(j.rows.iter().all(|r| !r[6].as_str().unwrap().contains("a1")), "{:?}", j.rows);
+}
+
+#[test]
+fn every_report_renders_as_table_json_and_csv() {
+    let p = people();
+    let e = events(&p);
+    let rep = pareto::report(&pareto::pareto(&month(&p, &e), ParetoBy::Asset), ParetoBy::Asset);
+    let table = render::render(&rep, render::Format::Table).unwrap();
+    assert!(table.starts_with("asset     events  hours"), "{table}");
+    let csv = render::render(&rep, render::Format::Csv).unwrap();
+    assert_eq!(csv.lines().nth(1), Some("press-1,4,11.0,11000.0,3.0,0.957,0.957"));
+    let json: serde_json::Value = serde_json::from_str(&render::render(&rep, render::Format::Json).unwrap()).unwrap();
+    assert_eq!(json["columns"][0], "asset");
+    assert_eq!(json["rows"][1][0], "filler-1");
+}
+
+#[test]
+fn stats_quantiles_intervals_and_shrinkage() {
+    use shiftlens_collector::report::stats::*;
+    assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), Some(2.5));
+    assert_eq!(quantile(&[], 0.5), None);
+    assert_eq!(shrink(10.0, 0, 2.0, 5.0), 2.0);
+    assert_eq!(shrink(10.0, 5, 2.0, 5.0), 6.0);
+    assert_eq!(mean_ci(&[3.0]), None);
+    let (lo, hi) = mean_ci(&[2.0, 2.0, 2.0]).unwrap();
+    assert_eq!((lo, hi), (2.0, 2.0));
+    // Large samples use the normal approximation: 1000 values alternating 0 and 2 → 1 ± 1.96·σ/√n.
+    let v: Vec<f64> = (0..1000).map(|i| f64::from(i % 2) * 2.0).collect();
+    let (lo, hi) = mean_ci(&v).unwrap();
+    let h = 1.96 * (1000.0f64 / 999.0).sqrt() / 1000f64.sqrt();
+    assert!(close(lo, 1.0 - h) && close(hi, 1.0 + h));
+}
