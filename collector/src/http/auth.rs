@@ -281,7 +281,7 @@ impl IntoResponse for Rejection {
 }
 
 fn require(parts: &Parts, state: &AppState, role: Role) -> Result<Principal, Rejection> {
-    let api = parts.uri.path().starts_with("/api/");
+    let api = parts.uri.path().starts_with("/api/") || parts.uri.path() == "/metrics";
     let next = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     match state.auth.principal(&parts.headers) {
         None => Err(Rejection { error: AppError::unauthorized(), api, next }),

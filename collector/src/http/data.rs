@@ -418,7 +418,7 @@ pub fn run(v: &View, kind: Kind, o: &Options) -> Output {
         Kind::Coverage => r::coverage::report(&r::coverage::coverage(&inp, o.group), o.group),
         Kind::Mttr => r::mttr::report(&inp, o.dim),
         Kind::Pareto => r::pareto::report(&r::pareto::pareto(&inp, o.by), o.by),
-        Kind::Gaps => r::gaps::report(&r::gaps::gaps(&inp)),
+        Kind::Gaps => r::gaps::report(&inp, &r::gaps::gaps(&inp)),
         Kind::Priorities => r::priority::report(&inp, &r::priority::priorities(&inp, 3), o.per_person),
         Kind::Recert => r::recert::report(&inp, &r::recert::recert(&inp)),
         Kind::AlarmLoad => r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &v.alarms)),
