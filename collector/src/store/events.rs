@@ -239,10 +239,11 @@ pub fn dead_letter_count(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
 }
 
-/// Deletes raw events older than `cutoff_ms`; returns how many.
+/// Deletes raw events received before `cutoff_ms` (by arrival, so a late or replayed old event is still
+/// kept for the whole retention); returns how many.
 ///
 /// # Errors
 /// SQLite errors.
 pub fn prune_events(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff_ms])
+    conn.execute("DELETE FROM events WHERE received_ms < ?1", [cutoff_ms])
 }
