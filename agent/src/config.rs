@@ -41,7 +41,10 @@ impl Config {
     /// # Errors
     /// Every problem found, each with file, line and column.
     pub fn from_file(file: &ConfigFile) -> Result<Self, ConfigErrors> {
-        let config: Config = file.parse()?;
+        let mut config: Config = file.parse()?;
+        for ep in &mut config.opcua {
+            ep.get_mut().config_file = file.path.clone();
+        }
         let mut errors: Vec<ConfigError> = Vec::new();
         config.outbox.validate(file, &mut errors);
         config.uplink.validate(file, &mut errors);

@@ -10,6 +10,7 @@ pub mod health;
 pub mod outbox;
 pub mod source;
 pub mod topology;
+pub mod trust;
 pub mod uplink;
 
 use shiftlens_common::{AssetId, EventBody};
