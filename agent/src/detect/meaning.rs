@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! meaning = { state = { preset = "packml" } }           # the asset's machine state
-//! meaning = "reason"                                    # reason code of the current stop
+//! meaning = { reason = {} }                             # reason code of the current stop
 //! meaning = { alarm = { id = "ESTOP", text = "Emergency stop", severity = 900 } }
 //! meaning = { alarm_word = { bits = { 0 = { id = "E1", text = "Guard open" } } } }
 //! meaning = { threshold = { id = "HOT", text = "Oil hot", above = 80.0, hysteresis = 2.0 } }

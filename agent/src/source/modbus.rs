@@ -34,6 +34,9 @@ pub struct ModbusDevice {
     pub parity: Option<Parity>,
     pub data_bits: Option<Spanned<u8>>,
     pub stop_bits: Option<Spanned<u8>>,
+    /// RTU: lock the port against other openers (TIOCEXCL and flock); default true. `false` lets a line
+    /// monitor share it.
+    pub exclusive: Option<bool>,
     /// Unit (slave) id; default 1.
     #[serde(default = "default_unit")]
     pub unit: Spanned<u8>,
@@ -155,7 +158,7 @@ pub enum Order {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Line {
     Tcp(SocketAddr),
-    Rtu { path: String, baud: u32, parity: Parity, data_bits: u8, stop_bits: u8 },
+    Rtu { path: String, baud: u32, parity: Parity, data_bits: u8, stop_bits: u8, exclusive: bool },
 }
 
 impl std::fmt::Display for Line {
@@ -180,6 +183,7 @@ impl ModbusDevice {
             parity: self.parity.unwrap_or(Parity::None),
             data_bits: self.data_bits.as_ref().map_or(8, |d| *d.get_ref()),
             stop_bits: self.stop_bits.as_ref().map_or(1, |d| *d.get_ref()),
+            exclusive: self.exclusive.unwrap_or(true),
         })
     }
 
@@ -217,8 +221,16 @@ pub fn validate(devices: &[Spanned<ModbusDevice>], file: &ConfigFile, errors: &m
                 if a.get_ref().parse::<SocketAddr>().is_err() {
                     err(a.span(), format!("address {:?} is not ip:port, e.g. \"192.168.1.10:502\"", a.get_ref()));
                 }
-                if d.baud.is_some() || d.parity.is_some() || d.data_bits.is_some() || d.stop_bits.is_some() {
-                    err(a.span(), "baud, parity, data_bits and stop_bits apply to `serial` devices only".into());
+                if d.baud.is_some()
+                    || d.parity.is_some()
+                    || d.data_bits.is_some()
+                    || d.stop_bits.is_some()
+                    || d.exclusive.is_some()
+                {
+                    err(
+                        a.span(),
+                        "baud, parity, data_bits, stop_bits and exclusive apply to `serial` devices only".into(),
+                    );
                 }
             }
             (None, Some(_)) => {

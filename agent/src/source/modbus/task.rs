@@ -46,7 +46,7 @@ pub async fn connect(line: &Line, unit: u8, limit: Duration) -> Result<Context, 
             Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
             Err(_) => Err(format!("cannot connect to {addr}: timed out after {}ms", limit.as_millis())),
         },
-        Line::Rtu { path, baud, parity, data_bits, stop_bits } => {
+        Line::Rtu { path, baud, parity, data_bits, stop_bits, exclusive } => {
             use tokio_serial::{DataBits, StopBits};
             let builder = tokio_serial::new(path, *baud)
                 .parity(match parity {
@@ -60,7 +60,8 @@ pub async fn connect(line: &Line, unit: u8, limit: Duration) -> Result<Context, 
                     7 => DataBits::Seven,
                     _ => DataBits::Eight,
                 })
-                .stop_bits(if *stop_bits == 2 { StopBits::Two } else { StopBits::One });
+                .stop_bits(if *stop_bits == 2 { StopBits::Two } else { StopBits::One })
+                .exclusive(*exclusive);
             let port = tokio_serial::SerialStream::open(&builder).map_err(|e| format!("cannot open {path}: {e}"))?;
             Ok(tokio_modbus::client::rtu::attach_slave(port, slave))
         }
