@@ -8,6 +8,7 @@ pub mod config;
 pub mod detect;
 pub mod health;
 pub mod outbox;
+pub mod probe;
 pub mod source;
 pub mod topology;
 pub mod trust;
