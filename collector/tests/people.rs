@@ -12,7 +12,7 @@ use shiftlens_collector::report::join::{join_one, Baselines};
 use shiftlens_collector::store::people as db;
 
 fn ids(p: &Personnel, at: &str) -> Vec<String> {
-    p.on_shift(t(at)).into_iter().map(|o| o.person).collect()
+    p.on_shift(t(at)).into_iter().map(|o| o.person.to_string()).collect()
 }
 
 #[test]
@@ -24,7 +24,7 @@ fn on_shift_follows_the_rotation_including_a_night_that_started_the_day_before()
     // start ≤ t < end: at 18:00 the night crew is on, the day crew is not.
     assert_eq!(ids(&p, "2026-03-05T18:00"), ["b1"]);
     let o = &p.on_shift(t("2026-03-05T10:00"))[0];
-    assert_eq!((o.crew.as_deref(), o.shift.as_deref()), (Some("A"), Some("day")));
+    assert_eq!((o.crew, o.shift), (Some("A"), Some("day")));
 }
 
 #[test]

@@ -154,14 +154,24 @@ struct Index {
     /// asset → work orders sorted by opened.
     orders: HashMap<String, Vec<usize>>,
     person_ids: Vec<String>,
+    /// Rotation slots from the earliest anchor for [`SLOT_CACHE_DAYS`], sorted by start: (slot, rotation).
+    slots: Vec<(roster::Slot, usize)>,
+    slots_until: i64,
+    /// Earliest rotation anchor (local midnight).
+    first_anchor: Option<i64>,
 }
 
+/// How far past the latest rotation anchor slots are precomputed; later instants are computed on demand.
+const SLOT_CACHE_DAYS: i64 = 3 * 366;
+/// Longer than any shift (13 h on a DST night): how far back a covering slot can start.
+const MAX_SHIFT_MS: i64 = 14 * 3_600_000;
+
 /// A person on shift at an instant, with the crew and shift that put them there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnShift {
-    pub person: String,
-    pub crew: Option<String>,
-    pub shift: Option<String>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnShift<'a> {
+    pub person: &'a str,
+    pub crew: Option<&'a str>,
+    pub shift: Option<&'a str>,
 }
 
 impl Personnel {
@@ -225,7 +235,39 @@ impl Personnel {
             })
             .collect();
         self.idx.epochs = epochs;
+        let tz = self.settings.tz;
+        self.idx.first_anchor = self.rotations.iter().map(|r| roster::local_midnight(tz, r.anchor)).min();
+        if let (Some(from), Some(last)) = (self.idx.first_anchor, self.rotations.iter().map(|r| r.anchor).max()) {
+            let until = roster::local_midnight(tz, last + chrono::Duration::days(SLOT_CACHE_DAYS));
+            let mut slots: Vec<(roster::Slot, usize)> = self
+                .rotations
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    roster::slots_between(&self.settings, r, from, until).into_iter().map(move |s| (s, i))
+                })
+                .collect();
+            slots.sort_by_key(|(s, _)| s.start_ms);
+            self.idx.slots = slots;
+            self.idx.slots_until = until - MAX_SHIFT_MS;
+        }
         self
+    }
+
+    /// The rotation slots covering t, with their rotation.
+    pub fn slots_at(&self, t: i64) -> Vec<(roster::Slot, &Rotation)> {
+        let first = self.idx.first_anchor.unwrap_or(i64::MAX);
+        if t >= first && t < self.idx.slots_until {
+            let v = &self.idx.slots;
+            let hi = v.partition_point(|(s, _)| s.start_ms <= t);
+            let lo = v.partition_point(|(s, _)| s.start_ms <= t - MAX_SHIFT_MS);
+            return v[lo..hi]
+                .iter()
+                .filter(|(s, _)| t < s.end_ms)
+                .map(|(s, i)| (s.clone(), &self.rotations[*i]))
+                .collect();
+        }
+        self.rotations.iter().filter_map(|r| roster::shift_at(&self.settings, r, t).map(|s| (s, r))).collect()
     }
 
     /// Every person id, sorted.
@@ -301,8 +343,7 @@ impl Personnel {
     /// Whether any roster source says anything about t: a rotation anchored at or before it, or an
     /// explicit work assignment covering it.
     pub fn roster_known(&self, t: i64) -> bool {
-        let tz = self.settings.tz;
-        self.rotations.iter().any(|r| roster::local_midnight(tz, r.anchor) <= t) || !self.work_at(t).is_empty()
+        self.idx.first_anchor.is_some_and(|a| a <= t) || !self.work_at(t).is_empty()
     }
 
     fn work_at(&self, t: i64) -> Vec<&RosterEntry> {
@@ -314,24 +355,18 @@ impl Personnel {
 
     /// Who was on shift at t: members of crews whose rotation shift covers t, plus explicit assignments,
     /// minus absences. Each person once, sorted by id.
-    pub fn on_shift(&self, t: i64) -> Vec<OnShift> {
+    pub fn on_shift(&self, t: i64) -> Vec<OnShift<'_>> {
         let mut out: Vec<OnShift> = Vec::new();
-        for r in &self.rotations {
-            if let Some(s) = roster::shift_at(&self.settings, r, t) {
-                for p in self.crew_members(&r.crew, t) {
-                    out.push(OnShift {
-                        person: p.clone(),
-                        crew: Some(r.crew.clone()),
-                        shift: Some(s.name.to_string()),
-                    });
-                }
+        for (s, r) in self.slots_at(t) {
+            for p in self.crew_members(&r.crew, t) {
+                out.push(OnShift { person: p, crew: Some(&r.crew), shift: Some(s.name) });
             }
         }
         for w in self.work_at(t) {
-            let crew = self.person_at(&w.person, t).map(|p| p.crew.clone());
-            out.push(OnShift { person: w.person.clone(), crew, shift: w.shift.clone() });
+            let crew = self.person_at(&w.person, t).map(|p| p.crew.as_str());
+            out.push(OnShift { person: &w.person, crew, shift: w.shift.as_deref() });
         }
-        out.retain(|o| !self.absent(&o.person, t));
+        out.retain(|o| !self.absent(o.person, t));
         out.sort_by(|a, b| a.person.cmp(&b.person));
         out.dedup_by(|a, b| a.person == b.person);
         out

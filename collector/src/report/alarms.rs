@@ -44,7 +44,7 @@ pub fn alarm_load(inp: &Input, alarms: &[AlarmStart]) -> Vec<AlarmLoad> {
             let n = hi - lo;
             let tens = (s.end_ms - s.start_ms) as f64 / 600_000.0;
             let rate = n as f64 / tens / on.len() as f64;
-            let covered = needed.iter().filter(|r| on.iter().any(|o| p.qualified(&o.person, r, s.start_ms))).count();
+            let covered = needed.iter().filter(|r| on.iter().any(|o| p.qualified(o.person, r, s.start_ms))).count();
             let share = if needed.is_empty() { 1.0 } else { covered as f64 / needed.len() as f64 };
             let band = if covered == needed.len() { "all_covered" } else { "skills_missing" };
             let x = g.entry((s.crew.clone(), band)).or_default();

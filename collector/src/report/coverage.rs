@@ -93,18 +93,18 @@ pub fn histogram(p: &Personnel, skills: &[Requirement], by: GroupBy, from: i64, 
     let c = cuts(p, from, to);
     for w in c.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for o in p.on_shift(a) {
             let g = match by {
-                GroupBy::Shift => o.shift.clone().unwrap_or_else(|| "assigned".into()),
-                GroupBy::Crew => o.crew.clone().unwrap_or_else(|| "none".into()),
+                GroupBy::Shift => o.shift.unwrap_or("assigned"),
+                GroupBy::Crew => o.crew.unwrap_or("none"),
             };
             groups.entry(g).or_default().push(o.person);
         }
         for (g, people) in groups {
             for r in skills {
                 let n = people.iter().filter(|x| p.qualified(x, r, a)).count();
-                *h.entry((g.clone(), r.skill.clone())).or_default().entry(n).or_default() += b - a;
+                *h.entry((g.to_string(), r.skill.clone())).or_default().entry(n).or_default() += b - a;
             }
         }
     }

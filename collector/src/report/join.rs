@@ -87,7 +87,7 @@ pub fn join_one(p: &Personnel, d: &Downtime) -> JoinedEvent {
     let required: Vec<SkillCheck> = required_skills(p, d)
         .into_iter()
         .map(|r| {
-            let qualified = on.iter().filter(|o| p.qualified(&o.person, &r, t)).map(|o| o.person.clone()).collect();
+            let qualified = on.iter().filter(|o| p.qualified(o.person, &r, t)).map(|o| o.person.to_string()).collect();
             SkillCheck { skill: r.skill, min_level: r.min_level, qualified }
         })
         .collect();
@@ -101,9 +101,9 @@ pub fn join_one(p: &Personnel, d: &Downtime) -> JoinedEvent {
         end_ms: d.end_ms,
         data_gap: d.data_gap,
         first_out_class: first_out_class(d).map(str::to_string),
-        shift: on.iter().find_map(|o| o.shift.clone()),
-        crew: on.iter().find_map(|o| o.crew.clone()),
-        on_shift: on.into_iter().map(|o| o.person).collect(),
+        shift: on.iter().find_map(|o| o.shift.map(str::to_string)),
+        crew: on.iter().find_map(|o| o.crew.map(str::to_string)),
+        on_shift: on.iter().map(|o| o.person.to_string()).collect(),
         roster_known,
         covered: roster_known.then_some(missing.is_empty()),
         missing,

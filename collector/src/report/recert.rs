@@ -58,7 +58,7 @@ pub fn recert(inp: &Input) -> Vec<Recert> {
                     let others = p
                         .on_shift(s.start_ms)
                         .iter()
-                        .filter(|o| &o.person != id && p.qualified(&o.person, &req, s.start_ms))
+                        .filter(|o| o.person != id.as_str() && p.qualified(o.person, &req, s.start_ms))
                         .count();
                     let h = (s.end_ms - s.start_ms) as f64 / HOUR_MS;
                     match others {

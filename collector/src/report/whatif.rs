@@ -54,21 +54,22 @@ pub fn apply(p: &Personnel, c: &Change) -> Personnel {
     q.rebuilt()
 }
 
-/// The events re-evaluated for the changed skill only (everything else in a snapshot stays as it was).
-pub fn rejoin(q: &Personnel, events: &[JoinedEvent], c: &Change) -> Vec<JoinedEvent> {
-    events
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            if let Some(chk) = e.required.iter_mut().find(|x| x.skill == c.skill) {
-                let req = crate::people::Requirement { skill: chk.skill.clone(), min_level: chk.min_level };
-                chk.qualified = e.on_shift.iter().filter(|x| q.qualified(x, &req, e.start_ms)).cloned().collect();
-                e.missing = e.required.iter().filter(|x| x.qualified.is_empty()).map(|x| x.skill.clone()).collect();
-                e.covered = e.roster_known.then_some(e.missing.is_empty());
-            }
-            e
-        })
-        .collect()
+/// The event re-evaluated under `q` if the change flips whether anyone on shift has the changed skill
+/// (everything else in a snapshot stays as it was); `None` when nothing that counts changes.
+pub fn rejoin_one(q: &Personnel, e: &JoinedEvent, c: &Change) -> Option<JoinedEvent> {
+    let chk = e.required.iter().find(|x| x.skill == c.skill)?;
+    let req = crate::people::Requirement { skill: chk.skill.clone(), min_level: chk.min_level };
+    let qualified: Vec<String> = e.on_shift.iter().filter(|x| q.qualified(x, &req, e.start_ms)).cloned().collect();
+    if qualified.is_empty() == chk.qualified.is_empty() {
+        return None;
+    }
+    let mut e = e.clone();
+    if let Some(chk) = e.required.iter_mut().find(|x| x.skill == c.skill) {
+        chk.qualified = qualified;
+    }
+    e.missing = e.required.iter().filter(|x| x.qualified.is_empty()).map(|x| x.skill.clone()).collect();
+    e.covered = e.roster_known.then_some(e.missing.is_empty());
+    Some(e)
 }
 
 /// One compared figure.
@@ -79,11 +80,16 @@ pub struct WhatIfRow {
     pub after: f64,
 }
 
-fn figures(inp: &Input, base: &Baselines, events: &[JoinedEvent]) -> [f64; 4] {
-    let covered = events.iter().filter(|e| e.covered == Some(true)).count() as f64;
-    let uncovered = events.iter().filter(|e| e.covered == Some(false)).count() as f64;
-    let (mut h, mut cost) = (0.0, 0.0);
-    for e in events {
+fn figures(inp: &Input, base: &Baselines, after: Option<(&Personnel, &Change)>) -> [f64; 4] {
+    let (mut covered, mut uncovered, mut h, mut cost) = (0.0, 0.0, 0.0, 0.0);
+    for e in inp.events {
+        let changed = after.and_then(|(q, c)| rejoin_one(q, e, c));
+        let e = changed.as_ref().unwrap_or(e);
+        match e.covered {
+            Some(true) => covered += 1.0,
+            Some(false) => uncovered += 1.0,
+            None => {}
+        }
         let a = base.avoidable_h(e);
         h += a;
         cost += a * inp.people.asset(&e.asset).map_or(0.0, |x| x.cost_per_hour);
@@ -96,9 +102,8 @@ pub fn what_if(inp: &Input, c: &Change) -> Vec<WhatIfRow> {
     let p = inp.people;
     let base = Baselines::new(inp.events, p.settings.min_baseline_events);
     let q = apply(p, c);
-    let after_events = rejoin(&q, inp.events, c);
-    let b = figures(inp, &base, inp.events);
-    let a = figures(inp, &base, &after_events);
+    let b = figures(inp, &base, None);
+    let a = figures(inp, &base, Some((&q, c)));
     let names = ["covered_events", "uncovered_events", "avoidable_h_per_month", "avoidable_cost_per_month"];
     let mut rows: Vec<WhatIfRow> = names
         .iter()

@@ -9,7 +9,7 @@
 use crate::people::import::{self, Kind, Record};
 use crate::people::{Personnel, Settings};
 use crate::report::JoinedEvent;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -180,9 +180,19 @@ pub fn save_snapshots(
 ) -> Result<SnapshotSummary, PeopleStoreError> {
     let tx = conn.transaction()?;
     let mut s = SnapshotSummary::default();
+    let mut latest: HashMap<String, (i64, String)> = HashMap::new();
     {
-        let mut latest =
-            tx.prepare("SELECT revision, body FROM join_snapshot WHERE event_key = ?1 ORDER BY revision DESC LIMIT 1")?;
+        let mut st = tx.prepare(
+            "SELECT s.event_key, s.revision, s.body FROM join_snapshot s
+             JOIN (SELECT event_key, MAX(revision) AS rev FROM join_snapshot GROUP BY event_key) m
+               ON m.event_key = s.event_key AND m.rev = s.revision",
+        )?;
+        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))? {
+            let (k, rev, body) = row?;
+            latest.insert(k, (rev, body));
+        }
+    }
+    {
         let mut insert = tx.prepare(
             "INSERT INTO join_snapshot (event_key, revision, data_rev, computed_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -192,8 +202,7 @@ pub fn save_snapshots(
                 key: e.key.clone(),
                 source,
             })?;
-            let prev: Option<(i64, String)> = latest.query_row([&e.key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-            let revision = match prev {
+            let revision = match latest.remove(&e.key) {
                 Some((_, old)) if old == body => {
                     s.unchanged += 1;
                     continue;
