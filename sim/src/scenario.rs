@@ -309,6 +309,14 @@ alarms = [1]
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../config/scenario.toml");
+        let s = Scenario::parse(&ConfigFile::from_text("config/scenario.toml", text)).unwrap();
+        assert_eq!(s.assets.len(), 3);
+        assert!(s.timeline().iter().any(|(_, a)| matches!(a, Action::Restart(d) if d.as_secs() == 3)));
+    }
+
+    #[test]
     fn bad_scenarios_are_explained() {
         let e = Scenario::parse(&ConfigFile::from_text(
             "s.toml",

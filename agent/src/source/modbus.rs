@@ -269,7 +269,7 @@ pub fn validate(devices: &[Spanned<ModbusDevice>], file: &ConfigFile, errors: &m
                 err(pt.name.span(), format!("point name {name:?} is used twice in device {id:?}"));
             }
             for msg in check_point(pt) {
-                err(p.span(), format!("point {name:?}: {msg}"));
+                err(pt.meaning.span(), format!("point {name:?}: {msg}"));
             }
             let (addr, ty) = (*pt.address.get_ref(), *pt.data_type.get_ref());
             let last = addr + u32::from(ty.width()) - 1;
