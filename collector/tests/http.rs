@@ -137,7 +137,10 @@ async fn health_and_prometheus_metrics_report_the_store() {
     assert!(bytes > 100_000, "store is {bytes} bytes");
     let g = get(addr, "/api/v1/gateways").await.json();
     let rows = g["rows"].as_array().unwrap();
-    assert_eq!((rows[0]["gateway"].as_str(), rows[0]["online"].as_bool(), rows[0]["buffer_depth"].as_u64()), (Some("gw-1"), Some(true), Some(1234)));
+    assert_eq!(
+        (rows[0]["gateway"].as_str(), rows[0]["online"].as_bool(), rows[0]["buffer_depth"].as_u64()),
+        (Some("gw-1"), Some(true), Some(1234))
+    );
     assert_eq!(rows[1]["online"].as_bool(), Some(false));
 }
 
@@ -146,7 +149,10 @@ fn config_refuses_a_network_bind_without_tokens_and_bad_hashes() {
     let load = |text: &str| Config::from_file(&ConfigFile::from_text("collector.toml", text.to_string()));
     let e = load("[http]\nbind = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
     assert!(e.contains("collector.toml:2:8") && e.contains("not a loopback address"), "{e}");
-    let ok = format!("[http]\nbind = \"0.0.0.0:8080\"\n[[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"{}\"\n", sha("x"));
+    let ok = format!(
+        "[http]\nbind = \"0.0.0.0:8080\"\n[[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        sha("x")
+    );
     assert!(load(&ok).is_ok());
     let e = load("[[http.tokens]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"abc\"\n").unwrap_err().to_string();
     assert!(e.contains("collector.toml:4:10") && e.contains("64 hex digits"), "{e}");
@@ -186,9 +192,12 @@ async fn tokens_roles_and_imports() {
     assert_eq!(get(addr, "/healthz").await.status, 200);
     assert_eq!(get(addr, "/metrics").await.status, 401);
 
-    let r = request(addr, "POST", "/api/v1/import/skills", &[("Authorization", &bearer(VIEWER))], BAD_SKILLS.as_bytes()).await;
+    let r =
+        request(addr, "POST", "/api/v1/import/skills", &[("Authorization", &bearer(VIEWER))], BAD_SKILLS.as_bytes())
+            .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = request(addr, "POST", "/api/v1/import/skills", &[("Authorization", &bearer(ADMIN))], BAD_SKILLS.as_bytes()).await;
+    let r = request(addr, "POST", "/api/v1/import/skills", &[("Authorization", &bearer(ADMIN))], BAD_SKILLS.as_bytes())
+        .await;
     assert_eq!(r.status, 422, "{}", r.body);
     let e = r.json();
     assert_eq!(e["errors"][0]["line"].as_u64(), Some(3), "{e}");
@@ -199,7 +208,8 @@ async fn tokens_roles_and_imports() {
 
     // A good import is stored and the next answer shows it: the import drops the cached dataset.
     let scopes = |v: &Value| -> Vec<String> {
-        let mut s: Vec<String> = v["rows"].as_array().unwrap().iter().map(|r| r["scope"].as_str().unwrap().to_string()).collect();
+        let mut s: Vec<String> =
+            v["rows"].as_array().unwrap().iter().map(|r| r["scope"].as_str().unwrap().to_string()).collect();
         s.dedup();
         s
     };
@@ -249,23 +259,64 @@ async fn browser_sessions_need_the_login_form_same_origin_and_csrf() {
         )
     };
     let mp = ("Content-Type", "multipart/form-data; boundary=XX");
-    let r = request(addr, "POST", "/import", &[mp, ("Cookie", &cookie), ("Origin", &origin)], upload("forged").as_bytes()).await;
+    let r =
+        request(addr, "POST", "/import", &[mp, ("Cookie", &cookie), ("Origin", &origin)], upload("forged").as_bytes())
+            .await;
     assert_eq!(r.status, 403, "a wrong CSRF token is refused");
-    let r = request(addr, "POST", "/import", &[mp, ("Cookie", &cookie), ("Origin", "http://evil.example")], upload(&csrf).as_bytes()).await;
+    let r = request(
+        addr,
+        "POST",
+        "/import",
+        &[mp, ("Cookie", &cookie), ("Origin", "http://evil.example")],
+        upload(&csrf).as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 403, "a cross-site upload is refused");
-    let r = request(addr, "POST", "/import", &[mp, ("Cookie", &cookie), ("Origin", &origin)], upload(&csrf).as_bytes()).await;
+    let r = request(addr, "POST", "/import", &[mp, ("Cookie", &cookie), ("Origin", &origin)], upload(&csrf).as_bytes())
+        .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("skills.csv: 1 invalid row(s); nothing was imported"), "{}", r.body);
     assert!(r.body.contains("<td class=\"num\">3</td><td>certificate</td>"), "{}", r.body);
 
     // A viewer session may look but not import.
-    let r = request(addr, "POST", "/login", &[ct, ("Origin", &origin)], format!("token={VIEWER}&next=%2F").as_bytes()).await;
+    let r = request(addr, "POST", "/login", &[ct, ("Origin", &origin)], format!("token={VIEWER}&next=%2F").as_bytes())
+        .await;
     let viewer = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
     assert_eq!(request(addr, "GET", &format!("/coverage?{YEAR}"), &[("Cookie", &viewer)], b"").await.status, 200);
     assert_eq!(request(addr, "GET", "/import", &[("Cookie", &viewer)], b"").await.status, 403);
 
     // Logging out ends the session.
-    let r = request(addr, "POST", "/logout", &[ct, ("Cookie", &cookie), ("Origin", &origin)], format!("csrf={csrf}").as_bytes()).await;
+    let r = request(
+        addr,
+        "POST",
+        "/logout",
+        &[ct, ("Cookie", &cookie), ("Origin", &origin)],
+        format!("csrf={csrf}").as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 303);
     assert_eq!(request(addr, "GET", "/import", &[("Cookie", &cookie)], b"").await.status, 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downtime_stored_by_ingest_shows_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    let plant = plant(SMALL);
+    seed(&db, &plant);
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let events =
+        || async { get(addr, &format!("/api/v1/overview?{YEAR}")).await.json()["summary"]["events"].as_u64().unwrap() };
+    let before = events().await;
+    // Another connection (the store writer, in production) adds an event.
+    let mut late = plant.downtime[0].clone();
+    late.start_ms += 1;
+    let conn = shiftlens_collector::store::open_writer(&db).unwrap();
+    shiftlens_collector::store::events::upsert_downtime(&conn, &late).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while events().await == before {
+        assert!(std::time::Instant::now() < deadline, "the new downtime event never appeared");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(events().await, before + 1);
 }

@@ -123,7 +123,10 @@ pub async fn compute(source: Arc<Source>, params: Params, kind: Kind) -> Result<
         let now = chrono::Utc::now().timestamp_millis();
         let filter = Filter::parse(&params, source.settings(), now)?;
         let options = Options::parse(&params, kind)?;
-        let view = data::view(&ds, &filter);
+        if kind == Kind::AlarmLoad {
+            source.ensure_alarms(&ds)?;
+        }
+        let view = data::view(&ds, &filter, kind);
         Ok((data::run(&view, kind, &options), filter))
     })
     .await
@@ -176,7 +179,12 @@ async fn report(st: AppState, headers: HeaderMap, q: Params, kind: Kind) -> Resu
 }
 
 /// The downtime feed (`shiftlens.downtime/1`) of events overlapping the window, filtered.
-async fn downtime(State(st): State<AppState>, _: Viewer, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response, ApiError> {
+async fn downtime(
+    State(st): State<AppState>,
+    _: Viewer,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response, ApiError> {
     let csv = wants_csv(&headers, &q)?;
     let source = st.data.clone();
     let records = tokio::task::spawn_blocking(move || {
@@ -204,7 +212,12 @@ async fn downtime(State(st): State<AppState>, _: Viewer, headers: HeaderMap, Que
     Ok(Json(records).into_response())
 }
 
-async fn gateways(State(st): State<AppState>, _: Viewer, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response, ApiError> {
+async fn gateways(
+    State(st): State<AppState>,
+    _: Viewer,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response, ApiError> {
     let csv = wants_csv(&headers, &q)?;
     let source = st.data.clone();
     let gws = tokio::task::spawn_blocking(move || source.gateways()).await.map_err(AppError::internal)??;
@@ -237,11 +250,15 @@ pub fn import_csv(source: &Source, kind: CsvKind, file: &str, text: &str) -> Res
         Ok(r) => r,
         Err(errors) => return Ok(ImportOutcome::Rejected(errors)),
     };
-    let s = db::import(&mut conn, kind, file, &records, chrono::Utc::now().timestamp_millis()).map_err(AppError::store)?;
+    let s =
+        db::import(&mut conn, kind, file, &records, chrono::Utc::now().timestamp_millis()).map_err(AppError::store)?;
     source.invalidate();
     tracing::info!(kind = %kind, file, added = s.added, changed = s.changed, removed = s.removed, "personnel imported");
     Ok(ImportOutcome::Stored(match s.import_id {
-        Some(id) => format!("{kind}: {} added, {} changed, {} removed, {} unchanged (revision {id})", s.added, s.changed, s.removed, s.unchanged),
+        Some(id) => format!(
+            "{kind}: {} added, {} changed, {} removed, {} unchanged (revision {id})",
+            s.added, s.changed, s.removed, s.unchanged
+        ),
         None => format!("{kind}: no changes ({} unchanged)", s.unchanged),
     }))
 }
@@ -257,12 +274,19 @@ pub fn csv_kind(name: &str) -> Result<CsvKind, AppError> {
     })
 }
 
-async fn import_api(State(st): State<AppState>, _: Admin, Path(kind): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn import_api(
+    State(st): State<AppState>,
+    _: Admin,
+    Path(kind): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let kind = csv_kind(&kind)?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| AppError::bad_request("the CSV is not UTF-8"))?;
     let source = st.data.clone();
     let file = format!("{}.csv", kind.name());
-    let outcome = tokio::task::spawn_blocking(move || import_csv(&source, kind, &file, &text)).await.map_err(AppError::internal)??;
+    let outcome = tokio::task::spawn_blocking(move || import_csv(&source, kind, &file, &text))
+        .await
+        .map_err(AppError::internal)??;
     Ok(match outcome {
         ImportOutcome::Stored(summary) => Json(json!({ "imported": true, "summary": summary })).into_response(),
         ImportOutcome::Rejected(errors) => {

@@ -124,8 +124,11 @@ impl Auth {
                 (Some(h), _) => parse_hash(h.get_ref()).ok_or_else(|| AuthError::Hash { name: name.clone() })?,
                 (None, Some(f)) => {
                     let path = f.get_ref().display().to_string();
-                    let text = std::fs::read_to_string(f.get_ref())
-                        .map_err(|source| AuthError::File { name: name.clone(), path: path.clone(), source })?;
+                    let text = std::fs::read_to_string(f.get_ref()).map_err(|source| AuthError::File {
+                        name: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
                     if text.trim().is_empty() {
                         return Err(AuthError::Empty { name, path });
                     }
@@ -285,9 +288,11 @@ fn require(parts: &Parts, state: &AppState, role: Role) -> Result<Principal, Rej
     let next = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     match state.auth.principal(&parts.headers) {
         None => Err(Rejection { error: AppError::unauthorized(), api, next }),
-        Some(p) if p.role < role => {
-            Err(Rejection { error: AppError::forbidden(format!("{} may view but not change data: an admin token is needed", p.name)), api, next })
-        }
+        Some(p) if p.role < role => Err(Rejection {
+            error: AppError::forbidden(format!("{} may view but not change data: an admin token is needed", p.name)),
+            api,
+            next,
+        }),
         Some(p) => Ok(p),
     }
 }
@@ -332,7 +337,10 @@ mod tests {
             (&[("host", "127.0.0.1:8080"), ("referer", "http://127.0.0.1:8080/import?x=1")], true),
             (&[("host", "127.0.0.1:8080"), ("referer", "http://127.0.0.1:8080.evil.example/")], false),
             (&[("host", "127.0.0.1:8080")], false),
-            (&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "cross-site")], false),
+            (
+                &[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080"), ("sec-fetch-site", "cross-site")],
+                false,
+            ),
         ];
         for (h, want) in cases {
             assert_eq!(same_origin(&headers(h)).is_ok(), *want, "{h:?}");

@@ -2,9 +2,11 @@
 //! from the store and cached, the URL [`Params`] parsed into a [`Filter`] and report [`Options`], and
 //! [`run`], the one dispatch from a report name to a [`Report`] that both the API and the pages use.
 //!
-//! Invariants: the dataset is immutable once built and shared as `Arc`; it is rebuilt when the store's
-//! `PRAGMA data_version` moved (checked at most every [`RECHECK`]) or after an import through this server.
-//! Everything except loading is pure. Time windows are `[from, to)` in UTC ms; a downtime event belongs to
+//! Invariants: the dataset is immutable once built and shared as `Arc` (alarm activations are read on the
+//! first alarm-load request). After an import through this server the next request rebuilds it; when
+//! anything else changed the store (`PRAGMA data_version`, checked at most every [`RECHECK`]), it is
+//! rebuilt in the background at most every [`RELOAD_EVERY`] while requests keep the previous one, so a
+//! busy ingest never makes a page wait for a re-join of the year. Everything except loading is pure. Time windows are `[from, to)` in UTC ms; a downtime event belongs to
 //! the window it started in (the feed endpoint alone uses overlap, as the feed does).
 
 use super::error::AppError;
@@ -27,11 +29,13 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a loaded dataset is served before the store is asked whether it changed.
 pub const RECHECK: Duration = Duration::from_secs(2);
+/// Least time between the starts of two background rebuilds.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
 const DAY_MS: i64 = 86_400_000;
 
 /// Everything the reports read, joined once.
@@ -41,30 +45,68 @@ pub struct Dataset {
     /// Downtime events sorted by start, and their join in the same order.
     pub downtime: Vec<Downtime>,
     pub events: Vec<JoinedEvent>,
-    /// Alarm activations sorted by time.
-    pub alarms: Vec<AlarmStart>,
+    /// Alarm activations sorted by time, read when first needed.
+    pub alarms: OnceLock<Vec<AlarmStart>>,
+    /// Sites, lines, assets and crews, sorted, for the filter bar.
+    pub choices: Choices,
     /// When it was built (UTC ms).
     pub built_ms: i64,
 }
 
+/// The values each filter can take.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Choices {
+    pub sites: Vec<String>,
+    pub lines: Vec<String>,
+    pub assets: Vec<String>,
+    pub crews: Vec<String>,
+}
+
+fn sorted(v: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = v.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 impl Dataset {
-    /// Joins `downtime` to `people`.
-    pub fn new(people: Personnel, mut downtime: Vec<Downtime>, mut alarms: Vec<AlarmStart>) -> Self {
+    /// Joins `downtime` to `people`; `alarms` when already known.
+    pub fn new(people: Personnel, mut downtime: Vec<Downtime>, alarms: Option<Vec<AlarmStart>>) -> Self {
         downtime.sort_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));
-        alarms.sort_by_key(|a| a.ts_ms);
         let events = r::join(&people, &downtime);
-        Self { people, downtime, events, alarms, built_ms: chrono::Utc::now().timestamp_millis() }
+        let mut assets = sorted(people.assets.iter().map(|a| a.id.clone()));
+        if assets.is_empty() {
+            assets = sorted(downtime.iter().map(|d| d.asset.to_string()));
+        }
+        let choices = Choices {
+            sites: sorted(
+                people.assets.iter().map(|a| a.site.clone()).chain(downtime.iter().map(|d| d.site.to_string())),
+            ),
+            lines: sorted(people.assets.iter().map(|a| a.line.clone())),
+            assets,
+            crews: people.crews(),
+        };
+        let cell = OnceLock::new();
+        if let Some(mut a) = alarms {
+            a.sort_by_key(|a| a.ts_ms);
+            let _ = cell.set(a);
+        }
+        Self { people, downtime, events, alarms: cell, choices, built_ms: chrono::Utc::now().timestamp_millis() }
     }
 
-    /// Reads everything from the store.
+    /// Reads personnel and downtime from the store and joins them.
     ///
     /// # Errors
     /// Store failures.
     pub fn load(conn: &Connection, settings: Settings) -> Result<Self, AppError> {
         let people = db::load(conn, settings).map_err(AppError::store)?;
         let downtime = events::query_downtime(conn, &events::DowntimeFilter::default()).map_err(AppError::store)?;
-        let alarms = db::alarm_starts(conn, i64::MIN, i64::MAX).map_err(AppError::store)?;
-        Ok(Self::new(people, downtime, alarms))
+        Ok(Self::new(people, downtime, None))
+    }
+
+    /// Alarm activations (empty until [`Source::ensure_alarms`]).
+    pub fn alarms(&self) -> &[AlarmStart] {
+        self.alarms.get().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -73,6 +115,8 @@ struct Cache {
     version: i64,
     checked: Option<Instant>,
     data: Option<Arc<Dataset>>,
+    reload_started: Option<Instant>,
+    reloading: bool,
 }
 
 /// The cached dataset of one store file. Its methods block: call them from `spawn_blocking`.
@@ -94,7 +138,8 @@ pub struct Gateway {
 
 impl Source {
     pub fn new(db: PathBuf, settings: Settings) -> Self {
-        Self { db, settings, cache: Mutex::new(Cache { conn: None, version: 0, checked: None, data: None }) }
+        let cache = Cache { conn: None, version: 0, checked: None, data: None, reload_started: None, reloading: false };
+        Self { db, settings, cache: Mutex::new(cache) }
     }
 
     pub fn db(&self) -> &Path {
@@ -105,14 +150,16 @@ impl Source {
         &self.settings
     }
 
-    /// The current dataset, rebuilt if the store changed.
+    /// The current dataset: built now if there is none, else the cached one (starting a background
+    /// rebuild when the store changed).
     ///
     /// # Errors
     /// Store failures.
-    pub fn dataset(&self) -> Result<Arc<Dataset>, AppError> {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn dataset(self: &Arc<Self>) -> Result<Arc<Dataset>, AppError> {
+        let mut guard = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c: &mut Cache = &mut guard;
         if let (Some(d), Some(t)) = (&c.data, c.checked) {
-            if t.elapsed() < RECHECK {
+            if t.elapsed() < RECHECK || c.reloading {
                 return Ok(d.clone());
             }
         }
@@ -121,17 +168,60 @@ impl Source {
         }
         let conn = c.conn.as_ref().ok_or_else(|| AppError::internal("no connection"))?;
         let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(AppError::store)?;
-        if let Some(d) = c.data.clone().filter(|_| version == c.version) {
-            c.checked = Some(Instant::now());
-            return Ok(d);
-        }
-        let t = Instant::now();
-        let d = Arc::new(Dataset::load(conn, self.settings.clone())?);
-        tracing::info!(events = d.events.len(), ms = t.elapsed().as_millis() as u64, "dashboard data loaded and joined");
-        c.version = version;
-        c.data = Some(d.clone());
         c.checked = Some(Instant::now());
+        let Some(current) = c.data.clone() else {
+            let d = Arc::new(self.build(conn)?);
+            c.version = version;
+            c.data = Some(d.clone());
+            return Ok(d);
+        };
+        if version != c.version && c.reload_started.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
+            c.reloading = true;
+            c.reload_started = Some(Instant::now());
+            let me = self.clone();
+            let spawned = std::thread::Builder::new().name("dashboard-reload".into()).spawn(move || me.reload(version));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the dashboard reload");
+                c.reloading = false;
+            }
+        }
+        Ok(current)
+    }
+
+    fn build(&self, conn: &Connection) -> Result<Dataset, AppError> {
+        let t = Instant::now();
+        let d = Dataset::load(conn, self.settings.clone())?;
+        tracing::info!(
+            events = d.events.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "dashboard data loaded and joined"
+        );
         Ok(d)
+    }
+
+    fn reload(&self, version: i64) {
+        let built = store::open_reader(&self.db).map_err(AppError::store).and_then(|conn| self.build(&conn));
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.reloading = false;
+        // An import may have dropped the data meanwhile: the next request builds it afresh then.
+        if let (Ok(d), Some(_)) = (built, &c.data) {
+            c.data = Some(Arc::new(d));
+            c.version = version;
+        }
+    }
+
+    /// Reads the alarm activations into `ds` if not yet there.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn ensure_alarms(&self, ds: &Dataset) -> Result<(), AppError> {
+        if ds.alarms.get().is_none() {
+            let conn = store::open_reader(&self.db).map_err(AppError::store)?;
+            let mut a = db::alarm_starts(&conn, i64::MIN, i64::MAX).map_err(AppError::store)?;
+            a.sort_by_key(|a| a.ts_ms);
+            let _ = ds.alarms.set(a);
+        }
+        Ok(())
     }
 
     /// Forgets the cached dataset (after an import).
@@ -242,7 +332,8 @@ impl Filter {
     /// 400 for an unreadable time or an empty window.
     pub fn parse(p: &Params, settings: &Settings, now_ms: i64) -> Result<Self, AppError> {
         let to_ms = some(&p.to).map(|v| parse_time(settings, "to", v)).transpose()?.unwrap_or(now_ms);
-        let from_ms = some(&p.from).map(|v| parse_time(settings, "from", v)).transpose()?.unwrap_or(to_ms - 90 * DAY_MS);
+        let from_ms =
+            some(&p.from).map(|v| parse_time(settings, "from", v)).transpose()?.unwrap_or(to_ms - 90 * DAY_MS);
         if from_ms >= to_ms {
             return Err(AppError::bad_request("from must be before to"));
         }
@@ -263,12 +354,15 @@ impl Filter {
     }
 
     fn event_in_scope(&self, people: &Personnel, e: &JoinedEvent) -> bool {
-        self.asset_in_scope(people, &e.site, &e.asset) && self.crew.as_deref().is_none_or(|c| e.crew.as_deref() == Some(c))
+        self.asset_in_scope(people, &e.site, &e.asset)
+            && self.crew.as_deref().is_none_or(|c| e.crew.as_deref() == Some(c))
     }
 }
 
 /// The dataset seen through a filter.
 pub struct View<'a> {
+    /// Personnel; limited to the assets in scope when the view was made for a report that reads
+    /// requirements (coverage, gaps, recertification, alarm load, what-if).
     pub people: Cow<'a, Personnel>,
     pub events: Cow<'a, [JoinedEvent]>,
     pub alarms: Cow<'a, [AlarmStart]>,
@@ -277,9 +371,14 @@ pub struct View<'a> {
     pub assets: usize,
 }
 
-/// Applies `f` to `ds`: events started in the window and in scope; personnel limited to the assets in scope
-/// (so coverage and gaps ask only for their skills).
-pub fn view<'a>(ds: &'a Dataset, f: &'a Filter) -> View<'a> {
+/// Whether a report asks the personnel which skills the assets need (and so needs them scoped).
+fn reads_requirements(kind: Kind) -> bool {
+    matches!(kind, Kind::Coverage | Kind::Gaps | Kind::Recert | Kind::AlarmLoad | Kind::Whatif)
+}
+
+/// Applies `f` to `ds` for a report of `kind`: events started in the window and in scope, alarms in the
+/// window, and (where the report reads requirements) personnel limited to the assets in scope.
+pub fn view<'a>(ds: &'a Dataset, f: &'a Filter, kind: Kind) -> View<'a> {
     let lo = ds.events.partition_point(|e| e.start_ms < f.from_ms);
     let hi = ds.events.partition_point(|e| e.start_ms < f.to_ms);
     let window = &ds.events[lo..hi.max(lo)];
@@ -288,24 +387,24 @@ pub fn view<'a>(ds: &'a Dataset, f: &'a Filter) -> View<'a> {
     } else {
         Cow::Borrowed(window)
     };
-    let alo = ds.alarms.partition_point(|a| a.ts_ms < f.from_ms);
-    let ahi = ds.alarms.partition_point(|a| a.ts_ms < f.to_ms);
-    let awindow = &ds.alarms[alo..ahi.max(alo)];
-    let (people, alarms) = if f.scopes_assets() {
-        let mut p = ds.people.clone();
-        p.assets.retain(|a| f.asset_in_scope(&ds.people, &a.site, &a.id));
-        let keep: std::collections::HashSet<&str> = p.assets.iter().map(|a| a.id.as_str()).collect();
-        let alarms = awindow.iter().filter(|a| keep.contains(a.asset.as_str())).cloned().collect();
-        (Cow::Owned(p.rebuilt()), Cow::Owned(alarms))
-    } else {
-        (Cow::Borrowed(&ds.people), Cow::Borrowed(awindow))
+    let all = ds.alarms();
+    let awindow = &all[all.partition_point(|a| a.ts_ms < f.from_ms)..all.partition_point(|a| a.ts_ms < f.to_ms)];
+    let in_scope = |site: &str, id: &str| f.asset_in_scope(&ds.people, site, id);
+    let assets = match ds.people.assets.len() {
+        0 => ds.choices.assets.len(),
+        _ => ds.people.assets.iter().filter(|a| in_scope(&a.site, &a.id)).count(),
     };
-    let mut assets = people.assets.len();
-    if assets == 0 {
-        let mut seen: Vec<(&str, &str)> = events.iter().map(|e| (e.site.as_str(), e.asset.as_str())).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        assets = seen.len();
+    let mut alarms = Cow::Borrowed(awindow);
+    let mut people = Cow::Borrowed(&ds.people);
+    if f.scopes_assets() {
+        let keep: std::collections::HashSet<&str> =
+            ds.people.assets.iter().filter(|a| in_scope(&a.site, &a.id)).map(|a| a.id.as_str()).collect();
+        alarms = Cow::Owned(awindow.iter().filter(|a| keep.contains(a.asset.as_str())).cloned().collect());
+        if reads_requirements(kind) {
+            let mut p = ds.people.clone();
+            p.assets.retain(|a| keep.contains(a.id.as_str()));
+            people = Cow::Owned(p.rebuilt());
+        }
     }
     View { people, events, alarms, filter: f, assets }
 }
@@ -315,6 +414,9 @@ impl View<'_> {
         Input { people: &self.people, events: &self.events, from_ms: self.filter.from_ms, to_ms: self.filter.to_ms }
     }
 }
+
+/// Rows of the join served when no `limit` is given.
+pub const JOIN_LIMIT: usize = 1000;
 
 /// The reports served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,7 +447,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { group: GroupBy::Crew, dim: Dim::Asset, by: ParetoBy::Asset, per_person: false, change: None, limit: None, offset: 0 }
+        Self {
+            group: GroupBy::Crew,
+            dim: Dim::Asset,
+            by: ParetoBy::Asset,
+            per_person: false,
+            change: None,
+            limit: None,
+            offset: 0,
+        }
     }
 }
 
@@ -362,15 +472,25 @@ impl Options {
     /// 400 for an unknown choice, a bad number, or a what-if without `change`.
     pub fn parse(p: &Params, kind: Kind) -> Result<Self, AppError> {
         let number = |name: &str, v: Option<&str>| {
-            v.map(|v| v.parse::<usize>().map_err(|_| AppError::bad_request(format!("invalid {name} {v:?}: expected a whole number"))))
-                .transpose()
+            v.map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| AppError::bad_request(format!("invalid {name} {v:?}: expected a whole number")))
+            })
+            .transpose()
         };
         let change = some(&p.change).map(|c| c.parse::<Change>().map_err(AppError::bad_request)).transpose()?;
         if kind == Kind::Whatif && change.is_none() {
-            return Err(AppError::bad_request("whatif needs change=person:skill:level (add) or change=person:skill (remove)"));
+            return Err(AppError::bad_request(
+                "whatif needs change=person:skill:level (add) or change=person:skill (remove)",
+            ));
         }
         Ok(Self {
-            group: choice("group", some(&p.group), GroupBy::Crew, &[("crew", GroupBy::Crew), ("shift", GroupBy::Shift)])?,
+            group: choice(
+                "group",
+                some(&p.group),
+                GroupBy::Crew,
+                &[("crew", GroupBy::Crew), ("shift", GroupBy::Shift)],
+            )?,
             dim: choice(
                 "dim",
                 some(&p.dim),
@@ -409,7 +529,7 @@ pub fn run(v: &View, kind: Kind, o: &Options) -> Output {
             // Newest first, paged before rendering: the page of a year is cheap.
             let total = inp.events.len();
             let end = total.saturating_sub(o.offset);
-            let start = o.limit.map_or(0, |l| end.saturating_sub(l));
+            let start = end.saturating_sub(o.limit.unwrap_or(JOIN_LIMIT));
             let page: Vec<JoinedEvent> = inp.events[start..end].iter().rev().cloned().collect();
             let mut rep = r::join::report(&Input { events: &page, ..inp });
             rep.notes.push(format!("{total} events in the window, newest first"));
@@ -448,13 +568,19 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     let down_h: f64 = v.events.iter().map(|e| (end_of(e) - e.start_ms.max(f.from_ms)).max(0) as f64 / HOUR_MS).sum();
     let window_h = (f.to_ms - f.from_ms) as f64 / HOUR_MS;
     let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 2) };
-    let ttr = |pred: &dyn Fn(&JoinedEvent) -> bool| -> Vec<f64> { v.events.iter().filter(|e| pred(e)).filter_map(|e| e.ttr_h()).collect() };
+    let ttr = |pred: &dyn Fn(&JoinedEvent) -> bool| -> Vec<f64> {
+        v.events.iter().filter(|e| pred(e)).filter_map(|e| e.ttr_h()).collect()
+    };
     let all = ttr(&|_| true);
     let covered = ttr(&|e| e.covered == Some(true));
     let uncovered = ttr(&|e| e.covered == Some(false));
     let base = Baselines::new(&v.events, v.people.settings.min_baseline_events);
     let avoidable: f64 = v.events.iter().map(|e| base.avoidable_h(e)).sum();
-    let availability = if v.assets > 0 { Value::from(r::round(100.0 * (1.0 - down_h / (v.assets as f64 * window_h)), 2)) } else { Value::Null };
+    let availability = if v.assets > 0 {
+        Value::from(r::round(100.0 * (1.0 - down_h / (v.assets as f64 * window_h)), 2))
+    } else {
+        Value::Null
+    };
     let mut s = BTreeMap::new();
     s.insert("assets".into(), v.assets.into());
     s.insert("availability_pct".into(), availability);

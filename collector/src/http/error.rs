@@ -29,7 +29,10 @@ impl AppError {
     /// The store failed: logged in full, reported as unavailable.
     pub fn store(e: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %e, "store read failed");
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, message: "the store is unavailable; see the collector log".into() }
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the store is unavailable; see the collector log".into(),
+        }
     }
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");

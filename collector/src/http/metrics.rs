@@ -31,8 +31,10 @@ const fn gauge(name: &'static str, help: &'static str) -> Name {
 pub const BATCHES: Name = counter("shiftlens_ingest_batches_total", "Event batches received and decoded.");
 pub const EVENTS_NEW: Name = counter("shiftlens_ingest_events_total", "Events stored for the first time.");
 pub const EVENTS_DUP: Name = counter("shiftlens_ingest_duplicate_events_total", "Events received again and ignored.");
-pub const DEAD_LETTERS: Name = counter("shiftlens_dead_letters_total", "Messages rejected into the dead-letter table since start.");
-pub const DROPPED: Name = counter("shiftlens_ingest_dropped_total", "Messages dropped under overload (resent by agents).");
+pub const DEAD_LETTERS: Name =
+    counter("shiftlens_dead_letters_total", "Messages rejected into the dead-letter table since start.");
+pub const DROPPED: Name =
+    counter("shiftlens_ingest_dropped_total", "Messages dropped under overload (resent by agents).");
 pub const ACKS: Name = counter("shiftlens_acks_total", "Acks published after commit.");
 pub const FEED: Name = counter("shiftlens_feed_records_total", "Downtime feed records published.");
 pub const GATEWAYS_ONLINE: Name = gauge("shiftlens_gateways_online", "Gateways whose last status says online.");
@@ -110,7 +112,8 @@ mod tests {
     fn exposition_names_every_metric_once_with_its_value() {
         let m = Metrics::default();
         m.events_new.store(42, std::sync::atomic::Ordering::Relaxed);
-        let text = exposition(&m, &StoreFigures { gateways_online: 3, gateways_known: 4, dead_letters: 1, bytes: 4096 });
+        let text =
+            exposition(&m, &StoreFigures { gateways_online: 3, gateways_known: 4, dead_letters: 1, bytes: 4096 });
         for n in NAMES {
             assert_eq!(text.matches(&format!("# TYPE {} ", n.name)).count(), 1, "{}", n.name);
         }

@@ -81,9 +81,8 @@ impl HttpConfig {
                 errors.push(file.error_at(t.name.span(), format!("token name {:?} is used twice", t.name.get_ref())));
             }
             match (&t.sha256, &t.file) {
-                (Some(h), None) if auth::parse_hash(h.get_ref()).is_none() => {
-                    errors.push(file.error_at(h.span(), "sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)"))
-                }
+                (Some(h), None) if auth::parse_hash(h.get_ref()).is_none() => errors
+                    .push(file.error_at(h.span(), "sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)")),
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => errors.push(file.error_at(t.name.span(), "give exactly one of sha256 or file for this token")),
             }

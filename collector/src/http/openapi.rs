@@ -41,9 +41,8 @@ fn scalar() -> Value {
 
 /// The columns of a report under every option: (all columns in first-seen order, columns always present).
 fn columns(kind: Kind) -> (Vec<String>, BTreeSet<String>) {
-    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Vec::new());
+    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Vec::new()));
     let f = Filter { site: None, line: None, asset: None, crew: None, from_ms: 0, to_ms: 86_400_000 };
-    let view = data::view(&ds, &f);
     let base = Options { change: "p:s:1".parse().ok(), ..Options::default() };
     let variants = vec![
         Options { group: GroupBy::Shift, ..base.clone() },
@@ -56,7 +55,7 @@ fn columns(kind: Kind) -> (Vec<String>, BTreeSet<String>) {
     let mut all: Vec<String> = Vec::new();
     let mut always: Option<BTreeSet<String>> = None;
     for o in variants {
-        let out = data::run(&view, kind, &o);
+        let out = data::run(&data::view(&ds, &f, kind), kind, &o);
         for c in &out.report.columns {
             if !all.contains(c) {
                 all.push(c.clone());
@@ -97,12 +96,14 @@ fn report_schema(kind: Option<Kind>) -> Value {
         }
     });
     if kind == Some(Kind::Overview) {
-        let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Vec::new());
+        let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Vec::new()));
         let f = Filter { site: None, line: None, asset: None, crew: None, from_ms: 0, to_ms: 86_400_000 };
-        let (summary, _) = data::overview(&data::view(&ds, &f));
+        let (summary, _) = data::overview(&data::view(&ds, &f, Kind::Overview));
         let keys: Vec<&String> = summary.keys().collect();
-        let p: Map<String, Value> = summary.keys().map(|k| (k.clone(), json!({ "type": ["number", "null"] }))).collect();
-        top["properties"]["summary"] = json!({ "type": "object", "additionalProperties": false, "required": keys, "properties": p });
+        let p: Map<String, Value> =
+            summary.keys().map(|k| (k.clone(), json!({ "type": ["number", "null"] }))).collect();
+        top["properties"]["summary"] =
+            json!({ "type": "object", "additionalProperties": false, "required": keys, "properties": p });
         if let Some(req) = top["required"].as_array_mut() {
             req.push("summary".into());
         }
@@ -132,7 +133,9 @@ pub fn schema_by_example(full: &Value, min: &Value) -> Value {
         Value::Bool(_) => json!({ "type": "boolean" }),
         Value::Number(n) if n.is_f64() => json!({ "type": "number" }),
         Value::Number(_) => json!({ "type": "integer" }),
-        Value::Array(a) => json!({ "type": "array", "items": a.first().map_or(json!({}), |x| schema_by_example(x, &Value::Null)) }),
+        Value::Array(a) => {
+            json!({ "type": "array", "items": a.first().map_or(json!({}), |x| schema_by_example(x, &Value::Null)) })
+        }
         Value::Null => json!({}),
     }
 }
@@ -159,15 +162,23 @@ fn params(names: &[&str]) -> Vec<Value> {
     let describe = |n: &str| -> (&str, Value) {
         match n {
             "site" | "line" | "asset" | "crew" => ("Only rows of this value", json!({ "type": "string" })),
-            "from" => ("Window start: date (site time zone), local date-time, RFC 3339 or ms; default 90 days before `to`", json!({ "type": "string" })),
+            "from" => (
+                "Window start: date (site time zone), local date-time, RFC 3339 or ms; default 90 days before `to`",
+                json!({ "type": "string" }),
+            ),
             "to" => ("Window end (exclusive); default now", json!({ "type": "string" })),
-            "format" => ("Response format (or send Accept: text/csv)", json!({ "type": "string", "enum": ["json", "csv"] })),
+            "format" => {
+                ("Response format (or send Accept: text/csv)", json!({ "type": "string", "enum": ["json", "csv"] }))
+            }
             "group" => ("Coverage rows per crew or per shift", json!({ "type": "string", "enum": ["crew", "shift"] })),
             "dim" => ("MTTR grouping", json!({ "type": "string", "enum": ["asset", "skill", "shift", "crew"] })),
             "by" => ("Pareto by asset or missing skill", json!({ "type": "string", "enum": ["asset", "skill"] })),
             "per_person" => ("One row per person × skill", json!({ "type": "string", "enum": ["true", "false"] })),
             "change" => ("person:skill:level adds, person:skill removes", json!({ "type": "string" })),
-            "limit" | "offset" => ("Paging of rows", json!({ "type": "integer", "minimum": 0 })),
+            "limit" => {
+                ("Most rows to return (the join: 1000 unless given)", json!({ "type": "integer", "minimum": 0 }))
+            }
+            "offset" => ("Rows to skip", json!({ "type": "integer", "minimum": 0 })),
             _ => ("", json!({ "type": "string" })),
         }
     };
@@ -214,7 +225,10 @@ fn build() -> Value {
     if let Some((full, min)) = feed_examples() {
         schemas.insert("DowntimeRecord".into(), schema_by_example(&full, &min));
     }
-    schemas.insert("DowntimeFeed".into(), json!({ "type": "array", "items": { "$ref": "#/components/schemas/DowntimeRecord" } }));
+    schemas.insert(
+        "DowntimeFeed".into(),
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/DowntimeRecord" } }),
+    );
     let mut feed_op = get_op(
         "The downtime feed (shiftlens.downtime/1): events overlapping the window",
         params(&FILTERS),
@@ -228,8 +242,11 @@ fn build() -> Value {
             "file": { "type": "string" }, "line": { "type": "integer" }, "column": { "type": "string" }, "message": { "type": "string" }
         }}}
     }}));
-    schemas.insert("ImportResult".into(), json!({ "type": "object", "required": ["imported", "summary"], "additionalProperties": false,
-        "properties": { "imported": { "type": "boolean" }, "summary": { "type": "string" } } }));
+    schemas.insert(
+        "ImportResult".into(),
+        json!({ "type": "object", "required": ["imported", "summary"], "additionalProperties": false,
+        "properties": { "imported": { "type": "boolean" }, "summary": { "type": "string" } } }),
+    );
     let kinds: Vec<&str> = crate::people::import::Kind::ALL.iter().map(|k| k.name()).collect();
     paths.insert("/api/v1/import/{kind}".into(), json!({ "post": {
         "summary": "Import one personnel CSV (formats in config/people.md): all rows or none. Admin role.",
@@ -264,10 +281,10 @@ fn empty_filter() -> Filter {
 }
 
 fn empty_output(kind: Kind) -> Output {
-    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Vec::new());
+    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Vec::new()));
     let f = empty_filter();
     let o = Options { change: "p:s:1".parse().ok(), ..Options::default() };
-    data::run(&data::view(&ds, &f), kind, &o)
+    data::run(&data::view(&ds, &f, kind), kind, &o)
 }
 
 #[cfg(test)]

@@ -34,12 +34,32 @@ struct PageDef {
 
 const PAGES: [PageDef; 9] = [
     PageDef { path: "/", kind: Kind::Overview, title: "Plant overview", toggle: None },
-    PageDef { path: "/coverage", kind: Kind::Coverage, title: "Shift coverage", toggle: Some(("group", &["crew", "shift"])) },
+    PageDef {
+        path: "/coverage",
+        kind: Kind::Coverage,
+        title: "Shift coverage",
+        toggle: Some(("group", &["crew", "shift"])),
+    },
     PageDef { path: "/downtime", kind: Kind::Join, title: "Downtime and who was on shift", toggle: None },
-    PageDef { path: "/mttr", kind: Kind::Mttr, title: "MTTR covered vs uncovered", toggle: Some(("dim", &["asset", "skill", "shift", "crew"])) },
-    PageDef { path: "/priorities", kind: Kind::Priorities, title: "Training priorities", toggle: Some(("per_person", &["false", "true"])) },
+    PageDef {
+        path: "/mttr",
+        kind: Kind::Mttr,
+        title: "MTTR covered vs uncovered",
+        toggle: Some(("dim", &["asset", "skill", "shift", "crew"])),
+    },
+    PageDef {
+        path: "/priorities",
+        kind: Kind::Priorities,
+        title: "Training priorities",
+        toggle: Some(("per_person", &["false", "true"])),
+    },
     PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates expiring", toggle: None },
-    PageDef { path: "/pareto", kind: Kind::Pareto, title: "Downtime Pareto", toggle: Some(("by", &["asset", "skill"])) },
+    PageDef {
+        path: "/pareto",
+        kind: Kind::Pareto,
+        title: "Downtime Pareto",
+        toggle: Some(("by", &["asset", "skill"])),
+    },
     PageDef { path: "/gaps", kind: Kind::Gaps, title: "Skill gaps and readiness", toggle: None },
     PageDef { path: "/alarm-load", kind: Kind::AlarmLoad, title: "Alarm load per operator", toggle: None },
 ];
@@ -152,8 +172,10 @@ fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &s
 }
 
 fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
-    let keep: Vec<(&'static str, String)> =
-        pairs(q).into_iter().filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to")).collect();
+    let keep: Vec<(&'static str, String)> = pairs(q)
+        .into_iter()
+        .filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to"))
+        .collect();
     let mut items: Vec<Link> = PAGES
         .iter()
         .map(|d| Link { href: link(d.path, &keep, &[]), label: short_title(d.kind).into(), on: d.path == current })
@@ -187,30 +209,22 @@ fn short_title(k: Kind) -> &'static str {
 }
 
 fn date(ms: i64, tz: chrono_tz::Tz) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
 }
 
 fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> Filters {
     let cur = pairs(q);
     let tz = ds.people.settings.tz;
-    let mut sites: Vec<String> = ds.people.assets.iter().map(|a| a.site.clone()).chain(ds.events.iter().map(|e| e.site.clone())).collect();
-    let mut lines: Vec<String> = ds.people.assets.iter().map(|a| a.line.clone()).collect();
-    let mut assets: Vec<String> = ds.people.assets.iter().map(|a| a.id.clone()).collect();
-    if assets.is_empty() {
-        assets = ds.events.iter().map(|e| e.asset.clone()).collect();
-    }
-    let crews = ds.people.crews();
-    for v in [&mut sites, &mut lines, &mut assets] {
-        v.sort();
-        v.dedup();
-    }
+    let c = &ds.choices;
     let select = |name: &'static str, label: &'static str, values: &[String], chosen: &Option<String>| Select {
         name,
         label,
         options: values.iter().map(|v| Opt { value: v.clone(), on: chosen.as_deref() == Some(v.as_str()) }).collect(),
     };
-    let mut crew_links = vec![Link { href: link(path, &cur, &[("crew", "")]), label: "all crews".into(), on: f.crew.is_none() }];
-    crew_links.extend(crews.iter().map(|c| Link {
+    let mut crew_links =
+        vec![Link { href: link(path, &cur, &[("crew", "")]), label: "all crews".into(), on: f.crew.is_none() }];
+    crew_links.extend(c.crews.iter().map(|c| Link {
         href: link(path, &cur, &[("crew", c)]),
         label: c.clone(),
         on: f.crew.as_deref() == Some(c.as_str()),
@@ -218,7 +232,10 @@ fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> F
     let (toggle_label, toggle) = match def.toggle {
         Some((name, values)) => {
             let chosen = cur.iter().find(|(k, _)| *k == name).map_or(values[0], |(_, v)| v.as_str());
-            let links = values.iter().map(|v| Link { href: link(path, &cur, &[(name, v)]), label: v.to_string(), on: *v == chosen }).collect();
+            let links = values
+                .iter()
+                .map(|v| Link { href: link(path, &cur, &[(name, v)]), label: v.to_string(), on: *v == chosen })
+                .collect();
             (name.replace('_', " "), links)
         }
         None => (String::new(), Vec::new()),
@@ -227,12 +244,16 @@ fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> F
         from: date(f.from_ms, tz),
         to: date(f.to_ms, tz),
         selects: vec![
-            select("site", "Site", &sites, &f.site),
-            select("line", "Line", &lines, &f.line),
-            select("asset", "Asset", &assets, &f.asset),
-            select("crew", "Crew", &crews, &f.crew),
+            select("site", "Site", &c.sites, &f.site),
+            select("line", "Line", &c.lines, &f.line),
+            select("asset", "Asset", &c.assets, &f.asset),
+            select("crew", "Crew", &c.crews, &f.crew),
         ],
-        hidden: cur.iter().filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change")).map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        hidden: cur
+            .iter()
+            .filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change"))
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         crews: crew_links,
         toggle_label,
         toggle,
@@ -258,7 +279,9 @@ fn table(r: &Report) -> Table {
                     let class = match v {
                         Value::Number(_) => "num".to_string(),
                         Value::Bool(b) => format!("flag {b}"),
-                        Value::String(s) if c == "status" || c == "covered" => format!("status {}", s.replace(' ', "_")),
+                        Value::String(s) if c == "status" || c == "covered" => {
+                            format!("status {}", s.replace(' ', "_"))
+                        }
                         _ => String::new(),
                     };
                     Cell { col: c.clone(), text: cell_text(v), class }
@@ -322,7 +345,12 @@ fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f6
                 .iter()
                 .zip(series)
                 .enumerate()
-                .map(|(j, (v, (class, _)))| HBar { y: y + j as f64 * bar_h, w: (v / max * PLOT_W).max(0.0), class, value: format!("{v:.1}{unit}") })
+                .map(|(j, (v, (class, _)))| HBar {
+                    y: y + j as f64 * bar_h,
+                    w: (v / max * PLOT_W).max(0.0),
+                    class,
+                    value: format!("{v:.1}{unit}"),
+                })
                 .collect();
             HRow { label, y, bars }
         })
@@ -353,6 +381,8 @@ pub struct Columns {
     pub width: f64,
     pub col_w: f64,
     pub max: String,
+    /// Label every `step`-th column.
+    pub step: usize,
     pub cols: Vec<Col>,
 }
 
@@ -368,9 +398,17 @@ fn columns(title: &str, data: &[(String, f64)]) -> String {
             Col { x: 40.0 + i as f64 * col_w, y: 20.0 + plot_h - h, h, label: label.clone(), value: format!("{v:.2}") }
         })
         .collect();
-    Columns { title: title.into(), width: 40.0 + data.len() as f64 * col_w + 10.0, col_w: (col_w - 2.0).max(1.0), max: format!("{max:.1}"), cols }
-        .render()
-        .unwrap_or_default()
+    let step = data.len().div_ceil(8).max(1);
+    Columns {
+        title: title.into(),
+        width: 40.0 + data.len() as f64 * col_w + 10.0,
+        col_w: (col_w - 2.0).max(1.0),
+        max: format!("{max:.1}"),
+        step,
+        cols,
+    }
+    .render()
+    .unwrap_or_default()
 }
 
 /// The charts of a report page.
@@ -384,20 +422,32 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
     match kind {
         Kind::Overview => {
             let w = col(r, "week");
-            let down: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "downtime_h")))).collect();
+            let down: Vec<(String, f64)> =
+                r.rows.iter().map(|x| (text(x, w), number(x, col(r, "downtime_h")))).collect();
             let mttr: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "mttr_h")))).collect();
             vec![columns("Downtime hours per week", &down), columns("MTTR per week (h)", &mttr)]
         }
         Kind::Mttr => {
             let (c, u) = (col(r, "covered_mean_h"), col(r, "uncovered_mean_h"));
-            let data = top(u).into_iter().map(|x| (text(x, col(r, "group")), vec![number(x, c), number(x, u)])).collect();
-            vec![hbars("Mean time to repair (h), largest uncovered first", &[("covered", "covered"), ("uncovered", "uncovered")], data, " h")]
+            let data =
+                top(u).into_iter().map(|x| (text(x, col(r, "group")), vec![number(x, c), number(x, u)])).collect();
+            vec![hbars(
+                "Mean time to repair (h), largest uncovered first",
+                &[("covered", "covered"), ("uncovered", "uncovered")],
+                data,
+                " h",
+            )]
         }
         Kind::Priorities => {
             let v = col(r, "value_per_month");
             let data = top(v)
                 .into_iter()
-                .map(|x| (format!("{} · {}", text(x, col(r, "crew").or(col(r, "person"))), text(x, col(r, "skill"))), vec![number(x, v)]))
+                .map(|x| {
+                    (
+                        format!("{} · {}", text(x, col(r, "crew").or(col(r, "person"))), text(x, col(r, "skill"))),
+                        vec![number(x, v)],
+                    )
+                })
                 .collect();
             vec![hbars("Avoidable downtime cost per month", &[("uncovered", "value per month")], data, "")]
         }
@@ -422,13 +472,28 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
 
 // ---- pages ----
 
+/// The overview's headline figures in reading order, with their labels.
+const KPIS: [(&str, &str); 10] = [
+    ("availability_pct", "availability %"),
+    ("downtime_h", "downtime hours"),
+    ("events", "downtime events"),
+    ("mttr_h", "MTTR h"),
+    ("covered_mttr_h", "MTTR covered h"),
+    ("uncovered_mttr_h", "MTTR uncovered h"),
+    ("covered_events", "covered events"),
+    ("uncovered_events", "uncovered events"),
+    ("avoidable_h", "avoidable hours"),
+    ("assets", "assets"),
+];
+
 #[derive(Template)]
 #[template(path = "report.html")]
 struct ReportPage {
     title: String,
     nav: Nav,
     filters: Filters,
-    summary: Vec<(String, String)>,
+    /// (key, label, value) of the headline figures.
+    summary: Vec<(String, &'static str, String)>,
     charts: Vec<String>,
     heatmap: Option<Heatmap>,
     table: Table,
@@ -436,15 +501,15 @@ struct ReportPage {
     shown: String,
 }
 
-/// Crew (or shift) × skill, each cell the headcount coloured by status.
+/// Skill × crew (or shift), each cell the qualified headcount coloured by status.
 pub struct Heatmap {
     pub group: String,
-    pub skills: Vec<String>,
+    pub groups: Vec<String>,
     pub rows: Vec<(String, Vec<Option<HeatCell>>)>,
 }
 
 pub struct HeatCell {
-    pub skill: String,
+    pub group: String,
     pub headcount: String,
     pub status: String,
     pub share: String,
@@ -453,30 +518,31 @@ pub struct HeatCell {
 fn heatmap(r: &Report) -> Heatmap {
     let g = if col(r, "crew").is_some() { "crew" } else { "shift" };
     let (gi, si) = (col(r, g), col(r, "skill"));
-    let mut skills: Vec<String> = r.rows.iter().map(|x| text(x, si)).collect();
-    skills.sort();
-    skills.dedup();
-    let mut groups: Vec<String> = r.rows.iter().map(|x| text(x, gi)).collect();
-    groups.sort();
-    groups.dedup();
-    let rows = groups
+    let sorted = |i| {
+        let mut v: Vec<String> = r.rows.iter().map(|x| text(x, i)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let groups = sorted(gi);
+    let rows = sorted(si)
         .into_iter()
-        .map(|grp| {
-            let cells = skills
+        .map(|skill| {
+            let cells = groups
                 .iter()
-                .map(|s| {
-                    r.rows.iter().find(|x| text(x, gi) == grp && &text(x, si) == s).map(|x| HeatCell {
-                        skill: s.clone(),
+                .map(|grp| {
+                    r.rows.iter().find(|x| &text(x, gi) == grp && text(x, si) == skill).map(|x| HeatCell {
+                        group: grp.clone(),
                         headcount: text(x, col(r, "headcount")),
                         status: text(x, col(r, "status")),
                         share: format!("{:.0}%", 100.0 * number(x, col(r, "covered_share"))),
                     })
                 })
                 .collect();
-            (grp, cells)
+            (skill, cells)
         })
         .collect();
-    Heatmap { group: g.into(), skills, rows }
+    Heatmap { group: g.into(), groups, rows }
 }
 
 fn secure(mut res: Response) -> Response {
@@ -500,7 +566,13 @@ fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
     move |error| PageError { error, next: uri.0.path_and_query().map_or("/", |p| p.as_str()).to_string() }
 }
 
-async fn report_page(st: AppState, p: Principal, uri: OriginalUri, mut q: Params, def: &'static PageDef) -> Result<Response, PageError> {
+async fn report_page(
+    st: AppState,
+    p: Principal,
+    uri: OriginalUri,
+    mut q: Params,
+    def: &'static PageDef,
+) -> Result<Response, PageError> {
     let err = page_err(&uri);
     if def.kind == Kind::Join {
         q.limit = Some(PAGE_ROWS.to_string());
@@ -511,7 +583,10 @@ async fn report_page(st: AppState, p: Principal, uri: OriginalUri, mut q: Params
         let ds = source.dataset()?;
         let f = Filter::parse(&q2, source.settings(), chrono::Utc::now().timestamp_millis())?;
         let o = Options::parse(&q2, def.kind)?;
-        let out = data::run(&data::view(&ds, &f), def.kind, &o);
+        if def.kind == Kind::AlarmLoad {
+            source.ensure_alarms(&ds)?;
+        }
+        let out = data::run(&data::view(&ds, &f, def.kind), def.kind, &o);
         Ok::<(std::sync::Arc<Dataset>, Output, Filter), AppError>((ds, out, f))
     })
     .await
@@ -530,7 +605,10 @@ async fn report_page(st: AppState, p: Principal, uri: OriginalUri, mut q: Params
             pager.push(Link { href: link(def.path, &cur, &[("offset", &next)]), label: "older".into(), on: false });
         }
     }
-    let summary = out.summary.iter().flatten().map(|(k, v)| (k.replace('_', " "), cell_text(v))).collect();
+    let summary = KPIS
+        .iter()
+        .filter_map(|(k, label)| out.summary.as_ref()?.get(*k).map(|v| (k.to_string(), *label, cell_text(v))))
+        .collect();
     let page = ReportPage {
         title: def.title.into(),
         nav: nav(&st, &p, def.path, &q),
@@ -556,9 +634,16 @@ struct GatewaysPage {
 async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri) -> Result<Response, PageError> {
     let err = page_err(&uri);
     let source = st.data.clone();
-    let gws = tokio::task::spawn_blocking(move || source.gateways()).await.map_err(|e| err(AppError::internal(e)))?.map_err(&err)?;
+    let gws = tokio::task::spawn_blocking(move || source.gateways())
+        .await
+        .map_err(|e| err(AppError::internal(e)))?
+        .map_err(&err)?;
     let rep = data::gateways_report(&gws, chrono::Utc::now().timestamp_millis());
-    let page = GatewaysPage { title: "Gateways and agents".into(), nav: nav(&st, &p, "/gateways", &Params::default()), table: table(&rep) };
+    let page = GatewaysPage {
+        title: "Gateways and agents".into(),
+        nav: nav(&st, &p, "/gateways", &Params::default()),
+        table: table(&rep),
+    };
     render(&page, StatusCode::OK).map_err(&err)
 }
 
@@ -625,7 +710,9 @@ async fn import_post(
 ) -> Result<Response, PageError> {
     let err = page_err(&uri);
     let (mut csrf, mut kind, mut file, mut text) = (String::new(), String::new(), String::new(), None);
-    while let Some(field) = form.next_field().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))? {
+    while let Some(field) =
+        form.next_field().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))?
+    {
         let name = field.name().unwrap_or_default().to_string();
         let fname = field.file_name().map(str::to_string);
         let bytes = field.bytes().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))?;
@@ -663,8 +750,10 @@ async fn import_post(
         }
         ImportOutcome::Rejected(errors) => {
             page.problem = Some(format!("{file}: {} invalid row(s); nothing was imported", errors.len()));
-            page.errors =
-                errors.into_iter().map(|e| RowError { file: e.file, line: e.line, column: e.column, message: e.message }).collect();
+            page.errors = errors
+                .into_iter()
+                .map(|e| RowError { file: e.file, line: e.line, column: e.column, message: e.message })
+                .collect();
             StatusCode::UNPROCESSABLE_ENTITY
         }
     };
@@ -710,7 +799,11 @@ async fn login_form(State(st): State<AppState>, Query(q): Query<LoginQuery>) -> 
     render(&page, StatusCode::OK).map_err(|error| PageError { error, next: "/".into() })
 }
 
-async fn login_post(State(st): State<AppState>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Result<Response, PageError> {
+async fn login_post(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, PageError> {
     let err = |error| PageError { error, next: "/".into() };
     auth::same_origin(&headers).map_err(err)?;
     let next = safe_next(&f.next).to_string();
@@ -724,7 +817,8 @@ async fn login_post(State(st): State<AppState>, headers: HeaderMap, Form(f): For
         }
         None => {
             tracing::warn!("dashboard login with an unknown token");
-            render(&LoginPage { next, problem: Some("That token is not valid.".into()) }, StatusCode::UNAUTHORIZED).map_err(err)
+            render(&LoginPage { next, problem: Some("That token is not valid.".into()) }, StatusCode::UNAUTHORIZED)
+                .map_err(err)
         }
     }
 }
@@ -735,7 +829,12 @@ struct LogoutForm {
     csrf: String,
 }
 
-async fn logout(State(st): State<AppState>, Viewer(p): Viewer, headers: HeaderMap, Form(f): Form<LogoutForm>) -> Result<Response, PageError> {
+async fn logout(
+    State(st): State<AppState>,
+    Viewer(p): Viewer,
+    headers: HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Result<Response, PageError> {
     st.auth.check_form(&p, &headers, &f.csrf).map_err(|error| PageError { error, next: "/".into() })?;
     if let Via::Session(id) = &p.via {
         st.auth.logout(id);

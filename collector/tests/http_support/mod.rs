@@ -1,5 +1,6 @@
 //! Helpers of the HTTP and browser tests and the HTTP benchmark: seed a real store file from the synthetic
 //! plant generator, start the real router on a free loopback port, and speak HTTP/1.1 over a real socket.
+#![allow(dead_code)] // each test binary and the bench use a different part
 
 use shiftlens_collector::http::{self, AppState};
 use shiftlens_collector::people::import::{Kind, Record};
@@ -24,7 +25,11 @@ pub fn plant(size: Size) -> Plant {
 }
 
 fn records<T: serde::Serialize>(items: &[T]) -> Vec<Record> {
-    items.iter().enumerate().map(|(i, x)| Record { key: format!("{i:07}"), body: serde_json::to_value(x).unwrap() }).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Record { key: format!("{i:07}"), body: serde_json::to_value(x).unwrap() })
+        .collect()
 }
 
 /// Writes the plant into a fresh store: personnel through the import path, downtime rows, alarm events,
@@ -55,7 +60,8 @@ pub fn seed(path: &Path, plant: &Plant) {
         let mut ins = tx
             .prepare("INSERT INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms) VALUES ('gw-1', 1, ?1, 'plant-a', ?2, ?3, 'alarm', ?4, ?3)")
             .unwrap();
-        let body = serde_json::json!({ "alarm": { "id": "AL1", "active": true, "severity": 500, "text": "alarm" } }).to_string();
+        let body = serde_json::json!({ "alarm": { "id": "AL1", "active": true, "severity": 500, "text": "alarm" } })
+            .to_string();
         for (i, a) in plant.alarms.iter().enumerate() {
             ins.execute(rusqlite::params![i as i64, a.asset, a.ts_ms, body]).unwrap();
         }
@@ -105,7 +111,6 @@ impl Resp {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     /// `app;dur=12.3` → 12.3
-    #[allow(dead_code)]
     pub fn server_ms(&self) -> f64 {
         self.header("server-timing").and_then(|v| v.split("dur=").nth(1)).and_then(|v| v.parse().ok()).unwrap()
     }
@@ -114,7 +119,8 @@ impl Resp {
 /// One HTTP/1.1 request over a fresh connection.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -140,7 +146,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().split(';').next().unwrap().trim(), 16).unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().split(';').next().unwrap().trim(), 16)
+            .unwrap();
         if n == 0 {
             return out;
         }
