@@ -1,5 +1,8 @@
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use anyhow::Context;
+use shiftlens_agent::Config;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// ShiftLens edge agent: reads alarm and availability points from PLCs (Modbus, OPC UA), buffers
 /// events in a SQLite outbox and forwards them over MQTT/TLS to the collector.
@@ -27,13 +30,99 @@ enum Command {
         #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
         config: PathBuf,
     },
+    /// Trust the OPC UA server certificate the agent rejected (moves it from pki/rejected to
+    /// pki/trusted) and print its SHA-256 fingerprint for pinning.
+    Trust {
+        #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
+        config: PathBuf,
+        /// The `[[opcua]]` id; needed when the config has several endpoints.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// SHA-256 of the certificate to trust; needed when several were rejected.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
-        Command::Run { .. } | Command::Check { .. } | Command::Probe { .. } => {
-            anyhow::bail!("not implemented yet")
+        Command::Trust { config, endpoint, fingerprint } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match shiftlens_agent::trust::trust(&config, endpoint.as_deref(), fingerprint.as_deref()) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let result = tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(shiftlens_agent::run(config)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Probe { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let report = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(shiftlens_agent::probe::run(&config)),
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            print!("{}", report.table());
+            if report.unreachable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for (device, why) in &report.unreachable {
+                    eprintln!("error: could not reach {device}: {why}");
+                }
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Loads and validates a config; on problems prints each on its own line and gives exit code 2.
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        ExitCode::from(2)
+    })
 }

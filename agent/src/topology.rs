@@ -1,12 +1,136 @@
 //! Wires the components together and owns shutdown. The only module that spawns tasks.
+//!
+//! ```text
+//! sources ──Observation (bounded)──► outbox writer thread ──commit──► SQLite ◄── uplink task ──MQTT──►
+//!                                              └──committed seq (watch)──────────┘
+//! ```
+//!
+//! Shutdown order: sources stop, the writer commits everything queued, then the uplink publishes the
+//! offline status and disconnects. Nothing in memory is dropped on a clean stop.
 
-use crate::Config;
+use crate::health::Health;
+use crate::outbox::{writer, Outbox};
+use crate::uplink::mqtt::{self, Params};
+use crate::{source, Config, Observation};
+use anyhow::Context;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-/// Runs the agent until shutdown.
+/// Capacity of the observation channel in front of the outbox writer.
+pub const OBSERVATION_CHANNEL: usize = 10_000;
+
+/// A started outbox and uplink, without sources: the core that `run` drives and tests feed directly.
+pub struct Agent {
+    /// Where observations go; the outbox gives them seqs.
+    pub observations: mpsc::Sender<Observation>,
+    /// The highest seq committed so far.
+    pub committed: watch::Receiver<u64>,
+    /// The outbox epoch.
+    pub epoch: u64,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub health: Health,
+    writer: std::thread::JoinHandle<()>,
+    uplink: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Agent {
+    /// Opens the outbox and starts the writer and the uplink.
+    ///
+    /// # Errors
+    /// An outbox that cannot be opened (unwritable, corrupt) or unreadable TLS files.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        mqtt::install_crypto_provider();
+        let params =
+            Params { config: config.uplink.clone(), site: config.site.clone(), gateway: config.gateway.clone() };
+        let options = params.mqtt_options().context("uplink")?;
+        let outbox_config = config.outbox.clone();
+        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&outbox_config)).await??;
+        let epoch = outbox.epoch();
+        tracing::info!(path = %outbox.path().display(), epoch, "outbox open");
+        let outbox = Arc::new(Mutex::new(outbox));
+        let (tx, rx) = mpsc::channel(OBSERVATION_CHANNEL);
+        let (committed_tx, committed) = watch::channel(0);
+        let writer = writer::spawn(outbox.clone(), rx, config.outbox.memory_bytes.get_ref().0, committed_tx)
+            .context("cannot start the outbox writer")?;
+        let health = Health::default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let uplink =
+            tokio::spawn(mqtt::run(params, options, outbox.clone(), committed.clone(), health.clone(), shutdown_rx));
+        Ok(Self { observations: tx, committed, epoch, outbox, health, writer, uplink, shutdown })
+    }
+
+    /// Whether the writer and the uplink still run (for the watchdog).
+    pub fn is_alive(&self) -> bool {
+        !self.writer.is_finished() && !self.uplink.is_finished()
+    }
+
+    /// Commits everything queued, then stops the uplink. Other senders of `observations` must be gone.
+    ///
+    /// # Errors
+    /// When the writer thread panicked.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        drop(self.observations);
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the outbox writer panicked"))?;
+        let _ = self.shutdown.send(true);
+        let _ = self.uplink.await;
+        Ok(())
+    }
+}
+
+/// Runs the agent until SIGTERM or ctrl-c.
 ///
 /// # Errors
 /// Start-up failures (outbox cannot be opened, TLS files unreadable).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let _ = config;
-    anyhow::bail!("not implemented yet")
+    let agent = Agent::start(&config).await?;
+    let sources = source::spawn_all(&config, agent.observations.clone());
+    tracing::info!(site = %config.site, gateway = %config.gateway, sources = sources.len(), "agent running");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => { r?; break; }
+            _ = ping.tick(), if watchdog.is_some() => {
+                if agent.is_alive() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: committing queued events");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    for s in &sources {
+        s.abort();
+    }
+    for s in sources {
+        let _ = s.await;
+    }
+    agent.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r.context("cannot wait for ctrl-c")?,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot wait for ctrl-c")?;
+    Ok(())
 }

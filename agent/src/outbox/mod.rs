@@ -1,15 +1,449 @@
 //! The SQLite outbox: the source of truth for what is unsent.
+//!
+//! Invariants:
+//! - every event gets its `seq` in the insert transaction (`AUTOINCREMENT`: never reused, not even after the
+//!   table was emptied); seq order is observation order;
+//! - the database carries a random `epoch` written once when it is created;
+//! - rows leave only when the collector confirmed them ([`Outbox::delete`]) or when the size bound forces the
+//!   oldest out; then, in the same transaction, a gap event names the dropped seqs (`GapReason::OutboxFull`);
+//! - events lost while the database could not be written (disk full) are recorded as a gap whose seqs are
+//!   reserved in the sequence, so the collector sees exactly which seqs are missing (`StorageFailed`).
+//!
+//! Gap events belong to no machine: they carry the asset id [`GAP_ASSET`].
+//!
+//! [`Outbox`] is synchronous and owned by one connection; [`writer`] runs the group-commit thread.
 
+mod schema;
+pub mod writer;
+
+use crate::Observation;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Deserialize;
-use shiftlens_common::config::{ConfigError, ConfigFile};
+use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, Spanned};
+use shiftlens_common::{AssetId, Event, EventBody, GapReason};
+use std::path::{Path, PathBuf};
+
+/// The asset id of gap events.
+pub const GAP_ASSET: &str = "_agent";
+
+/// Fixed per-row overhead counted against `max_bytes` besides body and asset.
+const ROW_OVERHEAD: u64 = 24;
 
 /// `[outbox]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutboxConfig {}
+pub struct OutboxConfig {
+    /// The database file.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// Bound on stored events (bodies, asset ids and a small per-row overhead), e.g. "256MiB".
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: Spanned<ByteSize>,
+    /// Events held in memory while the database cannot be written (disk full), e.g. "16MiB".
+    #[serde(default = "default_memory_bytes")]
+    pub memory_bytes: Spanned<ByteSize>,
+    /// SQLite `synchronous`: `normal` (WAL default; survives process crashes, may lose the last commits on
+    /// power loss) or `full` (fsync on every commit).
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+/// SQLite `PRAGMA synchronous`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("/var/lib/shiftlens/outbox.db")
+}
+fn default_max_bytes() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize(256 << 20))
+}
+fn default_memory_bytes() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize(16 << 20))
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            path: default_path(),
+            max_bytes: default_max_bytes(),
+            memory_bytes: default_memory_bytes(),
+            synchronous: Synchronous::default(),
+        }
+    }
+}
 
 impl OutboxConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        let _ = (file, errors);
+    /// A config for `path` with the defaults otherwise.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), ..Self::default() }
     }
+
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+        if self.max_bytes.get_ref().0 < 1 << 20 {
+            errors.push(file.error_at(self.max_bytes.span(), "outbox max_bytes must be at least 1MiB"));
+        }
+        if self.memory_bytes.get_ref().0 < 64 << 10 {
+            errors.push(file.error_at(self.memory_bytes.span(), "outbox memory_bytes must be at least 64KiB"));
+        }
+    }
+}
+
+/// Why the outbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot open outbox {}: {source}", path.display())]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("outbox {} is corrupt: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot migrate outbox {}: {source}", path.display())]
+    Migrate { path: PathBuf, source: rusqlite_migration::Error },
+    #[error("outbox database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot encode event body: {0}")]
+    Encode(String),
+}
+
+impl OutboxError {
+    /// Whether the error is SQLite's "database or disk is full".
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
+/// What the health report needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub epoch: u64,
+    /// Unconfirmed events.
+    pub depth: u64,
+    /// Bytes counted against `max_bytes`.
+    pub bytes: u64,
+    /// `ts_ms` of the oldest unconfirmed event.
+    pub oldest_ts_ms: Option<i64>,
+    /// Events dropped since the database was created.
+    pub dropped: u64,
+}
+
+/// The outcome of one [`Outbox::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Highest seq now in the outbox (0 when nothing was written).
+    pub last_seq: u64,
+    /// Events dropped for the size bound in this transaction.
+    pub dropped: u64,
+}
+
+/// The outbox database.
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+    epoch: u64,
+    max_bytes: u64,
+    rows: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+impl Outbox {
+    /// Opens or creates the outbox, checks its integrity and migrates its schema.
+    ///
+    /// # Errors
+    /// A file that cannot be created or written, is not a database or fails SQLite's quick check.
+    pub fn open(config: &OutboxConfig) -> Result<Self, OutboxError> {
+        let path = config.path.clone();
+        let open_err = |source| OutboxError::Open { path: path.clone(), source };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OutboxError::Corrupt { path, detail: format!("cannot switch to WAL (journal mode {mode})") });
+        }
+        let sync = match config.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(open_err)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_err)?;
+        if check != "ok" {
+            return Err(OutboxError::Corrupt { path, detail: check });
+        }
+        schema::migrations()
+            .to_latest(&mut conn)
+            .map_err(|source| OutboxError::Migrate { path: path.clone(), source })?;
+        let fresh_epoch = rand::random::<u64>() | 1; // never 0, which means "unknown" in a status
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?1)", [fresh_epoch as i64])
+            .map_err(open_err)?;
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dropped', 0)", []).map_err(open_err)?;
+        let epoch = meta(&conn, "epoch").map_err(open_err)? as u64;
+        let dropped = meta(&conn, "dropped").map_err(open_err)? as u64;
+        let (rows, bytes): (i64, i64) = conn
+            .query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(open_err)?;
+        Ok(Self {
+            conn,
+            path,
+            epoch,
+            max_bytes: config.max_bytes.get_ref().0,
+            rows: rows as u64,
+            bytes: bytes as u64,
+            dropped,
+        })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Limits the database file to `pages` pages (SQLite `max_page_count`), as a full device would.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_max_page_count(&self, pages: u64) -> Result<u64, OutboxError> {
+        Ok(self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Stores observations in one transaction and gives them seqs. `lost` events that never reached the
+    /// database are first recorded as a gap (their seqs are reserved); past `max_bytes` the oldest events are
+    /// dropped and a gap names them. Nothing changes when it fails.
+    ///
+    /// # Errors
+    /// SQLite errors, such as a full disk.
+    pub fn append(&mut self, observations: &[Observation], lost: u64) -> Result<Appended, OutboxError> {
+        let rows: Vec<Row> =
+            observations.iter().map(|o| Row::new(o.ts_ms, &o.asset, &o.body)).collect::<Result<_, _>>()?;
+        let incoming: u64 = rows.iter().map(|r| r.size).sum();
+        let (mut rows_delta, mut bytes_delta, mut dropped) = (0i64, 0i64, 0u64);
+        let tx = self.conn.transaction()?;
+        let now = now_ms();
+        if lost > 0 {
+            let last: i64 = tx
+                .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let reserved = last + lost as i64;
+            if tx.execute("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events'", [reserved])? == 0 {
+                tx.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('events', ?1)", [reserved])?;
+            }
+            let gap =
+                EventBody::Gap { first: last as u64 + 1, last: reserved as u64, reason: GapReason::StorageFailed };
+            let row = Row::gap(now, &gap)?;
+            insert(&tx, &row)?;
+            (rows_delta, bytes_delta, dropped) = (1, row.size as i64, lost);
+        }
+        if self.bytes + incoming + bytes_delta as u64 > self.max_bytes {
+            // Drop down to 90% so that a full outbox does not write a gap on every commit.
+            let target = (self.max_bytes / 10 * 9).saturating_sub(incoming + bytes_delta as u64);
+            let excess = (self.bytes + bytes_delta as u64).saturating_sub(target);
+            if let Some(d) = drop_oldest(&tx, excess, now)? {
+                rows_delta += 1 - d.rows as i64;
+                bytes_delta += d.gap_size as i64 - d.bytes as i64;
+                dropped += d.rows;
+            }
+        }
+        let mut last_seq = 0;
+        for row in &rows {
+            last_seq = insert(&tx, row)?;
+        }
+        if dropped > 0 {
+            tx.execute("UPDATE meta SET value = value + ?1 WHERE key = 'dropped'", [dropped as i64])?;
+        }
+        if last_seq == 0 {
+            last_seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+        }
+        tx.commit()?;
+        self.rows = (self.rows as i64 + rows_delta + rows.len() as i64) as u64;
+        self.bytes = (self.bytes as i64 + bytes_delta + incoming as i64) as u64;
+        self.dropped += dropped;
+        Ok(Appended { last_seq, dropped })
+    }
+
+    /// Up to `max_events` events with seq above `after`, oldest first, within `max_bytes` of stored size
+    /// (at least one event).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn read_after(&self, after: u64, max_events: usize, max_bytes: u64) -> Result<Vec<Event>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, ts_ms, asset, body, size FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut rows = stmt.query(params![after as i64, max_events as i64])?;
+        let (mut out, mut bytes) = (Vec::new(), 0u64);
+        while let Some(r) = rows.next()? {
+            let size: i64 = r.get(4)?;
+            bytes += size as u64;
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(event_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// The latest state event of every asset, in seq order (at most `max_events`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn latest_states(&self, max_events: usize) -> Result<Vec<Event>, OutboxError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, ts_ms, asset, body, size FROM events WHERE seq IN
+                 (SELECT MAX(seq) FROM events WHERE kind = 0 GROUP BY asset)
+             ORDER BY seq LIMIT ?1",
+        )?;
+        let mut rows = stmt.query([max_events as i64])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(event_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes confirmed events, given as inclusive seq ranges. Returns how many rows went.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn delete(&mut self, ranges: &[(u64, u64)]) -> Result<u64, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM events WHERE seq BETWEEN ?1 AND ?2 RETURNING size")?;
+            for &(a, b) in ranges {
+                let (a, b) = (i64::try_from(a).unwrap_or(i64::MAX), i64::try_from(b).unwrap_or(i64::MAX));
+                let mut q = stmt.query([a, b])?;
+                while let Some(r) = q.next()? {
+                    rows += 1;
+                    bytes += r.get::<_, i64>(0)? as u64;
+                }
+            }
+        }
+        tx.commit()?;
+        self.rows -= rows.min(self.rows);
+        self.bytes -= bytes.min(self.bytes);
+        Ok(rows)
+    }
+
+    /// Depth, size, oldest event time and drops.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn stats(&self) -> Result<Stats, OutboxError> {
+        let oldest_ts_ms = self
+            .conn
+            .prepare_cached("SELECT ts_ms FROM events ORDER BY seq LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(Stats { epoch: self.epoch, depth: self.rows, bytes: self.bytes, oldest_ts_ms, dropped: self.dropped })
+    }
+}
+
+/// A row ready to insert.
+struct Row {
+    ts_ms: i64,
+    asset: String,
+    kind: i64,
+    body: Vec<u8>,
+    size: u64,
+}
+
+impl Row {
+    fn new(ts_ms: i64, asset: &AssetId, body: &EventBody) -> Result<Self, OutboxError> {
+        let mut buf = Vec::with_capacity(64);
+        ciborium::into_writer(body, &mut buf).map_err(|e| OutboxError::Encode(e.to_string()))?;
+        let kind = match body {
+            EventBody::State { .. } => schema::KIND_STATE,
+            EventBody::Alarm(_) => schema::KIND_ALARM,
+            EventBody::Source { .. } => schema::KIND_SOURCE,
+            EventBody::Gap { .. } => schema::KIND_GAP,
+        };
+        let size = buf.len() as u64 + asset.as_str().len() as u64 + ROW_OVERHEAD;
+        Ok(Self { ts_ms, asset: asset.as_str().to_string(), kind, body: buf, size })
+    }
+
+    fn gap(ts_ms: i64, body: &EventBody) -> Result<Self, OutboxError> {
+        let asset = AssetId::parse(GAP_ASSET).map_err(|e| OutboxError::Encode(e.to_string()))?;
+        Self::new(ts_ms, &asset, body)
+    }
+}
+
+fn insert(tx: &Transaction<'_>, row: &Row) -> Result<u64, OutboxError> {
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO events(ts_ms, asset, kind, body, size) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    stmt.execute(params![row.ts_ms, row.asset, row.kind, row.body, row.size as i64])?;
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+struct Dropped {
+    rows: u64,
+    bytes: u64,
+    gap_size: u64,
+}
+
+/// Deletes the oldest rows until at least `excess` bytes are gone and inserts one gap naming them. A gap
+/// that is itself dropped widens the new gap, so no loss is forgotten.
+fn drop_oldest(tx: &Transaction<'_>, excess: u64, now: i64) -> Result<Option<Dropped>, OutboxError> {
+    let (mut first, mut last, mut rows, mut bytes) = (None::<u64>, 0u64, 0u64, 0u64);
+    {
+        let mut stmt = tx.prepare_cached("SELECT seq, size, kind, body FROM events ORDER BY seq")?;
+        let mut q = stmt.query([])?;
+        while bytes < excess {
+            let Some(r) = q.next()? else { break };
+            let seq = r.get::<_, i64>(0)? as u64;
+            first.get_or_insert(seq);
+            last = seq;
+            rows += 1;
+            bytes += r.get::<_, i64>(1)? as u64;
+            if r.get::<_, i64>(2)? == schema::KIND_GAP {
+                if let Ok(EventBody::Gap { first: f, .. }) = ciborium::from_reader(r.get::<_, Vec<u8>>(3)?.as_slice()) {
+                    first = first.map(|x| x.min(f));
+                }
+            }
+        }
+    }
+    let Some(first) = first else { return Ok(None) };
+    tx.execute("DELETE FROM events WHERE seq <= ?1", [last as i64])?;
+    let gap = Row::gap(now, &EventBody::Gap { first, last, reason: GapReason::OutboxFull })?;
+    insert(tx, &gap)?;
+    tracing::error!(first, last, rows, "outbox full: dropped the oldest events");
+    Ok(Some(Dropped { rows, bytes, gap_size: gap.size }))
+}
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> Result<Event, OutboxError> {
+    let seq = r.get::<_, i64>(0)? as u64;
+    let ts_ms: i64 = r.get(1)?;
+    let asset = AssetId::parse(r.get::<_, String>(2)?);
+    let body: Result<EventBody, _> = ciborium::from_reader(r.get::<_, Vec<u8>>(3)?.as_slice());
+    match (asset, body) {
+        (Ok(asset), Ok(body)) => Ok(Event { seq, ts_ms, asset, body }),
+        _ => {
+            // An unreadable row is reported as lost rather than blocking the uplink forever.
+            tracing::error!(seq, "outbox row cannot be decoded; sending it as a gap");
+            let asset = AssetId::parse(GAP_ASSET).map_err(|e| OutboxError::Encode(e.to_string()))?;
+            Ok(Event {
+                seq,
+                ts_ms,
+                asset,
+                body: EventBody::Gap { first: seq, last: seq, reason: GapReason::StorageFailed },
+            })
+        }
+    }
+}
+
+fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+}
+
+/// Wall clock, UTC milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

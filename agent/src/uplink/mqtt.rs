@@ -1,0 +1,374 @@
+//! The MQTT side of the uplink (rumqttc): connection, TLS, birth and last will, batches, acks, heartbeat.
+//!
+//! Two tasks: the event-loop poller only polls rumqttc (never blocked by SQLite) and hands connection
+//! changes and ack payloads on through a bounded channel; the uplink task reads the outbox (on the blocking
+//! pool), publishes and applies acks. On every (re)connect it subscribes to its ack topic, publishes the
+//! retained birth status and sends again from the oldest unconfirmed event; during a backlog the latest
+//! state of each asset is sent first.
+
+use super::window::Window;
+use super::{Backoff, Broker, UplinkConfig};
+use crate::health::{self, Health};
+use crate::outbox::{now_ms, Outbox, OutboxError};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use shiftlens_common::status::Status;
+use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Start-up failures of the uplink.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("invalid uplink config: {0}")]
+    Config(String),
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("{what} {}: {detail}", path.display())]
+    Pem { what: &'static str, path: std::path::PathBuf, detail: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Installs rustls' ring provider as the process default (once; later calls do nothing).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Everything the uplink needs besides its channels.
+pub struct Params {
+    pub config: UplinkConfig,
+    pub site: SiteId,
+    pub gateway: GatewayId,
+}
+
+impl Params {
+    fn topic(&self, f: fn(SiteId, GatewayId) -> Topic) -> String {
+        f(self.site.clone(), self.gateway.clone()).to_string()
+    }
+    pub fn events_topic(&self) -> String {
+        self.topic(|site, gateway| Topic::Events { site, gateway })
+    }
+    pub fn status_topic(&self) -> String {
+        self.topic(|site, gateway| Topic::Status { site, gateway })
+    }
+    pub fn ack_topic(&self) -> String {
+        self.topic(|site, gateway| Topic::Ack { site, gateway })
+    }
+
+    /// MQTT options with TLS material loaded, so unreadable files fail at start-up.
+    ///
+    /// # Errors
+    /// Unreadable or invalid PEM files, a bad broker address.
+    pub fn mqtt_options(&self) -> Result<MqttOptions, UplinkError> {
+        let c = &self.config;
+        let broker = c.broker().map_err(UplinkError::Config)?;
+        let id = c.client_id.clone().unwrap_or_else(|| format!("shiftlens-{}-{}", self.site, self.gateway));
+        let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
+        o.set_keep_alive(c.keep_alive.0.max(Duration::from_secs(1)))
+            .set_clean_session(true)
+            .set_max_packet_size(2 << 20, 2 << 20)
+            .set_last_will(LastWill::new(
+                self.status_topic(),
+                status_json(&Status::offline(now_ms())),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let (Some(u), Some(p)) = (&c.username, &c.password) {
+            o.set_credentials(u.clone(), p.get_ref().0.clone());
+        } else if let Some(u) = &c.username {
+            o.set_credentials(u.clone(), "");
+        }
+        if broker.tls {
+            o.set_transport(Transport::tls_with_config(tls_config(c, &broker)?));
+        }
+        Ok(o)
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, UplinkError> {
+    std::fs::read(path).map_err(|source| UplinkError::Read { what, path: path.to_path_buf(), source })
+}
+
+fn tls_config(c: &UplinkConfig, _broker: &Broker) -> Result<TlsConfiguration, UplinkError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    install_crypto_provider();
+    let pem_err = |what, path: &Path, e: rustls::pki_types::pem::Error| UplinkError::Pem {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let ca_path = c.ca.as_deref().ok_or_else(|| UplinkError::Config("mqtts:// needs `ca`".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read("CA file", ca_path)?) {
+        roots.add(cert.map_err(|e| pem_err("CA file", ca_path, e))?)?;
+    }
+    if roots.is_empty() {
+        return Err(UplinkError::Pem { what: "CA file", path: ca_path.to_path_buf(), detail: "no certificate".into() });
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&c.cert, &c.key) {
+        (Some(cert_path), Some(key_path)) => {
+            let certs = CertificateDer::pem_slice_iter(&read("client certificate", cert_path)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| pem_err("client certificate", cert_path, e))?;
+            if certs.is_empty() {
+                return Err(UplinkError::Pem {
+                    what: "client certificate",
+                    path: cert_path.clone(),
+                    detail: "no certificate".into(),
+                });
+            }
+            let key = PrivateKeyDer::from_pem_slice(&read("client key", key_path)?)
+                .map_err(|e| pem_err("client key", key_path, e))?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+fn status_json(s: &Status) -> Vec<u8> {
+    serde_json::to_vec(s).unwrap_or_default()
+}
+
+/// What the poller tells the uplink task.
+enum Link {
+    Up,
+    Down(String),
+    Ack(Vec<u8>),
+}
+
+/// Runs the uplink until `shutdown` turns true (or its sender is dropped), then publishes the offline status
+/// and disconnects.
+pub async fn run(
+    params: Params,
+    options: MqttOptions,
+    outbox: Arc<Mutex<Outbox>>,
+    mut committed: watch::Receiver<u64>,
+    health: Health,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    eventloop.set_network_options(net);
+    let (link_tx, mut link_rx) = mpsc::channel(64);
+    let backoff = Backoff::new(params.config.reconnect_min.0, params.config.reconnect_max.0);
+    let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff));
+    let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
+    let mut up = Uplink {
+        window: Window::new(*params.config.inflight_batches.get_ref(), params.config.ack_timeout.0),
+        params,
+        client,
+        outbox,
+        health,
+        epoch,
+        connected: false,
+        states_first: false,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_heartbeat = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+            link = link_rx.recv() => match link {
+                Some(Link::Up) => up.on_connect(),
+                Some(Link::Down(e)) => {
+                    if up.connected {
+                        tracing::warn!(error = %e, "broker connection lost");
+                    }
+                    up.connected = false;
+                    up.window.go_back();
+                }
+                Some(Link::Ack(payload)) => up.on_ack(&payload).await,
+                None => break,
+            },
+            _ = committed.changed() => {}
+            _ = tick.tick() => {
+                if up.connected && up.window.expired(Instant::now()) {
+                    tracing::warn!(in_flight = up.window.in_flight(), "no ack from the collector in time; sending again");
+                    up.window.go_back();
+                    up.states_first = true;
+                }
+                if up.connected && last_heartbeat.elapsed() >= up.params.config.heartbeat.0 {
+                    last_heartbeat = Instant::now();
+                    up.publish_status().await;
+                }
+            }
+        }
+        if up.connected {
+            up.fill().await;
+        }
+    }
+    let _ = up.client.try_publish(
+        up.params.status_topic(),
+        QoS::AtLeastOnce,
+        true,
+        status_json(&Status::offline(now_ms())),
+    );
+    let _ = up.client.try_disconnect();
+    if tokio::time::timeout(Duration::from_secs(2), poller).await.is_err() {
+        tracing::debug!("MQTT event loop did not finish in time");
+    }
+}
+
+async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Link>, ack_topic: String, mut backoff: Backoff) {
+    loop {
+        let link = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                Some(Link::Up)
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => Some(Link::Ack(p.payload.to_vec())),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => None,
+            Err(e) => {
+                let delay = backoff.next_delay(rand::random::<f64>());
+                tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
+                if tx.send(Link::Down(describe(&e))).await.is_err() {
+                    return;
+                }
+                // The outbox resends; rumqttc need not replay its own copies.
+                eventloop.pending.clear();
+                tokio::time::sleep(delay).await;
+                None
+            }
+        };
+        if let Some(link) = link {
+            if tx.send(link).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    e.to_string()
+}
+
+struct Uplink {
+    params: Params,
+    client: AsyncClient,
+    outbox: Arc<Mutex<Outbox>>,
+    health: Health,
+    window: Window,
+    epoch: u64,
+    connected: bool,
+    /// Send each asset's latest state before the backlog.
+    states_first: bool,
+}
+
+impl Uplink {
+    fn on_connect(&mut self) {
+        tracing::info!(broker = %self.params.config.broker.get_ref(), "connected to broker");
+        self.connected = true;
+        self.window.go_back();
+        self.states_first = true;
+        if let Err(e) = self.client.try_subscribe(self.params.ack_topic(), QoS::AtLeastOnce) {
+            tracing::warn!(error = %e, "cannot subscribe to the ack topic");
+        }
+    }
+
+    /// Runs a read on the outbox on the blocking pool.
+    async fn with_outbox<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Outbox) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Option<T> {
+        let outbox = self.outbox.clone();
+        let r =
+            tokio::task::spawn_blocking(move || f(&mut outbox.lock().unwrap_or_else(PoisonError::into_inner))).await;
+        match r {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "outbox read failed");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox task failed");
+                None
+            }
+        }
+    }
+
+    async fn publish_status(&mut self) {
+        let Some(stats) = self.with_outbox(|o| o.stats()).await else { return };
+        let status = health::status(&stats, self.health.sources(), now_ms());
+        if let Err(e) =
+            self.client.try_publish(self.params.status_topic(), QoS::AtLeastOnce, true, status_json(&status))
+        {
+            tracing::debug!(error = %e, "status not published");
+        }
+    }
+
+    async fn on_ack(&mut self, payload: &[u8]) {
+        let ack = match wire::decode_ack(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed ack");
+                return;
+            }
+        };
+        if ack.epoch != self.epoch {
+            tracing::debug!(epoch = ack.epoch, "ignoring an ack for another outbox epoch");
+            return;
+        }
+        let ranges = ack.ranges.clone();
+        if self.with_outbox(move |o| o.delete(&ranges)).await.is_some() {
+            self.window.acked(&ack.ranges);
+        }
+    }
+
+    /// Publishes batches while the window has room and the outbox has events after the cursor.
+    async fn fill(&mut self) {
+        let max_events = *self.params.config.batch_events.get_ref();
+        let max_bytes = self.params.config.batch_bytes.get_ref().0;
+        if self.states_first {
+            self.states_first = false;
+            // Birth first, so the status shows the backlog at once.
+            self.publish_status().await;
+            let backlog = self.with_outbox(|o| Ok(o.stats()?.depth)).await.unwrap_or(0);
+            if backlog > max_events as u64 {
+                if let Some(states) = self.with_outbox(move |o| o.latest_states(max_events)).await {
+                    // Untracked: these events are sent again in order with the backlog.
+                    self.publish(states);
+                }
+            }
+        }
+        while self.window.has_room() {
+            let after = self.window.cursor();
+            let Some(events) = self.with_outbox(move |o| o.read_after(after, max_events, max_bytes)).await else {
+                return;
+            };
+            if events.is_empty() {
+                return;
+            }
+            let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+            if !self.publish(events) {
+                return;
+            }
+            self.window.sent(&seqs, Instant::now());
+        }
+    }
+
+    fn publish(&self, events: Vec<shiftlens_common::Event>) -> bool {
+        if events.is_empty() {
+            return true;
+        }
+        let batch = Batch::new(self.params.site.clone(), self.params.gateway.clone(), self.epoch, events);
+        match self.client.try_publish(self.params.events_topic(), QoS::AtLeastOnce, false, wire::encode_batch(&batch)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT request queue full; publishing later");
+                false
+            }
+        }
+    }
+}
