@@ -67,6 +67,7 @@ pub struct OpcUaEndpoint {
     pub request_timeout: Spanned<HumanDuration>,
     #[serde(default = "default_publishing_interval")]
     pub publishing_interval: Spanned<HumanDuration>,
+    #[serde(default)]
     pub points: Vec<Spanned<OpcUaPoint>>,
     /// The config file this came from, for the `trust` hint in messages (set by `Config::from_file`).
     #[serde(skip)]
@@ -818,5 +819,143 @@ impl Tracker {
             connected,
             error: if connected { None } else { error },
         }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Section {
+        opcua: Vec<Spanned<OpcUaEndpoint>>,
+    }
+
+    fn check(text: &str) -> Result<Vec<Spanned<OpcUaEndpoint>>, Vec<String>> {
+        let file = ConfigFile::from_text("agent.toml", text);
+        let section: Section = file.parse().map_err(|e| vec![e.to_string()])?;
+        let mut errors = Vec::new();
+        validate(&section.opcua, &file, &mut errors);
+        if errors.is_empty() {
+            Ok(section.opcua)
+        } else {
+            Err(errors.iter().map(ToString::to_string).collect())
+        }
+    }
+
+    const POINT: &str = "[[opcua.points]]\nnode = \"ns=2;s=A.state\"\nasset = \"a1\"\nmeaning = \"info\"\n";
+
+    #[test]
+    fn the_documented_example_section_is_valid() {
+        let text = include_str!("../../../config/agent.toml");
+        let start = text.find("\n[[opcua]]\n").unwrap();
+        let end = text.find("# END opcua examples").unwrap();
+        let eps = check(&text[start..end]).unwrap();
+        assert_eq!(eps[0].get_ref().points.len(), 5);
+        let secret = Identity::User { name: "u".into(), password_file: None, password: Some("hunter2".into()) };
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_settings_are_reported_with_line_and_column() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"http://x\"\nsecurity_policy = \"none\"\nsecurity_mode = \"none\"\n",
+                "agent.toml:3:12: endpoint must look like opc.tcp://",
+            ),
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://10.0.0.5:4840/\"\nsecurity_policy = \"none\"\nsecurity_mode = \"none\"\n",
+                "agent.toml:4:19: security_policy \"none\" sends plaintext to 10.0.0.5",
+            ),
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\nsecurity_mode = \"none\"\n",
+                "agent.toml:4:17: security_mode \"none\" goes with security_policy \"none\"",
+            ),
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://h:4840/\"\nserver_fingerprint = \"abc\"\n",
+                "agent.toml:4:22: server_fingerprint must be 64 hex digits",
+            ),
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://h:4840/\"\nidentity = { user = { name = \"u\" } }\n",
+                "agent.toml:4:12: give exactly one of `password_file` (preferred) or `password`",
+            ),
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://h:4840/\"\n[[opcua.points]]\nnode = \"s=\"\nasset = \"a\"\nmeaning = \"info\"\n",
+                "agent.toml:5:8: node \"s=\" is not a node id",
+            ),
+            (
+                "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://h:4840/\"\n[[opcua.points]]\nnode = \"i=1\"\nasset = \"a\"\ndeadband = -1.0\nmeaning = \"info\"\n",
+                "agent.toml:7:12: deadband must be a finite number >= 0",
+            ),
+            ("[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://h:4840/\"\n", "agent.toml:2:6: endpoint \"p\" has no points"),
+        ];
+        for (text, want) in cases {
+            let text = if text.contains("[[opcua.points]]") || want.contains("no points") {
+                text.to_string()
+            } else {
+                format!("{text}{POINT}")
+            };
+            let errs = check(&text).err().unwrap_or_default();
+            assert!(errs.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn node_ids_parse_with_namespace_uri_or_index() {
+        let r = parse_node("nsu=urn:x:y;s=Line1.State").unwrap();
+        assert_eq!(r.namespace_uri.as_deref(), Some("urn:x:y"));
+        assert_eq!(r.node, NodeId::new(0, "Line1.State"));
+        assert_eq!(parse_node("ns=3;i=17").unwrap().node, NodeId::new(3, 17u32));
+        assert!(parse_node("nsu=urn:x;ns=2;s=a").is_err());
+        assert!(parse_node("Line1.State").is_err());
+    }
+
+    #[test]
+    fn fingerprints_parse_in_the_printed_form_and_plain_hex() {
+        let printed = fingerprint(b"cert");
+        assert_eq!(printed.len(), 32 * 3 - 1);
+        let plain = printed.replace(':', "").to_lowercase();
+        assert_eq!(parse_fingerprint(&printed), parse_fingerprint(&plain));
+        assert!(parse_fingerprint(&format!("sha256:{plain}")).is_some());
+        assert!(parse_fingerprint(&plain[2..]).is_none());
+    }
+
+    fn endpoint() -> OpcUaEndpoint {
+        let text = format!(
+            "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\n{POINT}[[opcua.points]]\nnode = \"i=2\"\nname = \"b\"\nasset = \"a2\"\nmeaning = \"info\"\n"
+        );
+        check(&text).unwrap().remove(0).into_inner()
+    }
+
+    fn dv(v: u16, status: StatusCode) -> DataValue {
+        DataValue { value: Some(Variant::UInt16(v)), status: Some(status), ..Default::default() }
+    }
+
+    fn links(out: &[Sample]) -> Vec<bool> {
+        out.iter()
+            .filter_map(|s| if let Sample::Link { connected, .. } = s { Some(*connected) } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn a_bad_status_reports_the_source_lost_then_every_value_again() {
+        let mut t = Tracker::new(&endpoint());
+        assert_eq!(links(&t.session(true, None)), [true]);
+        assert_eq!(t.data(0, &dv(1, StatusCode::Good)).len(), 1);
+        assert_eq!(t.data(1, &dv(5, StatusCode::Good)).len(), 1);
+        let out = t.data(0, &dv(1, StatusCode::BadDeviceFailure));
+        let [Sample::Link { connected: false, error: Some(e), assets, .. }] = out.as_slice() else { panic!("{out:?}") };
+        assert!(e.contains("BadDeviceFailure") && e.contains("ns=2;s=A.state"), "{e}");
+        assert_eq!(assets.len(), 2);
+        // Another bad point, or a good value of a good point, while lost: nothing reported.
+        assert!(t.data(1, &dv(6, StatusCode::BadDeviceFailure)).is_empty());
+        assert!(t.data(1, &dv(7, StatusCode::Good)).is_empty());
+        // The last bad point recovers: link up, then both points' current values.
+        let out = t.data(0, &dv(2, StatusCode::Good));
+        assert_eq!(links(&out), [true]);
+        assert_eq!(out.len(), 3, "{out:?}");
+        // A lost session resets everything; it is reported once.
+        assert_eq!(links(&t.session(false, Some("gone".into()))), [false]);
+        assert!(t.session(false, Some("still gone".into())).is_empty());
     }
 }
