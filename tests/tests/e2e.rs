@@ -1,0 +1,82 @@
+//! The whole chain with the real programs as separate processes: the simulated plant (Modbus TCP and
+//! OPC UA), two agents, and the collector with its embedded broker over mutual TLS. Faults come from the
+//! scenario `config/e2e/scenario.toml`; the answers are read through the collector's HTTP API.
+
+use serde_json::Value;
+use shiftlens_e2e::*;
+use std::time::Duration;
+
+/// Closed downtime records of `asset` from `GET /api/v1/downtime`.
+fn closed(records: &Value, asset: &str) -> Vec<Value> {
+    records
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["asset"] == asset && r["state"] == "closed")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path(), &["gw-line1", "gw-line2"]);
+    let collector = spawn_collector(dir.path());
+    let plant = spawn_plant(dir.path(), "e2e/scenario.toml");
+    let modbus = plant.modbus.to_string();
+    let _line1 = spawn_agent(dir.path(), "gw-line1", &collector, &[("MODBUS", &modbus)]);
+    let _line2 = spawn_agent(dir.path(), "gw-line2", &collector, &[("OPCUA", &plant.opcua)]);
+
+    // The scenario repeats a 2.5 s stop every 6 s on press-1 (Modbus) and line2-labeler (OPC UA).
+    let records =
+        wait_until(Duration::from_secs(50), "a closed downtime event of press-1 and of line2-labeler", || {
+            let v = get_json(collector.http, "/api/v1/downtime?site=plant-a");
+            (!closed(&v, "press-1").is_empty() && !closed(&v, "line2-labeler").is_empty()).then_some(v)
+        });
+
+    for (asset, gateway, line, reason, alarm, class) in [
+        ("press-1", "gw-line1", "line1", "hydraulic pressure", "HYD-PRESSURE", Value::Null),
+        ("line2-labeler", "gw-line2", "line2", "network", "NET-LOSS", Value::from("network")),
+    ] {
+        for r in closed(&records, asset) {
+            assert_eq!(r["schema"], "shiftlens.downtime/1", "{r}");
+            assert_eq!(r["gateway"], gateway, "{r}");
+            assert_eq!(r["line"], line, "{r}");
+            assert_eq!(r["reason"], reason, "{r}");
+            assert_eq!(r["data_gap"], false, "{r}");
+            assert_eq!(r["first_out_alarm"]["id"], alarm, "{r}");
+            assert_eq!(r["first_out_alarm"]["class"], class, "{r}");
+            let d = r["duration_s"].as_f64().unwrap();
+            assert!((1.5..=4.0).contains(&d), "the plant stopped for 2.5 s, the record says {d} s: {r}");
+        }
+    }
+    let stopped: Vec<&str> = records.as_array().unwrap().iter().filter_map(|r| r["asset"].as_str()).collect();
+    assert!(
+        stopped.iter().all(|a| *a == "press-1" || *a == "line2-labeler"),
+        "only press-1 and line2-labeler ever stopped, got {stopped:?}"
+    );
+
+    // The join: each event's required skills are its asset's plus those of its first-out alarm's class.
+    let join = get_json(collector.http, "/api/v1/join?asset=line2-labeler");
+    let rows = join["rows"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{join}");
+    for row in rows {
+        let required = row["required"].to_string();
+        for skill in ["vision", "profinet", "s7-net"] {
+            assert!(required.contains(skill), "line2-labeler needs {skill} (asset or alarm class network): {row}");
+        }
+        let covered = row["covered"].as_str().unwrap();
+        let missing = row["missing"].as_str().unwrap();
+        assert!(covered == "yes" && missing.is_empty() || covered == "no" && !missing.is_empty(), "{row}");
+    }
+
+    // Coverage of the skills press-1 needs, per shift.
+    let coverage = get_json(collector.http, "/api/v1/coverage?asset=press-1");
+    let skills: Vec<&str> = coverage["rows"].as_array().unwrap().iter().filter_map(|r| r["skill"].as_str()).collect();
+    assert!(skills.contains(&"hydraulics") && skills.contains(&"plc-prog"), "{coverage}");
+
+    // Both gateways are known and online.
+    let gws = get_json(collector.http, "/api/v1/gateways");
+    let text = gws["rows"].to_string();
+    assert!(text.contains("gw-line1") && text.contains("gw-line2"), "{gws}");
+}
