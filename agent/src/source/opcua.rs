@@ -424,13 +424,17 @@ async fn run(ep: Arc<OpcUaEndpoint>, tx: Sender<Sample>) {
                 emit(&tx, lock(&tracker).session(false, Some(e)));
             }
         }
-        let jitter = Duration::from_millis(u64::from(std::process::id() % 7) * 50);
+        let jitter = Duration::from_millis(rand::random_range(0..=delay_ms(delay) / 4));
         tokio::select! {
             _ = tokio::time::sleep(delay + jitter) => {}
             _ = tx.closed() => return,
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+fn delay_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn build_client(ep: &OpcUaEndpoint) -> Result<Client, String> {
