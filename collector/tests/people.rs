@@ -76,7 +76,7 @@ fn an_event_with_no_roster_is_neither_covered_nor_uncovered() {
     assert!(e.on_shift.is_empty());
     assert_eq!(e.missing, ["s7"]);
     // And it never counts as avoidable.
-    assert_eq!(Baselines::new(&[e.clone()], 1).avoidable_h(&e), 0.0);
+    assert_eq!(Baselines::new(std::slice::from_ref(&e), 1).avoidable_h(&e), 0.0);
 }
 
 #[test]

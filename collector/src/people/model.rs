@@ -135,24 +135,54 @@ pub struct Personnel {
     idx: Index,
 }
 
+/// FxHash (as in rustc): much faster than SipHash for the short id keys of these indexes, which come
+/// from the operator's own CSVs, not from the network.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A HashMap keyed by ids, hashed with [`FxHasher`].
+pub type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 #[derive(Debug, Clone, Default)]
 struct Index {
     /// person → versions sorted by `from_ms` (None first).
-    versions: HashMap<String, Vec<usize>>,
+    versions: FxMap<String, Vec<usize>>,
     /// person → skill → assessments sorted by `assessed_ms`.
-    assessments: HashMap<String, HashMap<String, Vec<usize>>>,
+    assessments: FxMap<String, FxMap<String, Vec<usize>>>,
     /// Crew membership from each instant where some person's crew changes: (from, crew → people).
-    epochs: Vec<(i64, HashMap<String, Vec<String>>)>,
-    skill: HashMap<String, usize>,
-    asset: HashMap<String, usize>,
-    class: HashMap<String, usize>,
+    epochs: Vec<(i64, FxMap<String, Vec<String>>)>,
+    skill: FxMap<String, usize>,
+    asset: FxMap<String, usize>,
+    class: FxMap<String, usize>,
     /// Work entries sorted by start, and the longest one.
     work: Vec<usize>,
     max_work_ms: i64,
     /// person → absences.
-    absences: HashMap<String, Vec<usize>>,
+    absences: FxMap<String, Vec<usize>>,
     /// asset → work orders sorted by opened.
-    orders: HashMap<String, Vec<usize>>,
+    orders: FxMap<String, Vec<usize>>,
     person_ids: Vec<String>,
     /// Rotation slots from the earliest anchor for [`SLOT_CACHE_DAYS`], sorted by start: (slot, rotation).
     slots: Vec<(roster::Slot, usize)>,
@@ -225,7 +255,7 @@ impl Personnel {
         let epochs = starts
             .into_iter()
             .map(|t| {
-                let mut m: HashMap<String, Vec<String>> = HashMap::new();
+                let mut m: FxMap<String, Vec<String>> = FxMap::default();
                 for id in &self.idx.person_ids {
                     if let Some(p) = self.person_at(id, t) {
                         m.entry(p.crew.clone()).or_default().push(id.clone());
@@ -367,7 +397,7 @@ impl Personnel {
             out.push(OnShift { person: &w.person, crew, shift: w.shift.as_deref() });
         }
         out.retain(|o| !self.absent(o.person, t));
-        out.sort_by(|a, b| a.person.cmp(&b.person));
+        out.sort_by(|a, b| a.person.cmp(b.person));
         out.dedup_by(|a, b| a.person == b.person);
         out
     }

@@ -32,7 +32,9 @@ pub struct AlarmLoad {
 pub fn alarm_load(inp: &Input, alarms: &[AlarmStart]) -> Vec<AlarmLoad> {
     let p = inp.people;
     let needed = needed_skills(p);
-    let mut g: BTreeMap<(String, &str), (usize, usize, f64, f64, f64)> = BTreeMap::new();
+    // (crew, band) → (shifts, alarms, sum of rates, peak rate, sum of skill shares)
+    type Acc = (usize, usize, f64, f64, f64);
+    let mut g: BTreeMap<(String, &str), Acc> = BTreeMap::new();
     for rot in &p.rotations {
         for s in roster::slots_between(&p.settings, rot, inp.from_ms, inp.to_ms) {
             let on = p.on_shift(s.start_ms);
