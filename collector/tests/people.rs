@@ -407,3 +407,31 @@ fn the_cli_imports_the_samples_and_prints_reports() {
     assert!(ok, "{err}");
     assert!(out.starts_with("event,asset,start"), "{out}");
 }
+
+#[test]
+fn cached_rotation_slots_agree_with_the_direct_computation_inside_and_beyond_the_cache() {
+    let settings = Settings { tz: chrono_tz::Europe::Berlin, ..Settings::default() };
+    let mut p = plant_with(settings.clone());
+    p.rotations.push(Rotation {
+        crew: "C".into(),
+        anchor: chrono::NaiveDate::from_ymd_opt(2026, 1, 3).unwrap(),
+        cycle: "NNNN---DDD-NNN---DDDD-------".into(),
+    });
+    let p = p.rebuilt();
+    for start in ["2026-03-25T00:00", "2026-10-20T00:00", "2032-03-25T00:00"] {
+        for k in 0..(10 * 48) {
+            let at = t(start) + k * 1_800_000 + 7;
+            let cached: Vec<(i64, i64, String)> =
+                p.slots_at(at).into_iter().map(|(s, r)| (s.start_ms, s.end_ms, r.crew.clone())).collect();
+            let direct: Vec<(i64, i64, String)> = p
+                .rotations
+                .iter()
+                .filter_map(|r| roster::shift_at(&settings, r, at).map(|s| (s.start_ms, s.end_ms, r.crew.clone())))
+                .collect();
+            let (mut a, mut b) = (cached, direct);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "at {at}");
+        }
+    }
+}
