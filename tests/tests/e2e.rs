@@ -26,6 +26,7 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
     let modbus = plant.modbus.to_string();
     let _line1 = spawn_agent(dir.path(), "gw-line1", &collector, &[("MODBUS", &modbus)]);
     let _line2 = spawn_agent(dir.path(), "gw-line2", &collector, &[("OPCUA", &plant.opcua)]);
+    let _rogue = spawn_rogue_agent(dir.path(), &collector, &modbus);
 
     // The scenario repeats a 2.5 s stop every 6 s on press-1 (Modbus) and line2-labeler (OPC UA).
     let records =
@@ -75,8 +76,27 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
     let skills: Vec<&str> = coverage["rows"].as_array().unwrap().iter().filter_map(|r| r["skill"].as_str()).collect();
     assert!(skills.contains(&"hydraulics") && skills.contains(&"plc-prog"), "{coverage}");
 
-    // Both gateways are known and online.
+    // Both gateways are known and online; the one whose certificate comes from another CA never got in.
     let gws = get_json(collector.http, "/api/v1/gateways");
     let text = gws["rows"].to_string();
     assert!(text.contains("gw-line1") && text.contains("gw-line2"), "{gws}");
+    assert!(!text.contains("gw-rogue"), "{gws}");
+    let log = collector.proc.output().join("\n");
+    assert!(log.contains("TLS handshake failed"), "the collector should log the refused handshake:\n{log}");
+}
+
+/// An agent like gw-line1 but named gw-rogue, whose client certificate is signed by a CA the collector does not
+/// know (it trusts the real CA for the broker's certificate, so only the client side is wrong).
+fn spawn_rogue_agent(dir: &std::path::Path, collector: &Collector, modbus: &str) -> Proc {
+    let rogue = dir.join("rogue");
+    let other = shiftlens_sim::pki::Pki::create(&rogue.join("pki"), "other").unwrap();
+    other.client("gw-rogue").unwrap();
+    std::fs::copy(dir.join("pki/ca.pem"), rogue.join("pki/ca.pem")).unwrap();
+    let template =
+        std::fs::read_to_string(config_dir().join("demo/gw-line1.toml")).unwrap().replace("gw-line1", "gw-rogue");
+    let port = collector.broker.port().to_string();
+    let text = fill(&template, &[("DIR", &rogue.to_string_lossy()), ("BROKER_PORT", &port), ("MODBUS", modbus)]);
+    let config = rogue.join("gw-rogue.toml");
+    std::fs::write(&config, text).unwrap();
+    Proc::spawn("gw-rogue", &bins().agent, &["run", "--config", &config.to_string_lossy()])
 }

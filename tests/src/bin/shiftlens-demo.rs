@@ -42,7 +42,7 @@ const CYCLE_MS: i64 = 28 * 86_400_000;
 
 /// ShiftLens in one command: simulated plant, two agents, collector over mTLS and the dashboard.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// Dashboard port on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
@@ -66,10 +66,9 @@ fn fill(template: &str, vars: &[(&str, &str)]) -> String {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off,opcua=error,shiftlens_collector::broker=error")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,rumqttd=off,opcua=error,shiftlens_collector::broker=error")
+        }))
         .with_writer(std::io::stderr)
         .init();
     let temp = match &cli.state_dir {
