@@ -87,8 +87,14 @@ impl Changes {
     }
 }
 
-/// Sort key of an entry: event time, then the outbox identity, so equal timestamps order deterministically.
-type Key = (i64, GatewayId, u64, u64);
+/// Sort key of an entry: event time, then the outbox identity (gateway as a stable 64-bit hash of its id,
+/// so keys are `Copy`), so equal timestamps order deterministically whatever the arrival order.
+type Key = (i64, u64, u64, u64);
+
+/// FNV-1a: stable across runs and builds (unlike `DefaultHasher`).
+fn gateway_hash(g: &GatewayId) -> u64 {
+    g.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StateEntry {
@@ -97,15 +103,17 @@ struct StateEntry {
     reason: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AssetTimeline {
-    gateway: Option<GatewayId>,
+    /// The gateway that first reported the asset (named in its downtime events).
+    gateway: GatewayId,
     states: Vec<StateEntry>,
     /// Alarm activations by key.
     alarms: BTreeMap<Key, FirstOut>,
     downtimes: Vec<Downtime>,
-    /// Index into `states` of the entry that opened each downtime (parallel to `downtimes`).
-    starts: Vec<usize>,
+    /// Per downtime (parallel to `downtimes`): index into `states` of the entry that opened it, and the key
+    /// of the entry that closed it (`None` while open).
+    spans: Vec<(usize, Option<Key>)>,
 }
 
 /// The per-asset timelines of every asset seen.
@@ -131,11 +139,17 @@ impl Timeline {
     pub fn apply(&mut self, input: Input) -> Changes {
         match input {
             Input::Event { site, gateway, epoch, event } => {
-                let key: Key = (event.ts_ms, gateway.clone(), epoch, event.seq);
+                let key: Key = (event.ts_ms, gateway_hash(&gateway), epoch, event.seq);
                 let id = (site.clone(), event.asset.clone());
                 let mut changes = Changes::default();
                 if !self.assets.contains_key(&id) {
-                    let fresh = AssetTimeline { gateway: Some(gateway.clone()), ..AssetTimeline::default() };
+                    let fresh = AssetTimeline {
+                        gateway: gateway.clone(),
+                        states: Vec::new(),
+                        alarms: BTreeMap::new(),
+                        downtimes: Vec::new(),
+                        spans: Vec::new(),
+                    };
                     self.assets.insert(id.clone(), fresh);
                     self.by_gateway.entry(gateway.clone()).or_default().insert(id.clone());
                     // A new asset of a gateway already known to have gone offline inherits its marks.
@@ -222,7 +236,7 @@ impl Timeline {
         for i in 0..a.downtimes.len() {
             let start = a.downtimes[i].start_ms;
             if start >= fo.ts_ms && start - fo.ts_ms <= window {
-                let new = first_out(&a.alarms, &a.states[a.starts[i]].key, window);
+                let new = first_out(&a.alarms, &a.states[a.spans[i].0].key, window);
                 if new != a.downtimes[i].first_out {
                     a.downtimes[i].first_out = new;
                     changes.upserted.push(a.downtimes[i].clone());
@@ -246,48 +260,31 @@ impl Timeline {
             Err(p) => p,
         };
         a.states.insert(pos, StateEntry { key, state, reason });
+        if pos + 1 == a.states.len() {
+            return append(a, id, window);
+        }
         // Restart at the downtime covering the new entry (if any), else at the entry itself.
-        let mut first_dt = a.starts.partition_point(|&s| s < pos);
+        let mut first_dt = a.spans.partition_point(|&(s, _)| s < pos);
         let mut restart = pos;
-        if first_dt > 0 {
-            let prev = first_dt - 1;
-            let covers = match a.downtimes[prev].end_ms {
-                None => true,
-                Some(_) => end_index(&a.states, a.starts[prev]).is_none_or(|e| e >= pos),
-            };
-            if covers {
-                first_dt = prev;
-                restart = a.starts[prev];
-            }
+        if first_dt > 0 && a.spans[first_dt - 1].1.is_none_or(|end| key < end) {
+            first_dt -= 1;
+            restart = a.spans[first_dt].0;
         }
         let old: Vec<Downtime> = a.downtimes.split_off(first_dt);
-        a.starts.truncate(first_dt);
-        let gateway = a.gateway.clone().unwrap_or_else(|| key_gateway(&a.states[restart].key));
+        a.spans.truncate(first_dt);
+        let gateway = a.gateway.clone();
         // Rescan from `restart`, where the previous state is not down (or nothing precedes).
         let mut current: Option<(usize, Downtime)> = None;
         for i in restart..a.states.len() {
             let e = &a.states[i];
             match (e.state, current.as_mut()) {
-                (MachineState::Down, None) => {
-                    let dt = Downtime {
-                        site: id.0.clone(),
-                        gateway: gateway.clone(),
-                        asset: id.1.clone(),
-                        start_ms: e.key.0,
-                        end_ms: None,
-                        reason: e.reason.clone(),
-                        first_out: first_out(&a.alarms, &e.key, window),
-                        data_gap: false,
-                    };
-                    current = Some((i, dt));
-                }
-                (MachineState::Down, Some(_)) => {}
+                (MachineState::Down, None) => current = Some((i, open_downtime(id, &gateway, e, &a.alarms, window))),
+                (MachineState::Down, Some(_)) | (MachineState::Unknown, None) => {}
                 (MachineState::Unknown, Some((_, dt))) => dt.data_gap = true,
-                (MachineState::Unknown, None) => {}
                 (_, Some(_)) => {
                     if let Some((s, mut dt)) = current.take() {
                         dt.end_ms = Some(e.key.0);
-                        a.starts.push(s);
+                        a.spans.push((s, Some(e.key)));
                         a.downtimes.push(dt);
                     }
                 }
@@ -295,7 +292,7 @@ impl Timeline {
             }
         }
         if let Some((s, dt)) = current {
-            a.starts.push(s);
+            a.spans.push((s, None));
             a.downtimes.push(dt);
         }
         let mut changes = Changes::default();
@@ -314,31 +311,63 @@ impl Timeline {
 }
 
 fn offline_key(ts_ms: i64, gateway: &GatewayId) -> Key {
-    (ts_ms, gateway.clone(), u64::MAX, u64::MAX)
+    (ts_ms, gateway_hash(gateway), u64::MAX, u64::MAX)
 }
 
-fn key_gateway(key: &Key) -> GatewayId {
-    key.1.clone()
+fn open_downtime(
+    id: &(SiteId, AssetId),
+    gateway: &GatewayId,
+    e: &StateEntry,
+    alarms: &BTreeMap<Key, FirstOut>,
+    window: i64,
+) -> Downtime {
+    Downtime {
+        site: id.0.clone(),
+        gateway: gateway.clone(),
+        asset: id.1.clone(),
+        start_ms: e.key.0,
+        end_ms: None,
+        reason: e.reason.clone(),
+        first_out: first_out(alarms, &e.key, window),
+        data_gap: false,
+    }
 }
 
-/// The smallest key at `ts_ms` ("-" is the smallest valid gateway id).
-fn min_key(ts_ms: i64) -> Option<Key> {
-    Some((ts_ms, GatewayId::parse("-").ok()?, 0, 0))
-}
-
-/// Index of the entry that ends the downtime opened at `start`, if any.
-fn end_index(states: &[StateEntry], start: usize) -> Option<usize> {
-    states
-        .iter()
-        .enumerate()
-        .skip(start + 1)
-        .find(|(_, e)| !matches!(e.state, MachineState::Down | MachineState::Unknown))
-        .map(|(i, _)| i)
+/// The common case: the new entry is the asset's latest. Only the last downtime can change.
+fn append(a: &mut AssetTimeline, id: &(SiteId, AssetId), window: i64) -> Changes {
+    let pos = a.states.len() - 1;
+    let e = &a.states[pos];
+    let open = a.spans.last().is_some_and(|s| s.1.is_none());
+    let mut changes = Changes::default();
+    match (e.state, open) {
+        (MachineState::Down, true) | (MachineState::Unknown, false) => {}
+        (MachineState::Down, false) => {
+            let dt = open_downtime(id, &a.gateway, e, &a.alarms, window);
+            a.spans.push((pos, None));
+            a.downtimes.push(dt.clone());
+            changes.upserted.push(dt);
+        }
+        (MachineState::Unknown, true) => {
+            if let Some(d) = a.downtimes.last_mut().filter(|d| !d.data_gap) {
+                d.data_gap = true;
+                changes.upserted.push(d.clone());
+            }
+        }
+        (_, true) => {
+            if let (Some(d), Some(span)) = (a.downtimes.last_mut(), a.spans.last_mut()) {
+                d.end_ms = Some(e.key.0);
+                span.1 = Some(e.key);
+                changes.upserted.push(d.clone());
+            }
+        }
+        (_, false) => {}
+    }
+    changes
 }
 
 /// The alarm activated nearest before (or at) `stop`, not earlier than `window` before it.
 fn first_out(alarms: &BTreeMap<Key, FirstOut>, stop: &Key, window: i64) -> Option<FirstOut> {
-    let upper = min_key(stop.0.saturating_add(1))?;
+    let upper: Key = (stop.0.saturating_add(1), 0, 0, 0);
     alarms.range(..upper).next_back().filter(|(k, _)| stop.0 - k.0 <= window).map(|(_, f)| f.clone())
 }
 

@@ -16,7 +16,8 @@ use events::DeadLetter;
 use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
-use shiftlens_common::{status::Status, Batch, GatewayId, SiteId};
+use shiftlens_common::{status::Status, AssetId, Batch, GatewayId, SiteId};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -247,7 +248,7 @@ fn apply_ops(
 ) -> rusqlite::Result<Vec<Committed>> {
     let tx = conn.transaction()?;
     let mut outputs = Vec::new();
-    let mut changes = Changes::default();
+    let mut changes = Pending::new();
     for op in ops {
         match op {
             WriteOp::Batch { batch, received_ms } => {
@@ -286,25 +287,26 @@ fn apply_ops(
             }
         }
     }
-    for (site, asset, start) in &changes.removed {
-        events::delete_downtime(&tx, site, asset, *start)?;
-    }
-    for d in &changes.upserted {
-        events::upsert_downtime(&tx, d)?;
+    for ((site, asset, start), d) in &changes {
+        match d {
+            Some(d) => events::upsert_downtime(&tx, d)?,
+            None => events::delete_downtime(&tx, site, asset, *start)?,
+        }
     }
     tx.commit()?;
-    outputs.extend(changes.upserted.into_iter().map(Committed::Downtime));
+    outputs.extend(changes.into_values().flatten().map(Committed::Downtime));
     Ok(outputs)
 }
 
-/// Merges changes, keeping only the latest version of each downtime event.
-fn merge(into: &mut Changes, new: Changes) {
-    for d in new.upserted {
-        into.upserted.retain(|o| (&o.site, &o.asset, o.start_ms) != (&d.site, &d.asset, d.start_ms));
-        into.upserted.push(d);
+/// Downtime rows to write at commit, keyed by (site, asset, start): `None` deletes the row. Only the latest
+/// version of each event within a transaction is kept.
+type Pending = BTreeMap<(SiteId, AssetId, i64), Option<Downtime>>;
+
+fn merge(into: &mut Pending, new: Changes) {
+    for (site, asset, start) in new.removed {
+        into.insert((site, asset, start), None);
     }
-    for r in new.removed {
-        into.upserted.retain(|o| (&o.site, &o.asset, o.start_ms) != (&r.0, &r.1, r.2));
-        into.removed.push(r);
+    for d in new.upserted {
+        into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Some(d));
     }
 }
