@@ -2,6 +2,8 @@
 //! OPC UA), two agents, and the collector with its embedded broker over mutual TLS. Faults come from the
 //! scenario `config/e2e/scenario.toml`; the answers are read through the collector's HTTP API.
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::Value;
 use shiftlens_e2e::*;
 use std::time::Duration;
