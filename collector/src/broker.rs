@@ -8,8 +8,9 @@
 //! - takes the gateway identity from the certificate's subject CN (a valid gateway id),
 //! - requires the MQTT client id to equal that identity (so no gateway can take over another's session),
 //! - lets a client publish only `shiftlens/v1/{site}/{identity}/events|status`, set only its own status
-//!   topic as last will, and subscribe only to `shiftlens/v1/{site}/{identity}/ack`,
-//! and forwards the MQTT byte stream unchanged. Identities listed in `feed_readers` (central IT) may
+//!   topic as last will, and subscribe only to `shiftlens/v1/{site}/{identity}/ack`.
+//!
+//! The gate forwards the MQTT byte stream unchanged. Identities listed in `feed_readers` (central IT) may
 //! only subscribe to the downtime feed. A violation closes the connection; a refused publish is
 //! reported as a dead letter. rumqttd itself cannot tie a message to the certificate that sent it, which
 //! is why the gate exists. Without `[broker.tls]` the gate listens in plaintext, which is allowed only on

@@ -394,8 +394,11 @@ mod tests {
         Input::Event { site: SiteId::parse("s").unwrap(), gateway: gw(), epoch: 7, event }
     }
 
-    /// (start, end, data_gap, reason, first-out id) of each downtime after applying `inputs`.
-    fn run(inputs: Vec<Input>) -> Vec<(i64, Option<i64>, bool, Option<String>, Option<String>)> {
+    /// (start, end, data_gap, reason, first-out id) of one downtime.
+    type Row = (i64, Option<i64>, bool, Option<String>, Option<String>);
+
+    /// The rows of each downtime after applying `inputs`.
+    fn run(inputs: Vec<Input>) -> Vec<Row> {
         let mut t = Timeline::new(60_000);
         for i in inputs {
             t.apply(i);
@@ -411,7 +414,7 @@ mod tests {
     #[test]
     fn downtime_definitions_hold_for_a_table_of_state_sequences() {
         let r = |s: &str| Some(s.to_string());
-        let cases: Vec<(&str, Vec<Input>, Vec<(i64, Option<i64>, bool, Option<String>, Option<String>)>)> = vec![
+        let cases: Vec<(&str, Vec<Input>, Vec<Row>)> = vec![
             ("running only", vec![state(1, 0, Running)], vec![]),
             (
                 "down then running closes",
