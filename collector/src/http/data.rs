@@ -5,8 +5,10 @@
 //! Invariants: the dataset is immutable once built and shared as `Arc` (alarm activations are read on the
 //! first alarm-load request). After an import through this server the next request rebuilds it; when
 //! anything else changed the store (`PRAGMA data_version`, checked at most every [`RECHECK`]), it is
-//! rebuilt in the background at most every [`RELOAD_EVERY`] while requests keep the previous one, so a
-//! busy ingest never makes a page wait for a re-join of the year. Everything except loading is pure. Time windows are `[from, to)` in UTC ms; a downtime event belongs to
+//! rebuilt in the background while requests keep the previous one, so a busy ingest never makes a page
+//! wait for a re-join of the year. Rebuilds start at most every [`RECHECK`] or [`RELOAD_FACTOR`] × the
+//! last build's duration, whichever is longer: a small plant is fresh within seconds, and a year of data
+//! (a 10 s join) costs at most a fifth of a core. Everything except loading is pure. Time windows are `[from, to)` in UTC ms; a downtime event belongs to
 //! the window it started in (the feed endpoint alone uses overlap, as the feed does).
 
 use super::error::AppError;
@@ -34,8 +36,8 @@ use std::time::{Duration, Instant};
 
 /// How long a loaded dataset is served before the store is asked whether it changed.
 pub const RECHECK: Duration = Duration::from_secs(2);
-/// Least time between the starts of two background rebuilds.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// Background rebuilds start at most every this many times the last build's duration.
+pub const RELOAD_FACTOR: u32 = 5;
 const DAY_MS: i64 = 86_400_000;
 
 /// Everything the reports read, joined once.
@@ -117,6 +119,7 @@ struct Cache {
     data: Option<Arc<Dataset>>,
     reload_started: Option<Instant>,
     reloading: bool,
+    last_build: Duration,
 }
 
 /// The cached dataset of one store file. Its methods block: call them from `spawn_blocking`.
@@ -138,7 +141,15 @@ pub struct Gateway {
 
 impl Source {
     pub fn new(db: PathBuf, settings: Settings) -> Self {
-        let cache = Cache { conn: None, version: 0, checked: None, data: None, reload_started: None, reloading: false };
+        let cache = Cache {
+            conn: None,
+            version: 0,
+            checked: None,
+            data: None,
+            reload_started: None,
+            reloading: false,
+            last_build: Duration::ZERO,
+        };
         Self { db, settings, cache: Mutex::new(cache) }
     }
 
@@ -170,12 +181,15 @@ impl Source {
         let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(AppError::store)?;
         c.checked = Some(Instant::now());
         let Some(current) = c.data.clone() else {
+            let t = Instant::now();
             let d = Arc::new(self.build(conn)?);
+            c.last_build = t.elapsed();
             c.version = version;
             c.data = Some(d.clone());
             return Ok(d);
         };
-        if version != c.version && c.reload_started.is_none_or(|t| t.elapsed() >= RELOAD_EVERY) {
+        let pause = RECHECK.max(c.last_build * RELOAD_FACTOR);
+        if version != c.version && c.reload_started.is_none_or(|t| t.elapsed() >= pause) {
             c.reloading = true;
             c.reload_started = Some(Instant::now());
             let me = self.clone();
@@ -200,9 +214,11 @@ impl Source {
     }
 
     fn reload(&self, version: i64) {
+        let t = Instant::now();
         let built = store::open_reader(&self.db).map_err(AppError::store).and_then(|conn| self.build(&conn));
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         c.reloading = false;
+        c.last_build = t.elapsed();
         // An import may have dropped the data meanwhile: the next request builds it afresh then.
         if let (Ok(d), Some(_)) = (built, &c.data) {
             c.data = Some(Arc::new(d));
