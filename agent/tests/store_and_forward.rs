@@ -388,3 +388,64 @@ fn unreadable_tls_files_fail_at_start_up() {
     let e = Params { config: config.uplink, site: config.site, gateway: config.gateway }.mqtt_options().unwrap_err();
     assert!(e.to_string().starts_with("cannot read CA file /nonexistent/ca.pem"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_announces_itself_and_sigterm_stops_it_cleanly_offline() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "");
+    let (status, _task) = watch_status(broker.port);
+    let config = write_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port));
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the birth status", LONG, || status.lock().unwrap().iter().any(|s| s.online && s.epoch != 0)).await;
+    let heartbeats = status.lock().unwrap().len();
+    wait_for("a heartbeat", LONG, || status.lock().unwrap().len() > heartbeats).await;
+    let term = std::process::Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let exit = tokio::task::spawn_blocking(move || agent.wait().unwrap()).await.unwrap();
+    assert!(exit.success(), "{exit:?}");
+    wait_for("the offline status", LONG, || status.lock().unwrap().last().is_some_and(|s| !s.online)).await;
+
+    // SIGKILL: the broker publishes the last will.
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("online again", LONG, || status.lock().unwrap().last().is_some_and(|s| s.online)).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    wait_for("the last will", LONG, || status.lock().unwrap().last().is_some_and(|s| !s.online)).await;
+}
+
+#[test]
+fn check_prints_every_config_error_located_and_exits_with_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "site = \"plant-a\"\ngateway = \"gw-1\"\n[outbox]\nmax_bytes = \"1KiB\"\n[uplink]\nbroker = \"mqtt://10.0.0.9\"\n")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-agent"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].ends_with("agent.toml:4:13: outbox max_bytes must be at least 1MiB"), "{stderr}");
+    assert!(lines[1].contains("agent.toml:6:10: plaintext MQTT to 10.0.0.9 is refused"), "{stderr}");
+    let good = write_config(dir.path(), "mqtt://127.0.0.1:1883");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-agent"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

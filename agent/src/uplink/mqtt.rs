@@ -175,6 +175,7 @@ pub async fn run(
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_heartbeat = Instant::now();
+    let mut writer_alive = true;
     loop {
         tokio::select! {
             biased;
@@ -191,7 +192,7 @@ pub async fn run(
                 Some(Link::Ack(payload)) => up.on_ack(&payload).await,
                 None => break,
             },
-            _ = committed.changed() => {}
+            r = committed.changed(), if writer_alive => writer_alive = r.is_ok(),
             _ = tick.tick() => {
                 if up.connected && up.window.expired(Instant::now()) {
                     tracing::warn!(in_flight = up.window.in_flight(), "no ack from the collector in time; sending again");

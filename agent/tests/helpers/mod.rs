@@ -245,10 +245,21 @@ impl Collector {
 
 /// An agent config for `broker` with a fresh outbox in `dir`; `uplink_extra` and `outbox_extra` are TOML lines.
 pub fn agent_config(dir: &Path, broker: &str, uplink_extra: &str, outbox_extra: &str) -> Config {
+    // Test defaults: quick resends and reconnects; `uplink_extra` may override them.
+    let defaults: String = [
+        "ack_timeout = \"2s\"",
+        "reconnect_min = \"50ms\"",
+        "reconnect_max = \"300ms\"",
+        "heartbeat = \"1s\"",
+        "keep_alive = \"5s\"",
+    ]
+    .iter()
+    .filter(|line| !line.split(' ').next().is_some_and(|key| uplink_extra.contains(&format!("{key} ="))))
+    .map(|line| format!("{line}\n"))
+    .collect();
     let text = format!(
         "site = \"plant-a\"\ngateway = \"gw-1\"\n\n[outbox]\npath = {db:?}\n{outbox_extra}\n\n[uplink]\n\
-         broker = {broker:?}\nack_timeout = \"2s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"300ms\"\n\
-         heartbeat = \"1s\"\nkeep_alive = \"5s\"\n{uplink_extra}\n",
+         broker = {broker:?}\n{defaults}{uplink_extra}\n",
         db = dir.join("outbox.db").display().to_string(),
     );
     match Config::from_file(&ConfigFile::from_text(dir.join("agent.toml"), text)) {
@@ -350,4 +361,40 @@ pub fn make_pki(dir: &Path) -> Pki {
         other_client_cert: write("other-client.pem", other.0),
         other_client_key: write("other-client.key", other.1),
     }
+}
+
+/// Collects every status message (JSON) published on any gateway's status topic, retained ones included.
+pub fn watch_status(port: u16) -> (Arc<Mutex<Vec<shiftlens_common::status::Status>>>, tokio::task::JoinHandle<()>) {
+    let seen: Arc<Mutex<Vec<shiftlens_common::status::Status>>> = Arc::default();
+    let mut o = MqttOptions::new(format!("status-{}", rand::random::<u32>()), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(topic::ALL_STATUS, QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    s.lock().unwrap().push(serde_json::from_slice(&p.payload).unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// Writes an agent config file for the real binary and returns its path.
+pub fn write_config(dir: &Path, broker: &str) -> PathBuf {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        "site = \"plant-a\"\ngateway = \"gw-1\"\n\n[outbox]\npath = {:?}\n\n[uplink]\nbroker = {broker:?}\n\
+         heartbeat = \"1s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"300ms\"\n",
+        dir.join("outbox.db").display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }
