@@ -175,7 +175,7 @@ async fn probe_modbus(dev: &ModbusDevice) -> Part {
             }
         }
     }
-    let unreachable = (!answered).then(|| (id, last_error));
+    let unreachable = (!answered).then_some((id, last_error));
     (rows, unreachable)
 }
 
@@ -219,5 +219,5 @@ async fn probe_opcua(ep: &OpcUaEndpoint) -> Part {
     for r in rows.iter_mut().filter(|r| r.status.is_empty()) {
         r.status = why.clone();
     }
-    (rows, (!any_ok).then(|| (id, why)))
+    (rows, (!any_ok).then_some((id, why)))
 }

@@ -313,10 +313,9 @@ async fn probe_prints_every_point_and_names_an_unreachable_device_and_an_excepti
     };
     let bad_address = "[[modbus.points]]\nname = \"beyond\"\nasset = \"press-1\"\ntable = \"holding\"\naddress = 5000\ntype = \"u16\"\nmeaning = \"info\"\n";
     let devices = format!(
-        "{}{}{}",
+        "{}{}[[modbus]]\nid = \"odd\"\naddress = \"{addr}\"\n{bad_address}",
         device("good", &addr, 1, "press-1", 0, ""),
         device("gone", &closed, 1, "press-9", 0, ""),
-        format!("[[modbus]]\nid = \"odd\"\naddress = \"{addr}\"\n{bad_address}")
     );
     let report = shiftlens_agent::probe::run(&config(&devices)).await;
     let table = report.table();

@@ -148,7 +148,7 @@ fn answer(plant: &Plant, req: &Request<'_>) -> Result<Response, ExceptionCode> {
     }
     let blocks = plant.len();
     let end = usize::from(addr) + usize::from(count);
-    if end > blocks * usize::from(BLOCK) {
+    if end > blocks * usize::from(BLOCK) || end > 65536 {
         return Err(ExceptionCode::IllegalDataAddress);
     }
     let mut cache: Option<(usize, AssetPoints)> = None;
