@@ -21,9 +21,10 @@ fn plant_events(gw: &str, epoch: u64, n: u64) -> Vec<Event> {
     let _ = (gw, epoch);
     (1..=n)
         .map(|seq| {
+            // 100 assets; each asset's state changes every 10th of its events, alarms in between.
             let asset = AssetId::parse(format!("asset-{}", seq % 100)).unwrap();
             let ts_ms = 1_700_000_000_000 + seq as i64 * 10;
-            let body = match seq % 10 {
+            let body = match (seq / 100) % 10 {
                 0 => EventBody::Alarm(Alarm {
                     id: format!("A{}", seq % 7),
                     active: true,
@@ -67,6 +68,32 @@ fn bench_timeline(n: u64) {
     }
 }
 
+async fn bench_store(n: u64) {
+    use shiftlens_collector::store::{Committed, StoreConfig, WriteOp, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig { path: dir.path().join("c.db"), ..StoreConfig::default() };
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(4096);
+    let writer = Writer::spawn(&config, out_tx).unwrap();
+    let events = plant_events("gw-0", 1, n);
+    let batches: Vec<Batch> = events.chunks(1000).map(|c| Batch::new(site(), gateway("gw-0"), 1, c.to_vec())).collect();
+    let nb = batches.len();
+    let start = Instant::now();
+    let tx = writer.tx.clone();
+    tokio::spawn(async move {
+        for batch in batches {
+            tx.send(WriteOp::Batch { batch, received_ms: 0 }).await.unwrap();
+        }
+    });
+    let mut stored = 0;
+    while stored < nb {
+        if let Some(Committed::Stored { .. }) = out_rx.recv().await {
+            stored += 1;
+        }
+    }
+    let s = start.elapsed().as_secs_f64();
+    println!("store writer (with timeline): {n} events in batches of 1000 in {s:.2} s = {:.0} events/s", n as f64 / s);
+}
+
 async fn bench_ingest(n: u64) {
     let gateways = 4u64;
     let per_batch = 1000u64;
@@ -85,15 +112,30 @@ async fn bench_ingest(n: u64) {
         let batches: Vec<Batch> =
             events.chunks(per_batch as usize).map(|c| Batch::new(site(), gateway(&gw), g + 1, c.to_vec())).collect();
         tasks.push(tokio::spawn(async move {
-            let all: BTreeSet<u64> = (1..=per_gw).collect();
+            // Like the agent: at most 8 batches in flight, the next one goes when an ack frees a slot;
+            // after 5 s without progress the unacked in-flight batches are resent.
             let mut acked = BTreeSet::new();
-            for b in &batches {
-                publish_batch(&a, &gw, b).await;
-            }
-            // Resend what a slow subscriber lost, as the agent does.
-            while !wait_acked(&mut a, g + 1, &all, &mut acked, 10).await {
-                for b in &batches {
-                    if b.events.iter().any(|e| !acked.contains(&e.seq)) {
+            let mut next = 0;
+            let done = |b: &Batch, acked: &BTreeSet<u64>| b.events.iter().all(|e| acked.contains(&e.seq));
+            while acked.len() < per_gw as usize {
+                let first_open = batches.iter().position(|b| !done(b, &acked)).unwrap_or(batches.len());
+                while next < batches.len() && next < first_open + 8 {
+                    publish_batch(&a, &gw, &batches[next]).await;
+                    next += 1;
+                }
+                let before = acked.len();
+                let progressed = wait_for(&mut a, 5, |s| {
+                    if let Seen::Ack(ack) = s {
+                        for &(lo, hi) in &ack.ranges {
+                            acked.extend(lo..=hi);
+                        }
+                    }
+                    (acked.len() > before).then_some(())
+                })
+                .await;
+                if progressed.is_none() {
+                    println!("  {gw}: resending in-flight batches");
+                    for b in batches.iter().take(next).filter(|b| !done(b, &acked)) {
                         publish_batch(&a, &gw, b).await;
                     }
                 }
@@ -123,5 +165,6 @@ fn main() {
     });
     bench_timeline(n);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(bench_store(n));
     rt.block_on(bench_ingest(n));
 }

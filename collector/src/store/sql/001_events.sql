@@ -13,7 +13,7 @@ CREATE TABLE events (
     received_ms INTEGER NOT NULL,
     PRIMARY KEY (gateway, epoch, seq)
 ) WITHOUT ROWID;
-CREATE INDEX events_asset_ts ON events (site, asset, ts_ms);
+CREATE INDEX events_ts ON events (ts_ms);
 CREATE INDEX events_received ON events (received_ms);  -- retention
 
 CREATE TABLE dead_letters (
