@@ -8,9 +8,13 @@
 
 use crate::timeline::Downtime;
 use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use shiftlens_common::{AssetId, SiteId};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The schema name and version every record carries.
 pub const SCHEMA: &str = "shiftlens.downtime/1";
@@ -21,6 +25,87 @@ pub type LineOf = Arc<dyn Fn(&SiteId, &AssetId) -> Option<String> + Send + Sync>
 /// A `LineOf` that knows no lines.
 pub fn no_lines() -> LineOf {
     Arc::new(|_, _| None)
+}
+
+/// The (site, asset) → line map of the current assets import (`assets.csv`, stored by the people store).
+pub type LineMap = HashMap<(String, String), String>;
+
+/// Reads the line of every current asset from a store (only the asset records).
+///
+/// # Errors
+/// SQLite failures or a stored asset record that does not read back.
+pub fn load_lines(conn: &Connection) -> Result<LineMap, Box<dyn std::error::Error + Send + Sync>> {
+    let kind = crate::people::import::Kind::Assets.name();
+    let mut st = conn.prepare("SELECT body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
+    let mut lines = LineMap::new();
+    for body in st.query_map([kind], |r| r.get::<_, String>(0))? {
+        let a: crate::people::model::Asset = serde_json::from_str(&body?)?;
+        lines.insert((a.site, a.id), a.line);
+    }
+    Ok(lines)
+}
+
+/// How often the cached map asks the store whether an import happened (one indexed `MAX(id)`).
+const LINES_RECHECK: Duration = Duration::from_secs(2);
+
+struct LinesCache {
+    conn: Option<Connection>,
+    revision: i64,
+    checked: Option<Instant>,
+    lines: Arc<LineMap>,
+}
+
+/// A cached asset → line map that reloads itself after a people import (any process may import: the
+/// data revision in the store tells). Lookups are a hash lookup; at most every [`LINES_RECHECK`] one
+/// lookup also reads the revision. Store errors keep the last map and are logged.
+pub struct AssetLines {
+    db: PathBuf,
+    cache: Mutex<LinesCache>,
+}
+
+impl AssetLines {
+    pub fn new(db: &Path) -> Self {
+        let cache = LinesCache { conn: None, revision: -1, checked: None, lines: Arc::default() };
+        Self { db: db.to_path_buf(), cache: Mutex::new(cache) }
+    }
+
+    /// As a [`LineOf`] hook for ingest.
+    pub fn line_of(db: &Path) -> LineOf {
+        let lines = Arc::new(Self::new(db));
+        Arc::new(move |site, asset| lines.get(site, asset))
+    }
+
+    /// The current map, reloaded if the store's people data changed since the last check.
+    pub fn lines(&self) -> Arc<LineMap> {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.checked.is_some_and(|t| t.elapsed() < LINES_RECHECK) {
+            return c.lines.clone();
+        }
+        c.checked = Some(Instant::now());
+        if let Err(e) = self.refresh(&mut c) {
+            tracing::warn!(db = %self.db.display(), error = %e, "cannot read asset lines; the feed keeps the last known");
+            c.conn = None;
+        }
+        c.lines.clone()
+    }
+
+    pub fn get(&self, site: &SiteId, asset: &AssetId) -> Option<String> {
+        self.lines().get(&(site.to_string(), asset.to_string())).cloned()
+    }
+
+    fn refresh(&self, c: &mut LinesCache) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if c.conn.is_none() {
+            c.conn = Some(crate::store::open_reader(&self.db)?);
+        }
+        let Some(conn) = c.conn.as_ref() else { return Ok(()) };
+        let revision = crate::store::people::data_revision(conn)?;
+        if revision != c.revision {
+            c.lines = Arc::new(load_lines(conn)?);
+            c.revision = revision;
+            tracing::info!(revision, assets = c.lines.len(), "asset lines loaded for the downtime feed");
+        }
+        Ok(())
+    }
 }
 
 /// The first-out alarm as published.

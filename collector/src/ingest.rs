@@ -11,6 +11,10 @@
 //! - the confirmer reads what the writer committed and only then publishes the ack
 //!   (`shiftlens/v1/{site}/{gateway}/ack`, all seqs of the batch including duplicates already stored)
 //!   and the downtime feed records.
+//!
+//! [`Collector::shutdown`] stops taking new messages, lets the writer commit everything already queued,
+//! lets the confirmer publish the acks and feed records of those commits, then disconnects. A
+//! [`WriterProbe`] proves the writer still commits (the systemd watchdog).
 
 use crate::broker::{self, Mode};
 use crate::feed::{self, LineOf};
@@ -54,6 +58,75 @@ pub struct Collector {
     /// Where gateways connect, when the broker is embedded.
     pub broker: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    writer_tx: mpsc::Sender<WriteOp>,
+    writer: std::thread::JoinHandle<()>,
+    /// Tasks that feed the writer: aborted first on shutdown.
+    feeders: Vec<tokio::task::JoinHandle<()>>,
+    mqtt: tokio::task::JoinHandle<()>,
+    confirmer: tokio::task::JoinHandle<()>,
+    client: AsyncClient,
+}
+
+/// Asks the store writer whether it still commits (see [`WriteOp::Ping`]).
+#[derive(Clone)]
+pub struct WriterProbe {
+    tx: mpsc::Sender<WriteOp>,
+}
+
+impl WriterProbe {
+    /// True when the writer committed a transaction carrying this probe within `timeout`.
+    pub async fn alive(&self, timeout: Duration) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = async { self.tx.send(WriteOp::Ping(reply)).await.is_ok() && answer.await.is_ok() };
+        tokio::time::timeout(timeout, asked).await.unwrap_or(false)
+    }
+}
+
+impl Collector {
+    /// A handle for liveness checks. Drop it before [`Collector::shutdown`]: it keeps the writer open.
+    pub fn probe(&self) -> WriterProbe {
+        WriterProbe { tx: self.writer_tx.clone() }
+    }
+
+    /// Stops cleanly: no new messages are taken, everything already queued for the writer is committed,
+    /// the acks and feed records of those commits are published, then the MQTT client disconnects.
+    /// Waits at most `deadline` for the writer (it then keeps running detached: SQLite stays consistent).
+    ///
+    /// # Errors
+    /// The writer did not finish within `deadline`, or it panicked.
+    pub async fn shutdown(self, deadline: Duration) -> Result<(), ShutdownError> {
+        for t in &self.feeders {
+            t.abort();
+        }
+        for t in self.feeders {
+            let _ = t.await;
+        }
+        drop(self.writer_tx);
+        let writer = self.writer;
+        let joined = tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || writer.join())).await;
+        let result = match joined {
+            Err(_) => Err(ShutdownError::WriterTimeout(deadline)),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(_) => Err(ShutdownError::WriterPanicked),
+        };
+        // The writer is gone, so the confirmer ends once it has published what was committed.
+        if tokio::time::timeout(Duration::from_secs(2), self.confirmer).await.is_err() {
+            tracing::warn!("acks of the last commits not all published; their agents will resend");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
+        // Let the event loop send what the confirmer queued and the disconnect.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.mqtt).await;
+        result
+    }
+}
+
+/// Why [`Collector::shutdown`] was not clean.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("the store writer did not finish within {0:?}")]
+    WriterTimeout(Duration),
+    #[error("the store writer thread panicked")]
+    WriterPanicked,
 }
 
 /// Why the collector could not start.
@@ -90,9 +163,10 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     // MQTT loop: never blocks.
     let filters = config.broker.filters();
     let (sub_client, m) = (client.clone(), metrics.clone());
-    tokio::spawn(async move {
+    let mqtt = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     tracing::info!("collector connected to the broker");
                     for f in &filters {
@@ -116,14 +190,15 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     });
 
     // Rejections by the broker's gate become dead letters too.
+    let mut feeders = Vec::new();
     let wtx = writer.tx.clone();
-    tokio::spawn(async move {
+    feeders.push(tokio::spawn(async move {
         while let Some(d) = dead_rx.recv().await {
             if wtx.send(WriteOp::DeadLetter(d)).await.is_err() {
                 return;
             }
         }
-    });
+    }));
 
     // Decoder.
     let limits = Limits {
@@ -131,7 +206,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         ..Limits::default()
     };
     let wtx = writer.tx.clone();
-    tokio::spawn(async move {
+    feeders.push(tokio::spawn(async move {
         while let Some(p) = pub_rx.recv().await {
             let op = classify(&p.topic, &p.payload, &limits, now_ms());
             if let WriteOp::DeadLetter(d) = &op {
@@ -141,11 +216,11 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
                 return;
             }
         }
-    });
+    }));
 
     // Retention, hourly.
     let wtx = writer.tx.clone();
-    tokio::spawn(async move {
+    feeders.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
@@ -153,12 +228,20 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
                 return;
             }
         }
-    });
+    }));
 
     // Confirmer.
-    tokio::spawn(confirm(committed_rx, client, metrics.clone(), line_of));
-    drop(writer.tx);
-    Ok(Collector { broker: embedded.map(|e| e.listen), metrics })
+    let confirmer = tokio::spawn(confirm(committed_rx, client.clone(), metrics.clone(), line_of));
+    Ok(Collector {
+        broker: embedded.map(|e| e.listen),
+        metrics,
+        writer_tx: writer.tx,
+        writer: writer.thread,
+        feeders,
+        mqtt,
+        confirmer,
+        client,
+    })
 }
 
 /// Queues a publish; true when it had to be dropped.

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use shiftlens_collector::store::{self, events};
 use shiftlens_collector::{feed, http, ingest, Config};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// ShiftLens collector: embedded MQTT broker, exactly-once ingest, downtime timeline, competency join,
 /// reports, dashboard and the downtime feed for central IT.
@@ -92,7 +93,10 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            rt.block_on(run(config))
+            let result = rt.block_on(run(config));
+            // Tasks still parked in blocking calls must not hold the exit.
+            rt.shutdown_timeout(Duration::from_secs(2));
+            result
         }
         Command::Export { what: Export::Downtime { config, from, to, site, asset, format } } => {
             let config = load(&config)?;
@@ -105,7 +109,11 @@ fn main() -> anyhow::Result<()> {
             };
             let conn = store::open_reader(&config.store.path)?;
             let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
-            let records: Vec<feed::Record> = rows.iter().map(|d| feed::Record::new(d, None)).collect();
+            let lines = feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?;
+            let line = |d: &shiftlens_collector::timeline::Downtime| {
+                lines.get(&(d.site.to_string(), d.asset.to_string())).cloned()
+            };
+            let records: Vec<feed::Record> = rows.iter().map(|d| feed::Record::new(d, line(d))).collect();
             match format {
                 Format::Csv => print!("{}", feed::to_csv(&records)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
@@ -116,7 +124,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let collector = ingest::start(&config, feed::no_lines()).await.context("starting the collector")?;
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed first, so a SIGTERM during startup is not fatal either.
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let lines = feed::AssetLines::line_of(&config.store.path);
+    let collector = ingest::start(&config, lines).await.context("starting the collector")?;
     if let Some(addr) = collector.broker {
         // Tests and operators read this line to find the bound port.
         println!("broker listening on {addr}");
@@ -126,7 +138,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http.bind.get_ref()))?;
     println!("http listening on {addr}");
-    tokio::signal::ctrl_c().await.context("waiting for a signal")?;
-    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let watchdog = tokio::spawn(watchdog(collector.probe()));
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: committing what is queued");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    watchdog.abort();
+    let _ = watchdog.await;
+    collector.shutdown(Duration::from_secs(10)).await.context("stopping the store writer")?;
+    tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Pets the systemd watchdog (WatchdogSec) at half its period, but only while the store writer still
+/// commits: a wedged writer stops the pets and systemd restarts the collector.
+async fn watchdog(probe: ingest::WriterProbe) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if probe.alive(period).await {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::warn!("store writer did not answer the watchdog probe");
+        }
+    }
 }

@@ -16,7 +16,7 @@ async fn start(dir: &std::path::Path, pki: &Pki, extra: &str) -> std::net::Socke
     init_logs();
     let server = pki.leaf("localhost");
     let cfg = config(dir, &server, extra);
-    ingest::start(&cfg, feed::no_lines()).await.unwrap().broker.unwrap()
+    ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap().broker.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +154,20 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
     let mut a = agent(addr, &pki, "gw-1");
     assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
 
+    // The asset list is imported by another process while the collector runs: the feed carries its line.
+    let cfg_path = dir.path().join("collector.toml");
+    std::fs::write(&cfg_path, config_text(dir.path(), &pki.leaf("localhost"), "")).unwrap();
+    let assets = dir.path().join("assets.csv");
+    std::fs::write(&assets, "id,site,line,cost_per_hour,requires\npress-1,plant-a,line-3,250,\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+        .args(["import", "assets"])
+        .arg(&assets)
+        .arg("--config")
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     let t0 = 1_700_000_000_000;
     let alarm = shiftlens_common::Alarm {
         id: "A17".into(),
@@ -177,6 +191,7 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
     assert_eq!((rec.state.as_str(), rec.end.as_deref(), rec.schema.as_str()), ("open", None, feed::SCHEMA));
     assert_eq!(rec.first_out_alarm.as_ref().map(|f| f.id.as_str()), Some("A17"));
     assert_eq!(rec.reason.as_deref(), Some("E-STOP"));
+    assert_eq!(rec.line.as_deref(), Some("line-3"));
 
     publish_batch(
         &a,
@@ -192,10 +207,9 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
     .unwrap();
     assert_eq!(rec.duration_s, Some(90.0));
     assert_eq!(rec.start, "2023-11-14T22:13:26.000Z");
+    assert_eq!(rec.line.as_deref(), Some("line-3"));
 
     // The same event through the CLI export, as CSV and JSON.
-    let cfg_path = dir.path().join("collector.toml");
-    std::fs::write(&cfg_path, config_text(dir.path(), &pki.leaf("localhost"), "")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
         .args(["export", "downtime", "--config"])
         .arg(&cfg_path)
@@ -208,7 +222,9 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
     assert_eq!(lines.len(), 2, "{csv}");
     assert!(lines[0].starts_with("schema,site,line,asset,start,end,duration_s,state"));
     assert!(
-        lines[1].contains("plant-a,,press-1,2023-11-14T22:13:26.000Z,2023-11-14T22:14:56.000Z,90.0,closed,E-STOP,A17"),
+        lines[1].contains(
+            "plant-a,line-3,press-1,2023-11-14T22:13:26.000Z,2023-11-14T22:14:56.000Z,90.0,closed,E-STOP,A17"
+        ),
         "{csv}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))

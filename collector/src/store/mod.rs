@@ -87,6 +87,9 @@ pub enum WriteOp {
     Prune {
         now_ms: i64,
     },
+    /// A liveness probe (the systemd watchdog): answered after the transaction it joined commits, so an
+    /// answer proves the writer takes work and commits it.
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the writer reports after a commit.
@@ -203,21 +206,27 @@ fn write_loop(
     retention_ms: i64,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut ops = vec![first];
-        let mut n_events = 0;
-        while ops.len() < MAX_OPS_PER_TX && n_events < MAX_EVENTS_PER_TX {
-            match rx.try_recv() {
-                Ok(op) => {
+        let (mut ops, mut pings, mut n_events) = (Vec::new(), Vec::new(), 0);
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                WriteOp::Ping(reply) => pings.push(reply),
+                op => {
                     if let WriteOp::Batch { batch, .. } = &op {
                         n_events += batch.events.len();
                     }
                     ops.push(op);
                 }
-                Err(_) => break,
+            }
+            if ops.len() < MAX_OPS_PER_TX && n_events < MAX_EVENTS_PER_TX {
+                next = rx.try_recv().ok();
             }
         }
         match apply_ops(&mut conn, &mut timeline, &ops, retention_ms) {
             Ok(outputs) => {
+                for p in pings {
+                    let _ = p.send(());
+                }
                 for o in outputs {
                     if out.blocking_send(o).is_err() {
                         return;
@@ -238,6 +247,7 @@ fn write_loop(
             }
         }
     }
+    tracing::info!("store writer stopped: every queued write committed");
 }
 
 fn apply_ops(
@@ -285,6 +295,8 @@ fn apply_ops(
                 let n = events::prune_events(&tx, now_ms.saturating_sub(retention_ms))?;
                 tracing::info!(deleted = n, "raw events past retention deleted");
             }
+            // Taken out by the write loop before the transaction.
+            WriteOp::Ping(_) => {}
         }
     }
     for ((site, asset, start), d) in &changes {
