@@ -45,7 +45,8 @@ pub struct UplinkConfig {
     /// Most stored bytes in one batch (at most 512KiB).
     #[serde(default = "d_batch_bytes")]
     pub batch_bytes: Spanned<ByteSize>,
-    /// Batches published and not yet confirmed by the collector (1-64).
+    /// Full batches' worth of events published and not yet confirmed by the collector (1-64): the window
+    /// holds up to `inflight_batches × batch_events` unconfirmed events.
     #[serde(default = "d_inflight")]
     pub inflight_batches: Spanned<usize>,
     /// Unconfirmed events are sent again after this long.

@@ -164,7 +164,10 @@ pub async fn run(
     let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff));
     let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
     let mut up = Uplink {
-        window: Window::new(*params.config.inflight_batches.get_ref(), params.config.ack_timeout.0),
+        window: Window::new(
+            params.config.inflight_batches.get_ref() * params.config.batch_events.get_ref(),
+            params.config.ack_timeout.0,
+        ),
         params,
         client,
         outbox,

@@ -1,7 +1,8 @@
 //! The send window: which outbox events are published and await the collector's ack. Pure state, no I/O.
 //!
-//! Batches are read from the outbox in seq order after `cursor`. At most `max_batches` await an ack; a batch
-//! leaves the window when acks cover all its seqs. When the oldest batch waited longer than `ack_timeout`, or
+//! Batches are read from the outbox in seq order after `cursor`. At most `max_events` events (and at most
+//! [`MAX_BATCHES`] batches) await an ack, so small live batches do not wait for the ack round trip while a
+//! backlog still drains in a bounded window; a batch leaves the window when acks cover all its seqs. When the oldest batch waited longer than `ack_timeout`, or
 //! the connection was lost, the window goes back: the cursor returns to 0 and everything still in the outbox
 //! is sent again (the outbox only holds unconfirmed events, and the collector drops duplicates).
 
@@ -14,17 +15,21 @@ struct InFlight {
     sent_at: Instant,
 }
 
+/// Most batches awaiting an ack, whatever their size.
+pub const MAX_BATCHES: usize = 1024;
+
 #[derive(Debug)]
 pub struct Window {
-    max_batches: usize,
+    max_events: usize,
+    events: usize,
     ack_timeout: Duration,
     cursor: u64,
     inflight: VecDeque<InFlight>,
 }
 
 impl Window {
-    pub fn new(max_batches: usize, ack_timeout: Duration) -> Self {
-        Self { max_batches: max_batches.max(1), ack_timeout, cursor: 0, inflight: VecDeque::new() }
+    pub fn new(max_events: usize, ack_timeout: Duration) -> Self {
+        Self { max_events: max_events.max(1), events: 0, ack_timeout, cursor: 0, inflight: VecDeque::new() }
     }
 
     /// The highest seq already sent in order; the next batch starts after it.
@@ -33,7 +38,7 @@ impl Window {
     }
 
     pub fn has_room(&self) -> bool {
-        self.inflight.len() < self.max_batches
+        self.events < self.max_events && self.inflight.len() < MAX_BATCHES
     }
 
     pub fn in_flight(&self) -> usize {
@@ -44,6 +49,7 @@ impl Window {
     pub fn sent(&mut self, seqs: &[u64], now: Instant) {
         if let Some(&last) = seqs.last() {
             self.cursor = self.cursor.max(last);
+            self.events += seqs.len();
             self.inflight.push_back(InFlight { seqs: seqs.iter().copied().collect(), sent_at: now });
         }
     }
@@ -56,6 +62,7 @@ impl Window {
                     let covered: Vec<u64> = b.seqs.range(a..=z).copied().collect();
                     for s in covered {
                         b.seqs.remove(&s);
+                        self.events -= 1;
                     }
                 }
             }
@@ -73,6 +80,7 @@ impl Window {
     /// Forgets what is in flight and starts again from the oldest event in the outbox.
     pub fn go_back(&mut self) {
         self.cursor = 0;
+        self.events = 0;
         self.inflight.clear();
     }
 }
@@ -84,14 +92,16 @@ mod tests {
     #[test]
     fn the_window_fills_drains_on_acks_and_goes_back_on_timeout() {
         let t0 = Instant::now();
-        let mut w = Window::new(2, Duration::from_secs(5));
+        let mut w = Window::new(4, Duration::from_secs(5));
         assert!(w.has_room());
         w.sent(&[1, 2, 3], t0);
+        assert!(w.has_room());
         w.sent(&[4, 6], t0 + Duration::from_secs(1));
         assert!(!w.has_room());
         assert_eq!(w.cursor(), 6);
         // a partial ack completes nothing; acks may name seqs that are not in flight
         assert_eq!(w.acked(&[(0, 2)]), 0);
+        assert!(w.has_room(), "3 events unconfirmed, 4 allowed");
         assert_eq!(w.acked(&[(3, 4), (9, 12)]), 1);
         assert!(w.has_room());
         assert!(!w.expired(t0 + Duration::from_secs(5)));

@@ -86,7 +86,7 @@ impl Mosquitto {
         let conf = dir.join("mosquitto.conf");
         let text = format!(
             "user root\npersistence false\nallow_anonymous true\nmax_queued_messages 1000000\n\
-             max_inflight_messages 100\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n{extra}\n"
+             max_inflight_messages 100\nset_tcp_nodelay true\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n{extra}\n"
         );
         std::fs::write(&conf, text).unwrap();
         let mut m = Self { child: None, port, conf };
