@@ -53,6 +53,7 @@ struct LinesCache {
     revision: i64,
     checked: Option<Instant>,
     lines: Arc<LineMap>,
+    recheck: Duration,
 }
 
 /// A cached asset → line map that reloads itself after a people import (any process may import: the
@@ -65,7 +66,12 @@ pub struct AssetLines {
 
 impl AssetLines {
     pub fn new(db: &Path) -> Self {
-        let cache = LinesCache { conn: None, revision: -1, checked: None, lines: Arc::default() };
+        Self::with_recheck(db, LINES_RECHECK)
+    }
+
+    /// As [`AssetLines::new`], asking the store for a new import at most every `recheck`.
+    pub fn with_recheck(db: &Path, recheck: Duration) -> Self {
+        let cache = LinesCache { conn: None, revision: -1, checked: None, lines: Arc::default(), recheck };
         Self { db: db.to_path_buf(), cache: Mutex::new(cache) }
     }
 
@@ -78,7 +84,7 @@ impl AssetLines {
     /// The current map, reloaded if the store's people data changed since the last check.
     pub fn lines(&self) -> Arc<LineMap> {
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if c.checked.is_some_and(|t| t.elapsed() < LINES_RECHECK) {
+        if c.checked.is_some_and(|t| t.elapsed() < c.recheck) {
             return c.lines.clone();
         }
         c.checked = Some(Instant::now());
@@ -232,4 +238,40 @@ pub fn to_csv(records: &[Record]) -> Result<String, csv::Error> {
     }
     let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::people::import::{self, Kind};
+
+    fn import_assets(conn: &mut Connection, text: &str, now_ms: i64) {
+        let known = crate::store::people::load(conn, crate::people::Settings::default()).unwrap();
+        let recs = import::parse(Kind::Assets, "assets.csv", text, &known).unwrap();
+        crate::store::people::import(conn, Kind::Assets, "assets.csv", &recs, now_ms).unwrap();
+    }
+
+    #[test]
+    fn asset_lines_follow_imports_and_match_site_and_asset() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("collector.db");
+        let mut conn = crate::store::open_writer(&db).unwrap();
+        let lines = AssetLines::with_recheck(&db, Duration::ZERO);
+        let (site, press) = (SiteId::parse("plant-a").unwrap(), AssetId::parse("press-1").unwrap());
+        assert_eq!(lines.get(&site, &press), None, "nothing imported yet");
+
+        import_assets(&mut conn, "id,site,line,cost_per_hour,requires\npress-1,plant-a,line-3,250,\n", 1);
+        assert_eq!(lines.get(&site, &press).as_deref(), Some("line-3"));
+        assert_eq!(lines.get(&SiteId::parse("plant-b").unwrap(), &press), None, "another site's press-1");
+
+        import_assets(&mut conn, "id,site,line,cost_per_hour,requires\npress-1,plant-a,line-4,250,\n", 2);
+        assert_eq!(lines.get(&site, &press).as_deref(), Some("line-4"), "a re-import moves the asset");
+
+        // Within the recheck period the cached map answers without asking the store.
+        let cached = AssetLines::with_recheck(&db, Duration::from_secs(3600));
+        assert_eq!(cached.get(&site, &press).as_deref(), Some("line-4"));
+        import_assets(&mut conn, "id,site,line,cost_per_hour,requires\npress-1,plant-a,line-5,250,\n", 3);
+        assert_eq!(cached.get(&site, &press).as_deref(), Some("line-4"));
+        assert_eq!(lines.get(&site, &press).as_deref(), Some("line-5"));
+    }
 }
