@@ -47,7 +47,7 @@ async fn run(addr: &str, points: usize, dur: Duration) -> (u64, Duration, Durati
     let n_devices = devices.len();
     let line = shiftlens_agent::source::modbus::Line::Tcp(addr.parse().unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let task = tokio::spawn(run_line(line, devices, tx));
+    let task = tokio::spawn(run_line(line, devices, tx, shiftlens_agent::health::Health::default()));
     // Let the first poll connect and report, then measure whole poll cycles.
     let mut first = 0;
     while first < n_devices {

@@ -89,7 +89,7 @@ impl Agent {
 /// Start-up failures (outbox cannot be opened, TLS files unreadable).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let agent = Agent::start(&config).await?;
-    let sources = source::spawn_all(&config, agent.observations.clone());
+    let sources = source::spawn_all(&config, agent.observations.clone(), agent.health.clone());
     tracing::info!(site = %config.site, gateway = %config.gateway, sources = sources.len(), "agent running");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut usec = 0;

@@ -1,6 +1,7 @@
 //! The Modbus source against the simulated plant over real TCP (and a real pty for RTU).
 #![allow(clippy::unwrap_used)]
 
+use shiftlens_agent::health::Health;
 use shiftlens_agent::source::modbus::task::run_line;
 use shiftlens_agent::{Config, Observation};
 use shiftlens_common::config::ConfigFile;
@@ -78,7 +79,7 @@ fn config(devices: &str) -> Config {
 fn spawn_sources(config: &Config) -> mpsc::Receiver<Observation> {
     let (tx, rx) = mpsc::channel(1024);
     for (line, devs) in shiftlens_agent::source::modbus_lines(&config.modbus) {
-        tokio::spawn(run_line(line, devs, tx.clone()));
+        tokio::spawn(run_line(line, devs, tx.clone(), Health::default()));
     }
     rx
 }

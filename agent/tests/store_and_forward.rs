@@ -449,3 +449,63 @@ fn check_prints_every_config_error_located_and_exits_with_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The heartbeat lists every configured source: a reachable Modbus device as connected until the sim drops
+/// it, then as lost with the reason; an unreachable one as not connected with its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_shows_each_source_connected_and_lost_after_the_sim_drops() {
+    use shiftlens_common::status::{SourceHealth, Status};
+    use shiftlens_sim::modbus::ModbusServer;
+    use shiftlens_sim::plant::{Faults, Plant};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "");
+    let (status, _task) = watch_status(broker.port);
+    let plant = Plant::new(["press-1"]);
+    plant.update("press-1", |p| p.state = 1);
+    let server =
+        ModbusServer::start(plant.clone(), tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let device = |id: &str, addr: &str| {
+        format!(
+            "[[modbus]]\nid = \"{id}\"\naddress = \"{addr}\"\nunit = 1\npoll = \"50ms\"\ntimeout = \"200ms\"\n\
+             backoff_max = \"400ms\"\n[[modbus.points]]\nname = \"state\"\nasset = \"press-1\"\ntable = \"holding\"\n\
+             address = 0\ntype = \"u16\"\nmeaning = {{ state = {{ codes = {{ 0 = \"idle\", 1 = \"running\" }} }} }}\n"
+        )
+    };
+    let devices = format!(
+        "\n{}{}",
+        device("plc1", &server.local_addr().to_string()),
+        device("plc-nowhere", &format!("127.0.0.1:{}", free_port()))
+    );
+    // The uplink section is the last one, so the devices follow it.
+    let config = agent_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port), &devices, "");
+    let agent = Agent::start(&config).await.unwrap();
+    let sources = shiftlens_agent::source::spawn_all(&config, agent.observations.clone(), agent.health.clone());
+    let src = |s: &Status, id: &str| -> Option<SourceHealth> { s.sources.iter().find(|h| h.id == id).cloned() };
+    let last = || status.lock().unwrap().last().cloned();
+
+    wait_for("a heartbeat with plc1 connected", LONG, || {
+        last().is_some_and(|s| s.online && src(&s, "plc1").is_some_and(|h| h.connected && h.error.is_none()))
+    })
+    .await;
+    let s = last().unwrap();
+    assert!(s.clock_ok, "{s:?}");
+    let nowhere = src(&s, "plc-nowhere").unwrap();
+    assert!(!nowhere.connected && nowhere.error.as_deref().is_some_and(|e| e.contains("cannot connect")), "{s:?}");
+
+    plant.set_faults(Faults { drop_connections: true, ..Faults::default() });
+    drop(server);
+    wait_for("a heartbeat with plc1 lost", LONG, || {
+        last().is_some_and(|s| src(&s, "plc1").is_some_and(|h| !h.connected && h.error.is_some()))
+    })
+    .await;
+    assert_eq!(last().unwrap().sources.len(), 2);
+
+    for s in &sources {
+        s.abort();
+    }
+    for s in sources {
+        let _ = s.await;
+    }
+    agent.shutdown().await.unwrap();
+}

@@ -1,10 +1,12 @@
 //! Sources: one task per Modbus line (an `ip:port` or serial port shared by its unit ids) and per OPC UA
-//! endpoint, each producing [`crate::detect::Sample`]s that a detector turns into observations.
+//! endpoint, each producing [`crate::detect::Sample`]s that a detector turns into observations. Every sample
+//! batch is shown to [`Health::record`] before the detector, so the status lists each source's link state.
 
 pub mod modbus;
 pub mod opcua;
 
 use crate::detect::{Detector, Sample};
+use crate::health::Health;
 use crate::Observation;
 use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
 use std::collections::HashSet;
@@ -45,23 +47,35 @@ pub fn modbus_lines(devices: &[Spanned<modbus::ModbusDevice>]) -> Vec<(modbus::L
 }
 
 /// Spawns every source task; each sends its observations on `tx` and ends when `tx`'s receiver is gone.
-pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>) -> Vec<JoinHandle<()>> {
+/// Every configured source is registered in `health` as not yet connected; the tasks record link changes.
+pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>, health: Health) -> Vec<JoinHandle<()>> {
+    for d in &config.modbus {
+        health.register_source(d.get_ref().id.get_ref());
+    }
+    for ep in &config.opcua {
+        health.register_source(ep.get_ref().id.get_ref());
+    }
     let mut tasks = Vec::new();
     for (line, devices) in modbus_lines(&config.modbus) {
-        tasks.push(tokio::spawn(modbus::task::run_line(line, devices, tx.clone())));
+        tasks.push(tokio::spawn(modbus::task::run_line(line, devices, tx.clone(), health.clone())));
     }
     for ep in &config.opcua {
         let ep = ep.get_ref();
         let (stx, srx) = mpsc::channel(1024);
         tasks.push(opcua::spawn(ep, stx));
-        tasks.push(tokio::spawn(detect_task(Detector::new(ep.point_specs()), srx, tx.clone())));
+        tasks.push(tokio::spawn(detect_task(Detector::new(ep.point_specs()), srx, tx.clone(), health.clone())));
     }
     tasks
 }
 
 /// Runs a detector between a sample channel and the observation channel; ticks debounce timers while
-/// no samples arrive (subscriptions report only changes).
-pub async fn detect_task(mut detector: Detector, mut rx: mpsc::Receiver<Sample>, tx: mpsc::Sender<Observation>) {
+/// no samples arrive (subscriptions report only changes). Link samples go to `health` first.
+pub async fn detect_task(
+    mut detector: Detector,
+    mut rx: mpsc::Receiver<Sample>,
+    tx: mpsc::Sender<Observation>,
+    health: Health,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -72,6 +86,7 @@ pub async fn detect_task(mut detector: Detector, mut rx: mpsc::Receiver<Sample>,
                     while let Ok(s) = rx.try_recv() {
                         batch.push(s);
                     }
+                    health.record(&batch);
                     detector.apply(batch)
                 }
                 None => return,

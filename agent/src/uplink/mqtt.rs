@@ -304,7 +304,8 @@ impl Uplink {
 
     async fn publish_status(&mut self) {
         let Some(stats) = self.with_outbox(|o| o.stats()).await else { return };
-        let status = health::status(&stats, self.health.sources(), now_ms());
+        let mut status = health::status(&stats, self.health.sources(), now_ms());
+        status.clock_ok = self.health.check_clock();
         if let Err(e) =
             self.client.try_publish(self.params.status_topic(), QoS::AtLeastOnce, true, status_json(&status))
         {

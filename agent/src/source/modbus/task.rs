@@ -3,6 +3,7 @@
 
 use super::{decode, plan, Line, ModbusDevice, Parity, Request, Table};
 use crate::detect::{Detector, PointSpec, Sample, Value};
+use crate::health::Health;
 use crate::Observation;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -157,8 +158,8 @@ impl DeviceState {
     }
 }
 
-/// Polls every device on `line` until the receiver of `tx` goes away.
-pub async fn run_line(line: Line, devices: Vec<ModbusDevice>, tx: mpsc::Sender<Observation>) {
+/// Polls every device on `line` until the receiver of `tx` goes away; link changes also go to `health`.
+pub async fn run_line(line: Line, devices: Vec<ModbusDevice>, tx: mpsc::Sender<Observation>, health: Health) {
     let mut devs: Vec<DeviceState> = devices.into_iter().map(DeviceState::new).collect();
     let mut ctx: Option<Context> = None;
     loop {
@@ -221,6 +222,7 @@ pub async fn run_line(line: Line, devices: Vec<ModbusDevice>, tx: mpsc::Sender<O
                 d.next_due = Instant::now() + jitter(d.backoff);
             }
         }
+        health.record(&samples);
         let mut out = d.detector.apply(samples);
         out.extend(d.detector.tick(ts_ms));
         for o in out {
