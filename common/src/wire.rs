@@ -239,36 +239,26 @@ fn validate(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
             }
         }
         prev = Some(e.seq);
-        for (field, s) in strings(&e.body) {
-            if s.len() > limits.max_string_len {
-                return Err(DecodeError::StringTooLong {
-                    seq: e.seq,
-                    field,
-                    len: s.len(),
-                    limit: limits.max_string_len,
-                });
-            }
+        let long = strings(&e.body).into_iter().flatten().find(|(_, s)| s.len() > limits.max_string_len);
+        if let Some((field, s)) = long {
+            return Err(DecodeError::StringTooLong { seq: e.seq, field, len: s.len(), limit: limits.max_string_len });
         }
     }
     Ok(())
 }
 
-fn strings(body: &EventBody) -> Vec<(&'static str, &str)> {
-    let mut out = Vec::new();
+/// The free-text fields of an event body, by name.
+fn strings(body: &EventBody) -> [Option<(&'static str, &str)>; 3] {
     match body {
-        EventBody::State { reason, .. } => out.extend(reason.as_deref().map(|r| ("reason", r))),
+        EventBody::State { reason, .. } => [reason.as_deref().map(|r| ("reason", r)), None, None],
         EventBody::Alarm(a) => {
-            out.push(("id", a.id.as_str()));
-            out.push(("text", a.text.as_str()));
-            out.extend(a.class.as_deref().map(|c| ("class", c)));
+            [Some(("id", a.id.as_str())), Some(("text", a.text.as_str())), a.class.as_deref().map(|c| ("class", c))]
         }
         EventBody::Source { source, error, .. } => {
-            out.push(("source", source.as_str()));
-            out.extend(error.as_deref().map(|e| ("error", e)));
+            [Some(("source", source.as_str())), error.as_deref().map(|e| ("error", e)), None]
         }
-        EventBody::Gap { .. } => {}
+        EventBody::Gap { .. } => [None, None, None],
     }
-    out
 }
 
 /// The collector's confirmation on `shiftlens/v1/{site}/{gateway}/ack`: the seqs of outbox `epoch` that are
