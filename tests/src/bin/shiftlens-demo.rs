@@ -111,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
     if !cli.no_history {
         seed_history(&config.store.path)?;
     }
-    let collector = ingest::start(&config, feed::AssetLines::line_of(&config.store.path)).await.context("starting the collector")?;
+    let collector = ingest::start(&config, feed::AssetLines::line_of(&config.store.path))
+        .await
+        .context("starting the collector")?;
     let broker = collector.broker.context("the demo's broker is embedded")?;
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
     let bind = config.http.bind.get_ref().clone();
