@@ -14,7 +14,7 @@ fn check(modbus: &str) -> Result<Config, Vec<String>> {
 
 #[test]
 fn the_documented_modbus_examples_are_valid() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.example.toml")).unwrap();
     let start = text.find("# BEGIN modbus examples").unwrap();
     let end = text.find("# END modbus examples").unwrap();
     let config = check(&text[start..end]).unwrap();

@@ -323,7 +323,7 @@ async fn downtime_stored_by_ingest_shows_up_without_a_restart() {
 
 #[test]
 fn the_example_config_is_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.http.bind.get_ref(), "127.0.0.1:8080");
 }

@@ -851,7 +851,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_section_is_valid() {
-        let text = include_str!("../../../config/agent.toml");
+        let text = include_str!("../../../config/agent.example.toml");
         let start = text.find("\n[[opcua]]\n").unwrap();
         let end = text.find("# END opcua examples").unwrap();
         let eps = check(&text[start..end]).unwrap();
