@@ -1,5 +1,5 @@
 //! `shiftlens-agent probe`: reads every configured point once and prints a table (device, asset, point, raw
-//! value, value, meaning, status) - what an OT engineer runs while commissioning. Devices are probed at
+//! value, value, meaning, quality: ok or why not) - what an OT engineer runs while commissioning. Devices are probed at
 //! once; one unreachable device never hides the others' values.
 
 use crate::detect::{Meaning, Sample};
@@ -36,7 +36,7 @@ pub struct Report {
 impl Report {
     /// The table as text, one line per point, columns aligned.
     pub fn table(&self) -> String {
-        let head = ["DEVICE", "ASSET", "POINT", "RAW", "VALUE", "MEANING", "STATUS"];
+        let head = ["DEVICE", "ASSET", "POINT", "RAW", "VALUE", "MEANING", "QUALITY"];
         let cells: Vec<[&str; 7]> = self
             .rows
             .iter()

@@ -323,7 +323,7 @@ async fn probe_prints_every_point_and_names_an_unreachable_device_and_an_excepti
     assert_eq!(report.unreachable.len(), 1, "{table}");
     assert_eq!(report.unreachable[0].0, "gone", "{table}");
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("DEVICE") && lines[0].contains("RAW") && lines[0].contains("STATUS"), "{table}");
+    assert!(lines[0].starts_with("DEVICE") && lines[0].contains("RAW") && lines[0].contains("QUALITY"), "{table}");
     assert_eq!(lines.len(), 1 + 4 + 4 + 1, "{table}");
     let row = |d: &str, p: &str| report.rows.iter().find(|r| r.device == d && r.point == p).unwrap();
     assert_eq!((row("good", "state").raw.as_str(), row("good", "state").value.as_str()), ("0x0001", "1"));
