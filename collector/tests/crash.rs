@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 async fn spawn_collector(config: &Path) -> (Child, SocketAddr) {
@@ -22,18 +21,7 @@ async fn spawn_collector(config: &Path) -> (Child, SocketAddr) {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(a) = l.strip_prefix("broker listening on ") {
-                return a.parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("collector exited before listening");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = broker_addr(&mut child).await;
     (child, addr)
 }
 

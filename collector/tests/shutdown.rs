@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 /// Starts the binary through `sh -c 'exec ...'` so that WATCHDOG_PID can name the collector's own pid.
@@ -30,18 +30,7 @@ async fn spawn_under_systemd(config: &Path, notify: &Path) -> (Child, SocketAddr
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(a) = l.strip_prefix("broker listening on ") {
-                return a.parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("collector exited before listening");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = broker_addr(&mut child).await;
     (child, addr)
 }
 

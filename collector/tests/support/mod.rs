@@ -277,3 +277,21 @@ pub fn init_logs() {
         let _ = tracing_subscriber::fmt().with_env_filter("info,rumqttd=warn").with_test_writer().try_init();
     }
 }
+
+/// Reads a spawned collector's stdout until it prints its broker address, then keeps draining it.
+pub async fn broker_addr(child: &mut tokio::process::Child) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(a) = l.strip_prefix("broker listening on ") {
+                return a.parse::<SocketAddr>().unwrap();
+            }
+        }
+        panic!("collector exited before listening");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
+}
