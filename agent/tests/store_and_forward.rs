@@ -484,8 +484,13 @@ async fn the_heartbeat_shows_each_source_connected_and_lost_after_the_sim_drops(
     let src = |s: &Status, id: &str| -> Option<SourceHealth> { s.sources.iter().find(|h| h.id == id).cloned() };
     let last = || status.lock().unwrap().last().cloned();
 
-    wait_for("a heartbeat with plc1 connected", LONG, || {
-        last().is_some_and(|s| s.online && src(&s, "plc1").is_some_and(|h| h.connected && h.error.is_none()))
+    // The two devices report independently: wait for a heartbeat that has seen both.
+    wait_for("a heartbeat with plc1 connected and plc-nowhere failed", LONG, || {
+        last().is_some_and(|s| {
+            s.online
+                && src(&s, "plc1").is_some_and(|h| h.connected && h.error.is_none())
+                && src(&s, "plc-nowhere").is_some_and(|h| h.error.is_some())
+        })
     })
     .await;
     let s = last().unwrap();
