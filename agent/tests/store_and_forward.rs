@@ -13,7 +13,8 @@ use shiftlens_common::{EventBody, GapReason};
 use std::io::BufRead;
 use std::time::Duration;
 
-const LONG: Duration = Duration::from_secs(40);
+/// Deadline of every wait: generous for a loaded machine, since a wait ends as soon as its condition holds.
+const LONG: Duration = Duration::from_secs(60);
 
 fn depth(agent: &Agent) -> u64 {
     agent.outbox.lock().unwrap().stats().unwrap().depth
@@ -28,14 +29,18 @@ async fn every_event_arrives_once_in_order_after_the_broker_was_down() {
     let config = agent_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port), "", "");
     let agent = Agent::start(&config).await.unwrap();
     const N: u64 = 30_000;
-    let producer = tokio::spawn(produce(agent.observations.clone(), 0, N, 200));
+    // The broker dies with most of the first part undelivered; the rest is produced while it is down, so the
+    // backlog does not depend on how far the producer got before the first deliveries (a loaded machine).
+    const FIRST: u64 = 10_000;
+    let producer = tokio::spawn(produce(agent.observations.clone(), 0, FIRST, 200));
 
     wait_for("first deliveries", LONG, || collector.count() >= 2_000).await;
     broker.kill();
     let before = depth(&agent);
+    producer.await.unwrap();
+    produce(agent.observations.clone(), FIRST, N - FIRST, 200).await;
     wait_for("a backlog while the broker is down", LONG, || depth(&agent) >= before + 5_000).await;
     broker.restart();
-    producer.await.unwrap();
     wait_for("all events at the collector", LONG, || collector.count() as u64 >= N).await;
     wait_for("an empty outbox", LONG, || depth(&agent) == 0).await;
 
@@ -87,6 +92,9 @@ async fn a_full_outbox_drops_the_oldest_and_the_gap_is_delivered() {
     assert!(stats.dropped > 0 && stats.bytes <= 1 << 20, "{stats:?}");
 
     let collector = Collector::start(port);
+    // `committed` counts the gaps' seqs too, so it reached N before the last events were committed: wait
+    // for the newest event itself, so that `last` below is final.
+    wait_for("the newest event at the collector", LONG, || collector.received.lock().unwrap().has_counter(N - 1)).await;
     wait_for("an empty outbox", LONG, || depth(&agent) == 0).await;
     let last = *agent.committed.borrow();
     let r = std::mem::take(&mut *collector.received.lock().unwrap());
@@ -217,8 +225,10 @@ async fn a_full_disk_is_survived_and_the_loss_is_recorded_as_a_gap() {
     let committed_during = *agent.committed.borrow();
     agent.outbox.lock().unwrap().set_max_page_count(1 << 30).unwrap();
     produce(agent.observations.clone(), 21_000, 1_000, 1_000).await;
-    let mut committed = agent.committed.clone();
-    wait_for("the newest events committed", LONG, || *committed.borrow_and_update() >= committed_during + 1_000).await;
+    // The commit after the outage alone moves `committed` past `committed_during + 1_000` (the lost events'
+    // seqs are reserved), so wait for the newest event itself before reading the final `committed`.
+    wait_for("the newest event at the collector", LONG, || collector.received.lock().unwrap().has_counter(21_999))
+        .await;
     wait_for("an empty outbox", LONG, || depth(&agent) == 0).await;
     let last = *agent.committed.borrow();
     let r = std::mem::take(&mut *collector.received.lock().unwrap());
@@ -311,7 +321,8 @@ fn tls_options(
 async fn try_connect(options: rumqttc::MqttOptions) -> Result<(), String> {
     shiftlens_agent::uplink::mqtt::install_crypto_provider();
     let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
-    match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+    // TLS handshake and CONNACK: generous for a loaded machine.
+    match tokio::time::timeout(LONG, eventloop.poll()).await {
         Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => {
             // TLS 1.3 reports a refused client certificate only on the next read.
             match tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await {
@@ -324,20 +335,17 @@ async fn try_connect(options: rumqttc::MqttOptions) -> Result<(), String> {
     }
 }
 
+/// Mosquitto with an mTLS listener (returned port) besides the plaintext loopback one.
 fn tls_broker(dir: &std::path::Path, pki: &Pki) -> (Mosquitto, u16) {
-    let tls_port = free_port();
-    let extra = format!(
-        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-        pki.ca.display(),
-        pki.server_cert.display(),
-        pki.server_key.display()
-    );
-    let broker = Mosquitto::start(dir, &extra);
-    let deadline = std::time::Instant::now() + LONG;
-    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let broker = Mosquitto::start_with_listener(dir, |tls_port| {
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        )
+    });
+    let tls_port = broker.extra_port.unwrap();
     (broker, tls_port)
 }
 

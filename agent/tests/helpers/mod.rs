@@ -18,15 +18,47 @@ pub fn init_logs() {
     }
 }
 
-/// A port the OS just gave out (bound and released; brokers cannot take port 0 and report it back).
+/// A free port for a broker, which must be told its port (neither Mosquitto nor rumqttd can bind port 0 and
+/// report it back). It lies below the kernel's ephemeral range, so no `bind(0)` and no outgoing connection
+/// (of this test or any other) can be given it between this check and the broker binding it, or while a
+/// broker restarts on it; and this process never hands the same port out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..10_000 {
+        let port = if ephemeral_low > 12_000 {
+            rand::random_range(10_000..ephemeral_low)
+        } else {
+            // No room below the ephemeral range: take one the OS gives out.
+            TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        };
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral_low}");
 }
 
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker on port {port} did not start");
+/// How long a broker may take to listen: generous, for a loaded machine (the wait ends when it listens).
+const BROKER_START: Duration = Duration::from_secs(60);
+
+/// Waits until `port` accepts connections; false as soon as `alive` says the broker is gone instead (its port
+/// was taken after all).
+fn wait_listening(port: u16, mut alive: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + BROKER_START;
+    loop {
+        if !alive() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return alive();
+        }
+        assert!(Instant::now() < deadline, "broker on port {port} did not start within {BROKER_START:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -42,9 +74,10 @@ pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> b
 
 /// Starts rumqttd in-process on a free port; it runs until the test process ends (it has no shutdown).
 pub fn start_rumqttd() -> u16 {
-    let port = free_port();
-    let text = format!(
-        r#"
+    for _ in 0..5 {
+        let port = free_port();
+        let text = format!(
+            r#"
 id = 0
 [router]
 id = 0
@@ -62,39 +95,62 @@ max_payload_size = 2097152
 max_inflight_count = 200
 dynamic_filters = true
 "#
-    );
-    let config: rumqttd::Config = toml::from_str(&text).unwrap();
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        let _ = broker.start();
-    });
-    wait_listening(port);
-    port
+        );
+        let config: rumqttd::Config = toml::from_str(&text).unwrap();
+        // `start` returns only when its listener ended, e.g. because it could not bind.
+        let broker = std::thread::spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            let _ = broker.start();
+        });
+        if wait_listening(port, || !broker.is_finished()) {
+            return port;
+        }
+    }
+    panic!("rumqttd did not start on five free ports");
 }
 
 /// Mosquitto as a child process, without persistence: killing it forgets every queued message.
 pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,
+    /// The port of the second listener of [`Mosquitto::start_with_listener`].
+    pub extra_port: Option<u16>,
     conf: PathBuf,
 }
 
 impl Mosquitto {
     /// Starts Mosquitto with a plaintext loopback listener on `port`, plus `extra` config lines.
     pub fn start(dir: &Path, extra: &str) -> Self {
-        let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        let text = format!(
-            "user root\npersistence false\nallow_anonymous true\nmax_queued_messages 1000000\n\
-             max_inflight_messages 100\nset_tcp_nodelay true\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n{extra}\n"
-        );
-        std::fs::write(&conf, text).unwrap();
-        let mut m = Self { child: None, port, conf };
-        m.spawn();
-        m
+        Self::launch(dir, false, |_| extra.to_string())
     }
 
-    fn spawn(&mut self) {
+    /// Like [`Mosquitto::start`], with a second listener on a free port of its own: `listener(port)` gives its
+    /// config lines (`listener {port} 127.0.0.1` and its settings); the port is then in `extra_port`.
+    pub fn start_with_listener(dir: &Path, listener: impl Fn(u16) -> String) -> Self {
+        Self::launch(dir, true, listener)
+    }
+
+    fn launch(dir: &Path, second: bool, extra: impl Fn(u16) -> String) -> Self {
+        let conf = dir.join("mosquitto.conf");
+        for _ in 0..5 {
+            let port = free_port();
+            let extra_port = second.then(free_port);
+            let text = format!(
+                "user root\npersistence false\nallow_anonymous true\nmax_queued_messages 1000000\n\
+                 max_inflight_messages 100\nset_tcp_nodelay true\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n{}\n",
+                extra(extra_port.unwrap_or(0))
+            );
+            std::fs::write(&conf, text).unwrap();
+            let mut m = Self { child: None, port, extra_port, conf: conf.clone() };
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("Mosquitto did not start on five sets of free ports");
+    }
+
+    /// Starts the process and waits until it listens on every port; false when it exited instead.
+    fn spawn(&mut self) -> bool {
         let log = if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
         let child = Command::new("/usr/sbin/mosquitto")
             .arg("-c")
@@ -104,7 +160,11 @@ impl Mosquitto {
             .spawn()
             .expect("/usr/sbin/mosquitto must be installed (apt-get install mosquitto)");
         self.child = Some(child);
-        wait_listening(self.port);
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.extra_port).collect();
+        let child = &mut self.child;
+        ports
+            .into_iter()
+            .all(|port| wait_listening(port, || child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))))
     }
 
     /// SIGKILL: the broker dies with whatever it held in memory.
@@ -115,9 +175,10 @@ impl Mosquitto {
         }
     }
 
+    /// Kills the broker and starts it again on the same ports.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(self.spawn(), "Mosquitto exited instead of listening again on port {}", self.port);
     }
 }
 
@@ -156,6 +217,12 @@ impl Received {
     pub fn covers(&self, last: u64) -> bool {
         let gaps = self.gaps();
         (1..=last).all(|s| self.events.contains_key(&s) || gaps.iter().any(|&(a, b, _)| a <= s && s <= b))
+    }
+
+    /// Whether the alarm with producer counter `n` (made by [`alarm`]) arrived.
+    pub fn has_counter(&self, n: u64) -> bool {
+        let id = n.to_string();
+        self.events.values().any(|e| matches!(&e.body, EventBody::Alarm(a) if a.id == id))
     }
 
     /// Produced counters per asset, in seq order (from alarms made by [`alarm`]).
