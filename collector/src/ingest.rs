@@ -142,7 +142,9 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Starts the store writer, the embedded broker (unless external) and ingest. Returns once all are up.
+/// Starts the store writer, the embedded broker (unless external) and ingest. Returns once all are up
+/// (with the embedded broker: once ingest's subscriptions are acknowledged, so nothing published from
+/// then on is dropped for want of a subscriber).
 ///
 /// # Errors
 /// The store cannot be opened or the broker cannot start.
@@ -160,19 +162,29 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     eventloop.set_network_options(broker::network_options());
     let (pub_tx, mut pub_rx) = mpsc::channel::<rumqttc::Publish>(1024);
 
-    // MQTT loop: never blocks.
+    // MQTT loop: never blocks. Says when every subscription of the current connection is acknowledged.
     let filters = config.broker.filters();
+    let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
     let (sub_client, m) = (client.clone(), metrics.clone());
     let mqtt = tokio::spawn(async move {
+        let mut unacked_subscriptions = 0usize;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     tracing::info!("collector connected to the broker");
+                    unacked_subscriptions = 0;
                     for f in &filters {
-                        if let Err(e) = sub_client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                            tracing::error!(filter = %f, error = %e, "subscribe failed");
+                        match sub_client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            Ok(()) => unacked_subscriptions += 1,
+                            Err(e) => tracing::error!(filter = %f, error = %e, "subscribe failed"),
                         }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) if unacked_subscriptions > 0 => {
+                    unacked_subscriptions -= 1;
+                    if unacked_subscriptions == 0 {
+                        subscribed_tx.send_replace(true);
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -232,6 +244,15 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
 
     // Confirmer.
     let confirmer = tokio::spawn(confirm(committed_rx, client.clone(), metrics.clone(), line_of));
+
+    // Gateways may connect to the embedded broker once this returns (and READY=1 is sent): until ingest's
+    // subscriptions exist, the broker would drop what they publish (they resend after their ack timeout).
+    if embedded.is_some() {
+        let waited = tokio::time::timeout(SUBSCRIBE_WAIT, subscribed.wait_for(|s| *s)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            tracing::warn!(wait = ?SUBSCRIBE_WAIT, "ingest not subscribed to the embedded broker yet; gateways resend what is lost meanwhile");
+        }
+    }
     Ok(Collector {
         broker: embedded.map(|e| e.listen),
         metrics,
@@ -243,6 +264,9 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         client,
     })
 }
+
+/// How long [`start`] waits for ingest's subscriptions on the embedded broker.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 
 /// Queues a publish; true when it had to be dropped.
 fn pub_rx_full(tx: &mpsc::Sender<rumqttc::Publish>, p: rumqttc::Publish) -> bool {
