@@ -25,7 +25,7 @@ async fn every_event_is_stored_once_and_acked_even_when_redelivered() {
     let pki = Pki::new(dir.path(), "plant");
     let addr = start(dir.path(), &pki, "").await;
     let mut a = agent(addr, &pki, "gw-1");
-    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
 
     let epoch = 42;
     let batches: Vec<Batch> = (0..20).map(|i| batch("gw-1", epoch, i * 50 + 1, 50)).collect();
@@ -38,19 +38,19 @@ async fn every_event_is_stored_once_and_acked_even_when_redelivered() {
     }
     let want: BTreeSet<u64> = (1..=1000).collect();
     let mut acked = BTreeSet::new();
-    assert!(wait_acked(&mut a, epoch, &want, &mut acked, 20).await, "acked {} of 1000", acked.len());
+    assert!(wait_acked(&mut a, epoch, &want, &mut acked, WAIT).await, "acked {} of 1000", acked.len());
     let db = dir.path().join("collector.db");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 1000);
     // The redelivered batches are acked again (the agent may have lost the first ack).
     let mut again = BTreeSet::new();
     publish_batch(&a, "gw-1", &batches[3]).await;
     let want: BTreeSet<u64> = (151..=200).collect();
-    assert!(wait_acked(&mut a, epoch, &want, &mut again, 10).await);
+    assert!(wait_acked(&mut a, epoch, &want, &mut again, WAIT).await);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 1000);
     // Another epoch (a new outbox) with the same seqs is different data.
     publish_batch(&a, "gw-1", &batch("gw-1", 43, 1, 10)).await;
     let want: BTreeSet<u64> = (1..=10).collect();
-    assert!(wait_acked(&mut a, 43, &want, &mut BTreeSet::new(), 10).await);
+    assert!(wait_acked(&mut a, 43, &want, &mut BTreeSet::new(), WAIT).await);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 1010);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM dead_letters"), 0);
 }
@@ -62,7 +62,7 @@ async fn hostile_payloads_are_dead_lettered_while_good_traffic_flows() {
     let addr = start(dir.path(), &pki, "").await;
     let db = dir.path().join("collector.db");
     let mut a = agent(addr, &pki, "gw-1");
-    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
 
     let topic = events_topic("gw-1");
     publish(&a, &topic, b"\xff\x00garbage".to_vec()).await;
@@ -76,8 +76,8 @@ async fn hostile_payloads_are_dead_lettered_while_good_traffic_flows() {
     // Good traffic still flows.
     publish_batch(&a, "gw-1", &batch("gw-1", 7, 1, 10)).await;
     let want: BTreeSet<u64> = (1..=10).collect();
-    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), 10).await);
-    assert!(eventually(10, || count(&db, "SELECT COUNT(*) FROM dead_letters") == 5).await);
+    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), WAIT).await);
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM dead_letters") == 5).await);
     let kinds = {
         let conn = shiftlens_collector::store::open_reader(&db).unwrap();
         let mut st = conn.prepare("SELECT kind, topic FROM dead_letters ORDER BY id").unwrap();
@@ -91,15 +91,17 @@ async fn hostile_payloads_are_dead_lettered_while_good_traffic_flows() {
     assert!(kinds.iter().all(|k| k.1.starts_with("shiftlens/v1/plant-a/gw-1/")));
 
     // gw-2's certificate publishing on gw-1's topic: refused at the gate, dead-lettered, disconnected.
-    let mut intruder = agent(addr, &pki, "gw-2");
-    assert!(wait_for(&mut intruder, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    // It does not reconnect (a reconnect would send the unacknowledged publish again).
+    let intruder_files = pki.leaf("gw-2");
+    let mut intruder = connect(options(addr, "gw-2", &pki.ca, Some(&intruder_files)), vec![], true);
+    assert!(wait_for(&mut intruder, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
     publish_batch(&intruder, "gw-1", &batch("gw-1", 7, 100, 5)).await;
-    assert!(wait_for(&mut intruder, 10, |s| matches!(s, Seen::Error(_)).then_some(())).await.is_some());
-    assert!(eventually(10, || count(&db, "SELECT COUNT(*) FROM dead_letters WHERE kind = 'identity'") == 1).await);
+    assert!(wait_for(&mut intruder, WAIT, |s| matches!(s, Seen::Error(_)).then_some(())).await.is_some());
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM dead_letters WHERE kind = 'identity'") == 1).await);
     // A client id that is not the certificate's CN is refused too.
     let files = pki.leaf("gw-3");
     let mut liar = connect(options(addr, "gw-1", &pki.ca, Some(&files)), vec![], true);
-    assert!(wait_for(&mut liar, 10, |s| match s {
+    assert!(wait_for(&mut liar, WAIT, |s| match s {
         Seen::Connected => panic!("a client id other than the CN was accepted"),
         Seen::Error(_) => Some(()),
         _ => None,
@@ -109,7 +111,7 @@ async fn hostile_payloads_are_dead_lettered_while_good_traffic_flows() {
     // Nothing of the intruder got in, and gw-1 still works.
     publish_batch(&a, "gw-1", &batch("gw-1", 7, 11, 10)).await;
     let want: BTreeSet<u64> = (11..=20).collect();
-    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), 10).await);
+    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), WAIT).await);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 20);
 }
 
@@ -124,7 +126,7 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
     let rogue_files = shiftlens_collector::broker::TlsFiles { ca: pki.ca.clone(), ..rogue_files };
     for (what, files) in [("no certificate", None), ("another CA", Some(&rogue_files))] {
         let mut c = connect(options(addr, "gw-1", &pki.ca, files), vec![], true);
-        let outcome = wait_for(&mut c, 10, |s| match s {
+        let outcome = wait_for(&mut c, WAIT, |s| match s {
             Seen::Connected => Some(false),
             Seen::Error(_) => Some(true),
             _ => None,
@@ -134,7 +136,7 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
     }
     // The right certificate gets in.
     let mut good = agent(addr, &pki, "gw-1");
-    assert!(wait_for(&mut good, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut good, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
 }
 
 fn state(seq: u64, ts_ms: i64, s: MachineState) -> Event {
@@ -150,9 +152,9 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
     let reader_files = pki.leaf("it-feed");
     let mut reader =
         connect(options(addr, "it-feed", &pki.ca, Some(&reader_files)), vec!["shiftlens/v1/+/downtime".into()], false);
-    assert!(wait_for(&mut reader, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut reader, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
     let mut a = agent(addr, &pki, "gw-1");
-    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
 
     // The asset list is imported by another process while the collector runs: the feed carries its line.
     let cfg_path = dir.path().join("collector.toml");
@@ -182,7 +184,7 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
         state(3, t0 + 6_000, MachineState::Down),
     ];
     publish_batch(&a, "gw-1", &Batch::new(site(), gateway("gw-1"), 9, open)).await;
-    let rec: feed::Record = wait_for(&mut reader, 10, |s| match s {
+    let rec: feed::Record = wait_for(&mut reader, WAIT, |s| match s {
         Seen::Message(t, p) if t == "shiftlens/v1/plant-a/downtime" => serde_json::from_slice(&p).ok(),
         _ => None,
     })
@@ -199,7 +201,7 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
         &Batch::new(site(), gateway("gw-1"), 9, vec![state(4, t0 + 96_000, MachineState::Running)]),
     )
     .await;
-    let rec: feed::Record = wait_for(&mut reader, 10, |s| match s {
+    let rec: feed::Record = wait_for(&mut reader, WAIT, |s| match s {
         Seen::Message(_, p) => serde_json::from_slice::<feed::Record>(&p).ok().filter(|r| r.state == "closed"),
         _ => None,
     })
@@ -251,19 +253,20 @@ async fn a_gateway_last_will_marks_its_assets_unknown() {
     opts.set_keep_alive(std::time::Duration::from_secs(5));
     let ack = Topic::Ack { site: site(), gateway: gateway("gw-1") }.to_string();
     let mut a = connect(opts, vec![ack], false);
-    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
     let mut online = Status::offline(1);
     online.online = true;
     a.client.publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap()).await.unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     publish_batch(&a, "gw-1", &Batch::new(site(), gateway("gw-1"), 5, vec![state(1, now - 1000, MachineState::Down)]))
         .await;
-    assert!(wait_acked(&mut a, 5, &BTreeSet::from([1]), &mut BTreeSet::new(), 10).await);
-    assert!(eventually(10, || count(&db, "SELECT COUNT(*) FROM gateways WHERE online = 1") == 1).await);
+    assert!(wait_acked(&mut a, 5, &BTreeSet::from([1]), &mut BTreeSet::new(), WAIT).await);
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM gateways WHERE online = 1") == 1).await);
     // The gateway dies without DISCONNECT: the broker publishes its will.
     drop(a);
-    assert!(eventually(20, || count(&db, "SELECT COUNT(*) FROM gateway_offline") == 1).await);
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM gateway_offline") == 1).await);
     assert!(
-        eventually(10, || count(&db, "SELECT COUNT(*) FROM downtime WHERE data_gap = 1 AND end_ms IS NULL") == 1).await
+        eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM downtime WHERE data_gap = 1 AND end_ms IS NULL") == 1)
+            .await
     );
 }

@@ -9,10 +9,12 @@ mod support;
 use shiftlens_collector::{feed, ingest, Config};
 use shiftlens_common::config::ConfigFile;
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use support::*;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -34,7 +36,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts Mosquitto on a port that was free a moment ago. Mosquitto cannot bind port 0 and say which port
+/// it got, so another process may take the port meanwhile: then Mosquitto exits ("Address already in
+/// use") and another port is tried. Success is Mosquitto's own log line saying it runs (after opening
+/// the listener), never a connect, which a foreign listener on the port would answer too.
 async fn spawn_mosquitto(dir: &Path, pki: &Pki) -> Mosquitto {
+    for _attempt in 0..5 {
+        if let Some(m) = tokio::task::block_in_place(|| try_spawn_mosquitto(dir, pki, free_port())) {
+            return m;
+        }
+    }
+    panic!("mosquitto did not start on any of 5 free ports; run with TEST_LOG=1 to see why");
+}
+
+fn try_spawn_mosquitto(dir: &Path, pki: &Pki, port: u16) -> Option<Mosquitto> {
     let server = pki.leaf("localhost");
     let acl = dir.join("mosquitto.acl");
     std::fs::write(
@@ -51,7 +66,6 @@ async fn spawn_mosquitto(dir: &Path, pki: &Pki) -> Mosquitto {
          topic write shiftlens/v1/+/downtime\n",
     )
     .unwrap();
-    let port = free_port();
     let conf = dir.join("mosquitto.conf");
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     std::fs::write(
@@ -77,22 +91,33 @@ async fn spawn_mosquitto(dir: &Path, pki: &Pki) -> Mosquitto {
         ),
     )
     .unwrap();
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(MOSQUITTO).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Its log, line by line, read to the end (so Mosquitto never blocks on a full pipe).
+    let (tx, lines) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("mosquitto: {l}");
+            }
+            let _ = tx.send(l);
+        }
+    });
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut m = Mosquitto { child, addr };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(m.child.try_wait().unwrap().is_none(), "mosquitto exited; run with TEST_LOG=1 to see why");
-        assert!(tokio::time::Instant::now() < deadline, "mosquitto did not listen on {addr}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let m = Mosquitto { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(WAIT);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.contains(" running") => return Some(m),
+            Ok(l) if l.contains("Address already in use") => return None,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("mosquitto exited; run with TEST_LOG=1 to see why")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("mosquitto did not start within {WAIT} s"),
+        }
     }
-    m
 }
 
 fn external_config(dir: &Path, port: u16, files: &shiftlens_collector::broker::TlsFiles) -> Config {
@@ -139,26 +164,25 @@ async fn batches_through_mosquitto_with_mtls_are_stored_and_acked_via_the_shared
     assert!(collector.broker.is_none(), "external mode runs no broker of its own");
 
     let mut a = agent(broker.addr, &pki, "gw-1");
-    assert!(wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
     let epoch = 3;
     let batches: Vec<_> = (0..5).map(|i| batch("gw-1", epoch, i * 50 + 1, 50)).collect();
     let all: BTreeSet<u64> = (1..=250).collect();
     let mut acked = BTreeSet::new();
     // Until the collector's shared subscription exists, Mosquitto drops what is published (nobody
     // subscribes): the gateway resends what is not acked, as the real agent does.
-    for _round in 0..20 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(WAIT);
+    while acked != all && tokio::time::Instant::now() < deadline {
         for b in &batches {
             if b.events.iter().any(|e| !acked.contains(&e.seq)) {
                 publish_batch(&a, "gw-1", b).await;
             }
         }
-        if wait_acked(&mut a, epoch, &all, &mut acked, 1).await {
-            break;
-        }
+        wait_acked(&mut a, epoch, &all, &mut acked, 1).await;
     }
     assert_eq!(acked, all, "not every seq was acked through Mosquitto");
     let db = dir.path().join("collector.db");
-    assert!(eventually(5, || count(&db, "SELECT COUNT(*) FROM events WHERE epoch = 3") == 250).await);
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM events WHERE epoch = 3") == 250).await);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM dead_letters"), 0);
 
     // Mosquitto's ACL, not the collector, stops a gateway publishing under another gateway's id: nothing
@@ -167,7 +191,7 @@ async fn batches_through_mosquitto_with_mtls_are_stored_and_acked_via_the_shared
     // A good batch after it proves the path is alive and ordered: once it is acked, the forged one would
     // have been stored already.
     publish_batch(&a, "gw-1", &batch("gw-1", epoch, 251, 1)).await;
-    assert!(wait_acked(&mut a, epoch, &[251].into(), &mut acked, 10).await);
+    assert!(wait_acked(&mut a, epoch, &[251].into(), &mut acked, WAIT).await);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM events WHERE epoch = 9"), 0);
 
     drop(a);

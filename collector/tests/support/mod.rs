@@ -17,6 +17,11 @@ use tokio::sync::mpsc;
 
 pub const SITE: &str = "plant-a";
 
+/// Seconds a test waits for something that must happen (a connection with its TLS handshake, an ack, a
+/// stored row, a process start). Waits end as soon as it happens, so this is generous for a slow, loaded
+/// CI machine and costs nothing when all is well.
+pub const WAIT: u64 = 60;
+
 /// A CA with its key, writing leaf certificates into `dir`.
 pub struct Pki {
     pub dir: PathBuf,
@@ -86,6 +91,8 @@ pub fn config(dir: &Path, server: &TlsFiles, extra_broker: &str) -> Config {
 /// What the test agent's event loop saw.
 #[derive(Debug)]
 pub enum Seen {
+    /// Connected, and every subscription asked for is acknowledged (SUBACK): from now on the broker
+    /// routes matching messages to this client.
     Connected,
     Ack(shiftlens_common::Ack),
     Message(String, Vec<u8>),
@@ -135,21 +142,32 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
     rustls::pki_types::CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap()).collect()
 }
 
-/// Connects and keeps polling; subscribes to `subscribe` on every ConnAck. Stops at the first error
-/// when `stop_on_error`.
+/// Connects and keeps polling; subscribes to `subscribe` on every ConnAck and reports
+/// [`Seen::Connected`] once the broker acknowledged them all. Stops at the first error when
+/// `stop_on_error`.
 pub fn connect(opts: MqttOptions, subscribe: Vec<String>, stop_on_error: bool) -> TestClient {
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     eventloop.set_network_options(broker::network_options());
     let (tx, seen) = mpsc::unbounded_channel();
     let c = client.clone();
     let task = tokio::spawn(async move {
+        let mut unacked_subscriptions = 0;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     for s in &subscribe {
                         c.subscribe(s.clone(), QoS::AtLeastOnce).await.unwrap();
                     }
-                    let _ = tx.send(Seen::Connected);
+                    unacked_subscriptions = subscribe.len();
+                    if unacked_subscriptions == 0 {
+                        let _ = tx.send(Seen::Connected);
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) if unacked_subscriptions > 0 => {
+                    unacked_subscriptions -= 1;
+                    if unacked_subscriptions == 0 {
+                        let _ = tx.send(Seen::Connected);
+                    }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
                     let msg = match decode_ack(&p.payload) {
@@ -282,7 +300,7 @@ pub fn init_logs() {
 pub async fn broker_addr(child: &mut tokio::process::Child) -> SocketAddr {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+    let addr = tokio::time::timeout(Duration::from_secs(WAIT), async {
         while let Some(l) = lines.next_line().await.unwrap() {
             if let Some(a) = l.strip_prefix("broker listening on ") {
                 return a.parse::<SocketAddr>().unwrap();
