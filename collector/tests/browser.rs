@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const DEADLINE: Duration = Duration::from_secs(30);
+/// How long Chromium may take to start, answer a DevTools call, or reach a page state. Waits end as soon
+/// as it happens: generous for a slow, loaded CI machine.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn chromium() -> Option<PathBuf> {
     let candidates = ["chromium", "chromium-browser", "google-chrome"];
@@ -102,7 +104,7 @@ impl Browser {
             panic!("chromium exited without a DevTools address");
         })
         .await
-        .expect("chromium did not start within 30 s");
+        .unwrap_or_else(|_| panic!("chromium did not start within {DEADLINE:?}"));
         // Keep draining stderr so Chromium never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
@@ -122,6 +124,14 @@ impl Browser {
     }
 
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(v) => v,
+            Err(e) => panic!("{method}: {e}"),
+        }
+    }
+
+    /// A DevTools call; `Err` with the protocol error (e.g. the page's context went away in a navigation).
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -131,37 +141,55 @@ impl Browser {
         self.ws.send(Message::text(msg.to_string())).await.unwrap();
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let next =
-                tokio::time::timeout_at(deadline.into(), self.ws.next()).await.expect("DevTools answer timed out");
-            let Some(Ok(Message::Text(t))) = next else { continue };
+            let next = tokio::time::timeout_at(deadline.into(), self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{method}: no DevTools answer within {DEADLINE:?}"));
+            let t = match next {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("{method}: DevTools connection failed: {e}"),
+                None => panic!("{method}: DevTools connection closed (did Chromium exit?)"),
+            };
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["id"].as_u64() == Some(id) {
-                assert!(v.get("error").is_none(), "{method}: {}", v["error"]);
-                return v["result"].clone();
+                return match v.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(v["result"].clone()),
+                };
             }
         }
     }
 
-    async fn eval(&mut self, expr: &str) -> Value {
-        let r = self
-            .call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }))
-            .await;
+    /// Evaluates `expr` in the page; `None` when there was no page context to run it in (a navigation
+    /// replaced the document meanwhile). An exception thrown by `expr` fails the test.
+    async fn try_eval(&mut self, expr: &str) -> Option<Value> {
+        let params = json!({ "expression": expr, "returnByValue": true, "awaitPromise": true });
+        let r = self.try_call("Runtime.evaluate", params).await.ok()?;
         assert!(r.get("exceptionDetails").is_none(), "{expr}: {}", r["exceptionDetails"]);
-        r["result"]["value"].clone()
+        Some(r["result"]["value"].clone())
     }
 
+    async fn eval(&mut self, expr: &str) -> Value {
+        match self.try_eval(expr).await {
+            Some(v) => v,
+            None => panic!("{expr}: no page context (a navigation under way?)"),
+        }
+    }
+
+    /// Polls `expr` until it is `true`. Evaluations that meet a document being replaced count as not yet.
     async fn wait_for(&mut self, expr: &str) {
         let deadline = Instant::now() + DEADLINE;
-        while self.eval(expr).await != json!(true) {
-            assert!(Instant::now() < deadline, "timed out waiting for {expr}");
+        while self.try_eval(expr).await != Some(json!(true)) {
+            assert!(Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for {expr}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Runs `action` (a navigation or a click) and waits for the next document to finish loading.
+    /// Runs `action` (a navigation or a click) and waits for the next document to finish loading. The
+    /// action's own evaluation may meet the old document going away: the wait decides.
     async fn navigating(&mut self, action: &str) {
         self.eval("window.__old = true").await;
-        self.eval(action).await;
+        self.try_eval(action).await;
         self.wait_for("!window.__old && document.readyState === 'complete'").await;
     }
 
