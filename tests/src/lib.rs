@@ -103,6 +103,10 @@ pub fn write_config(template: &str, to: &Path, vars: &[(&str, &str)]) -> PathBuf
     to.to_path_buf()
 }
 
+/// How long to wait for something that must happen (a program's start, a TLS connection, data going
+/// through the chain). Waits end as soon as it happens: generous for a slow, loaded CI machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+
 /// Waits until `f` returns `Some`, polling every 100 ms; panics naming `what` after `timeout`.
 pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -222,8 +226,8 @@ pub fn spawn_collector(dir: &Path) -> Collector {
         assert!(out.status.success(), "import {kind}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let mut proc = Proc::spawn("collector", &bins().collector, &["run", "--config", &c]);
-    let broker = addr_in(&proc.wait_for("broker listening on", Duration::from_secs(30)));
-    let http = addr_in(&proc.wait_for("http listening on", Duration::from_secs(30)));
+    let broker = addr_in(&proc.wait_for("broker listening on", WAIT));
+    let http = addr_in(&proc.wait_for("http listening on", WAIT));
     Collector { proc, config, broker, http }
 }
 
@@ -253,8 +257,8 @@ pub fn spawn_plant(dir: &Path, scenario: &str) -> Plant {
     .map(|s| s.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut proc = Proc::spawn("plant", &bins().sim, &args);
-    let modbus = addr_in(&proc.wait_for("Modbus TCP on", Duration::from_secs(30)));
-    let opcua = format!("opc.tcp://{}/", addr_in(&proc.wait_for("OPC UA on", Duration::from_secs(60))));
+    let modbus = addr_in(&proc.wait_for("Modbus TCP on", WAIT));
+    let opcua = format!("opc.tcp://{}/", addr_in(&proc.wait_for("OPC UA on", WAIT)));
     Plant { proc, modbus, opcua }
 }
 
@@ -271,8 +275,8 @@ pub fn spawn_agent(dir: &Path, gateway: &str, collector: &Collector, vars: &[(&s
 
 /// A plain HTTP/1.0 GET (so the answer is never chunked); returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -287,4 +291,20 @@ pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, path).unwrap();
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// GET returning JSON, or `None` when the request failed or did not answer 200 (for polling in
+/// [`wait_until`], where a slow or busy moment of the server is not yet an answer).
+pub fn try_get_json(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    match http_get(addr, path) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        Ok((status, body)) => {
+            eprintln!("GET {path}: {status} {body}");
+            None
+        }
+        Err(e) => {
+            eprintln!("GET {path}: {e}");
+            None
+        }
+    }
 }

@@ -23,18 +23,19 @@ fn closed(records: &Value, asset: &str) -> Vec<Value> {
 fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
     make_pki(dir.path(), &["gw-line1", "gw-line2"]);
-    let collector = spawn_collector(dir.path());
+    let mut collector = spawn_collector(dir.path());
     let plant = spawn_plant(dir.path(), "e2e/scenario.toml");
     let modbus = plant.modbus.to_string();
     let _line1 = spawn_agent(dir.path(), "gw-line1", &collector, &[("MODBUS", &modbus)]);
     let _line2 = spawn_agent(dir.path(), "gw-line2", &collector, &[("OPCUA", &plant.opcua)]);
     let _rogue = spawn_rogue_agent(dir.path(), &collector, &modbus);
 
-    // The scenario repeats a 2.5 s stop every 6 s on press-1 (Modbus) and line2-labeler (OPC UA). An agent that
-    // connects during a stop sees only its rest, so wait for a stop seen whole on each.
+    // The scenario repeats a 2.5 s stop every 6 s on press-1 (Modbus) and line2-labeler (OPC UA) for 50 s. An
+    // agent that connects during a stop sees only its rest, so wait for a stop seen whole on each. The wait
+    // reaches past the scenario's end: an agent slow to get through to the broker still uploads what it saw.
     let whole = |v: &Value, asset: &str| closed(v, asset).iter().any(|r| r["duration_s"].as_f64() >= Some(1.5));
-    let records = wait_until(Duration::from_secs(50), "a whole downtime event of press-1 and of line2-labeler", || {
-        let v = get_json(collector.http, "/api/v1/downtime?site=plant-a");
+    let records = wait_until(Duration::from_secs(90), "a whole downtime event of press-1 and of line2-labeler", || {
+        let v = try_get_json(collector.http, "/api/v1/downtime?site=plant-a")?;
         (whole(&v, "press-1") && whole(&v, "line2-labeler")).then_some(v)
     });
 
@@ -50,8 +51,10 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
             assert_eq!(r["data_gap"], false, "{r}");
             assert_eq!(r["first_out_alarm"]["id"], alarm, "{r}");
             assert_eq!(r["first_out_alarm"]["class"], class, "{r}");
+            // The plant stops for 2.5 s and runs for 3.5 s. Polling and a loaded machine stretch what is measured
+            // by up to a few hundred ms, more when starved; a record of 6 s or more has spanned a run.
             let d = r["duration_s"].as_f64().unwrap();
-            assert!(d > 0.0 && d <= 4.0, "the plant stopped for 2.5 s, the record says {d} s: {r}");
+            assert!(d > 0.0 && d < 6.0, "the plant stopped for 2.5 s in every 6 s, the record says {d} s: {r}");
         }
     }
     let stopped: Vec<&str> = records.as_array().unwrap().iter().filter_map(|r| r["asset"].as_str()).collect();
@@ -79,13 +82,15 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
     let skills: Vec<&str> = coverage["rows"].as_array().unwrap().iter().filter_map(|r| r["skill"].as_str()).collect();
     assert!(skills.contains(&"hydraulics") && skills.contains(&"plc-prog"), "{coverage}");
 
-    // Both gateways are known and online; the one whose certificate comes from another CA never got in.
-    let gws = get_json(collector.http, "/api/v1/gateways");
-    let text = gws["rows"].to_string();
-    assert!(text.contains("gw-line1") && text.contains("gw-line2"), "{gws}");
-    assert!(!text.contains("gw-rogue"), "{gws}");
-    let log = collector.proc.output().join("\n");
-    assert!(log.contains("TLS handshake failed"), "the collector should log the refused handshake:\n{log}");
+    // Both gateways are known; the one whose certificate comes from another CA tried and never got in. Its
+    // refusal is its own event, so wait for it before asking whether it got in.
+    collector.proc.wait_for("TLS handshake failed", WAIT);
+    let gws = wait_until(WAIT, "both gateways in /api/v1/gateways", || {
+        let gws = try_get_json(collector.http, "/api/v1/gateways")?;
+        let text = gws["rows"].to_string();
+        (text.contains("gw-line1") && text.contains("gw-line2")).then_some(gws)
+    });
+    assert!(!gws["rows"].to_string().contains("gw-rogue"), "{gws}");
 }
 
 /// An agent like gw-line1 but named gw-rogue, whose client certificate is signed by a CA the collector does not
