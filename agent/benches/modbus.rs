@@ -1,89 +1,160 @@
 //! Agent CPU time and peak RSS while polling 1,000 and 10,000 Modbus points at 1 s from the simulated plant.
 //!
-//! The plant runs in a child process (this binary re-run with `--sim-child`), so the figures are the agent's
-//! alone: CPU from /proc/self/task/*/schedstat (every thread, ns), peak RSS from /proc/self/status (VmHWM). Devices hold
-//! 1,000 points each (u16 alarm points, coalesced to 8 requests), all behind one `ip:port` with unit ids 1..n.
+//! Every figure comes from a process of its own, so one measurement's memory never counts in the next:
+//! - the plant runs in a child process (this binary re-run with `--sim-child`);
+//! - "sources": the Modbus poller and detector alone, in a child (`--poll-child N ADDR`) that builds its
+//!   device list and then measures itself: CPU from /proc/self/task/*/schedstat (every thread), peak RSS from
+//!   /proc/self/status (VmHWM);
+//! - "agent": the real `shiftlens-agent run` binary with a generated config (outbox, detector, uplink to a
+//!   broker that is not there, so it buffers as a plant gateway does offline), measured from /proc/PID.
+//!
+//! Devices hold 1,000 points each (u16 alarm points, coalesced to 8 requests), all behind one `ip:port`
+//! with unit ids 1..n.
 //!
 //! `cargo bench -p shiftlens-agent --bench modbus` (SHIFTLENS_BENCH_SECS sets the measuring time, default 10).
 #![allow(clippy::unwrap_used)]
 
 use shiftlens_agent::source::modbus::{task::run_line, ModbusDevice};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PER_DEVICE: usize = 1000;
 
 fn main() {
-    if std::env::args().any(|a| a == "--sim-child") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--sim-child") {
         return sim_child();
     }
-    let secs: u64 = std::env::var("SHIFTLENS_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let mut child =
-        Command::new(std::env::current_exe().unwrap()).arg("--sim-child").stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--poll-child") {
+        return poll_child(args[i + 1].parse().unwrap(), &args[i + 2], bench_secs());
+    }
+    let secs = bench_secs();
+    let mut sim = spawn_child(&["--sim-child"]);
+    let addr = read_line(&mut sim);
     println!("modbus poll bench: {secs} s per run, poll 1 s, {PER_DEVICE} points per device, one shared connection");
     for points in [1000, 10_000] {
-        let (polled, cpu, wall) = rt.block_on(run(&addr, points, Duration::from_secs(secs)));
-        let cpu_ms = cpu.as_secs_f64() * 1000.0;
-        println!(
-            "{points:>6} points: {:>8.0} points/s, CPU {:.2} ms per 1000 points polled, {:.2} % of one core, peak RSS {:.1} MB",
-            polled as f64 / wall.as_secs_f64(),
-            cpu_ms / (polled as f64 / 1000.0),
-            100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
-            peak_rss_kb() as f64 / 1024.0,
-        );
+        let mut child = spawn_child(&["--poll-child", &points.to_string(), &addr]);
+        println!("{points:>6} points, sources: {}", read_line(&mut child));
+        child.wait().unwrap();
+        println!("{points:>6} points, agent:   {}", whole_agent(&addr, points, secs));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = sim.kill();
+    let _ = sim.wait();
 }
 
-/// Polls `points` points for `dur`; returns (points polled, CPU time used, wall time).
-async fn run(addr: &str, points: usize, dur: Duration) -> (u64, Duration, Duration) {
-    let devices: Vec<ModbusDevice> = (0..points / PER_DEVICE).map(|d| device(addr, d)).collect();
-    let n_devices = devices.len();
-    let line = shiftlens_agent::source::modbus::Line::Tcp(addr.parse().unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let task = tokio::spawn(run_line(line, devices, tx, shiftlens_agent::health::Health::default()));
-    // Let the first poll connect and report, then measure whole poll cycles.
-    let mut first = 0;
-    while first < n_devices {
-        if let Some(o) = rx.recv().await {
-            if matches!(o.body, shiftlens_common::EventBody::Source { connected: true, .. }) {
-                first += 1;
+fn bench_secs() -> u64 {
+    std::env::var("SHIFTLENS_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10)
+}
+
+fn spawn_child(args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap()).args(args).stdout(Stdio::piped()).spawn().unwrap()
+}
+
+fn read_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    line.trim().to_string()
+}
+
+fn figures(points: usize, cpu: Duration, wall: Duration, proc: &str) -> String {
+    let polled = (wall.as_secs_f64().floor() as usize * points) as f64;
+    format!(
+        "{:>8.0} points/s, CPU {:.2} ms per 1000 points polled, {:.2} % of one core, peak RSS {:.1} MB, RSS now {:.1} MB",
+        polled / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1000.0 / (polled / 1000.0),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        status_kb(proc, "VmHWM:") as f64 / 1024.0,
+        status_kb(proc, "VmRSS:") as f64 / 1024.0,
+    )
+}
+
+/// The poller and detector alone: polls `points` points for `secs` and prints one line of figures.
+fn poll_child(points: usize, addr: &str, secs: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let line = rt.block_on(async {
+        let devices: Vec<ModbusDevice> = (0..points / PER_DEVICE).map(|d| device(addr, d)).collect();
+        let n_devices = devices.len();
+        let line = shiftlens_agent::source::modbus::Line::Tcp(addr.parse().unwrap());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let task = tokio::spawn(run_line(line, devices, tx, shiftlens_agent::health::Health::default()));
+        // Let the first poll connect and report, then measure whole poll cycles.
+        let mut first = 0;
+        while first < n_devices {
+            if let Some(o) = rx.recv().await {
+                if matches!(o.body, shiftlens_common::EventBody::Source { connected: true, .. }) {
+                    first += 1;
+                }
             }
         }
-    }
-    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let (cpu0, t0) = (cpu_time(), Instant::now());
-    tokio::time::sleep(dur).await;
-    let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
-    task.abort();
-    drain.abort();
-    let cycles = wall.as_secs_f64().floor() as u64;
-    (cycles * points as u64, cpu, wall)
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (cpu0, t0) = (cpu_time("/proc/self"), Instant::now());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let (cpu, wall) = (cpu_time("/proc/self") - cpu0, t0.elapsed());
+        task.abort();
+        drain.abort();
+        figures(points, cpu, wall, "/proc/self")
+    });
+    println!("{line}");
 }
 
-fn device(addr: &str, d: usize) -> ModbusDevice {
+fn device_text(addr: &str, d: usize) -> String {
     let mut text =
         format!("id = \"dev{d}\"\naddress = \"{addr}\"\nunit = {}\npoll = \"1s\"\ntimeout = \"1s\"\n", d + 1);
     for k in 0..PER_DEVICE {
         let a = d * PER_DEVICE + k;
         text.push_str(&format!(
-            "[[points]]\nname = \"p{a}\"\nasset = \"asset-{}\"\ntable = \"holding\"\naddress = {a}\ntype = \"u16\"\nmeaning = {{ alarm = {{ id = \"A{a}\" }} }}\n",
+            "[[points]]\nname = \"p{a}\"\nasset = \"asset-{:03}\"\ntable = \"holding\"\naddress = {a}\ntype = \"u16\"\nmeaning = {{ alarm = {{ id = \"A{a}\" }} }}\n",
             a / 100
         ));
     }
-    toml::from_str(&text).unwrap()
+    text
 }
 
-/// CPU time of every thread of this process, in nanoseconds from /proc/self/task/*/schedstat.
-fn cpu_time() -> Duration {
+fn device(addr: &str, d: usize) -> ModbusDevice {
+    toml::from_str(&device_text(addr, d)).unwrap()
+}
+
+/// Runs the real agent binary on `points` points for `secs` after its first poll; one line of figures.
+fn whole_agent(addr: &str, points: usize, secs: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: the agent buffers in its outbox and keeps retrying, as offline.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut text = format!(
+        "site = \"plant-a\"\ngateway = \"gw-bench\"\n\n[outbox]\npath = {:?}\n\n[uplink]\nbroker = \"mqtt://{nowhere}\"\n",
+        dir.path().join("outbox.db").display().to_string()
+    );
+    for d in 0..points / PER_DEVICE {
+        // Each device's keys and points become a `[[modbus]]` table with `[[modbus.points]]`.
+        let dev = device_text(addr, d).replace("[[points]]", "[[modbus.points]]");
+        text.push_str(&format!("\n[[modbus]]\n{dev}"));
+    }
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_shiftlens-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = format!("/proc/{}", agent.id());
+    // Start-up (config, outbox, first connect and poll) is left out of the CPU figure but not out of the peak.
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu0, t0) = (cpu_time(&proc), Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let (cpu, wall) = (cpu_time(&proc) - cpu0, t0.elapsed());
+    let line = figures(points, cpu, wall, &proc);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    line
+}
+
+/// CPU time of every thread of a process, from `{proc}/task/*/schedstat` (nanoseconds).
+fn cpu_time(proc: &str) -> Duration {
     let mut ns = 0u64;
-    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+    for t in std::fs::read_dir(format!("{proc}/task")).unwrap().flatten() {
         if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
             ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }
@@ -91,9 +162,10 @@ fn cpu_time() -> Duration {
     Duration::from_nanos(ns)
 }
 
-fn peak_rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+/// A `kB` line of `{proc}/status`, e.g. `VmHWM:` (peak RSS) or `VmRSS:`.
+fn status_kb(proc: &str, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("{proc}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
