@@ -30,9 +30,9 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
     let _line2 = spawn_agent(dir.path(), "gw-line2", &collector, &[("OPCUA", &plant.opcua)]);
     let _rogue = spawn_rogue_agent(dir.path(), &collector, &modbus);
 
-    // The scenario repeats a 2.5 s stop every 6 s on press-1 (Modbus) and line2-labeler (OPC UA) for 50 s. An
-    // agent that connects during a stop sees only its rest, so wait for a stop seen whole on each. The wait
-    // reaches past the scenario's end: an agent slow to get through to the broker still uploads what it saw.
+    // The scenario repeats a 2.5 s stop every 6 s on press-1 (Modbus) and line2-labeler (OPC UA) for two
+    // minutes, longer than the wait. An agent that connects during a stop sees only its rest, so wait for a
+    // stop seen whole on each.
     let whole = |v: &Value, asset: &str| closed(v, asset).iter().any(|r| r["duration_s"].as_f64() >= Some(1.5));
     let records = wait_until(Duration::from_secs(90), "a whole downtime event of press-1 and of line2-labeler", || {
         let v = try_get_json(collector.http, "/api/v1/downtime?site=plant-a")?;
