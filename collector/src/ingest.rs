@@ -18,7 +18,7 @@
 
 use crate::broker::{self, Mode};
 use crate::feed::{self, LineOf};
-use crate::store::events::DeadLetter;
+use crate::store::events::{DeadLetter, Rows};
 use crate::store::{Committed, StoreError, WriteOp, Writer};
 use crate::Config;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
@@ -294,7 +294,11 @@ pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) 
             Ok(b) if b.site != site => {
                 dead("site_mismatch", format!("batch of site {} published on site {site}'s topic", b.site))
             }
-            Ok(batch) => WriteOp::Batch { batch, received_ms },
+            // The rows are prepared here, in parallel with the writer thread.
+            Ok(batch) => match Rows::new(batch) {
+                Ok(rows) => WriteOp::Batch { rows, received_ms },
+                Err(e) => dead("bad_body", format!("an event body cannot be stored as JSON: {e}")),
+            },
         },
         Ok(Topic::Status { site, gateway }) => {
             if payload.len() > 64 << 10 {

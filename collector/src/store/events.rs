@@ -45,18 +45,60 @@ fn kind(body: &EventBody) -> &'static str {
     }
 }
 
-/// Inserts a batch's events; returns the events that were new (not stored before).
+/// A decoded batch with its per-row work done: every event body serialized as JSON. Built by the ingest
+/// task, so this work runs in parallel with the single writer thread, which then only binds and inserts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    pub batch: Batch,
+    /// The JSON bodies of all events, back to back; event `i`'s body ends at `ends[i]`.
+    json: String,
+    ends: Vec<usize>,
+}
+
+impl Rows {
+    /// Serializes the bodies of `batch`'s events.
+    ///
+    /// # Errors
+    /// A body that serde_json cannot serialize (not expected for `EventBody`).
+    pub fn new(batch: Batch) -> Result<Self, serde_json::Error> {
+        let mut json = Vec::with_capacity(batch.events.len() * 64);
+        let mut ends = Vec::with_capacity(batch.events.len());
+        for e in &batch.events {
+            serde_json::to_writer(&mut json, &e.body)?;
+            ends.push(json.len());
+        }
+        // serde_json writes valid UTF-8.
+        let json = String::from_utf8(json).map_err(|e| serde_json::Error::io(std::io::Error::other(e)))?;
+        Ok(Self { batch, json, ends })
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn body(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.json[start..self.ends[i]]
+    }
+}
+
+/// Inserts a batch's events; returns, in order, whether each event was new (not stored before).
 ///
 /// # Errors
 /// SQLite errors.
-pub fn insert_batch<'a>(conn: &Connection, batch: &'a Batch, received_ms: i64) -> rusqlite::Result<Vec<&'a Event>> {
+pub fn insert_rows(conn: &Connection, rows: &Rows, received_ms: i64) -> rusqlite::Result<Vec<bool>> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR IGNORE INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    let mut new = Vec::new();
-    for e in &batch.events {
-        let body = serde_json::to_string(&e.body).map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+    let batch = &rows.batch;
+    let mut new = Vec::with_capacity(rows.len());
+    for (i, e) in batch.events.iter().enumerate() {
         let n = stmt.execute(params![
             batch.gateway.as_str(),
             batch.epoch as i64,
@@ -65,12 +107,10 @@ pub fn insert_batch<'a>(conn: &Connection, batch: &'a Batch, received_ms: i64) -
             e.asset.as_str(),
             e.ts_ms,
             kind(&e.body),
-            body,
+            rows.body(i),
             received_ms
         ])?;
-        if n == 1 {
-            new.push(e);
-        }
+        new.push(n == 1);
     }
     Ok(new)
 }
