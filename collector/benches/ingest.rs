@@ -1,8 +1,14 @@
 //! Collector ingest benchmark (a bench binary that prints its figures):
 //! 1. the timeline alone: events/s applied in order and with 10 % late events;
-//! 2. end to end: gateways publish batches over mTLS to the embedded broker on loopback, the collector
-//!    decodes, stores (SQLite WAL, one writer), maintains the timeline and acks; the figure is events/s
-//!    from first publish to last ack.
+//! 2. the store writer alone: prepared batches straight into the writer thread (SQLite WAL + timeline);
+//! 3. end to end: 4 gateways publish batches (encoded beforehand) to the embedded broker on loopback, with
+//!    at most 8 batches in flight each like the agent; the collector decodes, stores, maintains the
+//!    timeline and acks; the figure is events/s from first publish to last ack. Once through the mTLS gate
+//!    (as in production), once through the gate in plaintext, so no TLS work is counted. The gateways run
+//!    in the same process and on the same cores as the collector in both.
+//!
+//! Each row also prints CPU time (whole process, and the store writer thread), which varies less than
+//! the rate when others share the machine.
 //!
 //! `cargo bench -p shiftlens-collector --bench ingest` (env: BENCH_EVENTS, default 1,000,000).
 #![allow(clippy::unwrap_used)]
@@ -17,12 +23,14 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 use support::*;
 
-fn plant_events(gw: &str, epoch: u64, n: u64) -> Vec<Event> {
-    let _ = (gw, epoch);
+/// A gateway's events: its own 100 assets (named after the gateway); each asset's state changes every 10th
+/// of its events, alarms in between. Every gateway's clock runs alike, so several gateways' events
+/// interleave in time as in a plant.
+fn plant_events(gw: &str, n: u64) -> Vec<Event> {
+    let assets: Vec<AssetId> = (0..100).map(|a| AssetId::parse(format!("{gw}-asset-{a}")).unwrap()).collect();
     (1..=n)
         .map(|seq| {
-            // 100 assets; each asset's state changes every 10th of its events, alarms in between.
-            let asset = AssetId::parse(format!("asset-{}", seq % 100)).unwrap();
+            let asset = assets[(seq % 100) as usize].clone();
             let ts_ms = 1_700_000_000_000 + seq as i64 * 10;
             let body = match (seq / 100) % 10 {
                 0 => EventBody::Alarm(Alarm {
@@ -42,7 +50,7 @@ fn plant_events(gw: &str, epoch: u64, n: u64) -> Vec<Event> {
 fn bench_timeline(n: u64) {
     let site = SiteId::parse("plant-a").unwrap();
     let gw = GatewayId::parse("gw-0").unwrap();
-    let events = plant_events("gw-0", 1, n);
+    let events = plant_events("gw-0", n);
     let inputs: Vec<Input> = events
         .into_iter()
         .map(|event| Input::Event { site: site.clone(), gateway: gw.clone(), epoch: 1, event })
@@ -68,20 +76,68 @@ fn bench_timeline(n: u64) {
     }
 }
 
+/// CPU time, so figures taken on a shared machine can be compared: the whole process (all threads, from
+/// `/proc/self/stat`, 10 ms ticks) and the store writer threads (`/proc/self/task/*/schedstat`, ns).
+#[derive(Default)]
+struct Cpu {
+    process_s: f64,
+    writers: std::collections::HashMap<String, f64>,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which ends with ')'): utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
+        let mut writers = std::collections::HashMap::new();
+        for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() == "store-writer" {
+                let ns = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+                let ns: f64 = ns.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+                writers.insert(t.file_name().to_string_lossy().into_owned(), ns / 1e9);
+            }
+        }
+        Self { process_s: ticks / 100.0, writers }
+    }
+
+    /// Process CPU seconds and writer CPU seconds since `self`.
+    fn since(&self) -> (f64, f64) {
+        let now = Self::now();
+        let writer = now.writers.iter().map(|(t, s)| s - self.writers.get(t).copied().unwrap_or(0.0)).sum();
+        (now.process_s - self.process_s, writer)
+    }
+}
+
+fn cpu_note(n: u64, cpu: (f64, f64)) -> String {
+    let per = |s: f64| s * 1e6 / n as f64;
+    format!(
+        "CPU: process {:.2} s ({:.1} µs/event), writer thread {:.2} s ({:.1} µs/event)",
+        cpu.0,
+        per(cpu.0),
+        cpu.1,
+        per(cpu.1)
+    )
+}
+
 async fn bench_store(n: u64) {
-    use shiftlens_collector::store::{Committed, StoreConfig, WriteOp, Writer};
+    use shiftlens_collector::store::{events::Rows, Committed, StoreConfig, WriteOp, Writer};
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig { path: dir.path().join("c.db"), ..StoreConfig::default() };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(4096);
     let writer = Writer::spawn(&config, out_tx).unwrap();
-    let events = plant_events("gw-0", 1, n);
+    let events = plant_events("gw-0", n);
     let batches: Vec<Batch> = events.chunks(1000).map(|c| Batch::new(site(), gateway("gw-0"), 1, c.to_vec())).collect();
     let nb = batches.len();
+    let cpu = Cpu::now();
     let start = Instant::now();
     let tx = writer.tx.clone();
     tokio::spawn(async move {
         for batch in batches {
-            tx.send(WriteOp::Batch { batch, received_ms: 0 }).await.unwrap();
+            // Like the ingest task: rows are prepared before they reach the writer.
+            let rows = Rows::new(batch).unwrap();
+            tx.send(WriteOp::Batch { rows, received_ms: 0 }).await.unwrap();
         }
     });
     let mut stored = 0;
@@ -92,35 +148,87 @@ async fn bench_store(n: u64) {
     }
     let s = start.elapsed().as_secs_f64();
     println!("store writer (with timeline): {n} events in batches of 1000 in {s:.2} s = {:.0} events/s", n as f64 / s);
+    println!("  {}", cpu_note(n, cpu.since()));
+    drop(writer.tx);
+    tokio::task::spawn_blocking(move || writer.thread.join().unwrap()).await.unwrap();
 }
 
-async fn bench_ingest(n: u64) {
+/// How the bench's gateways reach the collector.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    /// Each gateway with its own certificate through the mTLS gate, as in production.
+    MutualTls,
+    /// Plaintext MQTT to the gate on loopback: no TLS work on either side.
+    Plain,
+}
+
+async fn bench_ingest(n: u64, link: Link) {
     let gateways = 4u64;
     let per_batch = 1000u64;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
-    let cfg = config(dir.path(), &pki.leaf("localhost"), "");
-    let addr = ingest::start(&cfg, feed::no_lines()).await.unwrap().broker.unwrap();
+    let cfg = match link {
+        Link::MutualTls => config(dir.path(), &pki.leaf("localhost"), ""),
+        Link::Plain => {
+            let text = format!(
+                "[broker]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[http]\nbind = \"127.0.0.1:0\"\n",
+                dir.path().join("collector.db").display()
+            );
+            let file = shiftlens_common::config::ConfigFile::from_text(dir.path().join("collector.toml"), text);
+            shiftlens_collector::Config::from_file(&file).unwrap()
+        }
+    };
+    let collector = ingest::start(&cfg, feed::no_lines()).await.unwrap();
+    let addr = collector.broker.unwrap();
     let per_gw = n / gateways;
-    let mut tasks = Vec::new();
-    let start = Instant::now();
+    // Connect and encode first: the figure is about moving batches into the store, not about encoding.
+    let mut gws = Vec::new();
     for g in 0..gateways {
         let gw = format!("gw-{g}");
-        let mut a = agent(addr, &pki, &gw);
+        let mut a = match link {
+            Link::MutualTls => agent(addr, &pki, &gw),
+            Link::Plain => {
+                let mut o = rumqttc::MqttOptions::new(gw.as_str(), "127.0.0.1", addr.port());
+                o.set_keep_alive(std::time::Duration::from_secs(5));
+                o.set_max_packet_size(8 << 20, 8 << 20);
+                let ack = shiftlens_common::Topic::Ack { site: site(), gateway: gateway(&gw) }.to_string();
+                connect(o, vec![ack], false)
+            }
+        };
         wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.unwrap();
-        let events = plant_events(&gw, g + 1, per_gw);
-        let batches: Vec<Batch> =
-            events.chunks(per_batch as usize).map(|c| Batch::new(site(), gateway(&gw), g + 1, c.to_vec())).collect();
+        let events = plant_events(&gw, per_gw);
+        let batches: Vec<(Batch, bytes::Bytes)> = events
+            .chunks(per_batch as usize)
+            .map(|c| {
+                let b = Batch::new(site(), gateway(&gw), g + 1, c.to_vec());
+                let payload = shiftlens_common::wire::encode_batch(&b).into();
+                (b, payload)
+            })
+            .collect();
+        gws.push((gw, a, batches));
+    }
+    let cpu = Cpu::now();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (gw, mut a, batches) in gws {
+        let topic = events_topic(&gw);
         tasks.push(tokio::spawn(async move {
+            let client = a.client.clone();
+            let publish =
+                |p: &bytes::Bytes| client.publish_bytes(topic.clone(), rumqttc::QoS::AtLeastOnce, false, p.clone());
             // Like the agent: at most 8 batches in flight, the next one goes when an ack frees a slot;
             // after 5 s without progress the unacked in-flight batches are resent.
             let mut acked = BTreeSet::new();
-            let mut next = 0;
+            let (mut next, mut first_open) = (0, 0);
             let done = |b: &Batch, acked: &BTreeSet<u64>| b.events.iter().all(|e| acked.contains(&e.seq));
             while acked.len() < per_gw as usize {
-                let first_open = batches.iter().position(|b| !done(b, &acked)).unwrap_or(batches.len());
+                // Each batch is checked until it is done, never again (scanning every batch after every ack
+                // cost the bench's gateways more CPU than the collector's decoding).
+                while first_open < batches.len() && done(&batches[first_open].0, &acked) {
+                    first_open += 1;
+                }
                 while next < batches.len() && next < first_open + 8 {
-                    publish_batch(&a, &gw, &batches[next]).await;
+                    publish(&batches[next].1).await.unwrap();
                     next += 1;
                 }
                 let before = acked.len();
@@ -135,8 +243,8 @@ async fn bench_ingest(n: u64) {
                 .await;
                 if progressed.is_none() {
                     println!("  {gw}: resending in-flight batches");
-                    for b in batches.iter().take(next).filter(|b| !done(b, &acked)) {
-                        publish_batch(&a, &gw, b).await;
+                    for (_, p) in batches.iter().take(next).filter(|(b, _)| !done(b, &acked)) {
+                        publish(p).await.unwrap();
                     }
                 }
             }
@@ -146,13 +254,20 @@ async fn bench_ingest(n: u64) {
         t.await.unwrap();
     }
     let s = start.elapsed().as_secs_f64();
+    let cpu = cpu.since();
     let total = per_gw * gateways;
     let stored = count(&dir.path().join("collector.db"), "SELECT COUNT(*) FROM events");
     assert_eq!(stored as u64, total);
+    let how = match link {
+        Link::MutualTls => "mTLS gate",
+        Link::Plain => "plaintext loopback gate",
+    };
     println!(
-        "ingest end to end: {total} events ({gateways} gateways, batches of {per_batch}, mTLS) stored and acked in {s:.2} s = {:.0} events/s",
+        "ingest end to end ({how}): {total} events ({gateways} gateways, batches of {per_batch}) stored and acked in {s:.2} s = {:.0} events/s",
         total as f64 / s
     );
+    println!("  {}", cpu_note(total, cpu));
+    collector.shutdown(std::time::Duration::from_secs(30)).await.unwrap();
 }
 
 fn main() {
@@ -166,5 +281,6 @@ fn main() {
     bench_timeline(n);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(bench_store(n));
-    rt.block_on(bench_ingest(n));
+    rt.block_on(bench_ingest(n, Link::MutualTls));
+    rt.block_on(bench_ingest(n, Link::Plain));
 }
