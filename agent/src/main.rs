@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             release_freed_memory();
             let result = tokio::runtime::Runtime::new()
                 .context("cannot start the async runtime")
-                .and_then(|rt| rt.block_on(shiftlens_agent::run(config)));
+                .and_then(|rt| rt.block_on(shiftlens_agent::topology::run_with(config, release_freed_memory)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -116,9 +116,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Hands the heap pages freed after parsing the config back to the OS. The TOML parser's tree for a
-/// 10,000-point config is over 60 MB; glibc would otherwise keep most of those pages for the life of the
-/// process.
+/// Hands freed heap pages back to the OS: once after parsing the config (the TOML parser's tree for a
+/// 10,000-point config is tens of MB) and once after the sources have taken their compact copies and the
+/// config is dropped. glibc would otherwise keep most of those pages for the life of the process.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn release_freed_memory() {

@@ -4,7 +4,7 @@
 
 use crate::detect::{Meaning, Sample};
 use crate::source::modbus::task::{connect, points_of, read, ReadError};
-use crate::source::modbus::{plan, ModbusDevice};
+use crate::source::modbus::{plan, ModbusDevice, Register};
 use crate::source::opcua::{self, OpcUaEndpoint};
 use crate::Config;
 use std::collections::BTreeMap;
@@ -129,21 +129,15 @@ async fn probe_modbus(dev: &ModbusDevice) -> Part {
         }
     };
     ctx.set_slave(Slave(unit));
-    let spans: Vec<_> = dev
-        .points
-        .iter()
-        .map(|p| {
-            let p = p.get_ref();
-            (p.table, u16::try_from(*p.address.get_ref()).unwrap_or(u16::MAX), p.data_type.get_ref().width())
-        })
-        .collect();
+    let registers: Vec<Register> = dev.points.iter().map(|p| p.get_ref().register()).collect();
+    let spans: Vec<_> = registers.iter().map(Register::span).collect();
     let mut answered = false;
     let mut last_error = String::new();
     for req in plan(&spans, dev.coalesce_gap) {
         match read(&mut ctx, &req, limit).await {
             Ok(data) => {
                 answered = true;
-                for (i, value, raw) in points_of(dev, &req, &data) {
+                for (i, value, raw) in points_of(&registers, &req, &data) {
                     rows[i].raw = raw;
                     match value {
                         Some(v) => {

@@ -19,6 +19,7 @@ pub use meaning::{AlarmInfo, Meaning, Preset, StateMeaning};
 use crate::Observation;
 use shiftlens_common::{Alarm, AssetId, EventBody, MachineState};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A value read from a PLC point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,9 +82,13 @@ pub struct PointSpec {
     pub meaning: Meaning,
 }
 
+/// A point as the detector keeps it: the source id is shared by all of a source's points and the point name
+/// lives only in `Detector::by_key` (the detector needs neither once a sample has found its point).
 #[derive(Debug)]
 struct PointState {
-    spec: PointSpec,
+    source: Arc<str>,
+    asset: AssetId,
+    meaning: Meaning,
     debounce_ms: i64,
     value: Option<Value>,
     /// A new value waiting out its debounce, with the time it was first seen.
@@ -102,6 +107,7 @@ struct AssetState {
 #[derive(Debug, Default)]
 pub struct Detector {
     points: Vec<PointState>,
+    /// (source, point) → index in `points`; empty for a detector made with [`Detector::indexed`].
     by_key: HashMap<(String, String), usize>,
     assets: BTreeMap<AssetId, AssetState>,
     links: HashMap<String, bool>,
@@ -111,14 +117,34 @@ impl Detector {
     pub fn new(specs: impl IntoIterator<Item = PointSpec>) -> Self {
         let mut d = Self::default();
         for spec in specs {
-            let i = d.points.len();
-            d.by_key.insert((spec.source.clone(), spec.point.clone()), i);
-            d.assets.entry(spec.asset.clone()).or_default().points.push(i);
-            #[allow(clippy::cast_possible_truncation)]
-            let debounce_ms = spec.meaning.debounce().as_millis() as i64;
-            d.points.push(PointState { spec, debounce_ms, value: None, pending: None });
+            d.by_key.insert((spec.source.clone(), spec.point.clone()), d.points.len());
+            d.push(&spec.source, spec.asset, spec.meaning);
         }
         d
+    }
+
+    /// A detector for one source whose samples come by index ([`Detector::apply_values`]): the point names
+    /// are not kept, so a large Modbus device costs no name lookup per value and no name copies.
+    /// `points` are (asset, meaning) in index order. `Sample::Value`s given to [`Detector::apply`] are ignored.
+    pub fn indexed(source: &str, points: impl IntoIterator<Item = (AssetId, Meaning)>) -> Self {
+        let mut d = Self::default();
+        for (asset, meaning) in points {
+            d.push(source, asset, meaning);
+        }
+        d
+    }
+
+    fn push(&mut self, source: &str, asset: AssetId, meaning: Meaning) {
+        let i = self.points.len();
+        // Consecutive points of one source share its id.
+        let source = match self.points.last() {
+            Some(p) if &*p.source == source => p.source.clone(),
+            _ => Arc::from(source),
+        };
+        self.assets.entry(asset.clone()).or_default().points.push(i);
+        #[allow(clippy::cast_possible_truncation)]
+        let debounce_ms = meaning.debounce().as_millis() as i64;
+        self.points.push(PointState { source, asset, meaning, debounce_ms, value: None, pending: None });
     }
 
     /// Applies samples that belong together (one poll cycle, one notification); states are judged once
@@ -130,25 +156,7 @@ impl Detector {
             match sample {
                 Sample::Value { source, point, ts_ms, value, .. } => {
                     let Some(&i) = self.by_key.get(&(source, point)) else { continue };
-                    let p = &mut self.points[i];
-                    let commit = match (p.value, p.pending) {
-                        (None, _) => Some(ts_ms),
-                        (Some(v), _) if v == value => {
-                            p.pending = None;
-                            None
-                        }
-                        (Some(_), Some((pv, since))) if pv == value => {
-                            (ts_ms - since >= p.debounce_ms).then_some(since)
-                        }
-                        (Some(_), _) if p.debounce_ms == 0 => Some(ts_ms),
-                        (Some(_), _) => {
-                            p.pending = Some((value, ts_ms));
-                            None
-                        }
-                    };
-                    if let Some(at) = commit {
-                        self.commit(i, value, at, &mut out, &mut dirty);
-                    }
+                    self.value(i, value, ts_ms, &mut out, &mut dirty);
                 }
                 Sample::Link { source, assets, ts_ms, connected, error } => {
                     if self.links.insert(source.clone(), connected) == Some(connected) {
@@ -168,7 +176,7 @@ impl Detector {
                         }
                     }
                     if !connected {
-                        for p in self.points.iter_mut().filter(|p| p.spec.source == source) {
+                        for p in self.points.iter_mut().filter(|p| *p.source == *source) {
                             p.value = None;
                             p.pending = None;
                         }
@@ -180,6 +188,50 @@ impl Detector {
             self.judge_state(&asset, ts_ms, &mut out);
         }
         out
+    }
+
+    /// Applies one poll cycle's values of a detector made with [`Detector::indexed`]: `(index, value)`, all
+    /// read at `ts_ms`. The same as [`Detector::apply`] with the matching `Sample::Value`s.
+    pub fn apply_values(&mut self, ts_ms: i64, values: impl IntoIterator<Item = (usize, Value)>) -> Vec<Observation> {
+        let mut out = Vec::new();
+        let mut dirty: BTreeMap<AssetId, i64> = BTreeMap::new();
+        for (i, value) in values {
+            if i < self.points.len() {
+                self.value(i, value, ts_ms, &mut out, &mut dirty);
+            }
+        }
+        for (asset, ts_ms) in dirty {
+            self.judge_state(&asset, ts_ms, &mut out);
+        }
+        out
+    }
+
+    /// One value of point `i`, through its debounce.
+    fn value(
+        &mut self,
+        i: usize,
+        value: Value,
+        ts_ms: i64,
+        out: &mut Vec<Observation>,
+        dirty: &mut BTreeMap<AssetId, i64>,
+    ) {
+        let p = &mut self.points[i];
+        let commit = match (p.value, p.pending) {
+            (None, _) => Some(ts_ms),
+            (Some(v), _) if v == value => {
+                p.pending = None;
+                None
+            }
+            (Some(_), Some((pv, since))) if pv == value => (ts_ms - since >= p.debounce_ms).then_some(since),
+            (Some(_), _) if p.debounce_ms == 0 => Some(ts_ms),
+            (Some(_), _) => {
+                p.pending = Some((value, ts_ms));
+                None
+            }
+        };
+        if let Some(at) = commit {
+            self.commit(i, value, at, out, dirty);
+        }
     }
 
     /// Lets pending values whose debounce has run out by `now_ms` count.
@@ -211,10 +263,10 @@ impl Detector {
         let p = &mut self.points[i];
         p.value = Some(value);
         p.pending = None;
-        let asset_id = p.spec.asset.clone();
+        let asset_id = p.asset.clone();
         let Some(asset) = self.assets.get_mut(&asset_id) else { return };
         let alarm = |info: AlarmInfo, active: bool| (info, active);
-        let edges: Vec<(AlarmInfo, bool)> = match &p.spec.meaning {
+        let edges: Vec<(AlarmInfo, bool)> = match &p.meaning {
             Meaning::State(_) | Meaning::Reason(_) | Meaning::OperationMode => {
                 let e = dirty.entry(asset_id.clone()).or_insert(ts_ms);
                 *e = (*e).max(ts_ms);
@@ -267,14 +319,13 @@ impl Detector {
     fn judge_state(&mut self, asset_id: &AssetId, ts_ms: i64, out: &mut Vec<Observation>) {
         let Some(asset) = self.assets.get_mut(asset_id) else { return };
         let points = || asset.points.iter().map(|&i| &self.points[i]);
-        let int_of =
-            |want: fn(&Meaning) -> bool| points().find(|p| want(&p.spec.meaning)).and_then(|p| p.value?.as_int());
+        let int_of = |want: fn(&Meaning) -> bool| points().find(|p| want(&p.meaning)).and_then(|p| p.value?.as_int());
         let mode = int_of(|m| matches!(m, Meaning::OperationMode));
         let reason_code = int_of(|m| matches!(m, Meaning::Reason(_)));
         let mut any = false;
         let mut best: Option<MachineState> = None;
         for p in points() {
-            let (Meaning::State(m), Some(v)) = (&p.spec.meaning, p.value) else { continue };
+            let (Meaning::State(m), Some(v)) = (&p.meaning, p.value) else { continue };
             any = true;
             let code = v.as_int().unwrap_or(-1);
             if let Some(c) = state::candidate(m, code, mode) {
@@ -290,7 +341,7 @@ impl Detector {
         let reason = match (st, reason_code) {
             (MachineState::Running | MachineState::Unknown, _) | (_, None | Some(0)) => None,
             (_, Some(code)) => {
-                let codes = points().find_map(|p| match &p.spec.meaning {
+                let codes = points().find_map(|p| match &p.meaning {
                     Meaning::Reason(r) => Some(&r.codes),
                     _ => None,
                 });

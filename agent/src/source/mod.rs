@@ -56,8 +56,19 @@ pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>, health: 
         health.register_source(ep.get_ref().id.get_ref());
     }
     let mut tasks = Vec::new();
-    for (line, devices) in modbus_lines(&config.modbus) {
-        tasks.push(tokio::spawn(modbus::task::run_line(line, devices, tx.clone(), health.clone())));
+    // Straight from the config to the pollers' compact form: no intermediate copy of the devices.
+    let mut lines: Vec<(modbus::Line, Vec<modbus::task::PolledDevice>)> = Vec::new();
+    for d in &config.modbus {
+        let d = d.get_ref();
+        let Some(line) = d.line() else { continue };
+        let polled = modbus::task::PolledDevice::new(d);
+        match lines.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, devs)) => devs.push(polled),
+            None => lines.push((line, vec![polled])),
+        }
+    }
+    for (line, devices) in lines {
+        tasks.push(tokio::spawn(modbus::task::run_devices(line, devices, tx.clone(), health.clone())));
     }
     for ep in &config.opcua {
         let ep = ep.get_ref();

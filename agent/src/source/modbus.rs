@@ -359,9 +359,47 @@ pub fn plan(spans: &[Span], gap: u16) -> Vec<Request> {
     out
 }
 
+/// What polling needs of a [`ModbusPoint`]: where it lives and how to decode it, in 40 bytes and no heap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Register {
+    pub table: Table,
+    /// Zero-based protocol address; validation has checked that it fits.
+    pub address: u16,
+    pub data_type: DataType,
+    /// Bit number for `DataType::Bit`, else 0.
+    pub bit: u8,
+    pub word_order: Order,
+    pub byte_order: Order,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+}
+
+impl Register {
+    /// Where the point lives, for [`plan`].
+    pub fn span(&self) -> Span {
+        (self.table, self.address, self.data_type.width())
+    }
+}
+
+impl ModbusPoint {
+    /// The point's address and decoding; only meaningful after validation.
+    pub fn register(&self) -> Register {
+        Register {
+            table: self.table,
+            address: u16::try_from(*self.address.get_ref()).unwrap_or(u16::MAX),
+            data_type: *self.data_type.get_ref(),
+            bit: self.bit.as_ref().map_or(0, |b| *b.get_ref()),
+            word_order: self.word_order,
+            byte_order: self.byte_order,
+            scale: self.scale,
+            offset: self.offset,
+        }
+    }
+}
+
 /// Decodes a point from the registers starting at its address (`words`) or its bit (`bits[0]`).
-pub fn decode(p: &ModbusPoint, words: &[u16], bits: &[bool]) -> Option<Value> {
-    let ty = *p.data_type.get_ref();
+pub fn decode(p: &Register, words: &[u16], bits: &[bool]) -> Option<Value> {
+    let ty = p.data_type;
     let swap = |w: u16| if p.byte_order == Order::Little { w.swap_bytes() } else { w };
     let dword = || {
         let (a, b) = (swap(*words.first()?), swap(*words.get(1)?));
@@ -371,7 +409,7 @@ pub fn decode(p: &ModbusPoint, words: &[u16], bits: &[bool]) -> Option<Value> {
     let raw = match ty {
         DataType::Bool => return bits.first().map(|b| Value::Bool(*b)),
         DataType::Bit => {
-            let bit = p.bit.as_ref().map_or(0, |b| *b.get_ref());
+            let bit = p.bit;
             return words.first().map(|w| Value::Bool(swap(*w) >> bit & 1 == 1));
         }
         DataType::U16 => Value::Int(i64::from(swap(*words.first()?))),
@@ -464,8 +502,8 @@ mod tests {
             ("u16", "scale = 0.1\noffset = -5.0", vec![250], Value::Float(20.0)),
         ];
         for (ty, extra, words, want) in cases {
-            assert_eq!(decode(&point(ty, extra), &words, &[]), Some(want), "{ty} {extra}");
+            assert_eq!(decode(&point(ty, extra).register(), &words, &[]), Some(want), "{ty} {extra}");
         }
-        assert_eq!(decode(&point("u32", ""), &[1], &[]), None, "short data is no value");
+        assert_eq!(decode(&point("u32", "").register(), &[1], &[]), None, "short data is no value");
     }
 }

@@ -1,10 +1,11 @@
 //! The I/O half of the Modbus source: one task per line (`ip:port` or serial port) polling every device behind
 //! it, each on its own schedule and backoff, running the detector between the reads and the channel.
 
-use super::{decode, plan, Line, ModbusDevice, Parity, Request, Table};
-use crate::detect::{Detector, PointSpec, Sample, Value};
+use super::{decode, plan, Line, ModbusDevice, Parity, Register, Request, Table};
+use crate::detect::{Detector, Sample, Value};
 use crate::health::Health;
 use crate::Observation;
+use shiftlens_common::AssetId;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -92,14 +93,19 @@ pub async fn read(ctx: &mut Context, req: &Request, limit: Duration) -> Result<D
     }
 }
 
-/// The points of `req` decoded from its answer, with each point's raw registers or bit.
-pub fn points_of(dev: &ModbusDevice, req: &Request, data: &Data) -> Vec<(usize, Option<Value>, String)> {
+/// Where point `p`'s data starts in the answer to `req`.
+fn offset(p: &Register, req: &Request) -> usize {
+    usize::from(p.address.saturating_sub(req.start))
+}
+
+/// The points of `req` decoded from its answer, with each point's raw registers or bit (for `probe`).
+pub fn points_of(points: &[Register], req: &Request, data: &Data) -> Vec<(usize, Option<Value>, String)> {
     req.points
         .iter()
         .map(|&i| {
-            let p = dev.points[i].get_ref();
-            let off = usize::from(u16::try_from(*p.address.get_ref()).unwrap_or(0).saturating_sub(req.start));
-            let width = usize::from(p.data_type.get_ref().width());
+            let p = &points[i];
+            let off = offset(p, req);
+            let width = usize::from(p.data_type.width());
             match data {
                 Data::Bits(b) => {
                     let bits = b.get(off..).unwrap_or(&[]);
@@ -115,115 +121,140 @@ pub fn points_of(dev: &ModbusDevice, req: &Request, data: &Data) -> Vec<(usize, 
         .collect()
 }
 
-struct DeviceState {
-    dev: ModbusDevice,
+/// Appends the values of `req`'s points decoded from its answer to `out` (points the answer is too short for
+/// are left out).
+pub fn values_of(points: &[Register], req: &Request, data: &Data, out: &mut Vec<(usize, Value)>) {
+    out.extend(req.points.iter().filter_map(|&i| {
+        let p = &points[i];
+        let off = offset(p, req);
+        let value = match data {
+            Data::Bits(b) => decode(p, &[], b.get(off..).unwrap_or(&[])),
+            Data::Words(w) => decode(p, w.get(off..).unwrap_or(&[]), &[]),
+        };
+        Some((i, value?))
+    }));
+}
+
+/// A device as its poll task keeps it: settings, its request plan, a [`Register`] per point and a detector
+/// that knows each point by index. Point names, spans and the config's strings are not kept, so a large
+/// device costs its poller about the size of its detector.
+pub struct PolledDevice {
+    id: String,
+    unit: u8,
+    poll: Duration,
+    timeout: Duration,
+    backoff_max: Duration,
+    /// The assets the device feeds, for link samples.
+    assets: Vec<AssetId>,
+    registers: Vec<Register>,
     plan: Vec<Request>,
+    detector: Detector,
     next_due: Instant,
     backoff: Duration,
     /// Last link state reported to the detector.
     connected: Option<bool>,
-    detector: Detector,
 }
 
-impl DeviceState {
-    fn new(dev: ModbusDevice) -> Self {
-        let spans: Vec<_> = dev
-            .points
-            .iter()
-            .map(|p| {
-                let p = p.get_ref();
-                (p.table, u16::try_from(*p.address.get_ref()).unwrap_or(u16::MAX), p.data_type.get_ref().width())
-            })
-            .collect();
+impl PolledDevice {
+    /// Takes what polling needs from a validated device.
+    pub fn new(dev: &ModbusDevice) -> Self {
+        let registers: Vec<Register> = dev.points.iter().map(|p| p.get_ref().register()).collect();
+        let spans: Vec<_> = registers.iter().map(Register::span).collect();
         let plan = plan(&spans, dev.coalesce_gap);
         let id = dev.id.get_ref().clone();
-        let detector = Detector::new(dev.points.iter().map(|p| {
-            let p = p.get_ref();
-            PointSpec {
-                source: id.clone(),
-                point: p.name.get_ref().clone(),
-                asset: p.asset.clone(),
-                meaning: p.meaning.get_ref().clone(),
-            }
-        }));
-        Self { dev, plan, next_due: Instant::now(), backoff: Duration::ZERO, connected: None, detector }
-    }
-
-    fn poll(&self) -> Duration {
-        self.dev.poll.get_ref().0
+        let detector = Detector::indexed(
+            &id,
+            dev.points.iter().map(|p| {
+                let p = p.get_ref();
+                (p.asset.clone(), p.meaning.get_ref().clone())
+            }),
+        );
+        Self {
+            id,
+            unit: *dev.unit.get_ref(),
+            poll: dev.poll.get_ref().0,
+            timeout: dev.timeout.get_ref().0,
+            backoff_max: dev.backoff_max.0,
+            assets: dev.assets(),
+            registers,
+            plan,
+            detector,
+            next_due: Instant::now(),
+            backoff: Duration::ZERO,
+            connected: None,
+        }
     }
 
     fn first_backoff(&self) -> Duration {
-        self.poll().clamp(Duration::from_millis(100), self.dev.backoff_max.0)
+        self.poll.clamp(Duration::from_millis(100), self.backoff_max)
+    }
+
+    fn link(&self, ts_ms: i64, connected: bool, error: Option<String>) -> Sample {
+        Sample::Link { source: self.id.clone(), assets: self.assets.clone(), ts_ms, connected, error }
     }
 }
 
 /// Polls every device on `line` until the receiver of `tx` goes away; link changes also go to `health`.
 pub async fn run_line(line: Line, devices: Vec<ModbusDevice>, tx: mpsc::Sender<Observation>, health: Health) {
-    let mut devs: Vec<DeviceState> = devices.into_iter().map(DeviceState::new).collect();
+    let devices = devices.iter().map(PolledDevice::new).collect();
+    run_devices(line, devices, tx, health).await;
+}
+
+/// [`run_line`] for devices already taken from the config.
+pub async fn run_devices(line: Line, mut devs: Vec<PolledDevice>, tx: mpsc::Sender<Observation>, health: Health) {
     let mut ctx: Option<Context> = None;
+    let mut values = Vec::new();
     loop {
         let Some(i) = (0..devs.len()).min_by_key(|&i| devs[i].next_due) else { return };
         sleep_until(devs[i].next_due).await;
         let d = &mut devs[i];
         let ts_ms = now_ms();
-        let unit = *d.dev.unit.get_ref();
-        let limit = d.dev.timeout.get_ref().0;
+        let (unit, limit) = (d.unit, d.timeout);
+        values.clear();
         let result = async {
             if ctx.is_none() {
                 ctx = Some(connect(&line, unit, limit).await.map_err(ReadError::Broken)?);
             }
             let Some(c) = ctx.as_mut() else { return Err(ReadError::Broken("not connected".into())) };
             c.set_slave(Slave(unit));
-            let mut values = Vec::new();
             for req in &d.plan {
                 let data = read(c, req, limit).await?;
-                values.extend(points_of(&d.dev, req, &data).into_iter().filter_map(|(i, v, _)| Some((i, v?))));
+                values_of(&d.registers, req, &data, &mut values);
             }
-            Ok(values)
+            Ok(())
         }
         .await;
-        let id = d.dev.id.get_ref().clone();
-        let mut samples = Vec::new();
+        let mut links = Vec::new();
         match result {
-            Ok(values) => {
+            Ok(()) => {
                 if d.connected != Some(true) {
-                    info!(device = %id, line = %line, "Modbus device reachable");
-                    samples.push(link(&d.dev, ts_ms, true, None));
+                    info!(device = %d.id, line = %line, "Modbus device reachable");
+                    links.push(d.link(ts_ms, true, None));
                     d.connected = Some(true);
                 }
                 d.backoff = Duration::ZERO;
-                samples.extend(values.into_iter().map(|(i, value)| {
-                    let p = d.dev.points[i].get_ref();
-                    Sample::Value {
-                        source: id.clone(),
-                        point: p.name.get_ref().clone(),
-                        asset: p.asset.clone(),
-                        ts_ms,
-                        value,
-                    }
-                }));
-                d.next_due += d.poll();
+                d.next_due += d.poll;
                 if d.next_due < Instant::now() {
-                    d.next_due = Instant::now() + d.poll();
+                    d.next_due = Instant::now() + d.poll;
                 }
             }
             Err(e) => {
+                values.clear();
                 if matches!(e, ReadError::Broken(_)) {
                     ctx = None;
                 }
                 if d.connected != Some(false) {
-                    warn!(device = %id, line = %line, error = %e, "Modbus device lost");
-                    samples.push(link(&d.dev, ts_ms, false, Some(e.to_string())));
+                    warn!(device = %d.id, line = %line, error = %e, "Modbus device lost");
+                    links.push(d.link(ts_ms, false, Some(e.to_string())));
                     d.connected = Some(false);
                 }
-                d.backoff =
-                    if d.backoff.is_zero() { d.first_backoff() } else { (d.backoff * 2).min(d.dev.backoff_max.0) };
+                d.backoff = if d.backoff.is_zero() { d.first_backoff() } else { (d.backoff * 2).min(d.backoff_max) };
                 d.next_due = Instant::now() + jitter(d.backoff);
             }
         }
-        health.record(&samples);
-        let mut out = d.detector.apply(samples);
+        health.record(&links);
+        let mut out = d.detector.apply(links);
+        out.extend(d.detector.apply_values(ts_ms, values.drain(..)));
         out.extend(d.detector.tick(ts_ms));
         for o in out {
             if tx.send(o).await.is_err() {
@@ -231,10 +262,6 @@ pub async fn run_line(line: Line, devices: Vec<ModbusDevice>, tx: mpsc::Sender<O
             }
         }
     }
-}
-
-fn link(dev: &ModbusDevice, ts_ms: i64, connected: bool, error: Option<String>) -> Sample {
-    Sample::Link { source: dev.id.get_ref().clone(), assets: dev.assets(), ts_ms, connected, error }
 }
 
 /// A random wait between half and all of `d`, so devices that failed together do not retry together.
