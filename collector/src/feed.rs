@@ -136,7 +136,7 @@ pub struct Record {
     pub end: Option<String>,
     /// `end - start` in seconds; `null` while open.
     pub duration_s: Option<f64>,
-    /// `open` or `closed`.
+    /// `open`, `closed`, or `retracted` (the key no longer exists: late data moved the event's start).
     pub state: String,
     pub reason: Option<String>,
     pub first_out_alarm: Option<FirstOutAlarm>,
@@ -164,6 +164,11 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 impl Record {
+    /// The record that withdraws `d`'s key, with `d` as it last stood.
+    pub fn retracted(d: &Downtime, line: Option<String>) -> Self {
+        Self { state: "retracted".to_string(), ..Self::new(d, line) }
+    }
+
     pub fn new(d: &Downtime, line: Option<String>) -> Self {
         Self {
             schema: SCHEMA.to_string(),

@@ -24,7 +24,7 @@ use crate::Config;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use shiftlens_common::status::Status;
 use shiftlens_common::wire::{decode_batch, encode_ack};
-use shiftlens_common::{Ack, Limits, Topic, SCHEMA_VERSION};
+use shiftlens_common::{Ack, Limits, SiteId, Topic, SCHEMA_VERSION};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -333,16 +333,24 @@ async fn confirm(mut rx: mpsc::Receiver<Committed>, client: AsyncClient, m: Arc<
             }
             Committed::Downtime(d) => {
                 let record = feed::Record::new(&d, line_of(&d.site, &d.asset));
-                let topic = Topic::Downtime { site: d.site.clone() }.to_string();
-                match serde_json::to_vec(&record) {
-                    Ok(json) => match client.publish(topic, QoS::AtLeastOnce, false, json).await {
-                        Ok(()) => inc(&m.feed_records, 1),
-                        Err(e) => tracing::warn!(error = %e, "downtime feed record not published"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "downtime feed record not encoded"),
-                }
+                publish_record(&client, &m, &d.site, &record).await;
+            }
+            Committed::Retracted(d) => {
+                let record = feed::Record::retracted(&d, line_of(&d.site, &d.asset));
+                publish_record(&client, &m, &d.site, &record).await;
             }
             Committed::DeadLetter { .. } => inc(&m.dead_letters, 1),
         }
+    }
+}
+
+async fn publish_record(client: &AsyncClient, m: &Metrics, site: &SiteId, record: &feed::Record) {
+    let topic = Topic::Downtime { site: site.clone() }.to_string();
+    match serde_json::to_vec(record) {
+        Ok(json) => match client.publish(topic, QoS::AtLeastOnce, false, json).await {
+            Ok(()) => inc(&m.feed_records, 1),
+            Err(e) => tracing::warn!(error = %e, "downtime feed record not published"),
+        },
+        Err(e) => tracing::warn!(error = %e, "downtime feed record not encoded"),
     }
 }

@@ -73,7 +73,8 @@ pub enum Input {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub upserted: Vec<Downtime>,
-    pub removed: Vec<(SiteId, AssetId, i64)>,
+    /// Events whose key (site, asset, start) no longer exists, as they last stood.
+    pub removed: Vec<Downtime>,
 }
 
 impl Changes {
@@ -303,7 +304,7 @@ impl Timeline {
         }
         for o in old {
             if !a.downtimes[first_dt..].iter().any(|d| d.start_ms == o.start_ms) {
-                changes.removed.push((o.site, o.asset, o.start_ms));
+                changes.removed.push(o);
             }
         }
         changes

@@ -237,6 +237,38 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
         .unwrap();
     let none: Vec<feed::Record> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(none.is_empty(), "a window after the event must not list it");
+
+    // A `down` 3 s before the stop arrives late (a buffered gateway): the stop began then. The old key is
+    // retracted on the feed and the event is published under its new start.
+    publish_batch(&a, "gw-1", &Batch::new(site(), gateway("gw-1"), 9, vec![state(5, t0 + 3_000, MachineState::Down)]))
+        .await;
+    let (mut retracted, mut moved) = (None, None);
+    while retracted.is_none() || moved.is_none() {
+        let rec: feed::Record = wait_for(&mut reader, WAIT, |s| match s {
+            Seen::Message(_, p) => serde_json::from_slice::<feed::Record>(&p).ok(),
+            _ => None,
+        })
+        .await
+        .expect("the retraction and the moved event on the feed");
+        match rec.state.as_str() {
+            "retracted" => retracted = Some(rec),
+            "closed" => moved = Some(rec),
+            other => panic!("unexpected {other} record: {rec:?}"),
+        }
+    }
+    let (retracted, moved) = (retracted.unwrap(), moved.unwrap());
+    assert_eq!((retracted.start.as_str(), retracted.asset.as_str()), ("2023-11-14T22:13:26.000Z", "press-1"));
+    assert_eq!(retracted.line.as_deref(), Some("line-3"));
+    assert_eq!((moved.start.as_str(), moved.duration_s), ("2023-11-14T22:13:23.000Z", Some(93.0)));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+        .args(["export", "downtime", "--config"])
+        .arg(&cfg_path)
+        .args(["--from", "2023-11-14T00:00:00Z", "--to", "2023-11-15T00:00:00Z", "--format", "json"])
+        .output()
+        .unwrap();
+    let all: Vec<feed::Record> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.len(), 1, "the retracted key is gone from the store: {all:?}");
+    assert_eq!(all[0].start, moved.start);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,8 +94,10 @@ proptest! {
         let mut rows = std::collections::BTreeMap::new();
         for i in events {
             let c = t.apply(i);
-            for (s, a, start) in c.removed {
-                rows.remove(&(s, a, start));
+            for d in c.removed {
+                // A retraction carries the event as it was last reported.
+                let last = rows.remove(&(d.site.clone(), d.asset.clone(), d.start_ms));
+                prop_assert_eq!(last.as_ref(), Some(&d));
             }
             for d in c.upserted {
                 rows.insert((d.site.clone(), d.asset.clone(), d.start_ms), d);

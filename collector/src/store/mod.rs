@@ -105,6 +105,8 @@ pub enum Committed {
     },
     /// A downtime event was created or changed (opened, closed, re-attributed).
     Downtime(Downtime),
+    /// A downtime event no longer exists under its key (late data moved its start), as it last stood.
+    Retracted(Downtime),
     DeadLetter {
         kind: String,
     },
@@ -312,26 +314,27 @@ fn apply_ops(
             WriteOp::Ping(_) => {}
         }
     }
-    for ((site, asset, start), d) in &changes {
-        match d {
-            Some(d) => events::upsert_downtime(&tx, d)?,
-            None => events::delete_downtime(&tx, site, asset, *start)?,
+    for ((site, asset, start), c) in &changes {
+        match c {
+            Committed::Retracted(_) => events::delete_downtime(&tx, site, asset, *start)?,
+            Committed::Downtime(d) => events::upsert_downtime(&tx, d)?,
+            _ => {}
         }
     }
     tx.commit()?;
-    outputs.extend(changes.into_values().flatten().map(Committed::Downtime));
+    outputs.extend(changes.into_values());
     Ok(outputs)
 }
 
-/// Downtime rows to write at commit, keyed by (site, asset, start): `None` deletes the row. Only the latest
-/// version of each event within a transaction is kept.
-type Pending = BTreeMap<(SiteId, AssetId, i64), Option<Downtime>>;
+/// Downtime changes to write at commit, keyed by (site, asset, start): [`Committed::Downtime`] upserts the row,
+/// [`Committed::Retracted`] deletes it. Only the latest change of each key within a transaction is kept.
+type Pending = BTreeMap<(SiteId, AssetId, i64), Committed>;
 
 fn merge(into: &mut Pending, new: Changes) {
-    for (site, asset, start) in new.removed {
-        into.insert((site, asset, start), None);
+    for d in new.removed {
+        into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Committed::Retracted(d));
     }
     for d in new.upserted {
-        into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Some(d));
+        into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Committed::Downtime(d));
     }
 }
