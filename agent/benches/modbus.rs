@@ -6,7 +6,8 @@
 //!   device list and then measures itself: CPU from /proc/self/task/*/schedstat (every thread), peak RSS from
 //!   /proc/self/status (VmHWM);
 //! - "agent": the real `shiftlens-agent run` binary with a generated config (outbox, detector, uplink to a
-//!   broker that is not there, so it buffers as a plant gateway does offline), measured from /proc/PID.
+//!   broker that is not there, so it buffers as a plant gateway does offline), measured from /proc/PID;
+//! - "agent (CSV points)": the same with each device's points in a register map (`points_csv`).
 //!
 //! Devices hold 1,000 points each (u16 alarm points, coalesced to 8 requests), all behind one `ip:port`
 //! with unit ids 1..n.
@@ -37,7 +38,8 @@ fn main() {
         let mut child = spawn_child(&["--poll-child", &points.to_string(), &addr]);
         println!("{points:>6} points, sources: {}", read_line(&mut child));
         child.wait().unwrap();
-        println!("{points:>6} points, agent:   {}", whole_agent(&addr, points, secs));
+        println!("{points:>6} points, agent:   {}", whole_agent(&addr, points, secs, false));
+        println!("{points:>6} points, agent (CSV points): {}", whole_agent(&addr, points, secs, true));
     }
     let _ = sim.kill();
     let _ = sim.wait();
@@ -115,8 +117,19 @@ fn device(addr: &str, d: usize) -> ModbusDevice {
     toml::from_str(&device_text(addr, d)).unwrap()
 }
 
+/// The points of device `d` as a register map (`points_csv`).
+fn device_csv(d: usize) -> String {
+    let mut text = String::from("name,asset,table,address,type,meaning,alarm_id\n");
+    for k in 0..PER_DEVICE {
+        let a = d * PER_DEVICE + k;
+        text.push_str(&format!("p{a},asset-{:03},holding,{a},u16,alarm,A{a}\n", a / 100));
+    }
+    text
+}
+
 /// Runs the real agent binary on `points` points for `secs` after its first poll; one line of figures.
-fn whole_agent(addr: &str, points: usize, secs: u64) -> String {
+/// `csv`: each device's points come from a register map (`points_csv`) instead of `[[modbus.points]]`.
+fn whole_agent(addr: &str, points: usize, secs: u64, csv: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on: the agent buffers in its outbox and keeps retrying, as offline.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -125,9 +138,17 @@ fn whole_agent(addr: &str, points: usize, secs: u64) -> String {
         dir.path().join("outbox.db").display().to_string()
     );
     for d in 0..points / PER_DEVICE {
-        // Each device's keys and points become a `[[modbus]]` table with `[[modbus.points]]`.
-        let dev = device_text(addr, d).replace("[[points]]", "[[modbus.points]]");
-        text.push_str(&format!("\n[[modbus]]\n{dev}"));
+        if csv {
+            let name = format!("dev{d}.csv");
+            std::fs::write(dir.path().join(&name), device_csv(d)).unwrap();
+            let keys = device_text(addr, d);
+            let keys = &keys[..keys.find("[[points]]").unwrap()];
+            text.push_str(&format!("\n[[modbus]]\n{keys}points_csv = {name:?}\n"));
+        } else {
+            // Each device's keys and points become a `[[modbus]]` table with `[[modbus.points]]`.
+            let dev = device_text(addr, d).replace("[[points]]", "[[modbus.points]]");
+            text.push_str(&format!("\n[[modbus]]\n{dev}"));
+        }
     }
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();

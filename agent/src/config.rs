@@ -1,5 +1,6 @@
-//! The agent's config file (`/etc/shiftlens/agent.toml`): parsed with serde (`deny_unknown_fields`), then
-//! validated without I/O; every problem is reported at once as `file:line:col: message`.
+//! The agent's config file (`/etc/shiftlens/agent.toml`): parsed with serde (`deny_unknown_fields`), Modbus
+//! register maps (`points_csv`) read next to it, then validated without I/O; every problem is reported at once
+//! as `file:line:col: message` (for a register map: `file:row:column`).
 //!
 //! Each section's type lives with the component that uses it; this module only assembles them.
 
@@ -46,13 +47,18 @@ impl Config {
             ep.get_mut().config_file = file.path.clone();
         }
         let mut errors: Vec<ConfigError> = Vec::new();
+        // Register maps are read (row by row) before validation, which then sees every point.
+        source::modbus::register_map::load(&mut config.modbus, file, &mut errors);
         config.outbox.validate(file, &mut errors);
         config.uplink.validate(file, &mut errors);
         source::validate(&config.modbus, &config.opcua, file, &mut errors);
         if errors.is_empty() {
             Ok(config)
         } else {
-            errors.sort_by_key(|e| (e.line, e.col));
+            // The config file's problems first, then each register map's, each in file order.
+            errors.sort_by(|a, b| {
+                (a.path != file.path, &a.path, a.line, a.col).cmp(&(b.path != file.path, &b.path, b.line, b.col))
+            });
             Err(ConfigErrors(errors))
         }
     }

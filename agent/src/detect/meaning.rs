@@ -96,8 +96,11 @@ pub struct AlarmInfo {
     pub class: Option<String>,
 }
 
+/// The severity of an alarm that names none.
+pub const DEFAULT_SEVERITY: u16 = 500;
+
 fn default_severity() -> u16 {
-    500
+    DEFAULT_SEVERITY
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod register_map;
 pub mod task;
 
 /// One Modbus device (`[[modbus]]`): a unit id on a TCP address or a serial line.
@@ -52,7 +53,17 @@ pub struct ModbusDevice {
     /// Unused addresses a coalesced request may read across; default 0 (only adjacent addresses).
     #[serde(default)]
     pub coalesce_gap: u16,
+    /// A CSV register map with (more of) the device's points, relative to the config file's directory; read
+    /// row by row by [`register_map::load`], so a large map never becomes a TOML tree.
+    pub points_csv: Option<Spanned<String>>,
+    /// Meanings that rows of `points_csv` name in their `meaning` column.
+    #[serde(default)]
+    pub meanings: std::collections::BTreeMap<String, Spanned<Meaning>>,
+    #[serde(default)]
     pub points: Vec<Spanned<ModbusPoint>>,
+    /// How many of `points` (the last ones) came from `points_csv`; those were checked where they were read.
+    #[serde(skip)]
+    pub csv_points: usize,
 }
 
 fn default_unit() -> Spanned<u8> {
@@ -255,48 +266,79 @@ pub fn validate(devices: &[Spanned<ModbusDevice>], file: &ConfigFile, errors: &m
         if d.timeout.get_ref().0.is_zero() {
             err(d.timeout.span(), "timeout must be longer than 0ms".into());
         }
-        if d.points.is_empty() {
+        if d.points.is_empty() && d.points_csv.is_none() {
             err(span.clone(), format!("device {id:?} has no points"));
         }
+        for (name, m) in &d.meanings {
+            for msg in m.get_ref().check() {
+                err(m.span(), format!("meaning {name:?}: {msg}"));
+            }
+        }
         let mut names = HashSet::new();
-        for p in &d.points {
+        for p in &d.points[..d.points.len() - d.csv_points.min(d.points.len())] {
             let pt = p.get_ref();
             let name = pt.name.get_ref();
-            if name.is_empty() {
-                err(pt.name.span(), "point name must not be empty".into());
-            }
             if !names.insert(name.clone()) {
                 err(pt.name.span(), format!("point name {name:?} is used twice in device {id:?}"));
             }
-            for msg in check_point(pt) {
-                err(pt.meaning.span(), format!("point {name:?}: {msg}"));
-            }
-            let (addr, ty) = (*pt.address.get_ref(), *pt.data_type.get_ref());
-            let last = addr + u32::from(ty.width()) - 1;
-            if last > 65535 {
-                err(pt.address.span(), format!("address {addr} is out of range (0-65535 for the whole {ty:?})"));
-            }
-            match (pt.table.is_bits(), ty) {
-                (true, DataType::Bool) | (false, DataType::Bit | DataType::U16 | DataType::I16) => {}
-                (false, DataType::U32 | DataType::I32 | DataType::F32) => {}
-                (true, _) => {
-                    err(pt.data_type.span(), format!("a {:?} holds one bit: use type = \"bool\"", pt.table))
-                }
-                (false, DataType::Bool) => err(
-                    pt.data_type.span(),
-                    "type \"bool\" is for coils and discrete inputs; for a bit of a register use type = \"bit\" with `bit`".into(),
-                ),
-            }
-            match (&pt.bit, ty) {
-                (None, DataType::Bit) => err(pt.data_type.span(), "type \"bit\" needs `bit` (0-15)".into()),
-                (Some(b), DataType::Bit) if *b.get_ref() > 15 => {
-                    err(b.span(), format!("bit {} is out of range (0-15)", b.get_ref()))
-                }
-                (Some(b), t) if t != DataType::Bit => err(b.span(), "`bit` applies to type \"bit\" only".into()),
-                _ => {}
+            for (field, msg) in point_problems(pt) {
+                let span = match field {
+                    Field::Name => pt.name.span(),
+                    Field::Address => pt.address.span(),
+                    Field::Type => pt.data_type.span(),
+                    Field::Bit => pt.bit.as_ref().map_or_else(|| pt.data_type.span(), Spanned::span),
+                    Field::Meaning => pt.meaning.span(),
+                };
+                err(span, msg);
             }
         }
     }
+}
+
+/// The field of a point a problem is about: a TOML span or a CSV column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Address,
+    Type,
+    Bit,
+    Meaning,
+}
+
+/// Every problem of one point on its own (not duplicate names), with the field it is about.
+pub fn point_problems(pt: &ModbusPoint) -> Vec<(Field, String)> {
+    let mut out = Vec::new();
+    let name = pt.name.get_ref();
+    if name.is_empty() {
+        out.push((Field::Name, "point name must not be empty".into()));
+    }
+    for msg in check_point(pt) {
+        out.push((Field::Meaning, format!("point {name:?}: {msg}")));
+    }
+    let (addr, ty) = (*pt.address.get_ref(), *pt.data_type.get_ref());
+    let last = addr + u32::from(ty.width()) - 1;
+    if last > 65535 {
+        out.push((Field::Address, format!("address {addr} is out of range (0-65535 for the whole {ty:?})")));
+    }
+    match (pt.table.is_bits(), ty) {
+        (true, DataType::Bool) | (false, DataType::Bit | DataType::U16 | DataType::I16) => {}
+        (false, DataType::U32 | DataType::I32 | DataType::F32) => {}
+        (true, _) => out.push((Field::Type, format!("a {:?} holds one bit: use type = \"bool\"", pt.table))),
+        (false, DataType::Bool) => out.push((
+            Field::Type,
+            "type \"bool\" is for coils and discrete inputs; for a bit of a register use type = \"bit\" with `bit`"
+                .into(),
+        )),
+    }
+    match (&pt.bit, ty) {
+        (None, DataType::Bit) => out.push((Field::Type, "type \"bit\" needs `bit` (0-15)".into())),
+        (Some(b), DataType::Bit) if *b.get_ref() > 15 => {
+            out.push((Field::Bit, format!("bit {} is out of range (0-15)", b.get_ref())))
+        }
+        (Some(_), t) if t != DataType::Bit => out.push((Field::Bit, "`bit` applies to type \"bit\" only".into())),
+        _ => {}
+    }
+    out
 }
 
 fn check_point(pt: &ModbusPoint) -> Vec<String> {
