@@ -87,30 +87,84 @@ impl Rows {
     }
 }
 
+/// Rows per multi-row `INSERT`: one statement run per 64 events rather than one per event (9 parameters a
+/// row, far below SQLite's limit of 32,766).
+const ROWS_PER_INSERT: usize = 64;
+const INSERT_EVENTS: &str =
+    "INSERT OR IGNORE INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms) VALUES ";
+const INSERT_ONE: &str =
+    "INSERT OR IGNORE INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// The multi-row insert: `RETURNING seq` yields only the rows really inserted (not those ignored as
+/// already stored), which says which events are new.
+fn insert_many_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        format!("{INSERT_EVENTS}{} RETURNING seq", vec![row; ROWS_PER_INSERT].join(", "))
+    })
+}
+
+/// Binds event `i` of `rows` as the row starting at parameter `first` (1-based).
+fn bind_event(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: usize,
+    rows: &Rows,
+    i: usize,
+    received_ms: i64,
+) -> rusqlite::Result<()> {
+    let (batch, e) = (&rows.batch, &rows.batch.events[i]);
+    stmt.raw_bind_parameter(first, batch.gateway.as_str())?;
+    stmt.raw_bind_parameter(first + 1, batch.epoch as i64)?;
+    stmt.raw_bind_parameter(first + 2, e.seq as i64)?;
+    stmt.raw_bind_parameter(first + 3, batch.site.as_str())?;
+    stmt.raw_bind_parameter(first + 4, e.asset.as_str())?;
+    stmt.raw_bind_parameter(first + 5, e.ts_ms)?;
+    stmt.raw_bind_parameter(first + 6, kind(&e.body))?;
+    stmt.raw_bind_parameter(first + 7, rows.body(i))?;
+    stmt.raw_bind_parameter(first + 8, received_ms)
+}
+
 /// Inserts a batch's events; returns, in order, whether each event was new (not stored before).
 ///
 /// # Errors
 /// SQLite errors.
 pub fn insert_rows(conn: &Connection, rows: &Rows, received_ms: i64) -> rusqlite::Result<Vec<bool>> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let batch = &rows.batch;
-    let mut new = Vec::with_capacity(rows.len());
-    for (i, e) in batch.events.iter().enumerate() {
-        let n = stmt.execute(params![
-            batch.gateway.as_str(),
-            batch.epoch as i64,
-            e.seq as i64,
-            batch.site.as_str(),
-            e.asset.as_str(),
-            e.ts_ms,
-            kind(&e.body),
-            rows.body(i),
-            received_ms
-        ])?;
-        new.push(n == 1);
+    let events = &rows.batch.events;
+    let mut new = vec![false; events.len()];
+    let mut start = 0;
+    if events.len() >= ROWS_PER_INSERT {
+        let mut stmt = conn.prepare_cached(insert_many_sql())?;
+        while start + ROWS_PER_INSERT <= events.len() {
+            let end = start + ROWS_PER_INSERT;
+            for i in start..end {
+                bind_event(&mut stmt, (i - start) * 9 + 1, rows, i, received_ms)?;
+            }
+            let mut inserted = stmt.raw_query();
+            // Rows come back in insertion order; a search from the start covers any other order. A seq twice
+            // in one batch is stored once: its first occurrence is the new one.
+            let mut k = start;
+            while let Some(r) = inserted.next()? {
+                let seq = r.get::<_, i64>(0)? as u64;
+                let is_it = |j: usize| !new[j] && events[j].seq == seq;
+                match (k..end).find(|&j| is_it(j)).or_else(|| (start..end).find(|&j| is_it(j))) {
+                    Some(j) => {
+                        new[j] = true;
+                        k = j + 1;
+                    }
+                    None => return Err(rusqlite::Error::InvalidQuery),
+                }
+            }
+            start = end;
+        }
+    }
+    if start < events.len() {
+        let mut stmt = conn.prepare_cached(INSERT_ONE)?;
+        for (i, is_new) in new.iter_mut().enumerate().skip(start) {
+            bind_event(&mut stmt, 1, rows, i, received_ms)?;
+            *is_new = stmt.raw_execute()? == 1;
+        }
     }
     Ok(new)
 }
@@ -286,4 +340,47 @@ pub fn dead_letter_count(conn: &Connection) -> rusqlite::Result<u64> {
 /// SQLite errors.
 pub fn prune_events(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
     conn.execute("DELETE FROM events WHERE received_ms < ?1", [cutoff_ms])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shiftlens_common::MachineState;
+
+    fn rows(seqs: &[u64]) -> Rows {
+        let events = seqs
+            .iter()
+            .map(|&seq| Event {
+                seq,
+                ts_ms: 1_700_000_000_000 + seq as i64,
+                asset: AssetId::parse("press-1").unwrap(),
+                body: EventBody::State { state: MachineState::Running, reason: Some(format!("r{seq}")) },
+            })
+            .collect();
+        let batch = Batch::new(SiteId::parse("s").unwrap(), GatewayId::parse("gw").unwrap(), 7, events);
+        Rows::new(batch).unwrap()
+    }
+
+    #[test]
+    fn multi_row_inserts_say_exactly_which_events_were_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_writer(&dir.path().join("c.db")).unwrap();
+        let first: Vec<u64> = (1..=150).collect();
+        assert!(insert_rows(&conn, &rows(&first), 0).unwrap().iter().all(|&n| n));
+        // Overlapping the stored range, out of order, seqs twice (in one chunk, across chunks): 200 events,
+        // three full chunks of 64 and a tail of 8.
+        let mut second: Vec<u64> = (100..=297).rev().collect();
+        second.insert(10, 290);
+        second.insert(70, 250);
+        let new = insert_rows(&conn, &rows(&second), 0).unwrap();
+        assert_eq!(new.len(), second.len());
+        for (i, (&seq, &n)) in second.iter().zip(&new).enumerate() {
+            let first_time = seq > 150 && !second[..i].contains(&seq);
+            assert_eq!(n, first_time, "seq {seq} at {i}");
+        }
+        let stored: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 297);
+        let body: String = conn.query_row("SELECT body FROM events WHERE seq = 200", [], |r| r.get(0)).unwrap();
+        assert_eq!(serde_json::from_str::<EventBody>(&body).unwrap(), rows(&[200]).batch.events[0].body);
+    }
 }
