@@ -49,6 +49,13 @@ impl Downtime {
     pub fn ttr_ms(&self) -> Option<i64> {
         self.end_ms.map(|e| e - self.start_ms)
     }
+
+    /// Down and up again within the same millisecond: an empty interval, so not a downtime event. The
+    /// timeline keeps it internally (it orders late events) but never reports it; it would also share its
+    /// key (site, asset, start) with the stop that follows at the same millisecond.
+    fn is_empty(&self) -> bool {
+        self.end_ms == Some(self.start_ms)
+    }
 }
 
 /// One interval of constant state; `end_ms` is `None` for the current state.
@@ -189,7 +196,8 @@ impl Timeline {
 
     /// All downtime events, ordered by site, asset and start.
     pub fn downtimes(&self) -> Vec<Downtime> {
-        let mut out: Vec<Downtime> = self.assets.values().flat_map(|a| a.downtimes.iter().cloned()).collect();
+        let mut out: Vec<Downtime> =
+            self.assets.values().flat_map(|a| a.downtimes.iter().filter(|d| !d.is_empty()).cloned()).collect();
         out.sort_by(|a, b| (&a.site, &a.asset, a.start_ms).cmp(&(&b.site, &b.asset, b.start_ms)));
         out
     }
@@ -240,7 +248,9 @@ impl Timeline {
                 let new = first_out(&a.alarms, &a.states[a.spans[i].0].key, window);
                 if new != a.downtimes[i].first_out {
                     a.downtimes[i].first_out = new;
-                    changes.upserted.push(a.downtimes[i].clone());
+                    if !a.downtimes[i].is_empty() {
+                        changes.upserted.push(a.downtimes[i].clone());
+                    }
                 }
             }
         }
@@ -297,13 +307,14 @@ impl Timeline {
             a.downtimes.push(dt);
         }
         let mut changes = Changes::default();
-        for d in &a.downtimes[first_dt..] {
+        let now = || a.downtimes[first_dt..].iter().filter(|d| !d.is_empty());
+        for d in now() {
             if !old.contains(d) {
                 changes.upserted.push(d.clone());
             }
         }
-        for o in old {
-            if !a.downtimes[first_dt..].iter().any(|d| d.start_ms == o.start_ms) {
+        for o in old.into_iter().filter(|d| !d.is_empty()) {
+            if !now().any(|d| d.start_ms == o.start_ms) {
                 changes.removed.push(o);
             }
         }
@@ -356,9 +367,14 @@ fn append(a: &mut AssetTimeline, id: &(SiteId, AssetId), window: i64) -> Changes
         }
         (_, true) => {
             if let (Some(d), Some(span)) = (a.downtimes.last_mut(), a.spans.last_mut()) {
+                let was = d.clone();
                 d.end_ms = Some(e.key.0);
                 span.1 = Some(e.key);
-                changes.upserted.push(d.clone());
+                if d.is_empty() {
+                    changes.removed.push(was);
+                } else {
+                    changes.upserted.push(d.clone());
+                }
             }
         }
         (_, false) => {}
