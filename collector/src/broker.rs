@@ -54,7 +54,8 @@ pub struct BrokerConfig {
     /// External: the collector's MQTT client id (persistent session).
     #[serde(default = "default_client_id")]
     pub client_id: String,
-    /// External: shared subscription group, so several collectors split the load.
+    /// External: shared subscription group; each batch goes to one member (a standby collector can take
+    /// over; see docs/operations.md on running several).
     #[serde(default = "default_share_group")]
     pub share_group: String,
     /// Embedded: the gate's certificate and the CA that signs gateway certificates. External: the CA
