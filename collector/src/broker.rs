@@ -27,7 +27,7 @@ use rumqttc::mqttbytes::v4::Packet;
 use serde::Deserialize;
 use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, Spanned};
 use shiftlens_common::topic::{ALL_EVENTS, ALL_STATUS};
-use shiftlens_common::{GatewayId, Topic};
+use shiftlens_common::{GatewayId, SiteId, Topic};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +58,10 @@ pub struct BrokerConfig {
     /// over; see docs/operations.md on running several).
     #[serde(default = "default_share_group")]
     pub share_group: String,
+    /// External: the sites this collector serves (all when empty), so collectors can split a plant's
+    /// load by site while each store still sees every event of its assets.
+    #[serde(default)]
+    pub sites: Vec<Spanned<String>>,
     /// Embedded: the gate's certificate and the CA that signs gateway certificates. External: the CA
     /// that signed the broker's certificate and the collector's own client certificate.
     #[serde(default)]
@@ -117,6 +121,7 @@ impl Default for BrokerConfig {
             port: default_port(),
             client_id: default_client_id(),
             share_group: default_share_group(),
+            sites: Vec::new(),
             tls: None,
             insecure: false,
             feed_readers: Vec::new(),
@@ -156,6 +161,13 @@ impl BrokerConfig {
                 errors.push(file.error_at(0..0, format!("feed_readers: {r:?}: allowed characters are a-z 0-9 _ -")));
             }
         }
+        for site in &self.sites {
+            if SiteId::parse(site.get_ref().clone()).is_err() {
+                errors.push(file.error_at(site.span(), "sites: allowed characters are a-z 0-9 _ -"));
+            } else if self.mode == Mode::Embedded {
+                errors.push(file.error_at(site.span(), "sites: only for mode = \"external\""));
+            }
+        }
         if GatewayId::parse(self.share_group.clone()).is_err() {
             errors.push(file.error_at(0..0, "share_group: allowed characters are a-z 0-9 _ -"));
         }
@@ -169,9 +181,17 @@ impl BrokerConfig {
     pub fn filters(&self) -> Vec<String> {
         match self.mode {
             Mode::Embedded => vec![ALL_EVENTS.to_string(), ALL_STATUS.to_string()],
-            Mode::External => {
+            Mode::External if self.sites.is_empty() => {
                 [ALL_EVENTS, ALL_STATUS].iter().map(|f| format!("$share/{}/{f}", self.share_group)).collect()
             }
+            Mode::External => self
+                .sites
+                .iter()
+                .flat_map(|site| {
+                    ["events", "status"]
+                        .map(|kind| format!("$share/{}/shiftlens/v1/{}/+/{kind}", self.share_group, site.get_ref()))
+                })
+                .collect(),
         }
     }
 }

@@ -121,6 +121,11 @@ fn try_spawn_mosquitto(dir: &Path, pki: &Pki, port: u16) -> Option<Mosquitto> {
 }
 
 fn external_config(dir: &Path, port: u16, files: &shiftlens_collector::broker::TlsFiles) -> Config {
+    external_config_with(dir, port, files, "client_id = \"shiftlens-collector\"")
+}
+
+/// `broker` adds `[broker]` keys (at least `client_id`).
+fn external_config_with(dir: &Path, port: u16, files: &shiftlens_collector::broker::TlsFiles, broker: &str) -> Config {
     let p = |p: &PathBuf| p.display().to_string();
     let text = format!(
         r#"
@@ -128,7 +133,7 @@ fn external_config(dir: &Path, port: u16, files: &shiftlens_collector::broker::T
 mode = "external"
 host = "127.0.0.1"
 port = {port}
-client_id = "shiftlens-collector"
+{broker}
 share_group = "shiftlens"
 
 [broker.tls]
@@ -196,4 +201,54 @@ async fn batches_through_mosquitto_with_mtls_are_stored_and_acked_via_the_shared
 
     drop(a);
     collector.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Two collectors on one Mosquitto, each with its own `sites`: each stores exactly its site's batches (so each
+/// store sees every event of its assets), and each gateway is acked by the collector of its site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_split_the_load_by_site() {
+    use shiftlens_common::{Batch, SiteId, Topic};
+    init_logs();
+    if !Path::new(MOSQUITTO).exists() {
+        panic!("{MOSQUITTO} is missing: apt-get install -y mosquitto");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let broker = spawn_mosquitto(dir.path(), &pki).await;
+    let files = pki.leaf("shiftlens-collector");
+    let mut collectors = Vec::new();
+    for (name, site) in [("c-a", "plant-a"), ("c-b", "plant-b")] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let keys = format!("client_id = \"shiftlens-{name}\"\nsites = [\"{site}\"]");
+        let cfg = external_config_with(&d, broker.addr.port(), &files, &keys);
+        collectors.push((d.join("collector.db"), ingest::start(&cfg, feed::no_lines()).await.unwrap()));
+    }
+
+    // gw-1 reports for plant-a, gw-2 for plant-b; each resends until acked, as the agent does.
+    let epoch = 4;
+    let all: BTreeSet<u64> = (1..=40).collect();
+    for (gw, site) in [("gw-1", "plant-a"), ("gw-2", "plant-b")] {
+        let site = SiteId::parse(site).unwrap();
+        let ack = Topic::Ack { site: site.clone(), gateway: gateway(gw) }.to_string();
+        let mut c = connect(options(broker.addr, gw, &pki.ca, Some(&pki.leaf(gw))), vec![ack], false);
+        assert!(wait_for(&mut c, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+        let b = batch(gw, epoch, 1, 40);
+        let b = Batch::new(site.clone(), gateway(gw), epoch, b.events);
+        let topic = Topic::Events { site, gateway: gateway(gw) }.to_string();
+        let mut acked = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(WAIT);
+        while acked != all && tokio::time::Instant::now() < deadline {
+            publish(&c, &topic, shiftlens_common::wire::encode_batch(&b)).await;
+            wait_acked(&mut c, epoch, &all, &mut acked, 1).await;
+        }
+        assert_eq!(acked, all, "{gw} was not acked");
+    }
+    let (a, b) = (&collectors[0].0, &collectors[1].0);
+    let rows = |db: &Path, site: &str| count(db, &format!("SELECT COUNT(*) FROM events WHERE site = '{site}'"));
+    assert!(eventually(WAIT, || rows(a, "plant-a") == 40 && rows(b, "plant-b") == 40).await);
+    assert_eq!((rows(a, "plant-b"), rows(b, "plant-a")), (0, 0), "a collector stored another site's events");
+    for (_, c) in collectors {
+        c.shutdown(Duration::from_secs(10)).await.unwrap();
+    }
 }
