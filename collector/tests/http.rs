@@ -99,6 +99,24 @@ async fn filters_narrow_the_rows_and_change_the_numbers() {
     assert_eq!(groups, ["B"]);
     let q1 = get(addr, "/api/v1/overview?from=2025-01-01&to=2025-04-01").await.json();
     assert!(q1["summary"]["events"].as_u64().unwrap() < n);
+
+    // The recertification horizon defaults to the config's (90 days); a shorter one lists fewer certificates.
+    let recert = |q: &'static str| async move {
+        let path = "/api/v1/recert";
+        let r = get(addr, &format!("{path}?{YEAR}{q}")).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        let body = r.json();
+        check(path, &body);
+        body
+    };
+    let certs = |v: &Value| v["total_rows"].as_u64().unwrap();
+    let (default, d90, d30, d365) =
+        (recert("").await, recert("&horizon=90d").await, recert("&horizon=30d").await, recert("&horizon=365d").await);
+    assert_eq!(default["rows"], d90["rows"]);
+    assert_eq!(recert("&horizon=").await["rows"], default["rows"], "an empty value is the default");
+    let (n30, n90, n365) = (certs(&d30), certs(&d90), certs(&d365));
+    assert!(n30 < n90 && n90 < n365, "certificates within 30, 90, 365 days: {n30}, {n90}, {n365}");
+    assert!(d30["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with("horizon 30d:")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,6 +130,10 @@ async fn bad_parameters_get_a_clear_400() {
         ("/api/v1/whatif", "whatif needs change="),
         ("/api/v1/whatif?change=p1:s1:9", "invalid level"),
         ("/api/v1/join?limit=-1", "invalid limit"),
+        ("/api/v1/recert?horizon=soon", "invalid horizon \"soon\": expected a duration such as 30d"),
+        ("/api/v1/recert?horizon=0d", "invalid horizon \"0d\""),
+        ("/api/v1/recert?horizon=731d", "at most 730d"),
+        ("/api/v1/recert?horizon=99999999999999999999d", "(a whole number and a unit: ms, s, m, h, d)"),
     ] {
         let r = get(addr, path).await;
         assert_eq!(r.status, 400, "{path}: {}", r.body);

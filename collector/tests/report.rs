@@ -11,7 +11,8 @@
 mod fixture;
 
 use fixture::*;
-use shiftlens_collector::people::{Initiative, Need, Personnel, Settings};
+use shiftlens_collector::people::import::{Kind, Record};
+use shiftlens_collector::people::{Initiative, Need, PersonSkill, Personnel, Settings};
 use shiftlens_collector::report::coverage::{self, GroupBy, Status};
 use shiftlens_collector::report::*;
 use shiftlens_collector::report::{alarms::AlarmStart, join::Baselines, mttr::Dim, pareto::ParetoBy};
@@ -174,6 +175,109 @@ fn recertification_is_weighted_by_the_shifts_it_would_leave_uncovered() {
     assert!(close(r.coverage_hours_lost, 1080.0) && close(r.thin_hours, 0.0));
     // Outside the horizon: nothing due.
     assert!(recert::recert(&input(&p, &[], "2025-10-01T00:00", t("2025-11-01T00:00"))).is_empty());
+    // A horizon of 5 days ends before the lapse on the 10th; 6 days reach it, and project it 6 days on.
+    let within = |days: i64| {
+        let p = plant_with(Settings { recert_horizon_ms: days * 24 * H, ..Settings::default() });
+        recert::recert(&input(&p, &[], "2026-02-01T00:00", t("2026-03-05T00:00")))
+    };
+    assert!(within(5).is_empty());
+    assert_eq!(within(6).iter().map(|r| r.shifts).collect::<Vec<_>>(), [6]);
+}
+
+#[test]
+fn request_horizons_parse_like_the_config_and_are_bounded() {
+    assert_eq!(recert::parse_horizon("30d"), Ok(30 * 24 * H));
+    assert_eq!(recert::parse_horizon(" 12h "), Ok(12 * H));
+    assert_eq!(recert::parse_horizon("730d"), Ok(recert::MAX_HORIZON_MS));
+    for bad in ["", "soon", "30", "30w", "-5d", "0d", "731d", "99999999999999999999d"] {
+        assert_eq!(recert::parse_horizon(bad), Err(recert::HORIZON_FORM.to_string()), "{bad:?}");
+    }
+    assert_eq!(recert::format_horizon(90 * 24 * H), "90d");
+    assert_eq!(recert::format_horizon(36 * H), "36h");
+    assert_eq!(recert::format_horizon(1_500), "1500ms");
+}
+
+fn records<T: serde::Serialize>(items: &[T]) -> Vec<Record> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Record { key: format!("{i:07}"), body: serde_json::to_value(x).unwrap() })
+        .collect()
+}
+
+#[test]
+fn the_recert_command_takes_its_horizon_from_the_flag_else_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("c.db");
+    // The fixture and a second certificate: b1's vfd, lapsing on 2026-04-20, 46 days after "now".
+    let mut p = people();
+    p.person_skills.push(PersonSkill {
+        person: "b1".into(),
+        skill: "vfd".into(),
+        level: 3,
+        assessed_ms: t("2025-01-01T00:00"),
+        cert_id: Some("VFD-88".into()),
+        issued_ms: Some(t("2025-01-01T00:00")),
+        expires_ms: Some(t("2026-04-20T00:00")),
+    });
+    let mut conn = shiftlens_collector::store::open_writer(&db_path).unwrap();
+    for (kind, recs) in [
+        (Kind::Skills, records(&p.skills)),
+        (Kind::People, records(&p.people)),
+        (Kind::PersonSkills, records(&p.person_skills)),
+        (Kind::Rotation, records(&p.rotations)),
+        (Kind::Roster, records(&p.roster)),
+        (Kind::Assets, records(&p.assets)),
+    ] {
+        shiftlens_collector::store::people::import(&mut conn, kind, "fixture", &recs, 0).unwrap();
+    }
+    drop(conn);
+    let config = |name: &str, people: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("[store]\npath = {:?}\n{people}", db_path.to_str().unwrap())).unwrap();
+        path
+    };
+    let plain = config("plain.toml", "");
+    let short = config("short.toml", "[people]\nrecert_horizon = \"10d\"\n");
+    let run = |cfg: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+            .args(["report", "recert", "--format", "json", "--to", "2026-03-05", "--config"])
+            .arg(cfg)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let certs = |cfg: &std::path::Path, extra: &[&str]| -> (Vec<String>, Vec<String>) {
+        let out = run(cfg, extra);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let col = v["columns"].as_array().unwrap().iter().position(|c| c == "certificate").unwrap();
+        let mut certs: Vec<String> =
+            v["rows"].as_array().unwrap().iter().map(|r| r[col].as_str().unwrap().to_string()).collect();
+        certs.sort();
+        let notes = v["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+        (certs, notes)
+    };
+    // Default 90 days: both; 10 days (flag or config): only a2's, lapsing on the 10th.
+    let (all, notes) = certs(&plain, &[]);
+    assert_eq!(all, ["VFD-77", "VFD-88"]);
+    assert!(
+        notes.iter().any(|n| n.starts_with("horizon 90d: certificates expiring from 2026-03-05 00:00")),
+        "{notes:?}"
+    );
+    assert_eq!(certs(&plain, &["--horizon", "90d"]).0, all);
+    let (few, notes) = certs(&plain, &["--horizon", "10d"]);
+    assert_eq!(few, ["VFD-77"]);
+    assert!(notes.iter().any(|n| n.starts_with("horizon 10d:")), "{notes:?}");
+    assert_eq!(certs(&short, &[]).0, few);
+    assert_eq!(certs(&short, &["--horizon", "60d"]).0, all);
+    for bad in ["soon", "0d", "731d", "30w"] {
+        let out = run(&plain, &["--horizon", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--horizon {bad} was accepted");
+        assert!(err.contains("--horizon") && err.contains("at most 730d"), "{bad}: {err}");
+        assert!(!err.contains("panicked"), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::error::{ApiError, AppError};
 use super::{openapi, AppState};
 use crate::feed;
 use crate::people::import::{self, Kind as CsvKind};
+use crate::report::recert;
 use crate::report::render::{self, Format};
 use crate::store::people as db;
 use axum::body::Bytes;
@@ -19,6 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -79,7 +81,7 @@ pub const REPORTS: [Endpoint; 10] = [
         path: "/api/v1/recert",
         kind: Kind::Recert,
         summary: "Certificates expiring within the horizon, with the coverage each lapse takes away",
-        options: &[],
+        options: &["horizon"],
     },
     Endpoint {
         path: "/api/v1/alarm-load",
@@ -95,6 +97,25 @@ pub const REPORTS: [Endpoint; 10] = [
     },
 ];
 
+/// Query parameters that only one report reads, kept out of the shared [`Params`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReportParams {
+    /// Recert: the horizon (`30d`); default `[people] recert_horizon`.
+    pub horizon: Option<String>,
+}
+
+impl ReportParams {
+    /// The recertification horizon asked for, in ms (an empty value counts as absent, as HTML forms send it).
+    ///
+    /// # Errors
+    /// 400 naming the parameter, its value and the accepted form.
+    pub fn horizon_ms(&self) -> Result<Option<i64>, AppError> {
+        let Some(v) = self.horizon.as_deref().map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+        recert::parse_horizon(v).map(Some).map_err(|e| AppError::bad_request(format!("invalid horizon {v:?}: {e}")))
+    }
+}
+
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new()
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document().clone()) }))
@@ -105,19 +126,28 @@ pub fn routes() -> Router<AppState> {
         let kind = e.kind;
         r = r.route(
             e.path,
-            get(move |State(st): State<AppState>, _: Viewer, headers: HeaderMap, Query(q): Query<Params>| async move {
-                report(st, headers, q, kind).await
-            }),
+            get(
+                move |State(st): State<AppState>,
+                      _: Viewer,
+                      headers: HeaderMap,
+                      Query(q): Query<Params>,
+                      Query(x): Query<ReportParams>| async move { report(st, headers, q, x, kind).await },
+            ),
         );
     }
     r
 }
 
-/// Computes a report off the async threads.
+/// Computes a report off the async threads; `recert_horizon_ms` overrides `[people] recert_horizon`.
 ///
 /// # Errors
 /// Bad parameters (400) or the store (503).
-pub async fn compute(source: Arc<Source>, params: Params, kind: Kind) -> Result<(Output, Filter), AppError> {
+pub async fn compute(
+    source: Arc<Source>,
+    params: Params,
+    kind: Kind,
+    recert_horizon_ms: Option<i64>,
+) -> Result<(Output, Filter), AppError> {
     tokio::task::spawn_blocking(move || {
         let ds = source.dataset()?;
         let now = chrono::Utc::now().timestamp_millis();
@@ -126,7 +156,11 @@ pub async fn compute(source: Arc<Source>, params: Params, kind: Kind) -> Result<
         if kind == Kind::AlarmLoad {
             source.ensure_alarms(&ds)?;
         }
-        let view = data::view(&ds, &filter, kind);
+        let mut view = data::view(&ds, &filter, kind);
+        if let Some(h) = recert_horizon_ms.filter(|h| *h != view.people.settings.recert_horizon_ms) {
+            // The reports read their settings from the personnel: this request gets its own copy.
+            view.people.to_mut().settings.recert_horizon_ms = h;
+        }
         Ok((data::run(&view, kind, &options), filter))
     })
     .await
@@ -168,9 +202,16 @@ pub fn to_json(out: &Output, f: &Filter) -> Value {
     v
 }
 
-async fn report(st: AppState, headers: HeaderMap, q: Params, kind: Kind) -> Result<Response, ApiError> {
+async fn report(
+    st: AppState,
+    headers: HeaderMap,
+    q: Params,
+    x: ReportParams,
+    kind: Kind,
+) -> Result<Response, ApiError> {
     let csv = wants_csv(&headers, &q)?;
-    let (out, filter) = compute(st.data.clone(), q, kind).await?;
+    let horizon = if kind == Kind::Recert { x.horizon_ms()? } else { None };
+    let (out, filter) = compute(st.data.clone(), q, kind, horizon).await?;
     if csv {
         let body = render::render(&out.report, Format::Csv).map_err(AppError::internal)?;
         return Ok(csv_response(body));

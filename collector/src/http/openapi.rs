@@ -179,6 +179,10 @@ fn params(names: &[&str]) -> Vec<Value> {
                 ("Most rows to return (the join: 1000 unless given)", json!({ "type": "integer", "minimum": 0 }))
             }
             "offset" => ("Rows to skip", json!({ "type": "integer", "minimum": 0 })),
+            "horizon" => (
+                "Recertification look-ahead from `to`, and how far each lapse is projected: a whole number and a unit (ms, s, m, h, d), more than zero and at most 730d; default `[people] recert_horizon` (90d)",
+                json!({ "type": "string", "examples": ["30d", "90d", "12h"] }),
+            ),
             _ => ("", json!({ "type": "string" })),
         }
     };

@@ -64,6 +64,9 @@ pub struct ReportArgs {
     /// Snapshots: the event key (`site/asset/start_ms`).
     #[arg(long)]
     pub event: Option<String>,
+    /// Recert: how far ahead to look (`30d`, `12h`; at most 730d); default `[people] recert_horizon`.
+    #[arg(long, value_parser = r::recert::parse_horizon)]
+    pub horizon: Option<i64>,
 }
 
 fn read_downtime(path: &std::path::Path) -> anyhow::Result<Vec<Downtime>> {
@@ -88,7 +91,11 @@ impl ReportArgs {
     /// Config, store, input file or argument problems.
     pub fn run(&self) -> anyhow::Result<String> {
         let (cfg, mut conn) = crate::people::cli::open(&self.config, self.db.as_deref())?;
-        let p = db::load(&conn, cfg.people.resolved())?;
+        let mut settings = cfg.people.resolved();
+        if let Some(h) = self.horizon {
+            settings.recert_horizon_ms = h;
+        }
+        let p = db::load(&conn, settings)?;
         let tz = p.settings.tz;
         let time = |v: &Option<String>, what: &str| -> anyhow::Result<Option<i64>> {
             v.as_deref()

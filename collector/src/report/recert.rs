@@ -2,10 +2,46 @@
 //! from the end of the window, "now") and is not already renewed by a later assessment is projected onto
 //! the person's future rotation shifts in the horizon after it lapses: coverage hours lost are the hours
 //! of those shifts on which nobody else on shift is qualified; thin hours those left with one.
+//!
+//! The horizon is `[people] recert_horizon`; a request may choose another one ([`parse_horizon`], at most
+//! [`MAX_HORIZON_MS`], which bounds the work a request can ask for).
 
 use crate::people::{cert_valid_at, roster, Requirement};
 use crate::report::{needed_skills, num, privacy, Input, Report, HOUR_MS};
 use serde::Serialize;
+use shiftlens_common::config::HumanDuration;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The longest horizon a request (`--horizon`, `?horizon=`) may ask for: 730 days.
+pub const MAX_HORIZON_MS: i64 = 730 * DAY_MS;
+
+/// What a horizon must look like, for error messages.
+pub const HORIZON_FORM: &str =
+    "expected a duration such as 30d or 12h (a whole number and a unit: ms, s, m, h, d), more than zero and at most 730d";
+
+/// Parses a horizon chosen per request (`90d`, `12h`) into milliseconds: a duration as in the config,
+/// more than zero and at most [`MAX_HORIZON_MS`].
+///
+/// # Errors
+/// [`HORIZON_FORM`] for anything else.
+pub fn parse_horizon(s: &str) -> Result<i64, String> {
+    let d: HumanDuration = s.trim().parse().map_err(|_| HORIZON_FORM.to_string())?;
+    match i64::try_from(d.0.as_millis()) {
+        Ok(ms) if ms > 0 && ms <= MAX_HORIZON_MS => Ok(ms),
+        _ => Err(HORIZON_FORM.to_string()),
+    }
+}
+
+/// A horizon in the largest unit that divides it: `90d`, `36h`, `1500ms`.
+pub fn format_horizon(ms: i64) -> String {
+    for (unit, size) in [("d", DAY_MS), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
 
 /// One expiring certificate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,7 +67,7 @@ pub fn recert(inp: &Input) -> Vec<Recert> {
     for id in p.person_ids() {
         for skill in p.skills.iter().filter(|s| s.cert_required) {
             let Some(a) = p.assessment_at(id, &skill.id, now) else { continue };
-            let Some(exp) = a.expires_ms.filter(|e| *e >= now && *e < now + horizon) else { continue };
+            let Some(exp) = a.expires_ms.filter(|e| *e >= now && *e < now.saturating_add(horizon)) else { continue };
             if !cert_valid_at(a, now) {
                 continue;
             }
@@ -50,7 +86,7 @@ pub fn recert(inp: &Input) -> Vec<Recert> {
                 thin_hours: 0.0,
             };
             for rot in p.rotations.iter().filter(|x| x.crew == crew) {
-                for s in roster::slots_between(&p.settings, rot, exp, exp + horizon) {
+                for s in roster::slots_between(&p.settings, rot, exp, exp.saturating_add(horizon)) {
                     if p.absent(id, s.start_ms) {
                         continue;
                     }
@@ -104,15 +140,25 @@ pub fn report(inp: &Input, rows: &[Recert]) -> Report {
     if !persons {
         r.notes.push(format!("person column left out: min_group_size is {}", p.settings.min_group_size));
     }
+    let date = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string())
+    };
+    let horizon = p.settings.recert_horizon_ms;
+    r.notes.push(format!(
+        "horizon {}: certificates expiring from {} to before {}",
+        format_horizon(horizon),
+        date(inp.to_ms),
+        date(inp.to_ms.saturating_add(horizon))
+    ));
     for x in rows {
-        let date = chrono::DateTime::from_timestamp_millis(x.expires_ms)
-            .map_or(String::new(), |d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d %H:%M").to_string());
+        let expires = date(x.expires_ms);
         r.rows.push(vec![
             if persons { privacy::show(p, &x.person).into() } else { serde_json::Value::Null },
             x.crew.clone().into(),
             x.skill.clone().into(),
             if persons { x.cert_id.clone().into() } else { serde_json::Value::Null },
-            date.into(),
+            expires.into(),
             x.shifts.into(),
             x.shifts_to_zero.into(),
             num(x.coverage_hours_lost, 1),
