@@ -334,12 +334,23 @@ pub fn dead_letter_count(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// Deletes raw events received before `cutoff_ms` (by arrival, so a late or replayed old event is still
-/// kept for the whole retention); returns how many.
+/// kept for the whole retention); returns how many. The events of an asset's open downtime (from its start
+/// on, and alarms from the longest first-out window, 1 d, before it) are kept until it closes: the timeline
+/// rebuilt at start needs them, or the event that ends it would find no stop to close and the row would
+/// stay open for ever.
 ///
 /// # Errors
 /// SQLite errors.
 pub fn prune_events(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM events WHERE received_ms < ?1", [cutoff_ms])
+    // Open downtime rows are few (at most one per asset); the scan of `downtime` for them runs once.
+    conn.execute(
+        "WITH open AS MATERIALIZED (
+           SELECT site, asset, MIN(start_ms) AS start_ms FROM downtime WHERE end_ms IS NULL GROUP BY site, asset)
+         DELETE FROM events WHERE received_ms < ?1 AND NOT EXISTS (
+           SELECT 1 FROM open o WHERE o.site = events.site AND o.asset = events.asset
+             AND events.ts_ms >= o.start_ms - CASE WHEN events.kind = 'alarm' THEN 86400000 ELSE 0 END)",
+        [cutoff_ms],
+    )
 }
 
 #[cfg(test)]
