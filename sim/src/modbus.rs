@@ -26,6 +26,7 @@
 //! and refuses new ones; `modbus_exception` answers every request with that code; `delay_ms` delays each
 //! answer. [`ModbusServer::set_silent_units`] makes unit ids that never answer (a dead slave behind a
 //! gateway) and [`ModbusServer::restart`] closes everything and listens again on the same address.
+//! [`ModbusServer::requests`] and [`ModbusServer::connections`] count requests and accepted connections.
 
 use crate::plant::{AssetPoints, Plant};
 use std::collections::HashSet;
@@ -50,6 +51,7 @@ pub const BLOCK: u16 = 100;
 #[derive(Debug, Default)]
 pub struct Stats {
     requests: AtomicU64,
+    connections: AtomicU64,
     silent: Mutex<HashSet<u8>>,
 }
 
@@ -234,6 +236,11 @@ impl ModbusServer {
         self.stats.requests.load(Ordering::Relaxed)
     }
 
+    /// TCP connections accepted so far, including those the `drop_connections` fault closes at once.
+    pub fn connections(&self) -> u64 {
+        self.stats.connections.load(Ordering::Relaxed)
+    }
+
     /// Unit ids that never answer, like a dead slave behind a gateway.
     pub fn set_silent_units(&self, units: &[u8]) {
         *self.stats.silent.lock().unwrap_or_else(|p| p.into_inner()) = units.iter().copied().collect();
@@ -282,6 +289,7 @@ async fn supervise(plant: Plant, listener: TcpListener, stats: Arc<Stats>, resta
         let on_connected = move |stream: TcpStream, _peer: SocketAddr| {
             let (plant, stats) = (plant.clone(), stats.clone());
             async move {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
                 if plant.faults().drop_connections {
                     return Ok(None);
                 }
