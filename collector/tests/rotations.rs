@@ -190,6 +190,8 @@ fn a_swap_moves_a_person_to_another_crews_shift_for_one_day() {
     );
     assert_eq!(e.covered, Some(true));
     assert_eq!(e.shift.as_deref(), Some("2nd"));
+    // The event belongs to the crew the roster schedules (B), not to the swapped-in a1's home crew.
+    assert_eq!(e.crew.as_deref(), Some("B"));
     // A stop at 22:30 on the swap day: the 3rd shift as usual, nobody at level 3.
     let e = join_one(&p, &down("press-1", "2026-03-05T22:30", 0.5));
     assert_eq!((e.on_shift.clone(), e.covered, e.missing.clone()), (vec!["c1".into()], Some(false), vec!["s7".into()]));

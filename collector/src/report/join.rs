@@ -93,6 +93,9 @@ pub fn join_one(p: &Personnel, d: &Downtime) -> JoinedEvent {
         .collect();
     let missing: Vec<String> = required.iter().filter(|c| c.qualified.is_empty()).map(|c| c.skill.clone()).collect();
     let wo = p.work_order_for(d.asset.as_str(), t, d.end_ms);
+    // The crew and shift the roster schedules at t, so a swapped-in person does not take the event to their
+    // home crew; only where no rotation covers t (explicit work rows alone) do the people on shift decide.
+    let scheduled = p.slots_at(t).into_iter().map(|(s, _)| (s.crew, s.name)).min();
     JoinedEvent {
         key: event_key(d),
         site: d.site.to_string(),
@@ -101,8 +104,11 @@ pub fn join_one(p: &Personnel, d: &Downtime) -> JoinedEvent {
         end_ms: d.end_ms,
         data_gap: d.data_gap,
         first_out_class: first_out_class(d).map(str::to_string),
-        shift: on.iter().find_map(|o| o.shift.map(str::to_string)),
-        crew: on.iter().find_map(|o| o.crew.map(str::to_string)),
+        shift: scheduled
+            .as_ref()
+            .map(|x| x.1.to_string())
+            .or_else(|| on.iter().find_map(|o| o.shift.map(str::to_string))),
+        crew: scheduled.map(|x| x.0).or_else(|| on.iter().find_map(|o| o.crew.map(str::to_string))),
         on_shift: on.iter().map(|o| o.person.to_string()).collect(),
         roster_known,
         covered: roster_known.then_some(missing.is_empty()),
