@@ -9,9 +9,11 @@
 
 #[path = "people_fixture.rs"]
 mod fixture;
+mod http_support;
 
 use fixture::*;
-use shiftlens_collector::people::import::{Kind, Record};
+use http_support::records;
+use shiftlens_collector::people::import::Kind;
 use shiftlens_collector::people::{Initiative, Need, PersonSkill, Personnel, Settings};
 use shiftlens_collector::report::coverage::{self, GroupBy, Status};
 use shiftlens_collector::report::*;
@@ -195,14 +197,6 @@ fn request_horizons_parse_like_the_config_and_are_bounded() {
     assert_eq!(recert::format_horizon(90 * 24 * H), "90d");
     assert_eq!(recert::format_horizon(36 * H), "36h");
     assert_eq!(recert::format_horizon(1_500), "1500ms");
-}
-
-fn records<T: serde::Serialize>(items: &[T]) -> Vec<Record> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, x)| Record { key: format!("{i:07}"), body: serde_json::to_value(x).unwrap() })
-        .collect()
 }
 
 #[test]

@@ -24,7 +24,8 @@ pub fn plant(size: Size) -> Plant {
     synth::year(7, size)
 }
 
-fn records<T: serde::Serialize>(items: &[T]) -> Vec<Record> {
+/// Rows for the import path, keyed by position.
+pub fn records<T: serde::Serialize>(items: &[T]) -> Vec<Record> {
     items
         .iter()
         .enumerate()
