@@ -3,9 +3,16 @@
 //! Starts a simulated plant (eight assets: line 1 over Modbus TCP, lines 2 and 3 over OPC UA) playing
 //! `config/demo/scenario.toml` on compressed time, the collector with its embedded broker over mutual TLS
 //! (a CA and certificates made on the fly with `shiftlens_sim::pki`), the sample personnel data of
-//! `config/samples/`, a few weeks of sample downtime history (moved in whole rotation cycles so it ends
-//! just before now), two agents (`shiftlens_agent::run`, the same code as the binary), and the dashboard.
-//! Ctrl-C stops the agents first (they commit and say goodbye), then everything else.
+//! `config/samples/`, a few weeks of sample downtime history, two agents (`shiftlens_agent::run`, the same
+//! code as the binary), and the dashboard. Ctrl-C stops the agents first (they commit and say goodbye), then
+//! everything else.
+//!
+//! Every sample date (history, rotation anchors, roster, certificates, assessments, work orders,
+//! initiatives) is moved by the same whole number of days, so that the history ends within the day before
+//! the demo starts, certificates expire around today as the samples intend (one last month, others in 10,
+//! 40 and 80 days, some in years) and initiatives go live in the coming months. Whole days in the site's
+//! time zone keep the crews on the shifts the history was recorded with. With `--state-dir` the shift is
+//! chosen once and kept (`sample-shift-days`), so a restart neither re-dates nor duplicates anything.
 //!
 //! The configs are the templates in `config/demo/`, compiled in, so the binary runs from anywhere.
 
@@ -13,6 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use shiftlens_collector::people::import::Kind;
 use shiftlens_collector::store::{self, events};
+use shiftlens_collector::timeline::Downtime;
 use shiftlens_collector::{feed, http, ingest};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_sim::{modbus, opcua, pki::Pki, plant::Plant, scenario::Scenario};
@@ -37,8 +45,8 @@ const SAMPLES: [(Kind, &str); 9] = [
     (Kind::Initiatives, include_str!("../../../config/samples/initiatives.csv")),
     (Kind::WorkOrders, include_str!("../../../config/samples/work-orders.csv")),
 ];
-/// The rotation cycle of the sample crews: history moves by whole cycles, so the same crews stay on shift.
-const CYCLE_MS: i64 = 28 * 86_400_000;
+/// The time zone of the demo site (`config/demo/collector.toml`); sample dates are local to it.
+const TZ: chrono_tz::Tz = chrono_tz::Europe::Berlin;
 
 /// ShiftLens in one command: simulated plant, two agents, collector over mTLS and the dashboard.
 #[derive(Parser)]
@@ -100,16 +108,18 @@ async fn main() -> anyhow::Result<()> {
     let collector_toml = dir.join("collector.toml");
     std::fs::write(&collector_toml, fill(COLLECTOR, &[("DIR", &d), ("BROKER_PORT", "0"), ("HTTP_PORT", &port)]))?;
     let config = shiftlens_collector::Config::load(&collector_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let history = parse_history()?;
+    let days = sample_shift_days(&dir, &history, chrono::Utc::now().timestamp_millis())?;
     let samples = dir.join("samples");
     std::fs::create_dir_all(&samples)?;
     for (kind, text) in SAMPLES {
         let file = samples.join(format!("{}.csv", kind.name()));
-        std::fs::write(&file, text)?;
+        std::fs::write(&file, shift_csv(text, days).with_context(|| format!("sample {}", kind.name()))?)?;
         shiftlens_collector::people::cli::import(kind, &file, &collector_toml, None)
             .with_context(|| format!("importing the sample {}", file.display()))?;
     }
     if !cli.no_history {
-        seed_history(&config.store.path)?;
+        seed_history(&config.store.path, history, days)?;
     }
     let collector = ingest::start(&config, feed::AssetLines::line_of(&config.store.path))
         .await
@@ -209,23 +219,76 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stores the sample downtime history, moved by whole rotation cycles so that it ends before now.
-fn seed_history(db: &Path) -> anyhow::Result<()> {
-    let mut history: Vec<shiftlens_collector::timeline::Downtime> = HISTORY
+fn parse_history() -> anyhow::Result<Vec<Downtime>> {
+    HISTORY
         .lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("downtime.jsonl:{}", i + 1)))
-        .collect::<anyhow::Result<_>>()?;
-    let last = history.iter().map(|d| d.end_ms.unwrap_or(d.start_ms)).max().unwrap_or(0);
-    let shift = (chrono::Utc::now().timestamp_millis() - 3_600_000 - last).div_euclid(CYCLE_MS) * CYCLE_MS;
+        .collect()
+}
+
+/// The whole days every sample date moves by: kept in `{dir}/sample-shift-days` once chosen, else the
+/// largest shift that still ends the history before `now_ms`.
+fn sample_shift_days(dir: &Path, history: &[Downtime], now_ms: i64) -> anyhow::Result<i64> {
+    let file = dir.join("sample-shift-days");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return text.trim().parse().with_context(|| format!("{}: expected a whole number of days", file.display()));
+    }
+    let last = history.iter().map(|d| d.end_ms.unwrap_or(d.start_ms)).max().unwrap_or(now_ms);
+    let days = (now_ms - last).div_euclid(86_400_000);
+    // A shift by whole local days can move a time by the hour of a daylight-saving change: stay before now.
+    let days = if shift_ms(last, days) > now_ms { days - 1 } else { days };
+    std::fs::write(&file, format!("{days}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(days)
+}
+
+/// `ms` moved by `days` whole days of the site's calendar (same local time of day).
+fn shift_ms(ms: i64, days: i64) -> i64 {
+    let Some(utc) = chrono::DateTime::from_timestamp_millis(ms) else { return ms };
+    let local = utc.with_timezone(&TZ).naive_local() + chrono::Duration::days(days);
+    // The earliest instant of an ambiguous local time; a local time skipped by DST moves an hour on.
+    local
+        .and_local_timezone(TZ)
+        .earliest()
+        .or_else(|| (local + chrono::Duration::hours(1)).and_local_timezone(TZ).earliest())
+        .map_or(ms, |t| t.timestamp_millis())
+}
+
+/// A sample CSV with every date (`2026-03-10`) and local date-time (`2026-03-10T06:00`) cell moved by `days`.
+fn shift_csv(text: &str, days: i64) -> anyhow::Result<String> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for record in reader.records() {
+        let record = record?;
+        let cells: Vec<String> = record.iter().map(|c| shift_cell(c, days)).collect();
+        writer.write_record(&cells)?;
+    }
+    Ok(String::from_utf8(writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?)
+}
+
+fn shift_cell(cell: &str, days: i64) -> String {
+    let by = chrono::Duration::days(days);
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(cell, "%Y-%m-%d") {
+        return (d + by).format("%Y-%m-%d").to_string();
+    }
+    for fmt in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(cell, fmt) {
+            return (t + by).format(fmt).to_string();
+        }
+    }
+    cell.to_string()
+}
+
+/// Stores the sample downtime history moved by `days` (upserts: a restart with the same shift adds nothing).
+fn seed_history(db: &Path, mut history: Vec<Downtime>, days: i64) -> anyhow::Result<()> {
     let mut conn = store::open_writer(db)?;
     let tx = conn.transaction()?;
     for d in &mut history {
-        d.start_ms += shift;
-        d.end_ms = d.end_ms.map(|e| e + shift);
+        d.start_ms = shift_ms(d.start_ms, days);
+        d.end_ms = d.end_ms.map(|e| shift_ms(e, days));
         if let Some(f) = &mut d.first_out {
-            f.ts_ms += shift;
+            f.ts_ms = shift_ms(f.ts_ms, days);
         }
         events::upsert_downtime(&tx, d)?;
     }
@@ -237,4 +300,34 @@ fn live_downtime(db: &Path, since_ms: i64) -> anyhow::Result<usize> {
     let conn = store::open_reader(db)?;
     let filter = events::DowntimeFilter { from_ms: Some(since_ms), ..Default::default() };
     Ok(events::query_downtime(&conn, &filter)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_dates_move_by_whole_local_days_and_other_cells_stay() {
+        let csv = "person,start,end,kind,shift\np09,2026-03-10T06:00,2026-03-10T18:00,absent,\nA,2026-01-05,NNNN---DDD,x,CERT-0001\n";
+        let out = shift_csv(csv, 10).unwrap();
+        assert_eq!(
+            out,
+            "person,start,end,kind,shift\np09,2026-03-20T06:00,2026-03-20T18:00,absent,\nA,2026-01-15,NNNN---DDD,x,CERT-0001\n"
+        );
+        // 2026-03-20 06:00 CET moved 10 days is 2026-03-30 06:00 CEST: the same local time, an hour less of UTC.
+        let before = 1_773_982_800_000; // 2026-03-20T05:00:00Z
+        assert_eq!(shift_ms(before, 10), before + 10 * 86_400_000 - 3_600_000);
+    }
+
+    #[test]
+    fn the_history_ends_within_the_day_before_now_and_the_shift_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = parse_history().unwrap();
+        let now = 1_796_000_000_000; // 2026-11-30
+        let days = sample_shift_days(dir.path(), &history, now).unwrap();
+        let last = history.iter().map(|d| shift_ms(d.end_ms.unwrap_or(d.start_ms), days)).max().unwrap();
+        assert!(last <= now && now - last < 86_400_000 + 3_600_000, "{last} {now}");
+        // A later start in the same state directory keeps the shift.
+        assert_eq!(sample_shift_days(dir.path(), &history, now + 5 * 86_400_000).unwrap(), days);
+    }
 }
