@@ -10,6 +10,7 @@ pub mod feed;
 pub mod http;
 pub mod ingest;
 pub mod people;
+pub mod pki;
 pub mod report;
 pub mod store;
 pub mod timeline;

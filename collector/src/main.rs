@@ -30,6 +30,8 @@ enum Command {
     Import(shiftlens_collector::people::cli::ImportArgs),
     /// Print a report (coverage, mttr, pareto, gaps, priorities, recert, whatif, alarm-load, join).
     Report(shiftlens_collector::report::cli::ReportArgs),
+    /// A small CA for plants without their own: init, issue gateway/feed-reader/server certificates, list.
+    Pki(shiftlens_collector::pki::PkiArgs),
     /// Export data from the store.
     Export {
         #[command(subcommand)]
@@ -83,6 +85,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Report(args) => {
             print!("{}", args.run()?);
+            Ok(())
+        }
+        Command::Pki(args) => {
+            print!("{}", args.run(chrono::Utc::now().timestamp_millis())?.trim_end());
+            println!();
             Ok(())
         }
         Command::Check { config } => {
