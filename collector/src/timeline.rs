@@ -18,7 +18,7 @@
 //! so an insert anywhere (late or in order) looks only at its two known neighbours and the downtimes they
 //! belong to: O(log n) per event, whatever the arrival order (a gateway sending descending timestamps
 //! costs no more than one sending ascending ones). An alarm re-examines only the downtimes starting within
-//! its first-out window.
+//! its first-out window and before the next alarm.
 
 use serde::{Deserialize, Serialize};
 use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId};
@@ -299,9 +299,17 @@ impl Timeline {
         if a.alarms.insert(key, fo.clone()).is_some() {
             return Changes::default();
         }
-        // Downtimes starting within [ts, ts + window] may now have a different first-out alarm.
+        // Downtimes starting within [ts, ts + window] may now have a different first-out alarm, but only those
+        // before the next alarm's time: from there on that alarm (or a later one) is nearer.
         let mut changes = Changes::default();
-        let (lo, hi) = ((fo.ts_ms, 0, 0, 0), (fo.ts_ms.saturating_add(window), u64::MAX, u64::MAX, u64::MAX));
+        let mut hi_ts = fo.ts_ms.saturating_add(window);
+        if let Some((next, _)) = a.alarms.range((Excluded(key), Unbounded)).next() {
+            if next.0 <= fo.ts_ms {
+                return changes;
+            }
+            hi_ts = hi_ts.min(next.0 - 1);
+        }
+        let (lo, hi) = ((fo.ts_ms, 0, 0, 0), (hi_ts, u64::MAX, u64::MAX, u64::MAX));
         for (start, span) in a.downtimes.range_mut(lo..=hi) {
             let new = first_out(&a.alarms, start, window);
             if new != span.dt.first_out {
