@@ -314,7 +314,7 @@ impl Inbox {
             }
             Err(p) => {
                 if let Some(suppressed) = logs.check(sender, std::time::Instant::now()) {
-                    tracing::warn!(topic = %p.topic, suppressed, "ingest queue of this gateway full: message dropped, its agent will resend it");
+                    tracing::warn!(topic = %p.topic, suppressed, "ingest queue full: message dropped, its agent will resend it");
                 }
                 true
             }
