@@ -144,8 +144,12 @@ pub struct Record {
     pub gateway: String,
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2025-03-04T05:06:07.089Z`.
+/// RFC 3339 UTC with milliseconds, e.g. `2025-03-04T05:06:07.089Z`. Always an RFC 3339 date: a time outside
+/// the years 0000-9999 (only a store written before the codec refused such times can hold one) is clamped.
 pub fn rfc3339(ms: i64) -> String {
+    const YEAR_0: i64 = -62_167_219_200_000;
+    const YEAR_10000: i64 = 253_402_300_800_000;
+    let ms = ms.clamp(YEAR_0, YEAR_10000 - 1);
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
@@ -278,5 +282,24 @@ mod tests {
         import_assets(&mut conn, "id,site,line,cost_per_hour,requires\npress-1,plant-a,line-5,250,\n", 3);
         assert_eq!(cached.get(&site, &press).as_deref(), Some("line-4"));
         assert_eq!(lines.get(&site, &press).as_deref(), Some("line-5"));
+    }
+
+    #[test]
+    fn extreme_times_print_as_dates_and_durations_do_not_overflow() {
+        let d = Downtime {
+            site: shiftlens_common::SiteId::parse("s").unwrap(),
+            gateway: shiftlens_common::GatewayId::parse("g").unwrap(),
+            asset: shiftlens_common::AssetId::parse("a").unwrap(),
+            start_ms: i64::MIN,
+            end_ms: Some(i64::MAX),
+            reason: None,
+            first_out: None,
+            data_gap: false,
+        };
+        let r = Record::new(&d, None);
+        for t in [&r.start, r.end.as_ref().unwrap()] {
+            assert!(DateTime::parse_from_rfc3339(t).is_ok(), "{t}");
+        }
+        assert_eq!(r.duration_s, Some(i64::MAX as f64 / 1000.0));
     }
 }

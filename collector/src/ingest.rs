@@ -1,13 +1,17 @@
 //! Ingest: subscribe, decode, validate, hand to the store, ack after commit.
 //!
 //! Tasks (wired by [`start`]):
-//! - the MQTT loop polls the collector's client and never blocks: publishes go to a bounded queue, and
-//!   when that queue is full the message is dropped with a warning (its agent resends it because it
-//!   was never acked; dedup makes the resend harmless);
+//! - the MQTT loop polls the collector's client and never blocks: publishes go to a fair queue with one
+//!   bounded queue per sender (topic prefix `shiftlens/v1/{site}/{gateway}`), served round-robin; when a
+//!   sender's queue is full its message is dropped with a warning (its agent resends it because it was
+//!   never acked; dedup makes the resend harmless), so a flooding gateway overflows only its own queue;
 //! - the decoder strictly decodes batches (`decode_batch` with limits), checks that the topic's site and
 //!   gateway are the payload's, and hands batches and status messages to the store writer; anything
 //!   that fails goes to the dead-letter table (topic, time, reason, size, first bytes), is counted and
-//!   logged with its topic, and ingest carries on;
+//!   logged with its topic (at most one line per sender per [`LOG_EVERY`], saying how many were
+//!   suppressed; the metric counts every one), and ingest carries on. It hands over one op at a time
+//!   into the writer's short queue, so another gateway's batch waits behind at most one op of each sender
+//!   plus that queue;
 //! - the confirmer reads what the writer committed and only then publishes the ack
 //!   (`shiftlens/v1/{site}/{gateway}/ack`, all seqs of the batch including duplicates already stored)
 //!   and the downtime feed records.
@@ -17,6 +21,7 @@
 //! [`WriterProbe`] proves the writer still commits (the systemd watchdog).
 
 use crate::broker::{self, Mode};
+use crate::fairness::{FairQueue, LogLimiter};
 use crate::feed::{self, LineOf};
 use crate::store::events::{DeadLetter, Rows};
 use crate::store::{Committed, StoreError, WriteOp, Writer};
@@ -160,14 +165,15 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     let opts = broker::client_options(&config.broker, embedded.map(|e| e.internal))?;
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
     eventloop.set_network_options(broker::network_options());
-    let (pub_tx, mut pub_rx) = mpsc::channel::<rumqttc::Publish>(1024);
+    let inbox = Arc::new(Inbox::new());
 
     // MQTT loop: never blocks. Says when every subscription of the current connection is acknowledged.
     let filters = config.broker.filters();
     let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
-    let (sub_client, m) = (client.clone(), metrics.clone());
+    let (sub_client, m, queue) = (client.clone(), metrics.clone(), inbox.clone());
     let mqtt = tokio::spawn(async move {
         let mut unacked_subscriptions = 0usize;
+        let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
         loop {
             match eventloop.poll().await {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
@@ -188,7 +194,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    if pub_rx_full(&pub_tx, p) {
+                    if queue.push(p, &mut logs) {
                         inc(&m.dropped_overload, 1);
                     }
                 }
@@ -219,10 +225,17 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     };
     let wtx = writer.tx.clone();
     feeders.push(tokio::spawn(async move {
-        while let Some(p) = pub_rx.recv().await {
+        let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
+        loop {
+            let Some((sender, p)) = inbox.pop() else {
+                inbox.ready.notified().await;
+                continue;
+            };
             let op = classify(&p.topic, &p.payload, &limits, now_ms());
             if let WriteOp::DeadLetter(d) = &op {
-                tracing::warn!(topic = %d.topic, kind = %d.kind, reason = %d.reason, size = d.size, "payload dead-lettered");
+                if let Some(suppressed) = logs.check(sender, std::time::Instant::now()) {
+                    tracing::warn!(topic = %d.topic, kind = %d.kind, reason = %d.reason, size = d.size, suppressed, "payload dead-lettered");
+                }
             }
             if wtx.send(op).await.is_err() {
                 return;
@@ -268,16 +281,59 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
 /// How long [`start`] waits for ingest's subscriptions on the embedded broker.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 
-/// Queues a publish; true when it had to be dropped.
-fn pub_rx_full(tx: &mpsc::Sender<rumqttc::Publish>, p: rumqttc::Publish) -> bool {
-    match tx.try_send(p) {
-        Ok(()) => false,
-        Err(mpsc::error::TrySendError::Full(p)) => {
-            tracing::warn!(topic = %p.topic, "ingest queue full: message dropped, its agent will resend it");
-            true
+/// At most one log line per sender per this period for the same trouble (dead letters, a full queue).
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Senders whose log lines are limited one by one; more share one limit.
+const LOG_SENDERS: usize = 4096;
+/// Publishes queued for the decoder per sender, and in all.
+pub const INBOX_PER_SENDER: usize = 64;
+const INBOX_TOTAL: usize = 1024;
+
+/// Publishes waiting for the decoder, one queue per sender, served round-robin.
+struct Inbox {
+    queue: std::sync::Mutex<FairQueue<String, rumqttc::Publish>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Self {
+            queue: std::sync::Mutex::new(FairQueue::new(INBOX_PER_SENDER, INBOX_TOTAL)),
+            ready: tokio::sync::Notify::new(),
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => true,
     }
+
+    /// Queues a publish without waiting; true when it had to be dropped (its sender's queue is full).
+    fn push(&self, p: rumqttc::Publish, logs: &mut LogLimiter<String>) -> bool {
+        let sender = sender_of(&p.topic).to_string();
+        let pushed = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sender.clone(), p);
+        match pushed {
+            Ok(()) => {
+                self.ready.notify_one();
+                false
+            }
+            Err(p) => {
+                if let Some(suppressed) = logs.check(sender, std::time::Instant::now()) {
+                    tracing::warn!(topic = %p.topic, suppressed, "ingest queue full: message dropped, its agent will resend it");
+                }
+                true
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<(String, rumqttc::Publish)> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+}
+
+/// Who a topic is from, for fairness and log limits: its first four levels (`shiftlens/v1/{site}/{gateway}`),
+/// at most 128 bytes.
+fn sender_of(topic: &str) -> &str {
+    let mut end = topic.match_indices('/').nth(3).map_or(topic.len(), |(i, _)| i).min(128);
+    while !topic.is_char_boundary(end) {
+        end -= 1;
+    }
+    &topic[..end]
 }
 
 /// Decodes and validates one payload: a batch or status to store, or a dead letter.

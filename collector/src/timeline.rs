@@ -10,15 +10,20 @@
 //! - The **first-out alarm** is the alarm that became active nearest before (or at) the stop, within
 //!   `first_out_window_ms`.
 //!
-//! Invariants: per asset, entries are kept sorted by `(ts_ms, gateway, epoch, seq)`; an entry with a key
-//! already present is ignored, so the result depends only on the *set* of events, never on their arrival
-//! order or duplication. After an insert the asset's downtime list is recomputed from the earliest point
-//! the new entry can affect (the start of the downtime covering it, or the entry itself), which makes
-//! in-order input O(1) amortised per event and late input O(events since the affected downtime).
+//! Invariants: per asset, entries are keyed by `(ts_ms, gateway, epoch, seq)`; an entry with a key already
+//! present is ignored, so the result depends only on the *set* of events, never on their arrival order or
+//! duplication. Since `unknown` neither opens nor ends a downtime, the downtimes are exactly the maximal runs
+//! of `down` in the sequence of *known* states, and `data_gap` says whether an `unknown` lies between a
+//! run's start and end. Known states, unknown marks, alarms and downtimes are each kept in an ordered map,
+//! so an insert anywhere (late or in order) looks only at its two known neighbours and the downtimes they
+//! belong to: O(log n) per event, whatever the arrival order (a gateway sending descending timestamps
+//! costs no more than one sending ascending ones). An alarm re-examines only the downtimes starting within
+//! its first-out window and before the next alarm.
 
 use serde::{Deserialize, Serialize};
 use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 
 /// The alarm that became active nearest before a stop, within the attribution window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,9 +50,9 @@ pub struct Downtime {
 }
 
 impl Downtime {
-    /// Time to repair in milliseconds, for closed events.
+    /// Time to repair in milliseconds, for closed events (saturating: never overflows, whatever the times).
     pub fn ttr_ms(&self) -> Option<i64> {
-        self.end_ms.map(|e| e - self.start_ms)
+        self.end_ms.map(|e| e.saturating_sub(self.start_ms))
     }
 
     /// Down and up again within the same millisecond: an empty interval, so not a downtime event. The
@@ -93,6 +98,51 @@ impl Changes {
         self.upserted.extend(other.upserted);
         self.removed.extend(other.removed);
     }
+
+    /// A downtime that did not exist (or was empty) before.
+    fn opened(&mut self, new: &Downtime) {
+        if !new.is_empty() {
+            self.upserted.push(new.clone());
+        }
+    }
+
+    /// A downtime that no longer exists under its key.
+    fn closed(&mut self, old: Downtime) {
+        if !old.is_empty() {
+            self.removed.push(old);
+        }
+    }
+
+    /// A downtime that changed under the same key: upserted, or removed when it became empty.
+    fn changed(&mut self, old: Downtime, new: &Downtime) {
+        match (old.is_empty(), new.is_empty()) {
+            (_, false) if old != *new => self.upserted.push(new.clone()),
+            (false, true) => self.removed.push(old),
+            _ => {}
+        }
+    }
+
+    /// A key both removed and upserted (a stop that moved to another entry of the same millisecond) is an
+    /// upsert only; an upsert equal to what was removed under that key is no change at all.
+    fn settle(mut self) -> Self {
+        if self.removed.is_empty() || self.upserted.is_empty() {
+            return self;
+        }
+        let key = |d: &Downtime| (d.site.clone(), d.asset.clone(), d.start_ms);
+        let upserted: HashMap<_, Downtime> = self.upserted.iter().map(|d| (key(d), d.clone())).collect();
+        let mut unchanged = BTreeSet::new();
+        self.removed.retain(|o| match upserted.get(&key(o)) {
+            Some(n) => {
+                if n == o {
+                    unchanged.insert(key(o));
+                }
+                false
+            }
+            None => true,
+        });
+        self.upserted.retain(|n| !unchanged.contains(&key(n)));
+        self
+    }
 }
 
 /// Sort key of an entry: event time, then the outbox identity (gateway as a stable 64-bit hash of its id,
@@ -104,24 +154,32 @@ fn gateway_hash(g: &GatewayId) -> u64 {
     g.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A known (not `unknown`) state entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct StateEntry {
-    key: Key,
+struct Known {
     state: MachineState,
     reason: Option<String>,
+}
+
+/// A downtime with the key of the entry that closes it (`None` while open).
+#[derive(Debug)]
+struct Span {
+    end: Option<Key>,
+    dt: Downtime,
 }
 
 #[derive(Debug)]
 struct AssetTimeline {
     /// The gateway that first reported the asset (named in its downtime events).
     gateway: GatewayId,
-    states: Vec<StateEntry>,
+    /// Known states by key.
+    known: BTreeMap<Key, Known>,
+    /// Keys of `unknown` entries.
+    unknown: BTreeSet<Key>,
     /// Alarm activations by key.
     alarms: BTreeMap<Key, FirstOut>,
-    downtimes: Vec<Downtime>,
-    /// Per downtime (parallel to `downtimes`): index into `states` of the entry that opened it, and the key
-    /// of the entry that closed it (`None` while open).
-    spans: Vec<(usize, Option<Key>)>,
+    /// Downtimes by the key of the `down` entry that opened them.
+    downtimes: BTreeMap<Key, Span>,
 }
 
 /// The per-asset timelines of every asset seen.
@@ -145,7 +203,7 @@ impl Timeline {
 
     /// Applies one input and says which downtime events changed.
     pub fn apply(&mut self, input: Input) -> Changes {
-        match input {
+        let changes = match input {
             Input::Event { site, gateway, epoch, event } => {
                 let key: Key = (event.ts_ms, gateway_hash(&gateway), epoch, event.seq);
                 let id = (site.clone(), event.asset.clone());
@@ -153,10 +211,10 @@ impl Timeline {
                 if !self.assets.contains_key(&id) {
                     let fresh = AssetTimeline {
                         gateway: gateway.clone(),
-                        states: Vec::new(),
+                        known: BTreeMap::new(),
+                        unknown: BTreeSet::new(),
                         alarms: BTreeMap::new(),
-                        downtimes: Vec::new(),
-                        spans: Vec::new(),
+                        downtimes: BTreeMap::new(),
                     };
                     self.assets.insert(id.clone(), fresh);
                     self.by_gateway.entry(gateway.clone()).or_default().insert(id.clone());
@@ -191,13 +249,17 @@ impl Timeline {
                 }
                 changes
             }
-        }
+        };
+        changes.settle()
     }
 
     /// All downtime events, ordered by site, asset and start.
     pub fn downtimes(&self) -> Vec<Downtime> {
-        let mut out: Vec<Downtime> =
-            self.assets.values().flat_map(|a| a.downtimes.iter().filter(|d| !d.is_empty()).cloned()).collect();
+        let mut out: Vec<Downtime> = self
+            .assets
+            .values()
+            .flat_map(|a| a.downtimes.values().map(|s| &s.dt).filter(|d| !d.is_empty()).cloned())
+            .collect();
         out.sort_by(|a, b| (&a.site, &a.asset, a.start_ms).cmp(&(&b.site, &b.asset, b.start_ms)));
         out
     }
@@ -207,17 +269,14 @@ impl Timeline {
     pub fn intervals(&self, site: &SiteId, asset: &AssetId, from_ms: i64, to_ms: i64) -> Vec<StateInterval> {
         let Some(a) = self.assets.get(&(site.clone(), asset.clone())) else { return Vec::new() };
         let mut out: Vec<StateInterval> = Vec::new();
-        for (i, s) in a.states.iter().enumerate() {
-            let start = s.key.0;
-            let end = a.states.get(i + 1).map(|n| n.key.0);
+        let mut entries = a.entries().peekable();
+        while let Some((start, state)) = entries.next() {
+            let end = entries.peek().map(|n| n.0);
             if start >= to_ms || end.is_some_and(|e| e <= from_ms) {
                 continue;
             }
-            let iv = StateInterval {
-                state: s.state,
-                start_ms: start.max(from_ms),
-                end_ms: Some(end.unwrap_or(to_ms).min(to_ms)),
-            };
+            let iv =
+                StateInterval { state, start_ms: start.max(from_ms), end_ms: Some(end.unwrap_or(to_ms).min(to_ms)) };
             match out.last_mut() {
                 Some(last) if last.state == iv.state => last.end_ms = iv.end_ms,
                 _ if iv.end_ms == Some(iv.start_ms) => {}
@@ -240,23 +299,33 @@ impl Timeline {
         if a.alarms.insert(key, fo.clone()).is_some() {
             return Changes::default();
         }
-        // Downtimes starting within [ts, ts + window] may now have a different first-out alarm.
+        // Downtimes starting within [ts, ts + window] may now have a different first-out alarm, but only those
+        // before the next alarm's time: from there on that alarm (or a later one) is nearer.
         let mut changes = Changes::default();
-        for i in 0..a.downtimes.len() {
-            let start = a.downtimes[i].start_ms;
-            if start >= fo.ts_ms && start - fo.ts_ms <= window {
-                let new = first_out(&a.alarms, &a.states[a.spans[i].0].key, window);
-                if new != a.downtimes[i].first_out {
-                    a.downtimes[i].first_out = new;
-                    if !a.downtimes[i].is_empty() {
-                        changes.upserted.push(a.downtimes[i].clone());
-                    }
-                }
+        let mut hi_ts = fo.ts_ms.saturating_add(window);
+        if let Some((next, _)) = a.alarms.range((Excluded(key), Unbounded)).next() {
+            if next.0 <= fo.ts_ms {
+                return changes;
+            }
+            hi_ts = hi_ts.min(next.0 - 1);
+        }
+        let (lo, hi) = ((fo.ts_ms, 0, 0, 0), (hi_ts, u64::MAX, u64::MAX, u64::MAX));
+        for (start, span) in a.downtimes.range_mut(lo..=hi) {
+            let new = first_out(&a.alarms, start, window);
+            if new != span.dt.first_out {
+                let was = span.dt.clone();
+                span.dt.first_out = new;
+                changes.changed(was, &span.dt);
             }
         }
         changes
     }
 
+    /// Inserts a state entry. Only its known neighbours matter: a `down` after a `down` and a non-`down`
+    /// after a non-`down` change no run of `down`; a `down` after a non-`down` opens a run (absorbing the
+    /// run its next neighbour opened, if that is `down`); a non-`down` after a `down` ends the run there
+    /// (and its next neighbour, if `down`, opens a run up to the old end). `unknown` changes only the
+    /// `data_gap` of the downtime around it.
     fn insert_state(
         &mut self,
         id: &(SiteId, AssetId),
@@ -266,59 +335,92 @@ impl Timeline {
     ) -> Changes {
         let window = self.first_out_window_ms;
         let Some(a) = self.assets.get_mut(id) else { return Changes::default() };
-        let pos = match a.states.binary_search_by(|e| e.key.cmp(&key)) {
-            Ok(_) => return Changes::default(),
-            Err(p) => p,
-        };
-        a.states.insert(pos, StateEntry { key, state, reason });
-        if pos + 1 == a.states.len() {
-            return append(a, id, window);
-        }
-        // Restart at the downtime covering the new entry (if any), else at the entry itself.
-        let mut first_dt = a.spans.partition_point(|&(s, _)| s < pos);
-        let mut restart = pos;
-        if first_dt > 0 && a.spans[first_dt - 1].1.is_none_or(|end| key < end) {
-            first_dt -= 1;
-            restart = a.spans[first_dt].0;
-        }
-        let old: Vec<Downtime> = a.downtimes.split_off(first_dt);
-        a.spans.truncate(first_dt);
-        let gateway = a.gateway.clone();
-        // Rescan from `restart`, where the previous state is not down (or nothing precedes).
-        let mut current: Option<(usize, Downtime)> = None;
-        for i in restart..a.states.len() {
-            let e = &a.states[i];
-            match (e.state, current.as_mut()) {
-                (MachineState::Down, None) => current = Some((i, open_downtime(id, &gateway, e, &a.alarms, window))),
-                (MachineState::Down, Some(_)) | (MachineState::Unknown, None) => {}
-                (MachineState::Unknown, Some((_, dt))) => dt.data_gap = true,
-                (_, Some(_)) => {
-                    if let Some((s, mut dt)) = current.take() {
-                        dt.end_ms = Some(e.key.0);
-                        a.spans.push((s, Some(e.key)));
-                        a.downtimes.push(dt);
-                    }
-                }
-                (_, None) => {}
-            }
-        }
-        if let Some((s, dt)) = current {
-            a.spans.push((s, None));
-            a.downtimes.push(dt);
+        if a.known.contains_key(&key) || a.unknown.contains(&key) {
+            return Changes::default();
         }
         let mut changes = Changes::default();
-        let now = || a.downtimes[first_dt..].iter().filter(|d| !d.is_empty());
-        for d in now() {
-            if !old.contains(d) {
-                changes.upserted.push(d.clone());
+        if state == MachineState::Unknown {
+            a.unknown.insert(key);
+            if let Some((_, span)) = a.downtimes.range_mut(..key).next_back() {
+                if span.end.is_none_or(|end| key < end) && !span.dt.data_gap {
+                    let was = span.dt.clone();
+                    span.dt.data_gap = true;
+                    changes.changed(was, &span.dt);
+                }
             }
+            return changes;
         }
-        for o in old.into_iter().filter(|d| !d.is_empty()) {
-            if !now().any(|d| d.start_ms == o.start_ms) {
-                changes.removed.push(o);
+        let down = |k: &Known| k.state == MachineState::Down;
+        let prev_down = a.known.range(..key).next_back().is_some_and(|(_, k)| down(k));
+        let next = a.known.range((Excluded(key), Unbounded)).next().map(|(k, e)| (*k, down(e)));
+        let is_down = state == MachineState::Down;
+        a.known.insert(key, Known { state, reason });
+        match (is_down, prev_down) {
+            (true, true) | (false, false) => {}
+            (true, false) => {
+                // Opens a run at `key`; a run that began at the next known entry now begins here.
+                let end = match next {
+                    Some((next_key, true)) => match a.downtimes.remove(&next_key) {
+                        Some(absorbed) => {
+                            changes.closed(absorbed.dt);
+                            absorbed.end
+                        }
+                        None => run_end(&a.known, next_key),
+                    },
+                    Some((next_key, false)) => Some(next_key),
+                    None => None,
+                };
+                let dt = make_downtime(id, a, key, end, window);
+                changes.opened(&dt);
+                a.downtimes.insert(key, Span { end, dt });
+            }
+            (false, true) => {
+                // Ends the run around `key` here; the rest of it, from the next known entry, is a run of its own.
+                let Some((&start, span)) = a.downtimes.range_mut(..key).next_back() else { return changes };
+                let old_end = span.end;
+                let was = span.dt.clone();
+                span.end = Some(key);
+                span.dt.end_ms = Some(key.0);
+                span.dt.data_gap = has_unknown(&a.unknown, start, Some(key));
+                changes.changed(was, &span.dt);
+                if let Some((next_key, true)) = next {
+                    let dt = make_downtime(id, a, next_key, old_end, window);
+                    changes.opened(&dt);
+                    a.downtimes.insert(next_key, Span { end: old_end, dt });
+                }
             }
         }
         changes
+    }
+}
+
+impl AssetTimeline {
+    /// Every state entry (known and unknown) in key order, as (time, state).
+    fn entries(&self) -> impl Iterator<Item = (i64, MachineState)> + '_ {
+        let mut known = self.known.iter().map(|(k, e)| (*k, e.state)).peekable();
+        let mut unknown = self.unknown.iter().map(|k| (*k, MachineState::Unknown)).peekable();
+        std::iter::from_fn(move || {
+            let take_known = match (known.peek(), unknown.peek()) {
+                (Some(k), Some(u)) => k.0 < u.0,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if take_known { known.next() } else { unknown.next() }.map(|(k, s)| (k.0, s))
+        })
+    }
+}
+
+/// The key of the first known non-`down` entry after `from` (the end of the run `from` is in).
+fn run_end(known: &BTreeMap<Key, Known>, from: Key) -> Option<Key> {
+    known.range((Excluded(from), Unbounded)).find(|(_, k)| k.state != MachineState::Down).map(|(k, _)| *k)
+}
+
+/// Whether an `unknown` entry lies strictly between `start` and `end` (or after `start` when open).
+fn has_unknown(unknown: &BTreeSet<Key>, start: Key, end: Option<Key>) -> bool {
+    match end {
+        Some(end) if end <= start => false,
+        Some(end) => unknown.range((Excluded(start), Excluded(end))).next().is_some(),
+        None => unknown.range((Excluded(start), Unbounded)).next().is_some(),
     }
 }
 
@@ -326,66 +428,24 @@ fn offline_key(ts_ms: i64, gateway: &GatewayId) -> Key {
     (ts_ms, gateway_hash(gateway), u64::MAX, u64::MAX)
 }
 
-fn open_downtime(
-    id: &(SiteId, AssetId),
-    gateway: &GatewayId,
-    e: &StateEntry,
-    alarms: &BTreeMap<Key, FirstOut>,
-    window: i64,
-) -> Downtime {
+/// The downtime of the run opened by the known entry `start` and ended by `end`.
+fn make_downtime(id: &(SiteId, AssetId), a: &AssetTimeline, start: Key, end: Option<Key>, window: i64) -> Downtime {
     Downtime {
         site: id.0.clone(),
-        gateway: gateway.clone(),
+        gateway: a.gateway.clone(),
         asset: id.1.clone(),
-        start_ms: e.key.0,
-        end_ms: None,
-        reason: e.reason.clone(),
-        first_out: first_out(alarms, &e.key, window),
-        data_gap: false,
+        start_ms: start.0,
+        end_ms: end.map(|k| k.0),
+        reason: a.known.get(&start).and_then(|k| k.reason.clone()),
+        first_out: first_out(&a.alarms, &start, window),
+        data_gap: has_unknown(&a.unknown, start, end),
     }
-}
-
-/// The common case: the new entry is the asset's latest. Only the last downtime can change.
-fn append(a: &mut AssetTimeline, id: &(SiteId, AssetId), window: i64) -> Changes {
-    let pos = a.states.len() - 1;
-    let e = &a.states[pos];
-    let open = a.spans.last().is_some_and(|s| s.1.is_none());
-    let mut changes = Changes::default();
-    match (e.state, open) {
-        (MachineState::Down, true) | (MachineState::Unknown, false) => {}
-        (MachineState::Down, false) => {
-            let dt = open_downtime(id, &a.gateway, e, &a.alarms, window);
-            a.spans.push((pos, None));
-            a.downtimes.push(dt.clone());
-            changes.upserted.push(dt);
-        }
-        (MachineState::Unknown, true) => {
-            if let Some(d) = a.downtimes.last_mut().filter(|d| !d.data_gap) {
-                d.data_gap = true;
-                changes.upserted.push(d.clone());
-            }
-        }
-        (_, true) => {
-            if let (Some(d), Some(span)) = (a.downtimes.last_mut(), a.spans.last_mut()) {
-                let was = d.clone();
-                d.end_ms = Some(e.key.0);
-                span.1 = Some(e.key);
-                if d.is_empty() {
-                    changes.removed.push(was);
-                } else {
-                    changes.upserted.push(d.clone());
-                }
-            }
-        }
-        (_, false) => {}
-    }
-    changes
 }
 
 /// The alarm activated nearest before (or at) `stop`, not earlier than `window` before it.
 fn first_out(alarms: &BTreeMap<Key, FirstOut>, stop: &Key, window: i64) -> Option<FirstOut> {
     let upper: Key = (stop.0.saturating_add(1), 0, 0, 0);
-    alarms.range(..upper).next_back().filter(|(k, _)| stop.0 - k.0 <= window).map(|(_, f)| f.clone())
+    alarms.range(..upper).next_back().filter(|(k, _)| stop.0.saturating_sub(k.0) <= window).map(|(_, f)| f.clone())
 }
 
 #[cfg(test)]

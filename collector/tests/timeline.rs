@@ -107,3 +107,32 @@ proptest! {
         prop_assert_eq!(replayed, t.downtimes());
     }
 }
+
+#[test]
+fn a_gateway_sending_descending_timestamps_gets_the_same_table_as_in_time_order() {
+    // Every event earlier than all before it: each one lands at the front of its asset's timeline. States
+    // alternate with unknowns and alarms mixed in, so runs open, merge, split and get data gaps throughout.
+    // (The old timeline rescanned the asset's history for each such event: 2,000 of them took 9.6 s in a
+    // debug build, and the cost grew faster than quadratically.)
+    let n = 20_000u64;
+    let kind = |seq: u64| match seq % 11 {
+        0 => 7,                 // source lost: unknown
+        3 | 8 => 5,             // alarm
+        k => (k % 4) as u8 + 1, // idle, down, planned, unknown
+    };
+    let descending: Vec<Input> = (1..=n).map(|seq| input(0, seq, (n - seq) as i64 * 10, kind(seq))).collect();
+    let mut in_order = descending.clone();
+    in_order.reverse();
+    let mut a = Timeline::new(30_000);
+    for i in descending {
+        a.apply(i);
+    }
+    let mut b = Timeline::new(30_000);
+    for i in in_order {
+        b.apply(i);
+    }
+    let (ta, tb) = (table(&a), table(&b));
+    assert!(ta.0.len() > 1000, "{} downtime events", ta.0.len());
+    assert!(ta.0.iter().any(|d| d.data_gap) && ta.0.iter().any(|d| d.first_out.is_some()));
+    assert_eq!(ta, tb);
+}

@@ -2,7 +2,7 @@
 //!
 //! Invariants: `seq` is assigned by the agent's outbox in the insert transaction and never reused within
 //! one `epoch`; `ts_ms` is UTC milliseconds since the Unix epoch (the source timestamp where the protocol
-//! gives one); events in a batch are in ascending `seq`.
+//! gives one) within [`TS_RANGE_MS`]; events in a batch are in ascending `seq`.
 
 use crate::ids::{AssetId, GatewayId, SiteId};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,11 @@ use std::fmt;
 
 /// The schema version this build writes and the only one it reads.
 pub const SCHEMA_VERSION: u16 = 1;
+
+/// The timestamps an event may carry: 2000-01-01T00:00:00Z (inclusive) to 2200-01-01T00:00:00Z (exclusive),
+/// in UTC milliseconds. The codec refuses anything else, so durations and calendar arithmetic on stored
+/// times cannot overflow and every stored time prints as a date.
+pub const TS_RANGE_MS: std::ops::Range<i64> = 946_684_800_000..7_258_118_400_000;
 
 /// What a machine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -97,7 +102,7 @@ pub enum EventBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub seq: u64,
-    /// UTC, milliseconds since the Unix epoch.
+    /// UTC, milliseconds since the Unix epoch; within [`TS_RANGE_MS`] once decoded.
     pub ts_ms: i64,
     pub asset: AssetId,
     pub body: EventBody,

@@ -2,11 +2,12 @@
 //!
 //! A batch is the CBOR array `[version, site, gateway, epoch, [event, ...]]`; an event is the array
 //! `[seq, ts_ms, asset, body]` and its body a one-key map naming its kind (`{"state": {...}}`). Decoding checks the input size before reading anything, the schema version
-//! before the body, the nesting depth while reading, string lengths, event counts, seq order and ids after,
+//! before the body, the nesting depth while reading, string lengths, event counts, seq order, timestamps
+//! (within [`TS_RANGE_MS`]) and ids after,
 //! and that no bytes trail the batch. Every failure is a [`DecodeError`] that says what was wrong; no input
 //! makes it panic, and allocation is bounded by `max_batch_bytes`.
 
-use crate::event::{Batch, Event, EventBody, SCHEMA_VERSION};
+use crate::event::{Batch, Event, EventBody, SCHEMA_VERSION, TS_RANGE_MS};
 use crate::ids::{GatewayId, SiteId};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
@@ -41,6 +42,8 @@ pub enum DecodeError {
     StringTooLong { seq: u64, field: &'static str, len: usize, limit: usize },
     #[error("event seq {seq} follows seq {prev}: seqs in a batch must ascend")]
     SeqOrder { seq: u64, prev: u64 },
+    #[error("event seq {seq}: timestamp {ts_ms} ms is outside 2000-01-01..2200-01-01 UTC ({min}..{max} ms)", min = TS_RANGE_MS.start, max = TS_RANGE_MS.end)]
+    TimestampOutOfRange { seq: u64, ts_ms: i64 },
     #[error("{0} trailing bytes after the batch")]
     TrailingBytes(usize),
     #[error("nesting deeper than {0} levels")]
@@ -58,6 +61,7 @@ impl DecodeError {
             Self::TooManyEvents { .. } => "too_many_events",
             Self::StringTooLong { .. } => "string_too_long",
             Self::SeqOrder { .. } => "seq_order",
+            Self::TimestampOutOfRange { .. } => "bad_timestamp",
             Self::TrailingBytes(_) => "trailing_bytes",
             Self::TooDeep(_) => "too_deep",
             Self::Malformed { .. } => "malformed",
@@ -181,7 +185,7 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
 ///
 /// # Errors
 /// Any [`DecodeError`]: too large, unknown version, malformed, too deep, trailing bytes, bad ids, too many
-/// events, long strings or seqs out of order.
+/// events, long strings, seqs out of order or timestamps outside [`TS_RANGE_MS`].
 pub fn decode_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
     check_size(bytes, limits)?;
     check_version(bytes)?;
@@ -239,6 +243,9 @@ fn validate(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
             }
         }
         prev = Some(e.seq);
+        if !TS_RANGE_MS.contains(&e.ts_ms) {
+            return Err(DecodeError::TimestampOutOfRange { seq: e.seq, ts_ms: e.ts_ms });
+        }
         let long = strings(&e.body).into_iter().flatten().find(|(_, s)| s.len() > limits.max_string_len);
         if let Some((field, s)) = long {
             return Err(DecodeError::StringTooLong { seq: e.seq, field, len: s.len(), limit: limits.max_string_len });

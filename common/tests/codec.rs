@@ -1,5 +1,6 @@
 //! Property tests of the batch codec: valid batches round-trip; arbitrary and mutated bytes never panic
-//! and never allocate more than a small multiple of the byte limit.
+//! and never allocate more than a small multiple of the byte limit; timestamps outside the sane range are
+//! refused wherever they are in a batch.
 #![allow(unsafe_code)] // the counting allocator below
 #![allow(clippy::unwrap_used)]
 
@@ -7,6 +8,7 @@ use proptest::prelude::*;
 use shiftlens_common::wire::{decode_ack, decode_batch, encode_ack, encode_batch};
 use shiftlens_common::{
     Ack, Alarm, AssetId, Batch, DecodeError, Event, EventBody, GapReason, GatewayId, Limits, MachineState, SiteId,
+    TS_RANGE_MS,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -63,8 +65,26 @@ fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![state, alarm, source, gap]
 }
 
+/// A timestamp the codec accepts, edges included.
+fn good_ts() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(TS_RANGE_MS.start), Just(TS_RANGE_MS.end - 1), TS_RANGE_MS]
+}
+
+/// A timestamp the codec refuses: the i64 extremes, just outside either edge, or anywhere outside.
+fn bad_ts() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(TS_RANGE_MS.start - 1),
+        Just(TS_RANGE_MS.end),
+        Just(0),
+        i64::MIN..TS_RANGE_MS.start,
+        TS_RANGE_MS.end..=i64::MAX,
+    ]
+}
+
 fn batch() -> impl Strategy<Value = Batch> {
-    let events = proptest::collection::vec((0u64..1000, any::<i64>(), "[A-Za-z0-9_.-]{1,64}", body()), 0..60);
+    let events = proptest::collection::vec((0u64..1000, good_ts(), "[A-Za-z0-9_.-]{1,64}", body()), 0..60);
     (id_str(), id_str(), any::<u64>(), any::<u64>(), events).prop_map(|(site, gw, epoch, start, evs)| {
         let mut seq = start / 2;
         let events = evs
@@ -123,6 +143,26 @@ proptest! {
         if let Ok(decoded) = res {
             // Whatever decodes must satisfy the invariants the decoder promises.
             prop_assert!(decoded.events.windows(2).all(|w| w[0].seq < w[1].seq));
+            prop_assert!(decoded.events.iter().all(|e| TS_RANGE_MS.contains(&e.ts_ms)));
+        }
+    }
+
+    #[test]
+    fn a_timestamp_outside_the_range_is_refused_with_its_seq(
+        b in batch().prop_filter("has events", |b| !b.events.is_empty()),
+        at in any::<prop::sample::Index>(),
+        ts in bad_ts(),
+    ) {
+        let mut b = b;
+        let i = at.index(b.events.len());
+        b.events[i].ts_ms = ts;
+        let seq = b.events[i].seq;
+        let e = decode_batch(&encode_batch(&b), &Limits::default()).unwrap_err();
+        // Another event may break a limit first (a long string before it); never is a bad time accepted.
+        if let DecodeError::TimestampOutOfRange { seq: s, ts_ms } = e {
+            prop_assert_eq!((s, ts_ms), (seq, ts));
+        } else {
+            prop_assert!(matches!(e, DecodeError::StringTooLong { seq: s, .. } if s <= seq), "{}", e);
         }
     }
 
@@ -144,13 +184,13 @@ fn sample() -> Batch {
         vec![
             Event {
                 seq: 1,
-                ts_ms: 1_000,
+                ts_ms: 1_700_000_000_000,
                 asset: AssetId::parse("press-1").unwrap(),
                 body: EventBody::State { state: MachineState::Down, reason: None },
             },
             Event {
                 seq: 2,
-                ts_ms: 2_000,
+                ts_ms: 1_700_000_002_000,
                 asset: AssetId::parse("press-1").unwrap(),
                 body: EventBody::Alarm(Alarm {
                     id: "A1".into(),
@@ -241,4 +281,25 @@ fn a_huge_declared_length_does_not_allocate_it() {
     let (res, peak) = peak_alloc(|| decode_batch(&bytes, &Limits::default()));
     assert!(res.is_err());
     assert!(peak < 1 << 20, "peak {peak}");
+}
+
+#[test]
+fn timestamps_outside_2000_to_2200_are_refused_with_a_clear_reason() {
+    let limits = Limits { max_string_len: 4096, ..Limits::default() };
+    for ts in [i64::MIN, -1, 0, 946_684_799_999, 7_258_118_400_000, i64::MAX] {
+        let mut b = sample();
+        b.events[1].ts_ms = ts;
+        let e = decode_batch(&encode_batch(&b), &limits).unwrap_err();
+        assert_eq!(e, DecodeError::TimestampOutOfRange { seq: 2, ts_ms: ts });
+        assert_eq!(e.kind(), "bad_timestamp");
+        let text = e.to_string();
+        assert!(text.contains("event seq 2") && text.contains(&ts.to_string()), "{text}");
+        assert!(text.contains("2000-01-01..2200-01-01 UTC"), "{text}");
+    }
+    // The edges themselves: the first millisecond of 2000 and the last before 2200.
+    for ts in [946_684_800_000, 7_258_118_399_999] {
+        let mut b = sample();
+        b.events[1].ts_ms = ts;
+        assert_eq!(decode_batch(&encode_batch(&b), &limits), Ok(b));
+    }
 }

@@ -179,6 +179,24 @@ pub fn insert_dead_letter(conn: &Connection, d: &DeadLetter) -> rusqlite::Result
     Ok(())
 }
 
+/// Keeps only the newest `max` dead letters (ids ascend with every insert and only the oldest are ever
+/// deleted, so the newest `max` are the ids above the highest minus `max`); returns how many were deleted.
+///
+/// # Errors
+/// SQLite errors.
+pub fn bound_dead_letters(conn: &Connection, max: usize) -> rusqlite::Result<usize> {
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
+    conn.prepare_cached("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?1")?.execute([max])
+}
+
+/// Deletes dead letters received before `cutoff_ms`; returns how many.
+///
+/// # Errors
+/// SQLite errors.
+pub fn prune_dead_letters(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM dead_letters WHERE received_ms < ?1", [cutoff_ms])
+}
+
 /// Records a status message; returns true when it is a transition to offline (a last will to apply).
 ///
 /// # Errors

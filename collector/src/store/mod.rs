@@ -35,6 +35,12 @@ pub struct StoreConfig {
     /// How far before a stop an alarm may have become active to count as its first-out alarm.
     #[serde(default = "default_first_out_window")]
     pub first_out_window: Spanned<HumanDuration>,
+    /// How long dead letters (payloads that could not be ingested) are kept.
+    #[serde(default = "default_dead_letter_retention")]
+    pub dead_letter_retention: Spanned<HumanDuration>,
+    /// Most dead letters kept; past it the oldest are deleted at each commit.
+    #[serde(default = "default_dead_letter_max")]
+    pub dead_letter_max: Spanned<usize>,
 }
 
 fn default_path() -> PathBuf {
@@ -46,10 +52,25 @@ fn default_retention() -> Spanned<HumanDuration> {
 fn default_first_out_window() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(Duration::from_secs(60)))
 }
+fn default_dead_letter_retention() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(7 * 86_400)))
+}
+fn default_dead_letter_max() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
+}
+
+/// Upper bound of `dead_letter_max` (each row holds at most about 1 KiB: topic, reason, 64 payload bytes).
+const DEAD_LETTER_MAX_LIMIT: usize = 1_000_000;
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: default_path(), retention: default_retention(), first_out_window: default_first_out_window() }
+        Self {
+            path: default_path(),
+            retention: default_retention(),
+            first_out_window: default_first_out_window(),
+            dead_letter_retention: default_dead_letter_retention(),
+            dead_letter_max: default_dead_letter_max(),
+        }
     }
 }
 
@@ -60,6 +81,14 @@ impl StoreConfig {
         }
         if self.first_out_window.get_ref().0 > Duration::from_secs(86_400) {
             errors.push(file.error_at(self.first_out_window.span(), "first_out_window must be at most 1d"));
+        }
+        if self.dead_letter_retention.get_ref().0 < Duration::from_secs(3600) {
+            errors.push(file.error_at(self.dead_letter_retention.span(), "dead_letter_retention must be at least 1h"));
+        }
+        let max = *self.dead_letter_max.get_ref();
+        if !(1..=DEAD_LETTER_MAX_LIMIT).contains(&max) {
+            let msg = format!("dead_letter_max {max} is out of range (1-{DEAD_LETTER_MAX_LIMIT})");
+            errors.push(file.error_at(self.dead_letter_max.span(), msg));
         }
     }
 
@@ -162,6 +191,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Ops queued for the writer. Few, so that the fair order in which ingest hands batches over counts: a
+/// batch waits behind at most this many ops and the transaction in progress, however much one gateway
+/// sends (ingest keeps the backlog in per-gateway queues; more here would only make it first come, first
+/// served).
+const QUEUED_OPS: usize = 16;
 /// Most ops taken into one transaction.
 const MAX_OPS_PER_TX: usize = 512;
 /// Most events taken into one transaction.
@@ -195,14 +229,27 @@ impl Writer {
         }
         tx.commit().map_err(sql)?;
         tracing::info!(path = %path.display(), events = count, "store opened, timeline rebuilt");
-        let retention_ms = i64::try_from(config.retention.get_ref().0.as_millis()).unwrap_or(i64::MAX);
-        let (tx, rx) = mpsc::channel(4096);
+        let ms = |d: &Spanned<HumanDuration>| i64::try_from(d.get_ref().0.as_millis()).unwrap_or(i64::MAX);
+        let retention = Retention {
+            events_ms: ms(&config.retention),
+            dead_letters_ms: ms(&config.dead_letter_retention),
+            dead_letters_max: *config.dead_letter_max.get_ref(),
+        };
+        let (tx, rx) = mpsc::channel(QUEUED_OPS);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(conn, timeline, rx, out, retention_ms))
+            .spawn(move || write_loop(conn, timeline, rx, out, retention))
             .map_err(StoreError::Thread)?;
         Ok(Self { tx, thread })
     }
+}
+
+/// What the writer deletes: raw events and dead letters past their age, dead letters past their count.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    events_ms: i64,
+    dead_letters_ms: i64,
+    dead_letters_max: usize,
 }
 
 fn write_loop(
@@ -210,7 +257,7 @@ fn write_loop(
     mut timeline: Timeline,
     mut rx: mpsc::Receiver<WriteOp>,
     out: mpsc::Sender<Committed>,
-    retention_ms: i64,
+    retention: Retention,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let (mut ops, mut pings, mut n_events) = (Vec::new(), Vec::new(), 0);
@@ -230,7 +277,7 @@ fn write_loop(
             }
         }
         let n_ops = ops.len();
-        match apply_ops(&mut conn, &mut timeline, ops, retention_ms) {
+        match apply_ops(&mut conn, &mut timeline, ops, retention) {
             Ok(outputs) => {
                 for p in pings {
                     let _ = p.send(());
@@ -262,11 +309,12 @@ fn apply_ops(
     conn: &mut Connection,
     timeline: &mut Timeline,
     ops: Vec<WriteOp>,
-    retention_ms: i64,
+    retention: Retention,
 ) -> rusqlite::Result<Vec<Committed>> {
     let tx = conn.transaction()?;
     let mut outputs = Vec::new();
     let mut changes = Pending::new();
+    let mut dead_letters = false;
     for op in ops {
         match op {
             WriteOp::Batch { rows, received_ms } => {
@@ -297,6 +345,7 @@ fn apply_ops(
             }
             WriteOp::DeadLetter(d) => {
                 events::insert_dead_letter(&tx, &d)?;
+                dead_letters = true;
                 outputs.push(Committed::DeadLetter { kind: d.kind });
             }
             WriteOp::Status { site, gateway, status, received_ms } => {
@@ -307,12 +356,17 @@ fn apply_ops(
                 }
             }
             WriteOp::Prune { now_ms } => {
-                let n = events::prune_events(&tx, now_ms.saturating_sub(retention_ms))?;
+                let n = events::prune_events(&tx, now_ms.saturating_sub(retention.events_ms))?;
                 tracing::info!(deleted = n, "raw events past retention deleted");
+                let n = events::prune_dead_letters(&tx, now_ms.saturating_sub(retention.dead_letters_ms))?;
+                tracing::info!(deleted = n, "dead letters past retention deleted");
             }
             // Taken out by the write loop before the transaction.
             WriteOp::Ping(_) => {}
         }
+    }
+    if dead_letters {
+        events::bound_dead_letters(&tx, retention.dead_letters_max)?;
     }
     for ((site, asset, start), c) in &changes {
         match c {
@@ -336,5 +390,25 @@ fn merge(into: &mut Pending, new: Changes) {
     }
     for d in new.upserted {
         into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Committed::Downtime(d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shiftlens_common::config::ConfigFile;
+
+    fn load(text: &str) -> Result<crate::Config, String> {
+        crate::Config::from_file(&ConfigFile::from_text(std::path::PathBuf::from("c.toml"), text.to_string()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn dead_letter_bounds_have_defaults_and_are_range_checked_where_written() {
+        let ok = load("[store]\npath = \"x.db\"\n").unwrap();
+        assert_eq!(*ok.store.dead_letter_max.get_ref(), 10_000);
+        assert_eq!(ok.store.dead_letter_retention.get_ref().0.as_secs(), 7 * 86_400);
+        let e = load("[store]\npath = \"x.db\"\ndead_letter_max = 0\ndead_letter_retention = \"10m\"\n").unwrap_err();
+        assert!(e.contains("c.toml:3:19: dead_letter_max 0 is out of range (1-1000000)"), "{e}");
+        assert!(e.contains("c.toml:4:25: dead_letter_retention must be at least 1h"), "{e}");
     }
 }
