@@ -212,6 +212,8 @@ fn get_op(summary: &str, params: Vec<Value>, schema: &str) -> Value {
             }},
             "400": { "$ref": "#/components/responses/BadRequest" },
             "401": { "$ref": "#/components/responses/Unauthorized" },
+            "421": { "$ref": "#/components/responses/Misdirected" },
+            "503": { "$ref": "#/components/responses/Unavailable" },
         }
     }})
 }
@@ -265,7 +267,9 @@ fn build() -> Value {
             "200": { "description": "Stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ImportResult" } } } },
             "400": { "$ref": "#/components/responses/BadRequest" },
             "401": { "$ref": "#/components/responses/Unauthorized" },
-            "403": { "description": "Not an admin", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            "403": { "description": "Not an admin, or a cross-site request (no bearer token, and no Origin or Referer of this site)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            "421": { "$ref": "#/components/responses/Misdirected" },
+            "503": { "$ref": "#/components/responses/Unavailable" },
             "422": { "description": "Invalid rows; nothing stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
         }
     }}));
@@ -279,7 +283,12 @@ fn build() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": { "BadRequest": err("Invalid parameter"), "Unauthorized": err("No valid token") },
+            "responses": {
+                "BadRequest": err("Invalid parameter, or a window, limit or offset beyond its bound ([http] max_window, max_rows)"),
+                "Unauthorized": err("No valid token"),
+                "Misdirected": err("The Host header is not one of this dashboard's names ([http] public_names)"),
+                "Unavailable": err("The store is unavailable, or the request took longer than [http] request_timeout"),
+            },
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
         },
     })

@@ -63,13 +63,17 @@ pub async fn serve_with(bind: &str, router: Router, limits: Limits) -> io::Resul
 
 async fn accept(listener: TcpListener, router: Router, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut refused: u64 = 0;
+    let (mut refused, mut failed): (u64, u64) = (0, 0);
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
-                // Out of descriptors or a connection reset before accept: wait a little, never spin.
-                tracing::warn!(error = %e, "HTTP accept failed");
+                // Out of descriptors or a connection reset before accept: wait a little, never spin, and
+                // log at 1, 2, 4, 8, ... failures so that a long shortage does not flood the log.
+                failed += 1;
+                if failed.is_power_of_two() {
+                    tracing::warn!(error = %e, failed, "HTTP accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
