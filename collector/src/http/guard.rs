@@ -1,7 +1,7 @@
 //! Checks every request passes before a handler sees it, outermost first:
 //!
 //! 1. [`host`]: the `Host` header must be one of this dashboard's names ([`Hosts`]): localhost, 127.0.0.1,
-//!    [::1], the bind address and `[http] public_names`, any port. A page of another name that reaches us
+//!    `[::1]`, the bind address and `[http] public_names`, any port. A page of another name that reaches us
 //!    through DNS rebinding sends its own name, and is answered 421 before anything else happens.
 //! 2. [`cross_site`]: a state-changing request (any method but GET, HEAD, OPTIONS, TRACE) must carry a
 //!    valid bearer token (browsers never add one cross-site), or come from a page of this origin
@@ -55,7 +55,7 @@ pub fn split_host(h: &str) -> Option<(String, Option<u16>)> {
 }
 
 impl Hosts {
-    /// Loopback names, the bind address's IP (unless it is 0.0.0.0 or [::]) and `public`.
+    /// Loopback names, the bind address's IP (unless it is `0.0.0.0` or `[::]`) and `public`.
     pub fn new<'a>(bind: &str, public: impl IntoIterator<Item = &'a str>) -> Self {
         let mut names: Vec<(String, Option<u16>)> =
             ["localhost", "127.0.0.1", "[::1]"].iter().map(|n| (n.to_string(), None)).collect();

@@ -6,6 +6,11 @@
 //! [`Report`](crate::report::Report)s into JSON/CSV and HTML, so a page and its API call always show the same
 //! numbers; [`openapi`] builds its document from the endpoint table the router is built from. Every
 //! response carries `Server-Timing: app;dur=<ms>` (the handler's time), which the benchmark reads.
+//!
+//! Hostile input is bounded before any work is sized from it: [`data::Bounds`] (window, rows, offset, time
+//! range) in the parsing of every request's parameters; [`guard`] (Host allowlist, cross-site check of every
+//! state-changing request, request timeout) around every route; [`server`] (header timeout, connection cap,
+//! stalled writes) under the router. The `[http]` keys and their defaults are in docs/config-reference.md.
 
 pub mod api;
 pub mod auth;
@@ -44,7 +49,7 @@ pub struct HttpConfig {
     /// API tokens. With none, the dashboard and API are open to anyone who can reach the (loopback) address.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
-    /// Host names (optionally `name:port`) the dashboard is reached by, beyond localhost, 127.0.0.1, [::1]
+    /// Host names (optionally `name:port`) the dashboard is reached by, beyond localhost, 127.0.0.1, `[::1]`
     /// and the bind address: any other `Host` header is refused (DNS rebinding).
     #[serde(default)]
     pub public_names: Vec<Spanned<String>>,
