@@ -11,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use shiftlens_common::{AssetId, SiteId};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -196,50 +197,52 @@ impl Record {
     }
 }
 
-/// The flat CSV row (first-out alarm spread over four columns).
+/// The flat CSV row (first-out alarm spread over four columns); text cells pass through
+/// [`csv_text`](crate::report::render::csv_text).
 #[derive(Serialize)]
 struct CsvRow<'a> {
-    schema: &'a str,
-    site: &'a str,
-    line: Option<&'a str>,
-    asset: &'a str,
-    start: &'a str,
-    end: Option<&'a str>,
+    schema: Cow<'a, str>,
+    site: Cow<'a, str>,
+    line: Option<Cow<'a, str>>,
+    asset: Cow<'a, str>,
+    start: Cow<'a, str>,
+    end: Option<Cow<'a, str>>,
     duration_s: Option<f64>,
-    state: &'a str,
-    reason: Option<&'a str>,
-    first_out_alarm_id: Option<&'a str>,
-    first_out_alarm_text: Option<&'a str>,
-    first_out_alarm_class: Option<&'a str>,
-    first_out_alarm_at: Option<&'a str>,
+    state: Cow<'a, str>,
+    reason: Option<Cow<'a, str>>,
+    first_out_alarm_id: Option<Cow<'a, str>>,
+    first_out_alarm_text: Option<Cow<'a, str>>,
+    first_out_alarm_class: Option<Cow<'a, str>>,
+    first_out_alarm_at: Option<Cow<'a, str>>,
     data_gap: bool,
-    gateway: &'a str,
+    gateway: Cow<'a, str>,
 }
 
-/// Records as CSV with a header row.
+/// Records as CSV with a header row; text that a spreadsheet would run as a formula is written as text.
 ///
 /// # Errors
 /// Only if the CSV writer fails, which it does not for in-memory output.
 pub fn to_csv(records: &[Record]) -> Result<String, csv::Error> {
+    use crate::report::render::csv_text as t;
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in records {
         let fo = r.first_out_alarm.as_ref();
         w.serialize(CsvRow {
-            schema: &r.schema,
-            site: &r.site,
-            line: r.line.as_deref(),
-            asset: &r.asset,
-            start: &r.start,
-            end: r.end.as_deref(),
+            schema: t(&r.schema),
+            site: t(&r.site),
+            line: r.line.as_deref().map(t),
+            asset: t(&r.asset),
+            start: t(&r.start),
+            end: r.end.as_deref().map(t),
             duration_s: r.duration_s,
-            state: &r.state,
-            reason: r.reason.as_deref(),
-            first_out_alarm_id: fo.map(|f| f.id.as_str()),
-            first_out_alarm_text: fo.map(|f| f.text.as_str()),
-            first_out_alarm_class: fo.and_then(|f| f.class.as_deref()),
-            first_out_alarm_at: fo.map(|f| f.at.as_str()),
+            state: t(&r.state),
+            reason: r.reason.as_deref().map(t),
+            first_out_alarm_id: fo.map(|f| t(&f.id)),
+            first_out_alarm_text: fo.map(|f| t(&f.text)),
+            first_out_alarm_class: fo.and_then(|f| f.class.as_deref()).map(t),
+            first_out_alarm_at: fo.map(|f| t(&f.at)),
             data_gap: r.data_gap,
-            gateway: &r.gateway,
+            gateway: t(&r.gateway),
         })?;
     }
     if records.is_empty() {

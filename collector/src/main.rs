@@ -141,7 +141,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         println!("broker listening on {addr}");
     }
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
-    let addr = http::serve(config.http.bind.get_ref(), http::router(state))
+    let addr = http::serve_with(config.http.bind.get_ref(), http::router(state), config.http.limits())
         .await
         .with_context(|| format!("cannot listen on {}", config.http.bind.get_ref()))?;
     println!("http listening on {addr}");

@@ -184,6 +184,31 @@ fn config_refuses_a_network_bind_without_tokens_and_bad_hashes() {
     assert!(e.contains("exactly one of sha256 or file"), "{e}");
 }
 
+#[test]
+fn config_range_checks_the_http_limits_and_public_names_by_position() {
+    let load = |text: &str| Config::from_file(&ConfigFile::from_text("collector.toml", text.to_string()));
+    let c = load("[http]\n").unwrap();
+    let l = c.http.limits();
+    assert_eq!((l.header_timeout.as_secs(), l.request_timeout.as_secs(), l.max_connections), (10, 60, 256));
+    assert_eq!((c.http.bounds().max_window_ms / 86_400_000, c.http.bounds().max_rows), (1096, 10_000));
+    let e = load("[http]\nmax_rows = 0\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"2h\"\nmax_window = \"100000d\"\npublic_names = [\"https://x.example/\"]\n")
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "collector.toml:2:12: max_rows must be between 1 and 1000000",
+        "collector.toml:3:19: max_connections must be between 1 and 65535",
+        "collector.toml:4:18: header_timeout must be between 1s and 600s",
+        "collector.toml:5:19: request_timeout must be between 1s and 3600s",
+        "collector.toml:6:14: max_window must be between 1d and 73049d",
+        "collector.toml:7:17: public name \"https://x.example/\" is not a host name",
+    ] {
+        assert!(e.contains(needle), "{needle}\n{e}");
+    }
+    let ok = load("[http]\npublic_names = [\"dashboard.plant.example\", \"10.0.0.5:8443\"]\nmax_window = \"30d\"\n")
+        .unwrap();
+    assert_eq!(ok.http.bounds().max_window_ms, 30 * 86_400_000);
+}
+
 fn tokens(dir: &std::path::Path) -> String {
     let file = dir.join("admin.token");
     std::fs::write(&file, format!("{ADMIN}\n")).unwrap();

@@ -151,8 +151,8 @@ pub async fn compute(
     tokio::task::spawn_blocking(move || {
         let ds = source.dataset()?;
         let now = chrono::Utc::now().timestamp_millis();
-        let filter = Filter::parse(&params, source.settings(), now)?;
-        let options = Options::parse(&params, kind)?;
+        let filter = Filter::parse(&params, source.settings(), now, source.bounds())?;
+        let options = Options::parse(&params, kind, source.bounds())?;
         if kind == Kind::AlarmLoad {
             source.ensure_alarms(&ds)?;
         }
@@ -219,7 +219,9 @@ async fn report(
     Ok(Json(to_json(&out, &filter)).into_response())
 }
 
-/// The downtime feed (`shiftlens.downtime/1`) of events overlapping the window, filtered.
+/// The downtime feed (`shiftlens.downtime/1`) of events overlapping the window, filtered, oldest first.
+/// `X-Total-Count` says how many events the window holds; more than `[http] max_rows` need `limit` and
+/// `offset` (a 400 says so), so one answer never holds more than max_rows records.
 async fn downtime(
     State(st): State<AppState>,
     _: Viewer,
@@ -228,29 +230,39 @@ async fn downtime(
 ) -> Result<Response, ApiError> {
     let csv = wants_csv(&headers, &q)?;
     let source = st.data.clone();
-    let records = tokio::task::spawn_blocking(move || {
+    let (records, total) = tokio::task::spawn_blocking(move || {
         let ds = source.dataset()?;
-        let f = Filter::parse(&q, source.settings(), chrono::Utc::now().timestamp_millis())?;
-        let records: Vec<feed::Record> = ds
-            .downtime
-            .iter()
-            .zip(&ds.events)
-            .take_while(|(d, _)| d.start_ms < f.to_ms)
-            .filter(|(d, e)| {
+        let bounds = source.bounds();
+        let f = Filter::parse(&q, source.settings(), chrono::Utc::now().timestamp_millis(), bounds)?;
+        let o = Options::parse(&q, Kind::Join, bounds)?;
+        let matching = || {
+            ds.downtime.iter().zip(&ds.events).take_while(|(d, _)| d.start_ms < f.to_ms).filter(|(d, e)| {
                 d.end_ms.is_none_or(|end| end > f.from_ms)
                     && f.asset_in_scope(&ds.people, d.site.as_str(), d.asset.as_str())
                     && f.crew.as_deref().is_none_or(|c| e.crew.as_deref() == Some(c))
             })
+        };
+        let total = matching().count();
+        if o.limit.is_none() && total > bounds.max_rows {
+            return Err(AppError::bad_request(format!(
+                "the window holds {total} downtime events, more than {} ([http] max_rows) in one answer: page with limit and offset, or narrow the window",
+                bounds.max_rows
+            )));
+        }
+        let records: Vec<feed::Record> = matching()
+            .skip(o.offset)
+            .take(o.limit.unwrap_or(bounds.max_rows))
             .map(|(d, _)| feed::Record::new(d, ds.people.asset(d.asset.as_str()).map(|a| a.line.clone())))
             .collect();
-        Ok::<_, AppError>(records)
+        Ok::<_, AppError>((records, total))
     })
     .await
     .map_err(AppError::internal)??;
+    let count = [("x-total-count", total.to_string())];
     if csv {
-        return Ok(csv_response(feed::to_csv(&records).map_err(AppError::internal)?));
+        return Ok((count, csv_response(feed::to_csv(&records).map_err(AppError::internal)?)).into_response());
     }
-    Ok(Json(records).into_response())
+    Ok((count, Json(records)).into_response())
 }
 
 async fn gateways(

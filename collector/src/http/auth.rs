@@ -4,9 +4,11 @@
 //!   that the login form sets (HttpOnly, SameSite=Strict, 12 h). With no tokens configured (allowed on
 //!   loopback only, see [`HttpConfig::validate`](super::HttpConfig::validate)) everyone is admin.
 //! - Tokens are kept as SHA-256 hashes and compared in constant time; neither a token nor a hash is logged.
-//! - A state-changing form (login, import) must come from this origin (`Origin`, else `Referer`, and
-//!   `Sec-Fetch-Site`), and import forms also carry a CSRF token derived from the session with a per-process
-//!   secret. Bearer requests need no CSRF token: browsers never add that header cross-site.
+//! - Every state-changing request (API or form) without a valid bearer token must come from this origin
+//!   (`Origin`, else `Referer`, and `Sec-Fetch-Site`; checked for all routes by
+//!   [`guard::cross_site`](super::guard::cross_site)), and forms also carry a CSRF token derived from the
+//!   session with a per-process secret. Bearer requests need neither: browsers never add that header
+//!   cross-site.
 
 use super::error::{ApiError, AppError, PageError};
 use super::{AppState, HttpConfig};

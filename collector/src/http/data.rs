@@ -40,6 +40,34 @@ pub const RECHECK: Duration = Duration::from_secs(2);
 pub const RELOAD_FACTOR: u32 = 5;
 const DAY_MS: i64 = 86_400_000;
 
+/// The earliest time a request may name: 2000-01-01T00:00:00Z.
+pub const MIN_TIME_MS: i64 = 946_684_800_000;
+/// The latest time a request may name: 2200-01-01T00:00:00Z.
+pub const MAX_TIME_MS: i64 = 7_258_118_400_000;
+/// Default `[http] max_window`: three years (and a leap day).
+pub const DEFAULT_MAX_WINDOW_DAYS: u64 = 3 * 365 + 1;
+/// The largest `[http] max_window` the config accepts: the whole range of times.
+pub const MAX_WINDOW_DAYS: u64 = ((MAX_TIME_MS - MIN_TIME_MS) / DAY_MS) as u64;
+/// Default `[http] max_rows`.
+pub const DEFAULT_MAX_ROWS: usize = 10_000;
+/// The largest `offset` a request may give.
+pub const MAX_OFFSET: usize = 100_000_000;
+
+/// What one request may ask for, so that no request sizes work from an unchecked number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The longest window `[from, to)`.
+    pub max_window_ms: i64,
+    /// The largest `limit`, and the most feed records one answer holds.
+    pub max_rows: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self { max_window_ms: DEFAULT_MAX_WINDOW_DAYS as i64 * DAY_MS, max_rows: DEFAULT_MAX_ROWS }
+    }
+}
+
 /// Everything the reports read, joined once.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -126,6 +154,7 @@ struct Cache {
 pub struct Source {
     db: PathBuf,
     settings: Settings,
+    bounds: Bounds,
     cache: Mutex<Cache>,
 }
 
@@ -150,11 +179,20 @@ impl Source {
             reloading: false,
             last_build: Duration::ZERO,
         };
-        Self { db, settings, cache: Mutex::new(cache) }
+        Self { db, settings, bounds: Bounds::default(), cache: Mutex::new(cache) }
+    }
+
+    /// The same source with other request bounds (`[http] max_window`, `max_rows`).
+    pub fn with_bounds(self, bounds: Bounds) -> Self {
+        Self { bounds, ..self }
     }
 
     pub fn db(&self) -> &Path {
         &self.db
+    }
+
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
     }
 
     pub fn settings(&self) -> &Settings {
@@ -329,29 +367,50 @@ pub struct Filter {
     pub to_ms: i64,
 }
 
-/// A time from the URL: RFC 3339, milliseconds, or a date / date-time in the site's time zone.
+/// A time from the URL: RFC 3339, milliseconds, or a date / date-time in the site's time zone, between
+/// [`MIN_TIME_MS`] and [`MAX_TIME_MS`].
 ///
 /// # Errors
-/// 400 naming the value and the formats.
+/// 400 naming the value and the formats, or the range.
 pub fn parse_time(settings: &Settings, name: &str, v: &str) -> Result<i64, AppError> {
-    feed::parse_time(v).ok().or_else(|| parse_local(settings.tz, v)).ok_or_else(|| {
+    let ms = feed::parse_time(v).ok().or_else(|| parse_local(settings.tz, v)).ok_or_else(|| {
         AppError::bad_request(format!(
             "invalid {name} {v:?}: expected a date (2025-03-01), a local date-time (2025-03-01T06:00), RFC 3339 or milliseconds"
         ))
-    })
+    })?;
+    if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        return Err(AppError::bad_request(format!(
+            "{name} {v:?} is out of range: times must lie between 2000-01-01 and 2200-01-01"
+        )));
+    }
+    Ok(ms)
 }
 
 impl Filter {
-    /// The filter of `p`; the window defaults to the 90 days before `now_ms`.
+    /// The filter of `p`; the window defaults to the 90 days before `now_ms` and may be at most
+    /// `bounds.max_window_ms` long.
     ///
     /// # Errors
-    /// 400 for an unreadable time or an empty window.
-    pub fn parse(p: &Params, settings: &Settings, now_ms: i64) -> Result<Self, AppError> {
+    /// 400 for an unreadable or out-of-range time, an empty window or one longer than the bound.
+    pub fn parse(p: &Params, settings: &Settings, now_ms: i64, bounds: &Bounds) -> Result<Self, AppError> {
         let to_ms = some(&p.to).map(|v| parse_time(settings, "to", v)).transpose()?.unwrap_or(now_ms);
-        let from_ms =
-            some(&p.from).map(|v| parse_time(settings, "from", v)).transpose()?.unwrap_or(to_ms - 90 * DAY_MS);
+        let from_ms = some(&p.from)
+            .map(|v| parse_time(settings, "from", v))
+            .transpose()?
+            .unwrap_or(to_ms.saturating_sub(90 * DAY_MS));
         if from_ms >= to_ms {
             return Err(AppError::bad_request("from must be before to"));
+        }
+        let len = to_ms.saturating_sub(from_ms);
+        if len > bounds.max_window_ms {
+            let day = |ms: i64| (ms + DAY_MS - 1) / DAY_MS;
+            return Err(AppError::bad_request(format!(
+                "the window from {} to {} is {} days long; at most {} days may be asked for at once ([http] max_window): narrow from and to",
+                feed::rfc3339(from_ms),
+                feed::rfc3339(to_ms),
+                day(len),
+                bounds.max_window_ms / DAY_MS
+            )));
         }
         let s = |v: &Option<String>| some(v).map(str::to_string);
         Ok(Self { site: s(&p.site), line: s(&p.line), asset: s(&p.asset), crew: s(&p.crew), from_ms, to_ms })
@@ -485,12 +544,16 @@ fn choice<T: Copy>(name: &str, v: Option<&str>, default: T, options: &[(&str, T)
 
 impl Options {
     /// # Errors
-    /// 400 for an unknown choice, a bad number, or a what-if without `change`.
-    pub fn parse(p: &Params, kind: Kind) -> Result<Self, AppError> {
-        let number = |name: &str, v: Option<&str>| {
-            v.map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| AppError::bad_request(format!("invalid {name} {v:?}: expected a whole number")))
+    /// 400 for an unknown choice, a bad number (`limit` above `bounds.max_rows`, `offset` above
+    /// [`MAX_OFFSET`]), or a what-if without `change`.
+    pub fn parse(p: &Params, kind: Kind, bounds: &Bounds) -> Result<Self, AppError> {
+        let number = |name: &str, v: Option<&str>, max: usize, why: &str| {
+            v.map(|v| match v.parse::<usize>() {
+                Ok(n) if n <= max => Ok(n),
+                Ok(_) => Err(AppError::bad_request(format!("{name} {v} is too large: at most {max}{why}"))),
+                Err(_) => Err(AppError::bad_request(format!(
+                    "invalid {name} {v:?}: expected a whole number from 0 to {max}{why}"
+                ))),
             })
             .transpose()
         };
@@ -516,8 +579,8 @@ impl Options {
             by: choice("by", some(&p.by), ParetoBy::Asset, &[("asset", ParetoBy::Asset), ("skill", ParetoBy::Skill)])?,
             per_person: choice("per_person", some(&p.per_person), false, &[("true", true), ("false", false)])?,
             change,
-            limit: number("limit", some(&p.limit))?,
-            offset: number("offset", some(&p.offset))?.unwrap_or(0),
+            limit: number("limit", some(&p.limit), bounds.max_rows, " ([http] max_rows)")?,
+            offset: number("offset", some(&p.offset), MAX_OFFSET, "")?.unwrap_or(0),
         })
     }
 }
@@ -581,8 +644,9 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     let f = v.filter;
     let now = chrono::Utc::now().timestamp_millis();
     let end_of = |e: &JoinedEvent| e.end_ms.unwrap_or(now.min(f.to_ms)).min(f.to_ms);
-    let down_h: f64 = v.events.iter().map(|e| (end_of(e) - e.start_ms.max(f.from_ms)).max(0) as f64 / HOUR_MS).sum();
-    let window_h = (f.to_ms - f.from_ms) as f64 / HOUR_MS;
+    let down_h: f64 =
+        v.events.iter().map(|e| end_of(e).saturating_sub(e.start_ms.max(f.from_ms)).max(0) as f64 / HOUR_MS).sum();
+    let window_h = f.to_ms.saturating_sub(f.from_ms) as f64 / HOUR_MS;
     let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 2) };
     let ttr = |pred: &dyn Fn(&JoinedEvent) -> bool| -> Vec<f64> {
         v.events.iter().filter(|e| pred(e)).filter_map(|e| e.ttr_h()).collect()
@@ -609,13 +673,16 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     s.insert("uncovered_mttr_h".into(), mean(&uncovered));
     s.insert("avoidable_h".into(), num(avoidable, 1));
     let mut rep = Report::new("overview", ["week", "events", "downtime_h", "mttr_h", "uncovered_events"]);
-    let weeks = ((f.to_ms - f.from_ms + 7 * DAY_MS - 1) / (7 * DAY_MS)).max(1) as usize;
+    // The window is bounded by `Bounds::max_window_ms` when it comes from a request (Filter::parse); the
+    // clamp keeps a hand-made filter from sizing the series beyond the whole range of times.
+    let span = f.to_ms.saturating_sub(f.from_ms).clamp(0, MAX_TIME_MS - MIN_TIME_MS);
+    let weeks = ((span + 7 * DAY_MS - 1) / (7 * DAY_MS)).max(1) as usize;
     let mut acc = vec![(0usize, 0.0f64, 0.0f64, 0usize, 0usize); weeks];
     for e in v.events.iter() {
-        let w = (((e.start_ms - f.from_ms) / (7 * DAY_MS)).max(0) as usize).min(weeks - 1);
+        let w = ((e.start_ms.saturating_sub(f.from_ms) / (7 * DAY_MS)).max(0) as usize).min(weeks - 1);
         let a = &mut acc[w];
         a.0 += 1;
-        a.1 += (end_of(e) - e.start_ms).max(0) as f64 / HOUR_MS;
+        a.1 += end_of(e).saturating_sub(e.start_ms).max(0) as f64 / HOUR_MS;
         if let Some(h) = e.ttr_h() {
             a.2 += h;
             a.3 += 1;
@@ -623,7 +690,7 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
         a.4 += usize::from(e.covered == Some(false));
     }
     for (i, (n, down, ttr_sum, closed, unc)) in acc.into_iter().enumerate() {
-        let start = f.from_ms + i as i64 * 7 * DAY_MS;
+        let start = f.from_ms.saturating_add(i as i64 * 7 * DAY_MS);
         let week = chrono::DateTime::from_timestamp_millis(start)
             .map_or(String::new(), |d| d.with_timezone(&v.people.settings.tz).format("%Y-%m-%d").to_string());
         let mttr = if closed > 0 { num(ttr_sum / closed as f64, 2) } else { Value::Null };
@@ -658,7 +725,7 @@ pub fn gateways_report(gws: &[Gateway], now_ms: i64) -> Report {
             g.site.clone().into(),
             g.online.into(),
             feed::rfc3339(g.last_seen_ms).into(),
-            ((now_ms - g.last_seen_ms).max(0) / 1000).into(),
+            (now_ms.saturating_sub(g.last_seen_ms).max(0) / 1000).into(),
             s.map(|s| s.agent_version.clone()).into(),
             s.map(|s| s.buffer_depth).into(),
             s.map(|s| s.oldest_unsent_age_ms / 1000).into(),
@@ -694,19 +761,55 @@ mod tests {
     #[test]
     fn window_defaults_to_90_days_and_must_not_be_empty() {
         let s = settings();
-        let f = Filter::parse(&Params::default(), &s, 100 * DAY_MS).unwrap();
-        assert_eq!((f.from_ms, f.to_ms), (10 * DAY_MS, 100 * DAY_MS));
+        let b = Bounds::default();
+        let now = MIN_TIME_MS + 100 * DAY_MS;
+        let f = Filter::parse(&Params::default(), &s, now, &b).unwrap();
+        assert_eq!((f.from_ms, f.to_ms), (now - 90 * DAY_MS, now));
         let p = Params { from: Some("2025-02-01".into()), to: Some("2025-01-01".into()), ..Params::default() };
-        assert!(Filter::parse(&p, &s, 0).is_err());
+        assert!(Filter::parse(&p, &s, now, &b).is_err());
         let blank = Params { crew: Some("".into()), ..Params::default() };
-        assert_eq!(Filter::parse(&blank, &s, DAY_MS * 100).unwrap().crew, None);
+        assert_eq!(Filter::parse(&blank, &s, now, &b).unwrap().crew, None);
+    }
+
+    #[test]
+    fn windows_and_times_from_a_request_are_bounded() {
+        let s = settings();
+        let b = Bounds::default();
+        let now = 1_750_000_000_000;
+        let window = |from: &str, to: &str| {
+            let p = Params { from: Some(from.into()), to: Some(to.into()), ..Params::default() };
+            Filter::parse(&p, &s, now, &b).map(|f| (f.from_ms, f.to_ms)).map_err(|e| e.message)
+        };
+        let e = window("0", "9000000000000000000").unwrap_err();
+        assert!(
+            e.contains("to \"9000000000000000000\" is out of range") && e.contains("2000-01-01 and 2200-01-01"),
+            "{e}"
+        );
+        let e = window("2001-01-01", "2199-12-31").unwrap_err();
+        assert!(e.contains("at most 1096 days") && e.contains("[http] max_window"), "{e}");
+        assert!(window("-9223372036854775808", "2025-01-01").is_err());
+        assert!(window("2022-01-01", "2025-01-01").is_ok());
+        let e = Filter::parse(&Params { from: Some("2001-01-01".into()), ..Params::default() }, &s, now, &b)
+            .unwrap_err()
+            .message;
+        assert!(e.contains("max_window"), "a far `from` with the default `to` (now) is bounded too: {e}");
+
+        let opts = |limit: &str, offset: &str| {
+            let p = Params { limit: Some(limit.into()), offset: Some(offset.into()), ..Params::default() };
+            Options::parse(&p, Kind::Join, &b).map(|o| (o.limit, o.offset)).map_err(|e| e.message)
+        };
+        assert_eq!(opts("10000", "5"), Ok((Some(10_000), 5)));
+        let e = opts("10001", "0").unwrap_err();
+        assert!(e.contains("limit 10001 is too large: at most 10000 ([http] max_rows)"), "{e}");
+        assert!(opts("1", "100000001").unwrap_err().contains("offset"));
+        assert!(opts("99999999999999999999999", "0").unwrap_err().contains("expected a whole number"));
     }
 
     #[test]
     fn options_refuse_unknown_choices_by_name() {
         let p = Params { dim: Some("colour".into()), ..Params::default() };
-        let e = Options::parse(&p, Kind::Mttr).unwrap_err();
+        let e = Options::parse(&p, Kind::Mttr, &Bounds::default()).unwrap_err();
         assert!(e.message.contains("expected one of asset, skill, shift, crew"), "{}", e.message);
-        assert!(Options::parse(&Params::default(), Kind::Whatif).is_err());
+        assert!(Options::parse(&Params::default(), Kind::Whatif, &Bounds::default()).is_err());
     }
 }

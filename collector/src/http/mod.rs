@@ -6,13 +6,20 @@
 //! [`Report`](crate::report::Report)s into JSON/CSV and HTML, so a page and its API call always show the same
 //! numbers; [`openapi`] builds its document from the endpoint table the router is built from. Every
 //! response carries `Server-Timing: app;dur=<ms>` (the handler's time), which the benchmark reads.
+//!
+//! Hostile input is bounded before any work is sized from it: [`data::Bounds`] (window, rows, offset, time
+//! range) in the parsing of every request's parameters; [`guard`] (Host allowlist, cross-site check of every
+//! state-changing request, request timeout) around every route; [`server`] (header timeout, connection cap,
+//! stalled writes) under the router. The `[http]` keys and their defaults are in docs/config-reference.md.
 
 pub mod api;
 pub mod auth;
 pub mod data;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod server;
 pub mod views;
 
 use crate::ingest::Metrics;
@@ -23,12 +30,14 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use serde::Deserialize;
-use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
+use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+pub use server::{serve, serve_with, Limits};
 
 /// `[http]`
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +49,27 @@ pub struct HttpConfig {
     /// API tokens. With none, the dashboard and API are open to anyone who can reach the (loopback) address.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Host names (optionally `name:port`) the dashboard is reached by, beyond localhost, 127.0.0.1, `[::1]`
+    /// and the bind address: any other `Host` header is refused (DNS rebinding).
+    #[serde(default)]
+    pub public_names: Vec<Spanned<String>>,
+    /// The longest time window a request may ask for.
+    #[serde(default = "default_max_window")]
+    pub max_window: Spanned<HumanDuration>,
+    /// The most rows a request may ask for (`limit`), and the most feed records one answer holds.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: Spanned<usize>,
+    /// Time a client has to send a request's headers, counted from the connection's start or the end of
+    /// the previous response (so also how long an idle keep-alive connection is kept).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Spanned<HumanDuration>,
+    /// Time a request may take from its headers to its answer (reading the body included), and the longest
+    /// a client may leave a response unread.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Spanned<HumanDuration>,
+    /// Concurrent HTTP connections; one more is answered 503 and closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
 }
 
 /// `[[http.tokens]]`: one token, given as its SHA-256 or as a file holding it (never the token itself).
@@ -58,10 +88,34 @@ pub struct TokenConfig {
 fn default_bind() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:8080".into())
 }
+fn default_max_window() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(data::DEFAULT_MAX_WINDOW_DAYS * 86_400)))
+}
+fn default_max_rows() -> Spanned<usize> {
+    Spanned::new(0..0, data::DEFAULT_MAX_ROWS)
+}
+fn default_header_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Limits::default().header_timeout))
+}
+fn default_request_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Limits::default().request_timeout))
+}
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, Limits::default().max_connections)
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { bind: default_bind(), tokens: Vec::new() }
+        Self {
+            bind: default_bind(),
+            tokens: Vec::new(),
+            public_names: Vec::new(),
+            max_window: default_max_window(),
+            max_rows: default_max_rows(),
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
     }
 }
 
@@ -87,15 +141,58 @@ impl HttpConfig {
                 _ => errors.push(file.error_at(t.name.span(), "give exactly one of sha256 or file for this token")),
             }
         }
+        for n in &self.public_names {
+            if guard::split_host(n.get_ref()).is_none() {
+                errors.push(file.error_at(
+                    n.span(),
+                    format!(
+                        "public name {:?} is not a host name, IP address or name:port (no scheme, no path)",
+                        n.get_ref()
+                    ),
+                ));
+            }
+        }
+        let mut range = |what: &str, span: std::ops::Range<usize>, v: u64, lo: u64, hi: u64, unit: &str| {
+            if v < lo || v > hi {
+                errors.push(file.error_at(span, format!("{what} must be between {lo}{unit} and {hi}{unit}")));
+            }
+        };
+        let days = |d: &Spanned<HumanDuration>| d.get_ref().0.as_secs() / 86_400;
+        let secs = |d: &Spanned<HumanDuration>| d.get_ref().0.as_secs();
+        range("max_window", self.max_window.span(), days(&self.max_window), 1, data::MAX_WINDOW_DAYS, "d");
+        range("max_rows", self.max_rows.span(), *self.max_rows.get_ref() as u64, 1, 1_000_000, "");
+        range("header_timeout", self.header_timeout.span(), secs(&self.header_timeout), 1, 600, "s");
+        range("request_timeout", self.request_timeout.span(), secs(&self.request_timeout), 1, 3600, "s");
+        range("max_connections", self.max_connections.span(), *self.max_connections.get_ref() as u64, 1, 65_535, "");
+    }
+
+    /// The server's timeouts and connection cap.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout.get_ref().0,
+            request_timeout: self.request_timeout.get_ref().0,
+            max_connections: *self.max_connections.get_ref(),
+        }
+    }
+
+    /// The bounds on what one request may ask for.
+    pub fn bounds(&self) -> data::Bounds {
+        data::Bounds {
+            max_window_ms: i64::try_from(self.max_window.get_ref().0.as_millis()).unwrap_or(i64::MAX),
+            max_rows: *self.max_rows.get_ref(),
+        }
     }
 }
 
-/// What handlers share: the cached data, the token and session table, and the ingest counters.
+/// What handlers share: the cached data, the token and session table, the ingest counters, the host
+/// allowlist and the request timeout.
 #[derive(Clone)]
 pub struct AppState {
     pub data: Arc<data::Source>,
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<Metrics>,
+    pub hosts: Arc<guard::Hosts>,
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -105,14 +202,23 @@ impl AppState {
     /// A token file cannot be read or is empty.
     pub fn new(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Self, auth::AuthError> {
         Ok(Self {
-            data: Arc::new(data::Source::new(config.store.path.clone(), config.people.resolved())),
+            data: Arc::new(
+                data::Source::new(config.store.path.clone(), config.people.resolved())
+                    .with_bounds(config.http.bounds()),
+            ),
             auth: Arc::new(auth::Auth::from_config(&config.http)?),
             metrics: metrics.unwrap_or_default(),
+            hosts: Arc::new(guard::Hosts::new(
+                config.http.bind.get_ref(),
+                config.http.public_names.iter().map(|n| n.get_ref().as_str()),
+            )),
+            request_timeout: config.http.request_timeout.get_ref().0,
         })
     }
 }
 
-/// The whole router: API, dashboard, health and metrics.
+/// The whole router: API, dashboard, health and metrics, behind the host allowlist, the cross-site check
+/// of state-changing requests ([`guard`]) and the request timeout.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
@@ -120,6 +226,9 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::routes())
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn(server_timing))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::deadline))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::cross_site))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::host))
         .with_state(state)
 }
 
@@ -131,19 +240,4 @@ async fn server_timing(req: Request, next: Next) -> Response {
         res.headers_mut().insert("server-timing", v);
     }
     res
-}
-
-/// Serves `router` on `bind` until the process ends; returns the bound address once listening.
-///
-/// # Errors
-/// The address cannot be bound.
-pub async fn serve(bind: &str, router: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(bind).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    Ok(addr)
 }

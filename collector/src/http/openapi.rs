@@ -163,10 +163,10 @@ fn params(names: &[&str]) -> Vec<Value> {
         match n {
             "site" | "line" | "asset" | "crew" => ("Only rows of this value", json!({ "type": "string" })),
             "from" => (
-                "Window start: date (site time zone), local date-time, RFC 3339 or ms; default 90 days before `to`",
+                "Window start: date (site time zone), local date-time, RFC 3339 or ms, between 2000-01-01 and 2200-01-01; default 90 days before `to`. The window may be at most `[http] max_window` long (default 1096 days)",
                 json!({ "type": "string" }),
             ),
-            "to" => ("Window end (exclusive); default now", json!({ "type": "string" })),
+            "to" => ("Window end (exclusive), between 2000-01-01 and 2200-01-01; default now", json!({ "type": "string" })),
             "format" => {
                 ("Response format (or send Accept: text/csv)", json!({ "type": "string", "enum": ["json", "csv"] }))
             }
@@ -175,10 +175,14 @@ fn params(names: &[&str]) -> Vec<Value> {
             "by" => ("Pareto by asset or missing skill", json!({ "type": "string", "enum": ["asset", "skill"] })),
             "per_person" => ("One row per person × skill", json!({ "type": "string", "enum": ["true", "false"] })),
             "change" => ("person:skill:level adds, person:skill removes", json!({ "type": "string" })),
-            "limit" => {
-                ("Most rows to return (the join: 1000 unless given)", json!({ "type": "integer", "minimum": 0 }))
-            }
-            "offset" => ("Rows to skip", json!({ "type": "integer", "minimum": 0 })),
+            "limit" => (
+                "Most rows to return, at most `[http] max_rows` (default 10000); the join returns 1000 unless given, the feed refuses a window holding more than max_rows events unless given",
+                json!({ "type": "integer", "minimum": 0 }),
+            ),
+            "offset" => (
+                "Rows to skip",
+                json!({ "type": "integer", "minimum": 0, "maximum": data::MAX_OFFSET }),
+            ),
             "horizon" => (
                 "Recertification look-ahead from `to`, and how far each lapse is projected: a whole number and a unit (ms, s, m, h, d), more than zero and at most 730d; default `[people] recert_horizon` (90d)",
                 json!({ "type": "string", "examples": ["30d", "90d", "12h"] }),
@@ -208,6 +212,8 @@ fn get_op(summary: &str, params: Vec<Value>, schema: &str) -> Value {
             }},
             "400": { "$ref": "#/components/responses/BadRequest" },
             "401": { "$ref": "#/components/responses/Unauthorized" },
+            "421": { "$ref": "#/components/responses/Misdirected" },
+            "503": { "$ref": "#/components/responses/Unavailable" },
         }
     }})
 }
@@ -233,12 +239,13 @@ fn build() -> Value {
         "DowntimeFeed".into(),
         json!({ "type": "array", "items": { "$ref": "#/components/schemas/DowntimeRecord" } }),
     );
+    let feed_params: Vec<&str> = FILTERS.iter().chain(&["limit", "offset"]).copied().collect();
     let mut feed_op = get_op(
-        "The downtime feed (shiftlens.downtime/1): events overlapping the window",
-        params(&FILTERS),
+        "The downtime feed (shiftlens.downtime/1): events overlapping the window, oldest first",
+        params(&feed_params),
         "DowntimeFeed",
     );
-    feed_op["get"]["description"] = json!("Consumers upsert by (site, asset, start). Times are RFC 3339 UTC.");
+    feed_op["get"]["description"] = json!("Consumers upsert by (site, asset, start). Times are RFC 3339 UTC. The header X-Total-Count gives the number of events in the window; a window with more than `[http] max_rows` events needs `limit` (and `offset`) to page.");
     paths.insert("/api/v1/downtime".into(), feed_op);
     schemas.insert("Error".into(), json!({ "type": "object", "required": ["error"], "properties": {
         "error": { "type": "string" },
@@ -260,7 +267,9 @@ fn build() -> Value {
             "200": { "description": "Stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ImportResult" } } } },
             "400": { "$ref": "#/components/responses/BadRequest" },
             "401": { "$ref": "#/components/responses/Unauthorized" },
-            "403": { "description": "Not an admin", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            "403": { "description": "Not an admin, or a cross-site request (no bearer token, and no Origin or Referer of this site)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+            "421": { "$ref": "#/components/responses/Misdirected" },
+            "503": { "$ref": "#/components/responses/Unavailable" },
             "422": { "description": "Invalid rows; nothing stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
         }
     }}));
@@ -274,7 +283,12 @@ fn build() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": { "BadRequest": err("Invalid parameter"), "Unauthorized": err("No valid token") },
+            "responses": {
+                "BadRequest": err("Invalid parameter, or a window, limit or offset beyond its bound ([http] max_window, max_rows)"),
+                "Unauthorized": err("No valid token"),
+                "Misdirected": err("The Host header is not one of this dashboard's names ([http] public_names)"),
+                "Unavailable": err("The store is unavailable, or the request took longer than [http] request_timeout"),
+            },
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
         },
     })

@@ -581,8 +581,8 @@ async fn report_page(
     let q2 = q.clone();
     let (ds, out, f) = tokio::task::spawn_blocking(move || {
         let ds = source.dataset()?;
-        let f = Filter::parse(&q2, source.settings(), chrono::Utc::now().timestamp_millis())?;
-        let o = Options::parse(&q2, def.kind)?;
+        let f = Filter::parse(&q2, source.settings(), chrono::Utc::now().timestamp_millis(), source.bounds())?;
+        let o = Options::parse(&q2, def.kind, source.bounds())?;
         if def.kind == Kind::AlarmLoad {
             source.ensure_alarms(&ds)?;
         }
@@ -600,8 +600,8 @@ async fn report_page(
             let prev = offset.saturating_sub(PAGE_ROWS).to_string();
             pager.push(Link { href: link(def.path, &cur, &[("offset", &prev)]), label: "newer".into(), on: false });
         }
-        if offset + PAGE_ROWS < out.total_rows {
-            let next = (offset + PAGE_ROWS).to_string();
+        if offset.saturating_add(PAGE_ROWS) < out.total_rows {
+            let next = offset.saturating_add(PAGE_ROWS).to_string();
             pager.push(Link { href: link(def.path, &cur, &[("offset", &next)]), label: "older".into(), on: false });
         }
     }
@@ -782,9 +782,15 @@ struct LoginForm {
     next: String,
 }
 
-/// Only same-site paths, never `//host` or `/\host`.
-fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+/// Where a login may send the browser: a path of this site, else `/`. Browsers drop tabs and newlines from
+/// a `Location` and read `\` as `/`, so `/\t/evil.example` would leave the site: the path must start with
+/// one `/`, and hold no `//`, no `\`, no control character and no whitespace.
+pub fn safe_next(next: &str) -> &str {
+    let local = next.starts_with('/')
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    if local {
         next
     } else {
         "/"
@@ -859,9 +865,29 @@ mod tests {
 
     #[test]
     fn login_redirects_only_to_local_paths() {
-        assert_eq!(safe_next("/coverage?crew=A"), "/coverage?crew=A");
-        assert_eq!(safe_next("//evil.example/"), "/");
-        assert_eq!(safe_next("https://evil.example/"), "/");
-        assert_eq!(safe_next("/\\evil.example"), "/");
+        for ok in ["/", "/coverage?crew=A", "/downtime?from=2025-01-01&to=2025-02-01&offset=100", "/mttr?crew=B%20C"] {
+            assert_eq!(safe_next(ok), ok);
+        }
+        for bad in [
+            "",
+            "//evil.example/",
+            "https://evil.example/",
+            "evil.example",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "\t//evil.example",
+            " /x",
+            "/ /evil.example",
+            "/x//evil.example",
+            "/\u{0}/evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{2028}/evil.example",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
     }
 }

@@ -89,10 +89,10 @@ pub fn config(db: &Path, http_extra: &str) -> Config {
     Config::from_file(&ConfigFile::from_text("collector.toml", text)).unwrap()
 }
 
-/// Starts the router on a free port.
+/// Starts the router on a free port, with the config's `[http]` limits.
 pub async fn spawn(config: &Config) -> (SocketAddr, AppState) {
     let state = AppState::new(config, None).unwrap();
-    let addr = http::serve("127.0.0.1:0", http::router(state.clone())).await.unwrap();
+    let addr = http::serve_with("127.0.0.1:0", http::router(state.clone()), config.http.limits()).await.unwrap();
     (addr, state)
 }
 
@@ -117,11 +117,13 @@ impl Resp {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection.
+/// One HTTP/1.1 request over a fresh connection (`Host: addr` unless `headers` name another).
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
