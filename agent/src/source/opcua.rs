@@ -22,14 +22,14 @@ use opcua::client::{
 };
 use opcua::crypto::{CertificateStore, SecurityPolicy, X509};
 use opcua::types::{
-    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EndpointDescription, ExtensionObject,
-    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusCode, TimestampsToReturn, VariableId,
-    Variant,
+    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DateTime, DeadbandType, EndpointDescription,
+    ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest, NodeId, ReadValueId, StatusCode,
+    TimestampsToReturn, VariableId, Variant,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
-use shiftlens_common::AssetId;
+use shiftlens_common::{AssetId, TS_RANGE_MS};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -775,8 +775,15 @@ impl Tracker {
     /// A data change notification for point `i`.
     pub fn data(&mut self, i: usize, dv: &DataValue) -> Vec<Sample> {
         let Some((name, asset)) = self.points.get(i).cloned() else { return Vec::new() };
-        let ts_ms =
-            dv.source_timestamp.or(dv.server_timestamp).map_or_else(now_ms, |t| t.as_chrono().timestamp_millis());
+        // A missing or absurd source time (a PLC whose clock was never set sends 1601 or 1970) falls back to the
+        // server's, then to ours: the collector refuses times outside TS_RANGE_MS, so it would never be acked.
+        let sane = |t: &DateTime| Some(t.as_chrono().timestamp_millis()).filter(|ms| TS_RANGE_MS.contains(ms));
+        let ts_ms = dv
+            .source_timestamp
+            .as_ref()
+            .and_then(sane)
+            .or_else(|| dv.server_timestamp.as_ref().and_then(sane))
+            .unwrap_or_else(now_ms);
         let status = dv.status.unwrap_or(StatusCode::Good);
         if status.is_bad() {
             self.last[i] = None;
@@ -961,5 +968,31 @@ mod tests {
         // A lost session resets everything; it is reported once.
         assert_eq!(links(&t.session(false, Some("gone".into()))), [false]);
         assert!(t.session(false, Some("still gone".into())).is_empty());
+    }
+
+    #[test]
+    fn an_absurd_source_time_falls_back_to_the_server_time_then_ours() {
+        let sample_ts = |out: Vec<Sample>| match out.as_slice() {
+            [Sample::Value { ts_ms, .. }] => *ts_ms,
+            other => panic!("{other:?}"),
+        };
+        let mut t = Tracker::new(&endpoint());
+        t.session(true, None);
+        let server = DateTime::ymd_hms(2026, 11, 30, 6, 0, 0);
+        // A PLC clock never set: OPC UA's null time (1601) or 1970.
+        let never_set = DataValue {
+            source_timestamp: Some(DateTime::null()),
+            server_timestamp: Some(server),
+            ..dv(1, StatusCode::Good)
+        };
+        assert_eq!(sample_ts(t.data(0, &never_set)), server.as_chrono().timestamp_millis());
+        let before = now_ms();
+        let both_bad = DataValue {
+            source_timestamp: Some(DateTime::ymd(1970, 1, 1)),
+            server_timestamp: Some(DateTime::null()),
+            ..dv(2, StatusCode::Good)
+        };
+        let ts = sample_ts(t.data(0, &both_bad));
+        assert!(ts >= before && TS_RANGE_MS.contains(&ts), "{ts}");
     }
 }
