@@ -10,8 +10,7 @@
 //!   logged with its topic, and ingest carries on;
 //! - the confirmer reads what the writer committed and only then publishes the ack
 //!   (`shiftlens/v1/{site}/{gateway}/ack`, all seqs of the batch including duplicates already stored)
-//!   and the downtime feed records.
-//!
+//!   and the downtime feed records;
 //! - the heartbeat sweep marks offline every gateway whose last status is older than
 //!   `[ingest] heartbeat_overdue` (a gateway that went silent without a last will), as a last will does.
 //!

@@ -137,13 +137,15 @@ async fn a_gateway_publishing_or_subscribing_under_another_site_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_without_a_site_is_refused_unless_legacy_site_is_configured() {
+    // Feed readers need no site: central IT reads every site's feed.
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
     let files = pki.leaf_at("gw-1", None);
     for (legacy, accepted) in [(None, false), (Some(SITE), true)] {
         let d = dir.path().join(if accepted { "legacy" } else { "strict" });
         std::fs::create_dir_all(&d).unwrap();
-        let extra = legacy.map(|s| format!("legacy_site = \"{s}\"")).unwrap_or_default();
+        let extra =
+            legacy.map(|s| format!("legacy_site = \"{s}\"")).unwrap_or_default() + "\nfeed_readers = [\"it-feed\"]";
         let collector = start(&d, &pki, &extra).await;
         let addr = collector.broker.unwrap();
         let ack = Topic::Ack { site: site(), gateway: gateway("gw-1") }.to_string();
@@ -159,7 +161,17 @@ async fn a_certificate_without_a_site_is_refused_unless_legacy_site_is_configure
             publish_batch(&c, "gw-1", &batch("gw-1", 3, 1, 5)).await;
             assert!(wait_acked(&mut c, 3, &(1..=5).collect(), &mut BTreeSet::new(), WAIT).await);
         }
-        drop(c);
+        let reader_files = pki.leaf_at("it-feed", None);
+        let feed = vec!["shiftlens/v1/+/downtime".to_string()];
+        let mut reader = connect(options(addr, "it-feed", &pki.ca, Some(&reader_files)), feed, true);
+        let reader_in = wait_for(&mut reader, WAIT, |s| match s {
+            Seen::Connected => Some(true),
+            Seen::Error(_) => Some(false),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reader_in, Some(true), "a feed reader without a site was refused");
+        drop((c, reader));
         collector.shutdown(Duration::from_secs(10)).await.unwrap();
     }
 }
