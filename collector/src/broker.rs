@@ -337,7 +337,7 @@ pub fn network_options() -> rumqttc::NetworkOptions {
 const INTERNAL_USER: &str = "shiftlens";
 
 /// A running embedded broker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Embedded {
     /// Where gateways connect (the gate), with the port really bound.
     pub listen: SocketAddr,
@@ -345,6 +345,15 @@ pub struct Embedded {
     pub internal: SocketAddr,
     /// The password rumqttd requires on `internal`: random per start, never written anywhere.
     secret: Arc<str>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("listen", &self.listen)
+            .field("internal", &self.internal)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts rumqttd on a private loopback port and the gate on `config.listen`.
@@ -745,6 +754,29 @@ mod tests {
                 (got, want) => panic!("{ous:?} {uris:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn legacy_site_is_checked_and_only_for_the_embedded_broker_with_tls() {
+        let check = |text: &str| {
+            let file = ConfigFile::from_text("c.toml", text.to_string());
+            let config: crate::Config = file.parse().unwrap();
+            let mut errors = Vec::new();
+            config.broker.validate(&file, &mut errors);
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let tls = "[broker.tls]\nca = \"ca.pem\"\ncert = \"b.pem\"\nkey = \"b.key\"\n";
+        assert!(check(&format!("[broker]\nlegacy_site = \"plant-a\"\n{tls}")).is_empty());
+        let bad = check(&format!("[broker]\nlegacy_site = \"Plant A\"\n{tls}"));
+        assert_eq!(bad, ["c.toml:2:15: legacy_site: allowed characters are a-z 0-9 _ -"]);
+        let plain = check("[broker]\nlegacy_site = \"plant-a\"\n");
+        assert_eq!(plain, ["c.toml:2:15: legacy_site: only for mode = \"embedded\" with [broker.tls]"]);
+        let embedded = Embedded {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            internal: "127.0.0.1:2".parse().unwrap(),
+            secret: "s3cr3t".into(),
+        };
+        assert!(!format!("{embedded:?}").contains("s3cr3t"));
     }
 
     #[test]
