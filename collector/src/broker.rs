@@ -1,20 +1,29 @@
 //! The MQTT broker: embedded (default) or external.
 //!
 //! **Embedded**: rumqttd runs on a dedicated std thread (its `Broker::start` blocks and has no shutdown),
-//! listening in plaintext on a private loopback port. Gateways never reach that port: they connect to the
-//! *gate*, a small TLS front on the configured `listen` address that
+//! listening in plaintext on a private loopback port that requires a per-start random username and
+//! password known only to this process (the gate and the collector's own client), so no other local user
+//! can publish or read there. Gateways never reach that port: they connect to the *gate*, a small TLS front
+//! on the configured `listen` address that
 //! - requires a client certificate issued by the configured CA (no certificate or another CA: the TLS
 //!   handshake fails),
-//! - takes the gateway identity from the certificate's subject CN (a valid gateway id),
-//! - requires the MQTT client id to equal that identity (so no gateway can take over another's session),
-//! - lets a client publish only `shiftlens/v1/{site}/{identity}/events|status`, set only its own status
-//!   topic as last will, and subscribe only to `shiftlens/v1/{site}/{identity}/ack`.
+//! - takes the gateway identity (site, gateway) from the certificate: the subject CN is the gateway id,
+//!   the site is a SAN URI `urn:shiftlens:site:{site}` or else the subject OU (a certificate naming no
+//!   site is refused, unless `legacy_site` says which site such certificates belong to),
+//! - requires the MQTT client id to equal the CN, and connects to rumqttd as `{site}.{gateway}` with the
+//!   secret login (so the same gateway id in two sites are two sessions, and no gateway can take over
+//!   another's session),
+//! - lets a client publish only `shiftlens/v1/{site}/{gateway}/events|status` of its own site and
+//!   gateway, set only its own status topic as last will, and subscribe only to its own
+//!   `shiftlens/v1/{site}/{gateway}/ack`.
 //!
-//! The gate forwards the MQTT byte stream unchanged. Identities listed in `feed_readers` (central IT) may
-//! only subscribe to the downtime feed. A violation closes the connection; a refused publish is
-//! reported as a dead letter. rumqttd itself cannot tie a message to the certificate that sent it, which
-//! is why the gate exists. Without `[broker.tls]` the gate listens in plaintext, which is allowed only on
-//! a loopback address or with `insecure = true`; the identity is then the MQTT client id. MQTT 3.1.1 only.
+//! The gate forwards the MQTT byte stream unchanged after the CONNECT. Identities listed in
+//! `feed_readers` (central IT, by CN) may only subscribe to the downtime feed and need no site. A violation
+//! closes the connection; a refused publish is reported as a dead letter. rumqttd itself cannot tie a
+//! message to the certificate that sent it, which is why the gate exists. Without `[broker.tls]` the gate
+//! listens in plaintext, which is allowed only on a loopback address or with `insecure = true`; the
+//! identity is then the MQTT client id, `{site}.{gateway}` (that site only) or `{gateway}` (any site).
+//! MQTT 3.1.1 only.
 //!
 //! **External**: the collector connects to Mosquitto (or a cluster) with its own client certificate and
 //! subscribes through the shared subscription group `$share/{share_group}/...`; the external broker must
@@ -73,6 +82,11 @@ pub struct BrokerConfig {
     /// IT: they may only subscribe to `shiftlens/v1/+/downtime` (or one site's), never publish.
     #[serde(default)]
     pub feed_readers: Vec<String>,
+    /// Embedded with TLS: the site of gateway certificates that name none (no SAN URI
+    /// `urn:shiftlens:site:...`, no OU), for plants whose certificates predate the site field. Unset:
+    /// such certificates are refused.
+    #[serde(default)]
+    pub legacy_site: Option<Spanned<String>>,
     /// Largest MQTT packet accepted (batches above the decode limit are dead-lettered, not dropped).
     #[serde(default = "default_max_packet")]
     pub max_packet: ByteSize,
@@ -125,6 +139,7 @@ impl Default for BrokerConfig {
             tls: None,
             insecure: false,
             feed_readers: Vec::new(),
+            legacy_site: None,
             max_packet: default_max_packet(),
         }
     }
@@ -166,6 +181,13 @@ impl BrokerConfig {
                 errors.push(file.error_at(site.span(), "sites: allowed characters are a-z 0-9 _ -"));
             } else if self.mode == Mode::Embedded {
                 errors.push(file.error_at(site.span(), "sites: only for mode = \"external\""));
+            }
+        }
+        if let Some(site) = &self.legacy_site {
+            if SiteId::parse(site.get_ref().clone()).is_err() {
+                errors.push(file.error_at(site.span(), "legacy_site: allowed characters are a-z 0-9 _ -"));
+            } else if self.mode == Mode::External || self.tls.is_none() {
+                errors.push(file.error_at(site.span(), "legacy_site: only for mode = \"embedded\" with [broker.tls]"));
             }
         }
         if GatewayId::parse(self.share_group.clone()).is_err() {
@@ -272,18 +294,18 @@ pub fn client_tls(files: &TlsFiles) -> Result<rustls::ClientConfig, BrokerError>
         .with_client_auth_cert(read_certs(&files.cert)?, read_key(&files.key)?)?)
 }
 
-/// The collector's own MQTT client options: the embedded broker's private port, or the external broker.
+/// The collector's own MQTT client options: the embedded broker's private port (with its per-start
+/// login), or the external broker.
 ///
 /// # Errors
 /// Unreadable TLS files for an external broker.
-pub fn client_options(
-    config: &BrokerConfig,
-    embedded: Option<SocketAddr>,
-) -> Result<rumqttc::MqttOptions, BrokerError> {
+pub fn client_options(config: &BrokerConfig, embedded: Option<&Embedded>) -> Result<rumqttc::MqttOptions, BrokerError> {
     let mut opts = match embedded {
-        Some(addr) => {
-            let id = format!("shiftlens-collector-{}", rand::random::<u32>());
-            rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port())
+        Some(e) => {
+            let id = format!("collector:{}", rand::random::<u32>());
+            let mut o = rumqttc::MqttOptions::new(id, e.internal.ip().to_string(), e.internal.port());
+            o.set_credentials(INTERNAL_USER, e.secret.as_ref());
+            o
         }
         None => {
             let host = config.host.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
@@ -311,13 +333,27 @@ pub fn network_options() -> rumqttc::NetworkOptions {
     net
 }
 
+/// The username of the embedded broker's private port; its password is [`Embedded::secret`].
+const INTERNAL_USER: &str = "shiftlens";
+
 /// A running embedded broker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Embedded {
     /// Where gateways connect (the gate), with the port really bound.
     pub listen: SocketAddr,
-    /// rumqttd's private loopback port, for the collector's own client.
+    /// rumqttd's private loopback port, for the gate and the collector's own client.
     pub internal: SocketAddr,
+    /// The password rumqttd requires on `internal`: random per start, never written anywhere.
+    secret: Arc<str>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("listen", &self.listen)
+            .field("internal", &self.internal)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts rumqttd on a private loopback port and the gate on `config.listen`.
@@ -341,9 +377,15 @@ pub async fn start_embedded(
     let listener =
         TcpListener::bind(addr).await.map_err(|source| BrokerError::Listen { addr: listen_s.clone(), source })?;
     let listen = listener.local_addr().map_err(|source| BrokerError::Listen { addr: listen_s, source })?;
-    let internal = start_rumqttd(config.max_packet_bytes() + 4096).await?;
-    let max = config.max_packet_bytes();
-    let readers: Arc<Vec<String>> = Arc::new(config.feed_readers.clone());
+    let secret: Arc<str> = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()).into();
+    let internal = start_rumqttd(config.max_packet_bytes() + 4096, &secret).await?;
+    let gate = Arc::new(Gate {
+        readers: config.feed_readers.clone(),
+        legacy_site: config.legacy_site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok()),
+        internal,
+        secret: secret.clone(),
+        max: config.max_packet_bytes(),
+    });
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -355,20 +397,26 @@ pub async fn start_embedded(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (tls, rejected, readers) = (tls.clone(), rejected.clone(), readers.clone());
+            let (tls, rejected, gate) = (tls.clone(), rejected.clone(), gate.clone());
             tokio::spawn(async move {
                 let result = match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => match cert_identity(&s) {
-                                Ok(id) => gate(s, Some(id), &readers, internal, max, &rejected).await,
-                                Err(why) => Err(GateError::Refused(why)),
-                            },
+                            Ok(Ok(s)) => {
+                                let der = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                match der
+                                    .ok_or_else(|| "no client certificate".to_string())
+                                    .and_then(|der| cert_identity(der, gate.legacy_site.as_ref()))
+                                {
+                                    Ok(id) => gate.run(s, Some(id), &rejected).await,
+                                    Err(why) => Err(GateError::Refused(why)),
+                                }
+                            }
                             Ok(Err(e)) => Err(GateError::Refused(format!("TLS handshake failed: {e}"))),
                             Err(_) => Err(GateError::Refused("TLS handshake timed out".into())),
                         }
                     }
-                    None => gate(stream, None, &readers, internal, max, &rejected).await,
+                    None => gate.run(stream, None, &rejected).await,
                 };
                 match result {
                     Ok(()) => tracing::debug!(%peer, "gateway connection closed"),
@@ -378,10 +426,10 @@ pub async fn start_embedded(
         }
     });
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
-    Ok(Embedded { listen, internal })
+    Ok(Embedded { listen, internal, secret })
 }
 
-async fn start_rumqttd(max_payload: usize) -> Result<SocketAddr, BrokerError> {
+async fn start_rumqttd(max_payload: usize, secret: &str) -> Result<SocketAddr, BrokerError> {
     use std::collections::HashMap;
     let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| BrokerError::Start(e.to_string()))?;
     let internal = probe.local_addr().map_err(|e| BrokerError::Start(e.to_string()))?;
@@ -395,7 +443,9 @@ async fn start_rumqttd(max_payload: usize) -> Result<SocketAddr, BrokerError> {
             connection_timeout_ms: 60_000,
             max_payload_size: max_payload,
             max_inflight_count: 500,
-            auth: None,
+            // Every connection must log in with the per-start secret: other local users cannot publish or
+            // read on this port.
+            auth: Some(HashMap::from([(INTERNAL_USER.to_string(), secret.to_string())])),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -429,6 +479,8 @@ async fn start_rumqttd(max_payload: usize) -> Result<SocketAddr, BrokerError> {
             }
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
+    // rumqttd logs an ERROR for this probe (and for every connection that ends): the default log filter
+    // turns its target off (main.rs), the gate logs what matters.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(internal).await.is_err() {
         if tokio::time::Instant::now() > deadline {
@@ -439,8 +491,35 @@ async fn start_rumqttd(max_payload: usize) -> Result<SocketAddr, BrokerError> {
     Ok(internal)
 }
 
-fn cert_identity(s: &tokio_rustls::server::TlsStream<TcpStream>) -> Result<GatewayId, String> {
-    let der = s.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
+/// Prefix of the SAN URI that names a gateway certificate's site.
+pub const SITE_URI: &str = "urn:shiftlens:site:";
+
+/// Who a client is: its gateway id (or feed reader name) and, when bound to one, its site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    id: GatewayId,
+    site: Option<SiteId>,
+}
+
+impl Identity {
+    /// The client id towards rumqttd, which keys sessions by it: one namespace per site, and none that a
+    /// gateway, a feed reader or the collector could share (`:` and `.` are not allowed in ids).
+    fn upstream_client_id(&self, reader: bool) -> String {
+        match (&self.site, reader) {
+            (_, true) => format!("feed:{}", self.id),
+            (Some(site), false) => format!("{site}.{}", self.id),
+            (None, false) => format!(".{}", self.id),
+        }
+    }
+
+    fn owns(&self, site: &SiteId, gateway: &GatewayId) -> bool {
+        &self.id == gateway && self.site.as_ref().is_none_or(|s| s == site)
+    }
+}
+
+/// The identity a client certificate names: the subject CN is the gateway id; the site is a SAN URI
+/// `urn:shiftlens:site:{site}` or else the (single) subject OU, or `legacy` when it names none.
+fn cert_identity(der: &[u8], legacy: Option<&SiteId>) -> Result<Identity, String> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable client certificate: {e}"))?;
     let cn = cert
@@ -449,7 +528,44 @@ fn cert_identity(s: &tokio_rustls::server::TlsStream<TcpStream>) -> Result<Gatew
         .next()
         .and_then(|cn| cn.as_str().ok())
         .ok_or("client certificate has no subject CN")?;
-    GatewayId::parse(cn).map_err(|e| format!("client certificate CN is not a gateway id: {e}"))
+    let id = GatewayId::parse(cn).map_err(|e| format!("client certificate CN is not a gateway id: {e}"))?;
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(u) = name {
+                uris.extend(u.strip_prefix(SITE_URI));
+            }
+        }
+    }
+    let ous: Vec<&str> = cert.subject().iter_organizational_unit().filter_map(|a| a.as_str().ok()).collect();
+    let named = match (uris.as_slice(), ous.as_slice()) {
+        ([site], _) | ([], [site]) => Some(*site),
+        ([], []) => None,
+        ([], _) => {
+            return Err(format!(
+                "client certificate {cn} has several subject OUs: name its site with a SAN URI {SITE_URI}<site>"
+            ))
+        }
+        _ => return Err(format!("client certificate {cn} has several SAN URIs {SITE_URI}...")),
+    };
+    let site = match named {
+        Some(s) => {
+            Some(SiteId::parse(s).map_err(|e| format!("client certificate {cn}: site {s:?} is not a site id: {e}"))?)
+        }
+        None => legacy.cloned(),
+    };
+    Ok(Identity { id, site })
+}
+
+/// How a plaintext client id names its identity: `{site}.{gateway}` or `{gateway}` (any site).
+fn client_id_identity(client_id: &str) -> Result<Identity, String> {
+    let err = |e: shiftlens_common::IdError| format!("client id {client_id:?}: {e}");
+    match client_id.split_once('.') {
+        Some((site, id)) => {
+            Ok(Identity { id: GatewayId::parse(id).map_err(err)?, site: Some(SiteId::parse(site).map_err(err)?) })
+        }
+        None => Ok(Identity { id: GatewayId::parse(client_id).map_err(err)?, site: None }),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -478,90 +594,205 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-fn own_topic(topic: &str, id: &GatewayId, allow_events: bool) -> bool {
+fn own_topic(topic: &str, who: &Identity, allow_events: bool) -> bool {
     match Topic::parse(topic) {
-        Ok(Topic::Events { gateway, .. }) => allow_events && &gateway == id,
-        Ok(Topic::Status { gateway, .. }) => &gateway == id,
+        Ok(Topic::Events { site, gateway }) => allow_events && who.owns(&site, &gateway),
+        Ok(Topic::Status { site, gateway }) => who.owns(&site, &gateway),
         _ => false,
     }
 }
 
-async fn gate<S: AsyncRead + AsyncWrite + Unpin>(
-    client: S,
-    cert_id: Option<GatewayId>,
-    readers: &[String],
+/// What every gate connection shares.
+struct Gate {
+    readers: Vec<String>,
+    legacy_site: Option<SiteId>,
     internal: SocketAddr,
+    secret: Arc<str>,
     max: usize,
-    rejected: &mpsc::Sender<DeadLetter>,
-) -> Result<(), GateError> {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let mut buf = BytesMut::with_capacity(8192);
-    let first = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut cr, &mut buf, max))
-        .await
-        .map_err(|_| GateError::Refused("no CONNECT within 10 s".into()))??
-        .ok_or_else(|| GateError::Refused("closed before CONNECT".into()))?;
-    let id = match Packet::read(&mut first.clone(), max) {
-        Ok(Packet::Connect(c)) => {
-            let id = match cert_id {
-                Some(id) if id.as_str() == c.client_id => id,
-                Some(id) => {
-                    return Err(GateError::Refused(format!(
-                        "client id {:?} is not the certificate's CN {id}",
-                        c.client_id
-                    )))
-                }
-                None => GatewayId::parse(c.client_id.clone()).map_err(|e| GateError::Refused(e.to_string()))?,
-            };
-            if let Some(w) = &c.last_will {
-                if !own_topic(&w.topic, &id, false) {
-                    return Err(GateError::Refused(format!("gateway {id} may not set a last will on {:?}", w.topic)));
-                }
+}
+
+impl Gate {
+    /// Checks the CONNECT against the identity, connects to rumqttd under the namespaced client id with
+    /// the secret login, then forwards frames both ways, checking every PUBLISH and SUBSCRIBE.
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: S,
+        cert: Option<Identity>,
+        rejected: &mpsc::Sender<DeadLetter>,
+    ) -> Result<(), GateError> {
+        let max = self.max;
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let mut buf = BytesMut::with_capacity(8192);
+        let first = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut cr, &mut buf, max))
+            .await
+            .map_err(|_| GateError::Refused("no CONNECT within 10 s".into()))??
+            .ok_or_else(|| GateError::Refused("closed before CONNECT".into()))?;
+        let mut connect = match Packet::read(&mut first.clone(), max) {
+            Ok(Packet::Connect(c)) => c,
+            Ok(_) => return Err(GateError::Refused("first packet is not CONNECT".into())),
+            Err(e) => return Err(GateError::Refused(format!("bad CONNECT: {e:?}"))),
+        };
+        let tls = cert.is_some();
+        let who = match cert {
+            Some(who) if who.id.as_str() == connect.client_id => who,
+            Some(who) => {
+                return Err(GateError::Refused(format!(
+                    "client id {:?} is not the certificate's CN {}",
+                    connect.client_id, who.id
+                )))
             }
-            id
+            None => client_id_identity(&connect.client_id).map_err(GateError::Refused)?,
+        };
+        let reader = self.readers.iter().any(|r| r == who.id.as_str());
+        if tls && !reader && who.site.is_none() {
+            return Err(GateError::Refused(format!(
+                "the client certificate of gateway {} names no site: issue it with OU=<site> or a SAN URI \
+                 {SITE_URI}<site> (docs/install.md), or set [broker] legacy_site",
+                who.id
+            )));
         }
-        Ok(_) => return Err(GateError::Refused("first packet is not CONNECT".into())),
-        Err(e) => return Err(GateError::Refused(format!("bad CONNECT: {e:?}"))),
-    };
-    let reader = readers.iter().any(|r| r == id.as_str());
-    let upstream = TcpStream::connect(internal).await?;
-    let _ = upstream.set_nodelay(true);
-    let (mut ur, mut uw) = upstream.into_split();
-    uw.write_all(&first).await?;
-    let down = async {
-        tokio::io::copy(&mut ur, &mut cw).await?;
-        Ok::<(), GateError>(())
-    };
-    let up = async {
-        while let Some(frame) = read_frame(&mut cr, &mut buf, max).await? {
-            match Packet::read(&mut frame.clone(), max) {
-                Ok(Packet::Publish(p)) if reader || !own_topic(&p.topic, &id, true) => {
-                    let why = format!("gateway {id} may not publish on {:?}", p.topic);
-                    let now = chrono::Utc::now().timestamp_millis();
-                    let _ = rejected.try_send(DeadLetter::new(&p.topic, now, "identity", why.clone(), &p.payload));
-                    return Err(GateError::Refused(why));
-                }
-                Ok(Packet::Subscribe(s)) => {
-                    for f in &s.filters {
-                        let ok = match Topic::parse(&f.path) {
-                            Ok(Topic::Ack { gateway, .. }) => !reader && gateway == id,
-                            Ok(Topic::Downtime { .. }) => reader,
-                            _ => reader && f.path == "shiftlens/v1/+/downtime",
+        if let Some(w) = &connect.last_will {
+            if reader || !own_topic(&w.topic, &who, false) {
+                return Err(GateError::Refused(format!("gateway {} may not set a last will on {:?}", who.id, w.topic)));
+            }
+        }
+        connect.client_id = who.upstream_client_id(reader);
+        connect.login = Some(rumqttc::mqttbytes::v4::Login::new(INTERNAL_USER, self.secret.as_ref()));
+        let mut login = BytesMut::new();
+        connect.write(&mut login).map_err(|e| GateError::Refused(format!("bad CONNECT: {e:?}")))?;
+        let upstream = TcpStream::connect(self.internal).await?;
+        let _ = upstream.set_nodelay(true);
+        let (mut ur, mut uw) = upstream.into_split();
+        uw.write_all(&login).await?;
+        let id = &who.id;
+        let down = async {
+            tokio::io::copy(&mut ur, &mut cw).await?;
+            Ok::<(), GateError>(())
+        };
+        let up = async {
+            while let Some(frame) = read_frame(&mut cr, &mut buf, max).await? {
+                match Packet::read(&mut frame.clone(), max) {
+                    Ok(Packet::Publish(p)) if reader || !own_topic(&p.topic, &who, true) => {
+                        let why = match &who.site {
+                            Some(site) => format!("gateway {id} of site {site} may not publish on {:?}", p.topic),
+                            None => format!("gateway {id} may not publish on {:?}", p.topic),
                         };
-                        if !ok {
-                            return Err(GateError::Refused(format!("gateway {id} may not subscribe to {:?}", f.path)));
+                        let now = chrono::Utc::now().timestamp_millis();
+                        let _ = rejected.try_send(DeadLetter::new(&p.topic, now, "identity", why.clone(), &p.payload));
+                        return Err(GateError::Refused(why));
+                    }
+                    Ok(Packet::Subscribe(s)) => {
+                        for f in &s.filters {
+                            let ok = match Topic::parse(&f.path) {
+                                Ok(Topic::Ack { site, gateway }) => !reader && who.owns(&site, &gateway),
+                                Ok(Topic::Downtime { .. }) => reader,
+                                _ => reader && f.path == "shiftlens/v1/+/downtime",
+                            };
+                            if !ok {
+                                return Err(GateError::Refused(format!(
+                                    "gateway {id} may not subscribe to {:?}",
+                                    f.path
+                                )));
+                            }
                         }
                     }
+                    Ok(Packet::Connect(_)) => return Err(GateError::Refused("second CONNECT".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(GateError::Refused(format!("bad MQTT packet: {e:?}"))),
                 }
-                Ok(Packet::Connect(_)) => return Err(GateError::Refused("second CONNECT".into())),
-                Ok(_) => {}
-                Err(e) => return Err(GateError::Refused(format!("bad MQTT packet: {e:?}"))),
+                uw.write_all(&frame).await?;
             }
-            uw.write_all(&frame).await?;
+            Ok::<(), GateError>(())
+        };
+        tokio::select! {
+            r = down => r,
+            r = up => r,
         }
-        Ok::<(), GateError>(())
-    };
-    tokio::select! {
-        r = down => r,
-        r = up => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str, ous: &[&str], uris: &[&str]) -> Vec<u8> {
+        let sans = uris.iter().map(|u| rcgen::SanType::URI(rcgen::string::Ia5String::try_from(*u).unwrap())).collect();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        for ou in ous {
+            params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, *ou);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn who(id: &str, site: Option<&str>) -> Identity {
+        Identity { id: GatewayId::parse(id).unwrap(), site: site.map(|s| SiteId::parse(s).unwrap()) }
+    }
+
+    #[test]
+    fn a_certificate_names_its_site_by_san_uri_or_ou() {
+        let legacy = SiteId::parse("old").unwrap();
+        // (subject OUs, SAN URIs, legacy_site, the site or a part of the error)
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], Option<&'a SiteId>, Result<Option<&'a str>, &'a str>);
+        let cases: [Case; 7] = [
+            (&["plant-a"], &[], None, Ok(Some("plant-a"))),
+            (&[], &["urn:shiftlens:site:plant-b"], None, Ok(Some("plant-b"))),
+            // The URI wins over an OU that is something else (a department).
+            (&["Maintenance"], &["urn:shiftlens:site:plant-b"], None, Ok(Some("plant-b"))),
+            (&[], &["https://example.com/x"], None, Ok(None)),
+            (&[], &[], Some(&legacy), Ok(Some("old"))),
+            (&["Plant A"], &[], None, Err("is not a site id")),
+            (&[], &["urn:shiftlens:site:a", "urn:shiftlens:site:b"], None, Err("several SAN URIs")),
+        ];
+        for (ous, uris, legacy, want) in cases {
+            let got = cert_identity(&cert("gw-1", ous, uris), legacy);
+            match (got, want) {
+                (Ok(i), Ok(site)) => assert_eq!(i, who("gw-1", site), "{ous:?} {uris:?}"),
+                (Err(e), Err(part)) => assert!(e.contains(part), "{ous:?} {uris:?}: {e}"),
+                (got, want) => panic!("{ous:?} {uris:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_site_is_checked_and_only_for_the_embedded_broker_with_tls() {
+        let check = |text: &str| {
+            let file = ConfigFile::from_text("c.toml", text.to_string());
+            let config: crate::Config = file.parse().unwrap();
+            let mut errors = Vec::new();
+            config.broker.validate(&file, &mut errors);
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let tls = "[broker.tls]\nca = \"ca.pem\"\ncert = \"b.pem\"\nkey = \"b.key\"\n";
+        assert!(check(&format!("[broker]\nlegacy_site = \"plant-a\"\n{tls}")).is_empty());
+        let bad = check(&format!("[broker]\nlegacy_site = \"Plant A\"\n{tls}"));
+        assert_eq!(bad, ["c.toml:2:15: legacy_site: allowed characters are a-z 0-9 _ -"]);
+        let plain = check("[broker]\nlegacy_site = \"plant-a\"\n");
+        assert_eq!(plain, ["c.toml:2:15: legacy_site: only for mode = \"embedded\" with [broker.tls]"]);
+        let embedded = Embedded {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            internal: "127.0.0.1:2".parse().unwrap(),
+            secret: "s3cr3t".into(),
+        };
+        assert!(!format!("{embedded:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn topics_and_client_ids_belong_to_one_site_and_gateway() {
+        let a = who("gw-1", Some("a"));
+        assert!(own_topic("shiftlens/v1/a/gw-1/events", &a, true));
+        assert!(!own_topic("shiftlens/v1/b/gw-1/events", &a, true));
+        assert!(!own_topic("shiftlens/v1/a/gw-2/status", &a, true));
+        assert!(!own_topic("shiftlens/v1/a/gw-1/events", &a, false));
+        let any = who("gw-1", None);
+        assert!(own_topic("shiftlens/v1/b/gw-1/status", &any, false));
+        assert_eq!(client_id_identity("a.gw-1").unwrap(), a);
+        assert_eq!(client_id_identity("gw-1").unwrap(), any);
+        assert!(client_id_identity("a.b.gw-1").is_err());
+        let ids = [a.upstream_client_id(false), who("gw-1", Some("b")).upstream_client_id(false)];
+        assert_eq!(ids, ["a.gw-1", "b.gw-1"]);
+        assert_ne!(any.upstream_client_id(false), any.upstream_client_id(true));
     }
 }

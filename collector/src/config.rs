@@ -2,7 +2,7 @@
 //! (`deny_unknown_fields`), then validated without I/O; every problem is reported at once as
 //! `file:line:col: message`. Each section's type lives with the component that uses it.
 
-use crate::{broker, http, people, store};
+use crate::{broker, http, ingest, people, store};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile};
 use std::path::Path;
@@ -15,6 +15,8 @@ pub struct Config {
     pub broker: broker::BrokerConfig,
     #[serde(default)]
     pub store: store::StoreConfig,
+    #[serde(default)]
+    pub ingest: ingest::IngestConfig,
     #[serde(default)]
     pub http: http::HttpConfig,
     #[serde(default)]
@@ -40,6 +42,7 @@ impl Config {
         let mut errors: Vec<ConfigError> = Vec::new();
         config.broker.validate(file, &mut errors);
         config.store.validate(file, &mut errors);
+        config.ingest.validate(file, &mut errors);
         config.http.validate(file, &mut errors);
         config.people.validate(file, &mut errors);
         if errors.is_empty() {

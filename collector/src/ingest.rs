@@ -14,7 +14,9 @@
 //!   plus that queue;
 //! - the confirmer reads what the writer committed and only then publishes the ack
 //!   (`shiftlens/v1/{site}/{gateway}/ack`, all seqs of the batch including duplicates already stored)
-//!   and the downtime feed records.
+//!   and the downtime feed records;
+//! - the heartbeat sweep marks offline every gateway whose last status is older than
+//!   `[ingest] heartbeat_overdue` (a gateway that went silent without a last will), as a last will does.
 //!
 //! [`Collector::shutdown`] stops taking new messages, lets the writer commit everything already queued,
 //! lets the confirmer publish the acks and feed records of those commits, then disconnects. A
@@ -27,6 +29,8 @@ use crate::store::events::{DeadLetter, Rows};
 use crate::store::{Committed, StoreError, WriteOp, Writer};
 use crate::Config;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use serde::Deserialize;
+use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::status::Status;
 use shiftlens_common::wire::{decode_batch, encode_ack};
 use shiftlens_common::{Ack, Limits, SiteId, Topic, SCHEMA_VERSION};
@@ -35,6 +39,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A gateway whose last status (birth or heartbeat) is older than this is marked offline: its assets
+    /// are `unknown` from then on, as after its last will. Set it to a few times the agents' `heartbeat`.
+    #[serde(default = "default_heartbeat_overdue")]
+    pub heartbeat_overdue: Spanned<HumanDuration>,
+}
+
+fn default_heartbeat_overdue() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(90)))
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { heartbeat_overdue: default_heartbeat_overdue() }
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+        let d = self.heartbeat_overdue.get_ref().0;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+            errors.push(file.error_at(self.heartbeat_overdue.span(), "heartbeat_overdue must be between 1s and 1d"));
+        }
+    }
+}
 
 /// Counters, readable while running.
 #[derive(Debug, Default)]
@@ -62,6 +95,8 @@ fn inc(v: &AtomicU64, n: u64) {
 pub struct Collector {
     /// Where gateways connect, when the broker is embedded.
     pub broker: Option<SocketAddr>,
+    /// The embedded broker's private loopback port (behind the gate; it requires a per-start secret).
+    pub broker_internal: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     writer_tx: mpsc::Sender<WriteOp>,
     writer: std::thread::JoinHandle<()>,
@@ -162,7 +197,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         Mode::Embedded => Some(broker::start_embedded(&config.broker, dead_tx.clone()).await?),
         Mode::External => None,
     };
-    let opts = broker::client_options(&config.broker, embedded.map(|e| e.internal))?;
+    let opts = broker::client_options(&config.broker, embedded.as_ref())?;
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
     eventloop.set_network_options(broker::network_options());
     let inbox = Arc::new(Inbox::new());
@@ -255,6 +290,26 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         }
     }));
 
+    // Heartbeat sweep: not before `overdue` has passed since start, so gateways have time to report after
+    // a collector restart.
+    let wtx = writer.tx.clone();
+    let overdue = config.ingest.heartbeat_overdue.get_ref().0;
+    feeders.push(tokio::spawn(async move {
+        let overdue_ms = i64::try_from(overdue.as_millis()).unwrap_or(i64::MAX);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + overdue,
+            (overdue / 4).clamp(Duration::from_millis(250), Duration::from_secs(15)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now_ms = now_ms();
+            if wtx.send(WriteOp::Overdue { cutoff_ms: now_ms.saturating_sub(overdue_ms), now_ms }).await.is_err() {
+                return;
+            }
+        }
+    }));
+
     // Confirmer.
     let confirmer = tokio::spawn(confirm(committed_rx, client.clone(), metrics.clone(), line_of));
 
@@ -267,7 +322,8 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         }
     }
     Ok(Collector {
-        broker: embedded.map(|e| e.listen),
+        broker: embedded.as_ref().map(|e| e.listen),
+        broker_internal: embedded.as_ref().map(|e| e.internal),
         metrics,
         writer_tx: writer.tx,
         writer: writer.thread,

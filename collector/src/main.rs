@@ -69,12 +69,17 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The log filter without `RUST_LOG`.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+                // rumqttd logs an ERROR whenever a connection ends (its readiness probe at every start, each
+                // gateway that leaves); the gate logs what an operator needs. RUST_LOG=rumqttd=info shows it.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -76,7 +76,8 @@ pub struct StateInterval {
 pub enum Input {
     /// A stored event of `gateway`'s outbox `epoch`.
     Event { site: SiteId, gateway: GatewayId, epoch: u64, event: Event },
-    /// The gateway's last will was seen at `ts_ms`: its assets are `unknown` from then on.
+    /// The gateway went offline at `ts_ms` (its last will, or its heartbeat overdue): its assets are
+    /// `unknown` from then on.
     Offline { site: SiteId, gateway: GatewayId, ts_ms: i64 },
 }
 
@@ -187,9 +188,9 @@ struct AssetTimeline {
 pub struct Timeline {
     first_out_window_ms: i64,
     assets: HashMap<(SiteId, AssetId), AssetTimeline>,
-    /// Last-will times per gateway, applied to every asset that gateway reports, whenever it appears.
-    offline: HashMap<GatewayId, BTreeSet<i64>>,
-    by_gateway: HashMap<GatewayId, BTreeSet<(SiteId, AssetId)>>,
+    /// Offline times per (site, gateway), applied to every asset that gateway reports, whenever it appears.
+    offline: HashMap<(SiteId, GatewayId), BTreeSet<i64>>,
+    by_gateway: HashMap<(SiteId, GatewayId), BTreeSet<(SiteId, AssetId)>>,
 }
 
 impl Timeline {
@@ -217,9 +218,10 @@ impl Timeline {
                         downtimes: BTreeMap::new(),
                     };
                     self.assets.insert(id.clone(), fresh);
-                    self.by_gateway.entry(gateway.clone()).or_default().insert(id.clone());
+                    let gw = (site.clone(), gateway.clone());
                     // A new asset of a gateway already known to have gone offline inherits its marks.
-                    let marks: Vec<i64> = self.offline.get(&gateway).into_iter().flatten().copied().collect();
+                    let marks: Vec<i64> = self.offline.get(&gw).into_iter().flatten().copied().collect();
+                    self.by_gateway.entry(gw).or_default().insert(id.clone());
                     for ts in marks {
                         changes.extend(self.insert_state(&id, offline_key(ts, &gateway), MachineState::Unknown, None));
                     }
@@ -238,11 +240,13 @@ impl Timeline {
                 changes.extend(c);
                 changes
             }
-            Input::Offline { gateway, ts_ms, .. } => {
-                if !self.offline.entry(gateway.clone()).or_default().insert(ts_ms) {
+            Input::Offline { site, gateway, ts_ms } => {
+                let gw = (site, gateway);
+                if !self.offline.entry(gw.clone()).or_default().insert(ts_ms) {
                     return Changes::default();
                 }
-                let ids: Vec<_> = self.by_gateway.get(&gateway).into_iter().flatten().cloned().collect();
+                let gateway = gw.1.clone();
+                let ids: Vec<_> = self.by_gateway.get(&gw).into_iter().flatten().cloned().collect();
                 let mut changes = Changes::default();
                 for id in ids {
                     changes.extend(self.insert_state(&id, offline_key(ts_ms, &gateway), MachineState::Unknown, None));

@@ -302,3 +302,69 @@ async fn a_gateway_last_will_marks_its_assets_unknown() {
             .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_goes_silent_without_a_last_will_is_marked_offline_when_its_heartbeat_is_overdue() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "\n[ingest]\nheartbeat_overdue = \"2s\"\n").await;
+    let db = dir.path().join("collector.db");
+    // No last will: the broker will never announce this gateway's death.
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let status_topic = Topic::Status { site: site(), gateway: gateway("gw-1") }.to_string();
+    let mut online = Status::offline(1);
+    online.online = true;
+    a.client.publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap()).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    publish_batch(&a, "gw-1", &Batch::new(site(), gateway("gw-1"), 5, vec![state(1, now - 1000, MachineState::Down)]))
+        .await;
+    assert!(wait_acked(&mut a, 5, &BTreeSet::from([1]), &mut BTreeSet::new(), WAIT).await);
+    // The agent hangs: its connection stays up (rumqttc keeps pinging), but no heartbeat comes.
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM gateway_offline") == 1).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM gateways WHERE online = 0"), 1);
+    assert!(
+        eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM downtime WHERE data_gap = 1 AND end_ms IS NULL") == 1)
+            .await
+    );
+    // Its next heartbeat makes it online again; the mark stays (the time without news stays unknown).
+    a.client.publish(&status_topic, QoS::AtLeastOnce, true, serde_json::to_vec(&online).unwrap()).await.unwrap();
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM gateways WHERE online = 1") == 1).await);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM gateway_offline"), 1);
+}
+
+/// The real binary with its default log filter: a start, a gateway that connects, is acked and leaves, and a
+/// SIGTERM log no ERROR (rumqttd logs one for every connection that ends, its readiness probe included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_start_and_stop_logs_no_error() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(&cfg, config_text(dir.path(), &pki.leaf("localhost"), "")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = broker_addr(&mut child).await;
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    publish_batch(&a, "gw-1", &batch("gw-1", 1, 1, 10)).await;
+    assert!(wait_acked(&mut a, 1, &(1..=10).collect(), &mut BTreeSet::new(), WAIT).await);
+    a.client.disconnect().await.unwrap();
+    drop(a);
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(WAIT), child.wait()).await.unwrap().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}

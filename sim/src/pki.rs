@@ -1,8 +1,8 @@
 //! A throw-away PKI for the demo and the end-to-end tests: one CA, a server certificate for the collector's
 //! broker and a client certificate per gateway, written as PEM files (rcgen, no OpenSSL).
 //!
-//! Invariants: the gateway id is the client certificate's subject CN (the collector's broker takes the
-//! identity from it); private keys are written with mode 0600 on Unix; nothing is ever overwritten
+//! Invariants: the gateway id is the client certificate's subject CN and its site the subject OU (the
+//! collector's broker takes the identity (site, gateway) from them); private keys are written with mode 0600 on Unix; nothing is ever overwritten
 //! silently by a different CA: [`Pki::create`] always makes a fresh CA and rewrites its own files.
 //! Production plants should use their own CA (docs/install.md); this module is for trying things out.
 
@@ -58,20 +58,30 @@ impl Pki {
     /// A host that is neither a DNS name nor an IP address, generation failures and unwritable files.
     pub fn server(&self, name: &str, hosts: &[&str]) -> Result<CertFiles, PkiError> {
         let sans: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        self.leaf(name, sans, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+        self.leaf(name, None, sans, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    /// A client certificate whose subject CN is `gateway`, written as `{gateway}.pem` and `{gateway}.key`.
+    /// A client certificate whose subject CN is `gateway` and OU `site`, written as `{gateway}.pem` and
+    /// `{gateway}.key`.
     ///
     /// # Errors
     /// Generation failures and unwritable files.
-    pub fn client(&self, gateway: &str) -> Result<CertFiles, PkiError> {
-        self.leaf(gateway, Vec::new(), rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    pub fn client(&self, site: &str, gateway: &str) -> Result<CertFiles, PkiError> {
+        self.leaf(gateway, Some(site), Vec::new(), rcgen::ExtendedKeyUsagePurpose::ClientAuth)
     }
 
-    fn leaf(&self, cn: &str, sans: Vec<String>, usage: rcgen::ExtendedKeyUsagePurpose) -> Result<CertFiles, PkiError> {
+    fn leaf(
+        &self,
+        cn: &str,
+        ou: Option<&str>,
+        sans: Vec<String>,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Result<CertFiles, PkiError> {
         let mut params = rcgen::CertificateParams::new(sans)?;
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if let Some(ou) = ou {
+            params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, ou);
+        }
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![usage];
         let key = rcgen::KeyPair::generate()?;
@@ -111,7 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::create(dir.path(), "test").unwrap();
         let server = pki.server("broker", &["localhost", "127.0.0.1"]).unwrap();
-        let client = pki.client("gw-line1").unwrap();
+        let client = pki.client("plant-a", "gw-line1").unwrap();
         for f in [&server.cert, &client.cert, &pki.ca] {
             assert!(std::fs::read_to_string(f).unwrap().starts_with("-----BEGIN CERTIFICATE-----"), "{f:?}");
         }

@@ -189,12 +189,12 @@ fn addr_in(s: &str) -> SocketAddr {
 }
 
 /// A test installation in one directory: the CA, the broker's and each gateway's certificates (in
-/// `{dir}/pki`, as the templates expect).
-pub fn make_pki(dir: &Path, gateways: &[&str]) -> shiftlens_sim::pki::Pki {
+/// `{dir}/pki`, as the templates expect), the gateways all of `site`.
+pub fn make_pki(dir: &Path, site: &str, gateways: &[&str]) -> shiftlens_sim::pki::Pki {
     let pki = shiftlens_sim::pki::Pki::create(&dir.join("pki"), "e2e").unwrap();
     pki.server("broker", &["localhost", "127.0.0.1"]).unwrap();
     for g in gateways {
-        pki.client(g).unwrap();
+        pki.client(site, g).unwrap();
     }
     pki
 }

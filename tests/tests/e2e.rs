@@ -22,7 +22,7 @@ fn closed(records: &Value, asset: &str) -> Vec<Value> {
 #[test]
 fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
-    make_pki(dir.path(), &["gw-line1", "gw-line2"]);
+    make_pki(dir.path(), "plant-a", &["gw-line1", "gw-line2"]);
     let mut collector = spawn_collector(dir.path());
     let plant = spawn_plant(dir.path(), "e2e/scenario.toml");
     let modbus = plant.modbus.to_string();
@@ -98,7 +98,7 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
 fn spawn_rogue_agent(dir: &std::path::Path, collector: &Collector, modbus: &str) -> Proc {
     let rogue = dir.join("rogue");
     let other = shiftlens_sim::pki::Pki::create(&rogue.join("pki"), "other").unwrap();
-    other.client("gw-rogue").unwrap();
+    other.client("plant-a", "gw-rogue").unwrap();
     std::fs::copy(dir.join("pki/ca.pem"), rogue.join("pki/ca.pem")).unwrap();
     let template =
         std::fs::read_to_string(config_dir().join("demo/gw-line1.toml")).unwrap().replace("gw-line1", "gw-rogue");

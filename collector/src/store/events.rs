@@ -1,7 +1,7 @@
 //! SQL for events, dead letters, gateway status and downtime. Plain functions over a connection or a
 //! transaction; the writer thread in `store` decides when to call them.
 //!
-//! Invariant: `(gateway, epoch, seq)` is the primary key of `events` and rows are inserted with
+//! Invariant: `(site, gateway, epoch, seq)` is the primary key of `events` and rows are inserted with
 //! `INSERT OR IGNORE`, so a redelivered event changes nothing and is reported as not new.
 
 use crate::timeline::{Downtime, FirstOut, Input};
@@ -209,12 +209,16 @@ pub fn upsert_status(
     received_ms: i64,
 ) -> rusqlite::Result<bool> {
     let was_online: Option<bool> = conn
-        .query_row("SELECT online FROM gateways WHERE gateway = ?1", [gateway.as_str()], |r| r.get(0))
+        .query_row(
+            "SELECT online FROM gateways WHERE site = ?1 AND gateway = ?2",
+            [site.as_str(), gateway.as_str()],
+            |r| r.get(0),
+        )
         .optional()?;
     let json = serde_json::to_string(status).unwrap_or_default();
     conn.execute(
         "INSERT INTO gateways (gateway, site, online, last_seen_ms, status) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (gateway) DO UPDATE SET site = ?2, online = ?3, last_seen_ms = ?4, status = ?5",
+         ON CONFLICT (site, gateway) DO UPDATE SET online = ?3, last_seen_ms = ?4, status = ?5",
         params![gateway.as_str(), site.as_str(), status.online, received_ms, json],
     )?;
     let went_offline = !status.online && was_online != Some(false);
@@ -225,6 +229,30 @@ pub fn upsert_status(
         )?;
     }
     Ok(went_offline)
+}
+
+/// Marks offline, at `now_ms`, every gateway online whose last status arrived before `cutoff_ms` (its
+/// heartbeat is overdue); returns them.
+///
+/// # Errors
+/// SQLite errors.
+pub fn mark_overdue(conn: &Connection, cutoff_ms: i64, now_ms: i64) -> rusqlite::Result<Vec<(SiteId, GatewayId)>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE gateways SET online = 0 WHERE online = 1 AND last_seen_ms < ?1 RETURNING site, gateway",
+    )?;
+    let rows: Vec<(String, String)> =
+        stmt.query_map([cutoff_ms], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for (site, gateway) in rows {
+        conn.execute(
+            "INSERT OR IGNORE INTO gateway_offline (gateway, site, ts_ms) VALUES (?1, ?2, ?3)",
+            params![gateway, site, now_ms],
+        )?;
+        if let (Ok(site), Ok(gateway)) = (SiteId::parse(site), GatewayId::parse(gateway)) {
+            out.push((site, gateway));
+        }
+    }
+    Ok(out)
 }
 
 /// # Errors

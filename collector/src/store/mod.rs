@@ -112,6 +112,11 @@ pub enum WriteOp {
         status: Status,
         received_ms: i64,
     },
+    /// Mark offline the gateways whose last status arrived before `cutoff_ms` (heartbeat overdue).
+    Overdue {
+        cutoff_ms: i64,
+        now_ms: i64,
+    },
     /// Delete raw events older than the retention.
     Prune {
         now_ms: i64,
@@ -352,6 +357,13 @@ fn apply_ops(
                 if events::upsert_status(&tx, &site, &gateway, &status, received_ms)? {
                     tracing::info!(%site, %gateway, "gateway offline: its assets are unknown from now");
                     let input = Input::Offline { site, gateway, ts_ms: received_ms };
+                    merge(&mut changes, timeline.apply(input));
+                }
+            }
+            WriteOp::Overdue { cutoff_ms, now_ms } => {
+                for (site, gateway) in events::mark_overdue(&tx, cutoff_ms, now_ms)? {
+                    tracing::warn!(%site, %gateway, "gateway heartbeat overdue: its assets are unknown from now");
+                    let input = Input::Offline { site, gateway, ts_ms: now_ms };
                     merge(&mut changes, timeline.apply(input));
                 }
             }

@@ -42,16 +42,26 @@ impl Pki {
         Self { dir: dir.to_path_buf(), issuer: rcgen::Issuer::new(params, key), ca }
     }
 
-    /// A leaf certificate with subject CN `cn`, valid for localhost and 127.0.0.1.
+    /// A leaf certificate with subject CN `cn` and OU [`SITE`] (a gateway's site), valid for localhost
+    /// and 127.0.0.1.
     pub fn leaf(&self, cn: &str) -> TlsFiles {
+        self.leaf_at(cn, Some(SITE))
+    }
+
+    /// A leaf certificate with subject CN `cn` and, when given, OU `site`; files named after both.
+    pub fn leaf_at(&self, cn: &str, site: Option<&str>) -> TlsFiles {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if let Some(site) = site {
+            params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, site);
+        }
         params.extended_key_usages =
             vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let stem = self.ca.file_stem().unwrap().to_string_lossy().replace("-ca", "");
-        let (c, k) = (self.dir.join(format!("{stem}-{cn}.pem")), self.dir.join(format!("{stem}-{cn}.key")));
+        let name = format!("{stem}-{}{cn}", site.map(|s| format!("{s}.")).unwrap_or_default());
+        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         TlsFiles { ca: self.ca.clone(), cert: c, key: k }

@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let pki = Pki::create(&dir.join("pki"), "ShiftLens demo")?;
     pki.server("broker", &["localhost", "127.0.0.1"])?;
     for gw in ["gw-line1", "gw-line2"] {
-        pki.client(gw)?;
+        pki.client("plant-a", gw)?;
     }
 
     // Collector: config, personnel, history, then broker + ingest + dashboard.
