@@ -65,10 +65,12 @@ impl Config {
         let mut config = match Config::deserialize(toml::de::Deserializer::from(doc)) {
             Ok(c) => c,
             Err(e) => {
-                let e = toml_error(file, &e);
-                // A number its type cannot hold (`unit = 300`) is already named with its range.
-                if !range_errors.iter().any(|r| (r.line, r.col) == (e.line, e.col)) {
-                    range_errors.push(e);
+                // The typed parse stops at its first mistake; each section parsed on its own finds one in each.
+                for e in std::iter::once(toml_error(file, &e)).chain(section_errors(file)) {
+                    // A number its type cannot hold (`unit = 300`) is already named with its range.
+                    if !range_errors.iter().any(|r| (r.line, r.col) == (e.line, e.col)) {
+                        range_errors.push(e);
+                    }
                 }
                 return (None, sorted(file, range_errors));
             }
@@ -87,6 +89,38 @@ impl Config {
         errors.extend(range_errors);
         (Some(config), sorted(file, errors))
     }
+}
+
+/// The first mistake of each section (`site`, `gateway`, `[outbox]`, `[uplink]`, each `[[modbus]]` and
+/// `[[opcua]]`), each section parsed on its own; other keys are left to the whole-file parse.
+fn section_errors(file: &ConfigFile) -> Vec<ConfigError> {
+    use toml::de::{DeValue, ValueDeserializer};
+    fn one<T: serde::de::DeserializeOwned>(v: Spanned<DeValue<'_>>) -> Option<toml::de::Error> {
+        T::deserialize(ValueDeserializer::from(v)).err()
+    }
+    let Ok(doc) = toml::de::DeTable::parse(&file.text) else { return Vec::new() };
+    let mut errors = Vec::new();
+    for (key, value) in doc.into_inner() {
+        let found: Vec<toml::de::Error> = match key.get_ref().as_ref() {
+            "site" => one::<SiteId>(value).into_iter().collect(),
+            "gateway" => one::<GatewayId>(value).into_iter().collect(),
+            "outbox" => one::<outbox::OutboxConfig>(value).into_iter().collect(),
+            "uplink" => one::<uplink::UplinkConfig>(value).into_iter().collect(),
+            section @ ("modbus" | "opcua") => match value.into_inner() {
+                DeValue::Array(items) => items
+                    .into_iter()
+                    .filter_map(|v| match section {
+                        "modbus" => one::<source::modbus::ModbusDevice>(v),
+                        _ => one::<source::opcua::OpcUaEndpoint>(v),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        errors.extend(found.iter().map(|e| toml_error(file, e)));
+    }
+    errors
 }
 
 fn toml_error(file: &ConfigFile, e: &toml::de::Error) -> ConfigError {

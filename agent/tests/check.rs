@@ -171,6 +171,30 @@ fn an_out_of_range_number_is_reported_together_with_other_mistakes() {
 }
 
 #[test]
+fn a_mistake_in_each_section_is_reported_at_once() {
+    // Each of these stops the typed parse on its own; every one is reported, with the range errors.
+    let text = ALL_NUMBERS
+        .replacen("memory_bytes = \"16MiB\"", "memory_bytes = \"16MiB\"\nsynchronous = \"sometimes\"", 1)
+        .replacen("heartbeat = \"30s\"", "heartbeat = 30", 1)
+        .replacen("table = \"coil\"", "table = \"register\"", 1)
+        .replacen("request_timeout = \"2s\"", "request_timeout = \"2s\"\nkeepalive = \"1s\"", 1)
+        .replacen("keep_alive = \"30s\"", "keep_alive = \"65536s\"", 1)
+        .replacen("coalesce_gap = 0", "coalesce_gap = 5000", 1);
+    let errs = validate(&text).unwrap_err();
+    for words in [
+        "unknown variant `sometimes`",
+        "duration",
+        "unknown variant `register`",
+        "unknown field `keepalive`",
+        "keep_alive \"65536s\" is out of range",
+        "coalesce_gap 5000 is out of range",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(words)), "no error with {words:?}: {errs:#?}");
+    }
+    assert_eq!(errs.len(), 6, "{errs:#?}");
+}
+
+#[test]
 fn the_config_reference_lists_every_range() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/config-reference.md")).unwrap();
     for r in RANGES {
