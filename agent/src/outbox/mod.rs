@@ -200,17 +200,21 @@ impl LossRecord {
 
     /// (epoch, last seq, count) as stored.
     fn read(&self) -> std::io::Result<(u64, u64, u64)> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Read, Seek};
         let mut b = [0u8; 32];
-        self.file.read_exact_at(&mut b, 0)?;
+        let mut f = &self.file;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.read_exact(&mut b)?;
         let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
         Ok((word(8), word(16), word(24)))
     }
 
     fn write(&self, epoch: u64, last: u64, count: u64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(&Self::encode(epoch, last, count), 0)?;
-        self.file.sync_data()
+        use std::io::{Seek, Write};
+        let mut f = &self.file;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(&Self::encode(epoch, last, count))?;
+        f.sync_data()
     }
 }
 
