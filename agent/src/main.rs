@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shiftlens_agent::Config;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,7 +21,8 @@ enum Command {
         #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
         config: PathBuf,
     },
-    /// Validate a config offline and print every problem with file:line:col.
+    /// Validate a config and the files it names (TLS material, password files, the outbox directory); print
+    /// every problem with file:line:col; exit code 2 on errors.
     Check {
         #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
         config: PathBuf,
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into the journal or a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Trust { config, endpoint, fingerprint } => {
@@ -67,13 +71,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::Check { config } => check(&config),
         Command::Run { config } => {
             let config = match load(&config) {
                 Ok(c) => c,
@@ -130,6 +128,30 @@ fn release_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_freed_memory() {}
+
+/// `check`: every error and warning on stderr, one a line; exit code 2 on errors, 0 otherwise.
+fn check(path: &Path) -> ExitCode {
+    let file = match shiftlens_common::config::ConfigFile::read(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let found = shiftlens_agent::config::check::run(&file, std::time::SystemTime::now());
+    for e in found.errors.iter().chain(&found.warnings) {
+        eprintln!("{e}");
+    }
+    if found.errors.is_empty() {
+        match found.warnings.len() {
+            0 => println!("{}: ok", path.display()),
+            n => println!("{}: ok, {n} warning(s)", path.display()),
+        }
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
 
 /// Loads and validates a config; on problems prints each on its own line and gives exit code 2.
 fn load(path: &Path) -> Result<Config, ExitCode> {

@@ -2,6 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shiftlens_collector::store::{self, events};
 use shiftlens_collector::{feed, http, ingest, Config};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into the journal or a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Command::Import(args) => {

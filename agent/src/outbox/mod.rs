@@ -7,7 +7,12 @@
 //! - rows leave only when the collector confirmed them ([`Outbox::delete`]) or when the size bound forces the
 //!   oldest out; then, in the same transaction, a gap event names the dropped seqs (`GapReason::OutboxFull`);
 //! - events lost while the database could not be written (disk full) are recorded as a gap whose seqs are
-//!   reserved in the sequence, so the collector sees exactly which seqs are missing (`StorageFailed`).
+//!   reserved in the sequence, so the collector sees exactly which seqs are missing (`StorageFailed`); while
+//!   commits fail, the count of events that would be lost is kept in a small side file written in place
+//!   (`<path>-lost`, allocated when the outbox opens, so a full disk does not stop it), and the next start
+//!   records that gap when the agent stopped before the disk had room again ([`LossRecord`]);
+//! - a zero-length database file is not silently taken for a new outbox: it is set aside as
+//!   `<path>.empty-<unix ms>` (with its `-wal`, if any) with a warning, and a new outbox (new epoch) made.
 //!
 //! Gap events belong to no machine: they carry the asset id [`GAP_ASSET`].
 //!
@@ -107,6 +112,8 @@ pub enum OutboxError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot encode event body: {0}")]
     Encode(String),
+    #[error("cannot write the loss record {}: {source}", path.display())]
+    Loss { path: PathBuf, source: std::io::Error },
 }
 
 impl OutboxError {
@@ -148,6 +155,67 @@ pub struct Outbox {
     rows: u64,
     bytes: u64,
     dropped: u64,
+    /// Where a loss during a disk-full outage is kept until a commit records it; `None` if it could not be made.
+    loss: Option<LossRecord>,
+    /// Events lost at the previous stop (read from `loss`), to be recorded as a gap by the next commit.
+    recovered_loss: u64,
+}
+
+/// The side file `<outbox>-lost`: 32 bytes, `SLLOST01`, then epoch, last seq and count (u64 little-endian):
+/// `count` events were lost after seq `last` of the outbox with that epoch. It is made (full size) when the
+/// outbox opens and only ever overwritten in place, which needs no free space.
+pub struct LossRecord {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+const LOSS_MAGIC: &[u8; 8] = b"SLLOST01";
+
+impl LossRecord {
+    fn open(db: &Path) -> std::io::Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let mut name = db.as_os_str().to_owned();
+        name.push("-lost");
+        let path = PathBuf::from(name);
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        if buf.len() != 32 || &buf[..8] != LOSS_MAGIC {
+            file.set_len(0)?;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            file.write_all(&Self::encode(0, 0, 0))?;
+            file.sync_all()?;
+        }
+        Ok(Self { file, path })
+    }
+
+    fn encode(epoch: u64, last: u64, count: u64) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(LOSS_MAGIC);
+        b[8..16].copy_from_slice(&epoch.to_le_bytes());
+        b[16..24].copy_from_slice(&last.to_le_bytes());
+        b[24..].copy_from_slice(&count.to_le_bytes());
+        b
+    }
+
+    /// (epoch, last seq, count) as stored.
+    fn read(&self) -> std::io::Result<(u64, u64, u64)> {
+        use std::io::{Read, Seek};
+        let mut b = [0u8; 32];
+        let mut f = &self.file;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.read_exact(&mut b)?;
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        Ok((word(8), word(16), word(24)))
+    }
+
+    fn write(&self, epoch: u64, last: u64, count: u64) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut f = &self.file;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(&Self::encode(epoch, last, count))?;
+        f.sync_data()
+    }
 }
 
 impl Outbox {
@@ -158,6 +226,7 @@ impl Outbox {
     pub fn open(config: &OutboxConfig) -> Result<Self, OutboxError> {
         let path = config.path.clone();
         let open_err = |source| OutboxError::Open { path: path.clone(), source };
+        set_aside_if_empty(&path);
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
@@ -185,6 +254,29 @@ impl Outbox {
         let (rows, bytes): (i64, i64) = conn
             .query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(open_err)?;
+        let last_seq = last_seq(&conn).map_err(open_err)?;
+        let (loss, recovered_loss) = match LossRecord::open(&path) {
+            Ok(record) => {
+                let recovered = match record.read() {
+                    // A commit after the record was written has moved the sequence on and recorded the loss.
+                    Ok((e, last, count)) if e == epoch && last == last_seq && count > 0 => {
+                        tracing::error!(
+                            lost = count,
+                            first = last + 1,
+                            last = last + count,
+                            "events were lost at the last stop while the outbox could not be written; recording the gap"
+                        );
+                        count
+                    }
+                    _ => 0,
+                };
+                (Some(record), recovered)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the outbox's loss record; a loss at a stop during a full disk would only be logged");
+                (None, 0)
+            }
+        };
         Ok(Self {
             conn,
             path,
@@ -193,7 +285,26 @@ impl Outbox {
             rows: rows as u64,
             bytes: bytes as u64,
             dropped,
+            loss,
+            recovered_loss,
         })
+    }
+
+    /// Events lost at the previous stop that no commit has recorded yet; the writer's first commit records
+    /// them as a gap right after the last stored seq. Taken once.
+    pub fn take_recovered_loss(&mut self) -> u64 {
+        std::mem::take(&mut self.recovered_loss)
+    }
+
+    /// Keeps `count` (0: none) as the number of events that are lost if the agent stops before the next
+    /// successful commit; written in place, so it works on a full disk.
+    ///
+    /// # Errors
+    /// When the record cannot be read or written.
+    pub fn record_pending_loss(&mut self, count: u64) -> Result<(), OutboxError> {
+        let Some(record) = &self.loss else { return Ok(()) };
+        let last = if count == 0 { 0 } else { last_seq(&self.conn)? };
+        record.write(self.epoch, last, count).map_err(|e| OutboxError::Loss { path: record.path.clone(), source: e })
     }
 
     pub fn epoch(&self) -> u64 {
@@ -433,6 +544,45 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> Result<Event, OutboxError> {
                 asset,
                 body: EventBody::Gap { first: seq, last: seq, reason: GapReason::StorageFailed },
             })
+        }
+    }
+}
+
+/// The highest seq ever handed out (0 for a new outbox).
+fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    let seq: Option<i64> =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// A zero-length database file (and its `-wal`, which SQLite would discard with it) is renamed to
+/// `<name>.empty-<unix ms>` with a warning, so that it is not silently taken for a new outbox.
+fn set_aside_if_empty(path: &Path) {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        return;
+    }
+    let stamp = now_ms();
+    let aside = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(format!(".empty-{stamp}"));
+        let to = PathBuf::from(name);
+        std::fs::rename(p, &to).map(|()| to)
+    };
+    match aside(path) {
+        Ok(to) => {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let wal = PathBuf::from(wal);
+            let wal_aside = if wal.exists() { aside(&wal).ok() } else { None };
+            tracing::warn!(
+                path = %path.display(),
+                kept_as = %to.display(),
+                wal_kept_as = ?wal_aside,
+                "outbox file is empty (0 bytes): set aside; starting a new outbox with a new epoch"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "outbox file is empty (0 bytes) and cannot be set aside")
         }
     }
 }

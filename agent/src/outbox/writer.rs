@@ -3,8 +3,10 @@
 //!
 //! When a commit fails (disk full, I/O error) the observations stay in memory and the commit is retried every
 //! [`RETRY`]; past `memory_bytes` the oldest in memory are dropped and counted, and the next successful commit
-//! records them as a `StorageFailed` gap. When the channel closes (shutdown) everything queued is committed
-//! before the thread ends. After each commit the highest committed seq is published on a watch channel.
+//! records them as a `StorageFailed` gap. While commits fail, the count that would be lost by a stop is kept in
+//! the outbox's loss record, so a stop before the disk has room again still ends in that gap, recorded by the
+//! next start's first commit. When the channel closes (shutdown) everything queued is committed before the
+//! thread ends. After each commit the highest committed seq is published on a watch channel.
 
 use super::{Outbox, OutboxError};
 use crate::Observation;
@@ -29,9 +31,9 @@ pub fn spawn(
     committed: watch::Sender<u64>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let rt = tokio::runtime::Handle::current();
-    std::thread::Builder::new()
-        .name("outbox-writer".into())
-        .spawn(move || Writer { outbox, rx, memory_bytes, committed, queue: Queue::default() }.run(&rt))
+    std::thread::Builder::new().name("outbox-writer".into()).spawn(move || {
+        Writer { outbox, rx, memory_bytes, committed, queue: Queue::default(), loss_record_failed: false }.run(&rt)
+    })
 }
 
 struct Writer {
@@ -40,6 +42,8 @@ struct Writer {
     memory_bytes: u64,
     committed: watch::Sender<u64>,
     queue: Queue,
+    /// The loss record could not be written last time (warned once).
+    loss_record_failed: bool,
 }
 
 /// Observations waiting for a commit, with their approximate size, and those already lost.
@@ -77,6 +81,9 @@ fn approx_size(o: &Observation) -> u64 {
 
 impl Writer {
     fn run(mut self, rt: &tokio::runtime::Handle) {
+        // A loss the previous run could not record is recorded by the first commit.
+        self.queue.lost = self.outbox.lock().unwrap_or_else(PoisonError::into_inner).take_recovered_loss();
+        let mut loss_recorded = self.queue.lost > 0;
         let mut failing_since: Option<Instant> = None;
         let mut last_attempt = Instant::now();
         let mut closed = false;
@@ -98,17 +105,27 @@ impl Writer {
                         if let Some(since) = failing_since.take() {
                             tracing::warn!(after_ms = since.elapsed().as_millis() as u64, "outbox writable again");
                         }
+                        if std::mem::take(&mut loss_recorded) {
+                            self.record_pending_loss(0);
+                        }
                     }
                     Err(e) => {
                         if failing_since.is_none() {
                             tracing::error!(error = %e, disk_full = e.is_disk_full(), "outbox commit failed; holding events in memory");
                             failing_since = Some(Instant::now());
                         }
+                        let pending = self.queue.items.len() as u64 + self.queue.lost;
+                        let recorded = self.record_pending_loss(pending);
+                        loss_recorded = true;
                         if closed {
-                            tracing::error!(
-                                lost = self.queue.items.len() as u64 + self.queue.lost,
-                                "shutting down with events that could not be stored"
-                            );
+                            if recorded {
+                                tracing::error!(
+                                    lost = pending,
+                                    "shutting down with events that could not be stored; the next start records them as a gap"
+                                );
+                            } else {
+                                tracing::error!(lost = pending, "shutting down with events that could not be stored");
+                            }
                             return;
                         }
                     }
@@ -148,6 +165,22 @@ impl Writer {
             }
         }
         false
+    }
+
+    /// Keeps the number of events a stop would lose now in the outbox's loss record; false if it failed.
+    fn record_pending_loss(&mut self, count: u64) -> bool {
+        match self.outbox.lock().unwrap_or_else(PoisonError::into_inner).record_pending_loss(count) {
+            Ok(()) => {
+                self.loss_record_failed = false;
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.loss_record_failed, true) {
+                    tracing::warn!(error = %e, count, "cannot keep the count of events at risk");
+                }
+                false
+            }
+        }
     }
 
     fn commit(&mut self) -> Result<(), OutboxError> {

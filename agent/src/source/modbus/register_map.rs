@@ -265,8 +265,17 @@ impl Row<'_> {
             "info" => Meaning::Info,
             "alarm" => {
                 let id = self.required("alarm_id");
-                let severity = self.parsed::<u16>("severity", "a whole number 0-65535");
+                let severity = self.parsed::<u16>("severity", "a whole number 1-1000");
                 let debounce = self.parsed::<HumanDuration>("debounce", "a duration such as 500ms or 2s");
+                // The same ranges as in TOML (crate::config::ranges).
+                let (lo, hi) = crate::config::ranges::SEVERITY;
+                if let Some(Some(s)) = severity.filter(|s| s.is_some_and(|s| !(lo..=hi).contains(&s))) {
+                    self.bad("severity", format!("severity {s} is out of range ({lo}-{hi})"));
+                }
+                let max = crate::config::ranges::DEBOUNCE_MAX;
+                if let Some(Some(d)) = debounce.filter(|d| d.is_some_and(|d| d.0 > max)) {
+                    self.bad("debounce", format!("debounce {d} is out of range (0ms-1h)"));
+                }
                 let class = Some(self.get("class").to_string()).filter(|c| !c.is_empty());
                 let text = self.get("text").to_string();
                 return Some(Meaning::Alarm(AlarmMeaning {
