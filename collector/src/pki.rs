@@ -9,13 +9,12 @@
 //! name twice is refused rather than silently replacing a certificate in use; ids are checked like the wire
 //! contract's ids before anything is written.
 
+use crate::broker::SITE_URI;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use shiftlens_common::{GatewayId, SiteId};
 use std::path::{Path, PathBuf};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-/// The SAN URI prefix that names a gateway's site.
-pub const SITE_URI: &str = "urn:shiftlens:site:";
 const DAY_MS: i64 = 86_400_000;
 
 /// Why the PKI could not do what was asked.

@@ -208,3 +208,47 @@ async fn the_internal_broker_port_refuses_clients_without_the_per_start_secret()
     drop(a);
     collector.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_the_pki_command_are_accepted_by_the_gate_for_what_they_name() {
+    use shiftlens_collector::pki::{Ca, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let ca = Ca::init(&dir.path().join("pki"), "Plant CA", 3650, now).unwrap();
+    let server = Kind::Server { name: "broker".into(), hosts: vec!["localhost".into(), "127.0.0.1".into()] };
+    let (cert, key) = ca.issue(&server, 30, now).unwrap();
+    let server = shiftlens_collector::broker::TlsFiles { ca: ca.ca_path(), cert, key };
+    init_logs();
+    let cfg = config(dir.path(), &server, "feed_readers = [\"it-feed\"]");
+    let collector = ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
+    let addr = collector.broker.unwrap();
+    let files = |kind: &Kind| {
+        let (cert, key) = ca.issue(kind, 30, now).unwrap();
+        shiftlens_collector::broker::TlsFiles { ca: ca.ca_path(), cert, key }
+    };
+
+    // A gateway certificate names its site: acked under that site.
+    let gw = files(&Kind::Gateway { site: site_id("plant-b"), gateway: gateway("gw-7") });
+    let ack = Topic::Ack { site: site_id("plant-b"), gateway: gateway("gw-7") }.to_string();
+    let mut g = connect(options(addr, "gw-7", &ca.ca_path(), Some(&gw)), vec![ack], false);
+    assert!(wait_for(&mut g, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    publish_site_batch(&g, &site_batch("plant-b", "gw-7", 3, 1, 5)).await;
+    assert!(wait_acked(&mut g, 3, &(1..=5).collect(), &mut BTreeSet::new(), WAIT).await);
+
+    // A feed reader may subscribe to the feed, and only to the feed.
+    let reader = files(&Kind::FeedReader { id: "it-feed".into() });
+    let mut r =
+        connect(options(addr, "it-feed", &ca.ca_path(), Some(&reader)), vec!["shiftlens/v1/+/downtime".into()], true);
+    assert!(wait_for(&mut r, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let ack = Topic::Ack { site: site_id("plant-b"), gateway: gateway("gw-7") }.to_string();
+    let mut snoop = connect(options(addr, "it-feed", &ca.ca_path(), Some(&reader)), vec![ack], true);
+    let outcome = wait_for(&mut snoop, WAIT, |s| match s {
+        Seen::Connected => Some(false),
+        Seen::Error(_) => Some(true),
+        _ => None,
+    })
+    .await;
+    assert_eq!(outcome, Some(true), "a feed reader subscribed to a gateway's acks");
+    drop((g, r, snoop));
+    collector.shutdown(Duration::from_secs(10)).await.unwrap();
+}
