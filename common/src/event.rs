@@ -11,6 +11,12 @@ use std::fmt;
 /// The schema version this build writes and the only one it reads.
 pub const SCHEMA_VERSION: u16 = 1;
 
+/// The `source` of the `source` events an agent stores when it starts after an unclean stop (crash, power
+/// loss, SIGKILL): one per asset it feeds, `connected: false`, stamped at the last moment the previous run is
+/// known to have observed. The asset is `unknown` from then until its next state, and a stop does not
+/// extend across that point: nobody was watching. Not a valid source id in an agent's config.
+pub const AGENT_SOURCE: &str = "_agent";
+
 /// What a machine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
