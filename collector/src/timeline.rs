@@ -7,6 +7,11 @@
 //!   no end yet is open (ongoing).
 //! - `unknown` comes from a `state: unknown` event, a `source` event with `connected: false`, and a
 //!   gateway's last will (its assets become `unknown` from the moment the collector saw the will).
+//! - A `source` event from [`AGENT_SOURCE`] (`connected: false`) says the agent itself was not running from
+//!   then on (it stores one per asset when it starts after an unclean stop). It is `unknown` that also
+//!   **breaks** a stop: the downtime event ends there with `data_gap`, and a `down` after it (the first state of
+//!   the new run) opens a new event, also with `data_gap`. Nobody watched, so a stop is neither stretched across
+//!   the dead time nor merged with the next one.
 //! - The **first-out alarm** is the alarm that became active nearest before (or at) the stop, within
 //!   `first_out_window_ms`.
 //!
@@ -17,7 +22,7 @@
 //! in-order input O(1) amortised per event and late input O(events since the affected downtime).
 
 use serde::{Deserialize, Serialize};
-use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId};
+use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId, AGENT_SOURCE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The alarm that became active nearest before a stop, within the attribution window.
@@ -109,6 +114,8 @@ struct StateEntry {
     key: Key,
     state: MachineState,
     reason: Option<String>,
+    /// An `unknown` that ends a stop: the agent was not running from here on.
+    breaks: bool,
 }
 
 #[derive(Debug)]
@@ -163,13 +170,19 @@ impl Timeline {
                     // A new asset of a gateway already known to have gone offline inherits its marks.
                     let marks: Vec<i64> = self.offline.get(&gateway).into_iter().flatten().copied().collect();
                     for ts in marks {
-                        changes.extend(self.insert_state(&id, offline_key(ts, &gateway), MachineState::Unknown, None));
+                        changes.extend(self.insert_state(
+                            &id,
+                            offline_key(ts, &gateway),
+                            MachineState::Unknown,
+                            None,
+                            false,
+                        ));
                     }
                 }
                 let c = match event.body {
-                    EventBody::State { state, reason } => self.insert_state(&id, key, state, reason),
-                    EventBody::Source { connected: false, .. } => {
-                        self.insert_state(&id, key, MachineState::Unknown, None)
+                    EventBody::State { state, reason } => self.insert_state(&id, key, state, reason, false),
+                    EventBody::Source { connected: false, source, .. } => {
+                        self.insert_state(&id, key, MachineState::Unknown, None, source == AGENT_SOURCE)
                     }
                     EventBody::Alarm(alarm) if alarm.active => {
                         let fo = FirstOut { id: alarm.id, text: alarm.text, class: alarm.class, ts_ms: event.ts_ms };
@@ -187,7 +200,13 @@ impl Timeline {
                 let ids: Vec<_> = self.by_gateway.get(&gateway).into_iter().flatten().cloned().collect();
                 let mut changes = Changes::default();
                 for id in ids {
-                    changes.extend(self.insert_state(&id, offline_key(ts_ms, &gateway), MachineState::Unknown, None));
+                    changes.extend(self.insert_state(
+                        &id,
+                        offline_key(ts_ms, &gateway),
+                        MachineState::Unknown,
+                        None,
+                        false,
+                    ));
                 }
                 changes
             }
@@ -263,6 +282,7 @@ impl Timeline {
         key: Key,
         state: MachineState,
         reason: Option<String>,
+        breaks: bool,
     ) -> Changes {
         let window = self.first_out_window_ms;
         let Some(a) = self.assets.get_mut(id) else { return Changes::default() };
@@ -270,7 +290,7 @@ impl Timeline {
             Ok(_) => return Changes::default(),
             Err(p) => p,
         };
-        a.states.insert(pos, StateEntry { key, state, reason });
+        a.states.insert(pos, StateEntry { key, state, reason, breaks });
         if pos + 1 == a.states.len() {
             return append(a, id, window);
         }
@@ -289,12 +309,17 @@ impl Timeline {
         for i in restart..a.states.len() {
             let e = &a.states[i];
             match (e.state, current.as_mut()) {
-                (MachineState::Down, None) => current = Some((i, open_downtime(id, &gateway, e, &a.alarms, window))),
+                (MachineState::Down, None) => {
+                    let mut dt = open_downtime(id, &gateway, e, &a.alarms, window);
+                    dt.data_gap = after_break(&a.states, i);
+                    current = Some((i, dt));
+                }
                 (MachineState::Down, Some(_)) | (MachineState::Unknown, None) => {}
-                (MachineState::Unknown, Some((_, dt))) => dt.data_gap = true,
+                (MachineState::Unknown, Some((_, dt))) if !e.breaks => dt.data_gap = true,
                 (_, Some(_)) => {
                     if let Some((s, mut dt)) = current.take() {
                         dt.end_ms = Some(e.key.0);
+                        dt.data_gap |= e.breaks;
                         a.spans.push((s, Some(e.key)));
                         a.downtimes.push(dt);
                     }
@@ -354,12 +379,13 @@ fn append(a: &mut AssetTimeline, id: &(SiteId, AssetId), window: i64) -> Changes
     match (e.state, open) {
         (MachineState::Down, true) | (MachineState::Unknown, false) => {}
         (MachineState::Down, false) => {
-            let dt = open_downtime(id, &a.gateway, e, &a.alarms, window);
+            let mut dt = open_downtime(id, &a.gateway, e, &a.alarms, window);
+            dt.data_gap = after_break(&a.states, pos);
             a.spans.push((pos, None));
             a.downtimes.push(dt.clone());
             changes.upserted.push(dt);
         }
-        (MachineState::Unknown, true) => {
+        (MachineState::Unknown, true) if !e.breaks => {
             if let Some(d) = a.downtimes.last_mut().filter(|d| !d.data_gap) {
                 d.data_gap = true;
                 changes.upserted.push(d.clone());
@@ -369,6 +395,7 @@ fn append(a: &mut AssetTimeline, id: &(SiteId, AssetId), window: i64) -> Changes
             if let (Some(d), Some(span)) = (a.downtimes.last_mut(), a.spans.last_mut()) {
                 let was = d.clone();
                 d.end_ms = Some(e.key.0);
+                d.data_gap |= e.breaks;
                 span.1 = Some(e.key);
                 if d.is_empty() {
                     changes.removed.push(was);
@@ -380,6 +407,12 @@ fn append(a: &mut AssetTimeline, id: &(SiteId, AssetId), window: i64) -> Changes
         (_, false) => {}
     }
     changes
+}
+
+/// Whether the `unknown` entries just before `states[i]` include one that breaks a stop (the agent was not
+/// running): a `down` there may have started anywhere in the dead time.
+fn after_break(states: &[StateEntry], i: usize) -> bool {
+    states[..i].iter().rev().take_while(|s| s.state == MachineState::Unknown).any(|s| s.breaks)
 }
 
 /// The alarm activated nearest before (or at) `stop`, not earlier than `window` before it.
@@ -542,6 +575,52 @@ mod tests {
         // A late alarm re-attributes the first-out.
         let c = t.apply(alarm(5, 1, "late", true));
         assert_eq!(c.upserted[0].first_out.as_ref().map(|f| f.id.as_str()), Some("late"));
+    }
+
+    /// The agent's "I was not running" mark after an unclean stop: unknown that ends a stop (with a data gap)
+    /// and makes a down after it a new event (with a data gap), in any arrival order.
+    #[test]
+    fn an_agent_restart_gap_ends_a_stop_and_is_never_merged_across() {
+        let dead =
+            |seq, ts| ev(seq, ts, EventBody::Source { source: AGENT_SOURCE.into(), connected: false, error: None });
+        let plc_lost = |seq, ts| ev(seq, ts, EventBody::Source { source: "plc".into(), connected: false, error: None });
+        let r = |s: &str| Some(s.to_string());
+        let cases: Vec<(&str, Vec<Input>, Vec<Row>)> = vec![
+            (
+                "a stop before the gap ends at it; the stop after it is another event",
+                vec![state(1, 10, Down), dead(2, 20), state(3, 50, Down), state(4, 70, Running)],
+                vec![(10, Some(20), true, r("r1"), None), (50, Some(70), true, r("r3"), None)],
+            ),
+            (
+                "a stop before the gap, running after it",
+                vec![state(1, 0, Running), state(2, 10, Down), dead(3, 20), state(4, 50, Running)],
+                vec![(10, Some(20), true, r("r2"), None)],
+            ),
+            (
+                "running before the gap, down after it: the stop may have begun in the gap",
+                vec![state(1, 10, Running), dead(2, 20), state(3, 50, Down)],
+                vec![(50, None, true, r("r3"), None)],
+            ),
+            (
+                "the new run's first state at the gap's own millisecond still comes after it",
+                vec![state(1, 10, Down), dead(2, 20), state(3, 20, Down)],
+                vec![(10, Some(20), true, r("r1"), None), (20, None, true, r("r3"), None)],
+            ),
+            (
+                "a PLC link loss after the gap keeps the new stop's data gap",
+                vec![state(1, 10, Down), dead(2, 20), plc_lost(3, 30), state(4, 50, Down)],
+                vec![(10, Some(20), true, r("r1"), None), (50, None, true, r("r4"), None)],
+            ),
+            (
+                "a PLC link loss alone still does not end a stop",
+                vec![state(1, 10, Down), plc_lost(2, 20), state(3, 50, Down)],
+                vec![(10, None, true, r("r1"), None)],
+            ),
+        ];
+        for (name, inputs, want) in cases {
+            assert_eq!(run(inputs.clone()), want, "{name}");
+            assert_eq!(run(inputs.into_iter().rev().collect()), want, "{name}, in reverse arrival order");
+        }
     }
 
     #[test]
