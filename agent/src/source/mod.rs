@@ -23,6 +23,10 @@ pub fn validate(
 ) {
     modbus::validate(modbus, file, errors);
     opcua::validate(opcua, file, errors);
+    let ids = modbus.iter().map(|d| &d.get_ref().id).chain(opcua.iter().map(|e| &e.get_ref().id));
+    for id in ids.filter(|id| id.get_ref() == shiftlens_common::AGENT_SOURCE) {
+        errors.push(file.error_at(id.span(), format!("source id {:?} is reserved for the agent itself", id.get_ref())));
+    }
     let modbus_ids: HashSet<&String> = modbus.iter().map(|d| d.get_ref().id.get_ref()).collect();
     for ep in opcua {
         let id = &ep.get_ref().id;
