@@ -19,6 +19,9 @@ use crate::{Observation, Reported};
 use rusqlite::{params, OptionalExtension, Transaction};
 use shiftlens_common::{AssetId, EventBody, AGENT_SOURCE};
 
+/// Rows kept in `runs` (the current run and the ones before it).
+pub const KEEP_RUNS: i64 = 100;
+
 /// The run before this one, as the outbox recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreviousRun {
@@ -82,7 +85,10 @@ impl Outbox {
             "INSERT INTO runs(started_ms, last_ms) VALUES (?1, ?2)",
             params![now_ms, now_ms.max(self.floor_ms)],
         )?;
-        self.run = Some(self.conn.last_insert_rowid());
+        let run = self.conn.last_insert_rowid();
+        self.run = Some(run);
+        // Only the latest runs matter; keep a short history for diagnosis.
+        self.conn.execute("DELETE FROM runs WHERE id <= ?1", [run - KEEP_RUNS])?;
         Ok(RunStart { previous, gap_events, reported: self.last_reported()? })
     }
 
@@ -137,16 +143,21 @@ pub(super) fn record(
     now_ms: i64,
 ) -> Result<(), OutboxError> {
     let mut latest = now_ms;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO last_reported(asset, alarm, active, ts_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(asset, alarm) DO UPDATE SET active = excluded.active, ts_ms = excluded.ts_ms",
-    )?;
+    // Only each alarm's last edge in the group is written.
+    let mut last: std::collections::HashMap<(&str, &str), (bool, i64)> = std::collections::HashMap::new();
     for o in observations {
         let ts = o.ts_ms.max(floor_ms);
         latest = latest.max(ts);
         if let EventBody::Alarm(a) = &o.body {
-            stmt.execute(params![o.asset.as_str(), a.id, i64::from(a.active), ts])?;
+            last.insert((o.asset.as_str(), a.id.as_str()), (a.active, ts));
         }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO last_reported(asset, alarm, active, ts_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(asset, alarm) DO UPDATE SET active = excluded.active, ts_ms = excluded.ts_ms",
+    )?;
+    for ((asset, id), (active, ts)) in last {
+        stmt.execute(params![asset, id, i64::from(active), ts])?;
     }
     if let Some(run) = run {
         tx.execute("UPDATE runs SET last_ms = MAX(last_ms, ?2) WHERE id = ?1", params![run, latest])?;
