@@ -54,7 +54,14 @@ impl Agent {
         let assets = fed_assets(config);
         let (outbox, run) = tokio::task::spawn_blocking(move || {
             let mut outbox = Outbox::open(&outbox_config)?;
-            let run = outbox.begin_run(crate::outbox::now_ms(), &assets)?;
+            // A full disk must not keep the agent from starting: the writer holds events in memory meanwhile.
+            let run = outbox.begin_run(crate::outbox::now_ms(), &assets).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot record this run in the outbox: a crash of this run will leave no gap mark");
+                crate::outbox::runs::RunStart {
+                    reported: outbox.last_reported().unwrap_or_default(),
+                    ..Default::default()
+                }
+            });
             anyhow::Ok((outbox, run))
         })
         .await??;
