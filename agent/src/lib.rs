@@ -25,5 +25,10 @@ pub struct Observation {
     pub body: EventBody,
 }
 
+/// Each alarm's flag as last stored in the outbox (`last_reported`), by asset and alarm id. Detectors start
+/// from it, so a restart reports exactly the alarm edges that happened since: a clear for what cleared while
+/// the agent was away, nothing for what is unchanged.
+pub type Reported = std::collections::HashMap<AssetId, std::collections::HashMap<String, bool>>;
+
 pub use config::Config;
 pub use topology::run;

@@ -5,13 +5,15 @@
 //!                                              └──committed seq (watch)──────────┘
 //! ```
 //!
-//! Shutdown order: sources stop, the writer commits everything queued, then the uplink publishes the
-//! offline status and disconnects. Nothing in memory is dropped on a clean stop.
+//! Start: the outbox records the run before anything else is stored (after an unclean stop it first stores the
+//! "agent was not running" events, see [`crate::outbox::runs`]), and the detectors start from the alarm flags
+//! last reported. Shutdown order: sources stop, the writer commits everything queued, the run is marked clean,
+//! then the uplink publishes the offline status and disconnects. Nothing in memory is dropped on a clean stop.
 
 use crate::health::Health;
 use crate::outbox::{writer, Outbox};
 use crate::uplink::mqtt::{self, Params};
-use crate::{source, Config, Observation};
+use crate::{source, Config, Observation, Reported};
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +33,8 @@ pub struct Agent {
     pub epoch: u64,
     pub outbox: Arc<Mutex<Outbox>>,
     pub health: Health,
+    /// The alarm flags last reported before this run, for the detectors.
+    pub reported: Reported,
     writer: std::thread::JoinHandle<()>,
     uplink: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
@@ -47,9 +51,23 @@ impl Agent {
             Params { config: config.uplink.clone(), site: config.site.clone(), gateway: config.gateway.clone() };
         let options = params.mqtt_options().context("uplink")?;
         let outbox_config = config.outbox.clone();
-        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&outbox_config)).await??;
+        let assets = fed_assets(config);
+        let (outbox, run) = tokio::task::spawn_blocking(move || {
+            let mut outbox = Outbox::open(&outbox_config)?;
+            // A full disk must not keep the agent from starting: the writer holds events in memory meanwhile.
+            let run = outbox.begin_run(crate::outbox::now_ms(), &assets).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot record this run in the outbox: a crash of this run will leave no gap mark");
+                crate::outbox::runs::RunStart {
+                    reported: outbox.last_reported().unwrap_or_default(),
+                    ..Default::default()
+                }
+            });
+            anyhow::Ok((outbox, run))
+        })
+        .await??;
         let epoch = outbox.epoch();
-        tracing::info!(path = %outbox.path().display(), epoch, "outbox open");
+        let clean = run.previous.map(|p| p.stopped_ms.is_some());
+        tracing::info!(path = %outbox.path().display(), epoch, previous_run_clean = ?clean, "outbox open");
         let outbox = Arc::new(Mutex::new(outbox));
         let (tx, rx) = mpsc::channel(OBSERVATION_CHANNEL);
         let (committed_tx, committed) = watch::channel(0);
@@ -59,7 +77,8 @@ impl Agent {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let uplink =
             tokio::spawn(mqtt::run(params, options, outbox.clone(), committed.clone(), health.clone(), shutdown_rx));
-        Ok(Self { observations: tx, committed, epoch, outbox, health, writer, uplink, shutdown })
+        let reported = run.reported;
+        Ok(Self { observations: tx, committed, epoch, outbox, health, reported, writer, uplink, shutdown })
     }
 
     /// Whether the writer and the uplink still run (for the watchdog).
@@ -77,6 +96,14 @@ impl Agent {
         tokio::task::spawn_blocking(move || writer.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the outbox writer panicked"))?;
+        let outbox = self.outbox.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).end_run(crate::outbox::now_ms())
+        })
+        .await?;
+        if let Err(e) = ended {
+            tracing::warn!(error = %e, "cannot record the clean stop; the next start will report a gap");
+        }
         let _ = self.shutdown.send(true);
         let _ = self.uplink.await;
         Ok(())
@@ -98,7 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Start-up failures (outbox cannot be opened, TLS files unreadable).
 pub async fn run_with(config: Config, started: impl FnOnce()) -> anyhow::Result<()> {
     let agent = Agent::start(&config).await?;
-    let sources = source::spawn_all(&config, agent.observations.clone(), agent.health.clone());
+    let sources = source::spawn_restored(&config, agent.observations.clone(), agent.health.clone(), &agent.reported);
     tracing::info!(site = %config.site, gateway = %config.gateway, sources = sources.len(), "agent running");
     // The source tasks hold their own compact form of their points; with 10,000 points this frees megabytes.
     drop(config);
@@ -130,6 +157,14 @@ pub async fn run_with(config: Config, started: impl FnOnce()) -> anyhow::Result<
     agent.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every asset a configured source feeds, in config order without repeats.
+fn fed_assets(config: &Config) -> Vec<shiftlens_common::AssetId> {
+    let mut seen = std::collections::HashSet::new();
+    let modbus = config.modbus.iter().flat_map(|d| d.get_ref().assets());
+    let opcua = config.opcua.iter().flat_map(|e| e.get_ref().assets());
+    modbus.chain(opcua).filter(|a| seen.insert(a.clone())).collect()
 }
 
 async fn stop_signal() -> anyhow::Result<()> {

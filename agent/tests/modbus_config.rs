@@ -148,3 +148,14 @@ fn every_problem_is_reported_at_once_and_ids_and_names_are_unique() {
         "{errs:#?}"
     );
 }
+
+/// `_agent` is the source of the events the agent stores after an unclean stop; no device may take it.
+#[test]
+fn the_agent_source_id_is_reserved() {
+    let config = format!("[[modbus]]\nid = \"_agent\"\naddress = \"127.0.0.1:502\"\n{GOOD_POINT}");
+    let errors = check(&config).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with("agent.toml:6:6:") && e.contains("reserved for the agent itself")),
+        "{errors:?}"
+    );
+}

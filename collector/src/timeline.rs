@@ -7,6 +7,11 @@
 //!   no end yet is open (ongoing).
 //! - `unknown` comes from a `state: unknown` event, a `source` event with `connected: false`, and a
 //!   gateway's last will (its assets become `unknown` from the moment the collector saw the will).
+//! - A `source` event from [`AGENT_SOURCE`] (`connected: false`) says the agent itself was not running from
+//!   then on (it stores one per asset when it starts after an unclean stop). It is `unknown` that also
+//!   **breaks** a stop: the downtime event ends there with `data_gap`, and a `down` after it (the first state of
+//!   the new run) opens a new event, also with `data_gap`. Nobody watched, so a stop is neither stretched across
+//!   the dead time nor merged with the next one.
 //! - The **first-out alarm** is the alarm that became active nearest before (or at) the stop, within
 //!   `first_out_window_ms`.
 //!
@@ -14,14 +19,15 @@
 //! present is ignored, so the result depends only on the *set* of events, never on their arrival order or
 //! duplication. Since `unknown` neither opens nor ends a downtime, the downtimes are exactly the maximal runs
 //! of `down` in the sequence of *known* states, and `data_gap` says whether an `unknown` lies between a
-//! run's start and end. Known states, unknown marks, alarms and downtimes are each kept in an ordered map,
+//! run's start and end. A break is kept among the known states (it ends a run like any state that is not
+//! `down`), and a run's `data_gap` is also set when a break ends it or is the known entry just before it. Known states, unknown marks, alarms and downtimes are each kept in an ordered map,
 //! so an insert anywhere (late or in order) looks only at its two known neighbours and the downtimes they
 //! belong to: O(log n) per event, whatever the arrival order (a gateway sending descending timestamps
 //! costs no more than one sending ascending ones). An alarm re-examines only the downtimes starting within
 //! its first-out window and before the next alarm.
 
 use serde::{Deserialize, Serialize};
-use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId};
+use shiftlens_common::{AssetId, Event, EventBody, GatewayId, MachineState, SiteId, AGENT_SOURCE};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound::{Excluded, Unbounded};
 
@@ -155,11 +161,13 @@ fn gateway_hash(g: &GatewayId) -> u64 {
     g.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// A known (not `unknown`) state entry.
+/// A known (not `unknown`) state entry, or a break.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Known {
     state: MachineState,
     reason: Option<String>,
+    /// An `unknown` that ends a stop: the agent was not running from here on (`state` is `Unknown`).
+    breaks: bool,
 }
 
 /// A downtime with the key of the entry that closes it (`None` while open).
@@ -223,13 +231,14 @@ impl Timeline {
                     let marks: Vec<i64> = self.offline.get(&gw).into_iter().flatten().copied().collect();
                     self.by_gateway.entry(gw).or_default().insert(id.clone());
                     for ts in marks {
-                        changes.extend(self.insert_state(&id, offline_key(ts, &gateway), MachineState::Unknown, None));
+                        let key = offline_key(ts, &gateway);
+                        changes.extend(self.insert_state(&id, key, MachineState::Unknown, None, false));
                     }
                 }
                 let c = match event.body {
-                    EventBody::State { state, reason } => self.insert_state(&id, key, state, reason),
-                    EventBody::Source { connected: false, .. } => {
-                        self.insert_state(&id, key, MachineState::Unknown, None)
+                    EventBody::State { state, reason } => self.insert_state(&id, key, state, reason, false),
+                    EventBody::Source { connected: false, source, .. } => {
+                        self.insert_state(&id, key, MachineState::Unknown, None, source == AGENT_SOURCE)
                     }
                     EventBody::Alarm(alarm) if alarm.active => {
                         let fo = FirstOut { id: alarm.id, text: alarm.text, class: alarm.class, ts_ms: event.ts_ms };
@@ -249,7 +258,8 @@ impl Timeline {
                 let ids: Vec<_> = self.by_gateway.get(&gw).into_iter().flatten().cloned().collect();
                 let mut changes = Changes::default();
                 for id in ids {
-                    changes.extend(self.insert_state(&id, offline_key(ts_ms, &gateway), MachineState::Unknown, None));
+                    let key = offline_key(ts_ms, &gateway);
+                    changes.extend(self.insert_state(&id, key, MachineState::Unknown, None, false));
                 }
                 changes
             }
@@ -329,13 +339,15 @@ impl Timeline {
     /// after a non-`down` change no run of `down`; a `down` after a non-`down` opens a run (absorbing the
     /// run its next neighbour opened, if that is `down`); a non-`down` after a `down` ends the run there
     /// (and its next neighbour, if `down`, opens a run up to the old end). `unknown` changes only the
-    /// `data_gap` of the downtime around it.
+    /// `data_gap` of the downtime around it. A break (`breaks`) is a non-`down` known entry that also gives
+    /// the run it ends, and the run that starts right after it, a `data_gap`.
     fn insert_state(
         &mut self,
         id: &(SiteId, AssetId),
         key: Key,
         state: MachineState,
         reason: Option<String>,
+        breaks: bool,
     ) -> Changes {
         let window = self.first_out_window_ms;
         let Some(a) = self.assets.get_mut(id) else { return Changes::default() };
@@ -343,7 +355,7 @@ impl Timeline {
             return Changes::default();
         }
         let mut changes = Changes::default();
-        if state == MachineState::Unknown {
+        if state == MachineState::Unknown && !breaks {
             a.unknown.insert(key);
             if let Some((_, span)) = a.downtimes.range_mut(..key).next_back() {
                 if span.end.is_none_or(|end| key < end) && !span.dt.data_gap {
@@ -358,9 +370,22 @@ impl Timeline {
         let prev_down = a.known.range(..key).next_back().is_some_and(|(_, k)| down(k));
         let next = a.known.range((Excluded(key), Unbounded)).next().map(|(k, e)| (*k, down(e)));
         let is_down = state == MachineState::Down;
-        a.known.insert(key, Known { state, reason });
+        a.known.insert(key, Known { state, reason, breaks });
         match (is_down, prev_down) {
-            (true, true) | (false, false) => {}
+            (true, true) => {}
+            (false, false) => {
+                // The run that starts at the next entry now follows this one: a break before it, or none.
+                if let Some((next_key, true)) = next {
+                    if let Some(span) = a.downtimes.get(&next_key) {
+                        let gap = data_gap(a, next_key, span.end);
+                        if let Some(span) = a.downtimes.get_mut(&next_key).filter(|s| s.dt.data_gap != gap) {
+                            let was = span.dt.clone();
+                            span.dt.data_gap = gap;
+                            changes.changed(was, &span.dt);
+                        }
+                    }
+                }
+            }
             (true, false) => {
                 // Opens a run at `key`; a run that began at the next known entry now begins here.
                 let end = match next {
@@ -380,12 +405,14 @@ impl Timeline {
             }
             (false, true) => {
                 // Ends the run around `key` here; the rest of it, from the next known entry, is a run of its own.
-                let Some((&start, span)) = a.downtimes.range_mut(..key).next_back() else { return changes };
+                let Some((&start, span)) = a.downtimes.range(..key).next_back() else { return changes };
                 let old_end = span.end;
+                let gap = data_gap(a, start, Some(key));
+                let Some(span) = a.downtimes.get_mut(&start) else { return changes };
                 let was = span.dt.clone();
                 span.end = Some(key);
                 span.dt.end_ms = Some(key.0);
-                span.dt.data_gap = has_unknown(&a.unknown, start, Some(key));
+                span.dt.data_gap = gap;
                 changes.changed(was, &span.dt);
                 if let Some((next_key, true)) = next {
                     let dt = make_downtime(id, a, next_key, old_end, window);
@@ -428,6 +455,15 @@ fn has_unknown(unknown: &BTreeSet<Key>, start: Key, end: Option<Key>) -> bool {
     }
 }
 
+/// The `data_gap` of the run from `start` to `end`: an `unknown` inside it, a break ending it, or a break as
+/// the known entry just before it (the stop may have begun while nobody watched).
+fn data_gap(a: &AssetTimeline, start: Key, end: Option<Key>) -> bool {
+    let breaks = |k: Option<&Known>| k.is_some_and(|k| k.breaks);
+    has_unknown(&a.unknown, start, end)
+        || breaks(end.and_then(|e| a.known.get(&e)))
+        || breaks(a.known.range(..start).next_back().map(|(_, k)| k))
+}
+
 fn offline_key(ts_ms: i64, gateway: &GatewayId) -> Key {
     (ts_ms, gateway_hash(gateway), u64::MAX, u64::MAX)
 }
@@ -442,7 +478,7 @@ fn make_downtime(id: &(SiteId, AssetId), a: &AssetTimeline, start: Key, end: Opt
         end_ms: end.map(|k| k.0),
         reason: a.known.get(&start).and_then(|k| k.reason.clone()),
         first_out: first_out(&a.alarms, &start, window),
-        data_gap: has_unknown(&a.unknown, start, end),
+        data_gap: data_gap(a, start, end),
     }
 }
 
@@ -606,6 +642,52 @@ mod tests {
         // A late alarm re-attributes the first-out.
         let c = t.apply(alarm(5, 1, "late", true));
         assert_eq!(c.upserted[0].first_out.as_ref().map(|f| f.id.as_str()), Some("late"));
+    }
+
+    /// The agent's "I was not running" mark after an unclean stop: unknown that ends a stop (with a data gap)
+    /// and makes a down after it a new event (with a data gap), in any arrival order.
+    #[test]
+    fn an_agent_restart_gap_ends_a_stop_and_is_never_merged_across() {
+        let dead =
+            |seq, ts| ev(seq, ts, EventBody::Source { source: AGENT_SOURCE.into(), connected: false, error: None });
+        let plc_lost = |seq, ts| ev(seq, ts, EventBody::Source { source: "plc".into(), connected: false, error: None });
+        let r = |s: &str| Some(s.to_string());
+        let cases: Vec<(&str, Vec<Input>, Vec<Row>)> = vec![
+            (
+                "a stop before the gap ends at it; the stop after it is another event",
+                vec![state(1, 10, Down), dead(2, 20), state(3, 50, Down), state(4, 70, Running)],
+                vec![(10, Some(20), true, r("r1"), None), (50, Some(70), true, r("r3"), None)],
+            ),
+            (
+                "a stop before the gap, running after it",
+                vec![state(1, 0, Running), state(2, 10, Down), dead(3, 20), state(4, 50, Running)],
+                vec![(10, Some(20), true, r("r2"), None)],
+            ),
+            (
+                "running before the gap, down after it: the stop may have begun in the gap",
+                vec![state(1, 10, Running), dead(2, 20), state(3, 50, Down)],
+                vec![(50, None, true, r("r3"), None)],
+            ),
+            (
+                "the new run's first state at the gap's own millisecond still comes after it",
+                vec![state(1, 10, Down), dead(2, 20), state(3, 20, Down)],
+                vec![(10, Some(20), true, r("r1"), None), (20, None, true, r("r3"), None)],
+            ),
+            (
+                "a PLC link loss after the gap keeps the new stop's data gap",
+                vec![state(1, 10, Down), dead(2, 20), plc_lost(3, 30), state(4, 50, Down)],
+                vec![(10, Some(20), true, r("r1"), None), (50, None, true, r("r4"), None)],
+            ),
+            (
+                "a PLC link loss alone still does not end a stop",
+                vec![state(1, 10, Down), plc_lost(2, 20), state(3, 50, Down)],
+                vec![(10, None, true, r("r1"), None)],
+            ),
+        ];
+        for (name, inputs, want) in cases {
+            assert_eq!(run(inputs.clone()), want, "{name}");
+            assert_eq!(run(inputs.into_iter().rev().collect()), want, "{name}, in reverse arrival order");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Property: any permutation and duplication of a set of events (and last wills) yields the same
-//! downtime table and the same state intervals as applying them once in time order.
+//! downtime table and the same state intervals as applying them once in time order (agent restart breaks
+//! included).
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
@@ -13,7 +14,9 @@ fn input(asset: u8, seq: u64, ts_ms: i64, kind: u8) -> Input {
             EventBody::Alarm(Alarm { id: format!("A{seq}"), active: true, severity: 1, text: "t".into(), class: None })
         }
         6 => EventBody::Alarm(Alarm { id: "A0".into(), active: false, severity: 1, text: "t".into(), class: None }),
-        _ => EventBody::Source { source: "plc".into(), connected: false, error: None },
+        7 => EventBody::Source { source: "plc".into(), connected: false, error: None },
+        // The agent's "not running from here" mark after an unclean stop: a break.
+        _ => EventBody::Source { source: shiftlens_common::AGENT_SOURCE.into(), connected: false, error: None },
     };
     let event = Event { seq, ts_ms, asset: AssetId::parse(format!("a{asset}")).unwrap(), body };
     Input::Event { site: SiteId::parse("s").unwrap(), gateway: GatewayId::parse("gw").unwrap(), epoch: 1, event }
@@ -21,7 +24,7 @@ fn input(asset: u8, seq: u64, ts_ms: i64, kind: u8) -> Input {
 
 fn inputs() -> impl Strategy<Value = Vec<Input>> {
     // Timestamps from a small range so that equal timestamps and window edges happen often.
-    prop::collection::vec((0u8..3, 0i64..200, 0u8..8, prop::bool::weighted(0.05)), 1..80).prop_map(|v| {
+    prop::collection::vec((0u8..3, 0i64..200, 0u8..9, prop::bool::weighted(0.05)), 1..80).prop_map(|v| {
         v.into_iter()
             .enumerate()
             .map(|(i, (asset, ts, kind, offline))| {

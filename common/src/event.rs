@@ -16,6 +16,12 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// times cannot overflow and every stored time prints as a date.
 pub const TS_RANGE_MS: std::ops::Range<i64> = 946_684_800_000..7_258_118_400_000;
 
+/// The `source` of the `source` events an agent stores when it starts after an unclean stop (crash, power
+/// loss, SIGKILL): one per asset it feeds, `connected: false`, stamped at the last moment the previous run is
+/// known to have observed. The asset is `unknown` from then until its next state, and a stop does not
+/// extend across that point: nobody was watching. Not a valid source id in an agent's config.
+pub const AGENT_SOURCE: &str = "_agent";
+
 /// What a machine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

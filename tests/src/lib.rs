@@ -225,10 +225,17 @@ pub fn spawn_collector(dir: &Path) -> Collector {
             .unwrap();
         assert!(out.status.success(), "import {kind}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    run_collector(&config)
+}
+
+/// Starts `shiftlens-collector run` with `config` (e.g. again, after a [`spawn_collector`] was killed: the same
+/// store, new ports).
+pub fn run_collector(config: &Path) -> Collector {
+    let c = config.to_string_lossy().into_owned();
     let mut proc = Proc::spawn("collector", &bins().collector, &["run", "--config", &c]);
     let broker = addr_in(&proc.wait_for("broker listening on", WAIT));
     let http = addr_in(&proc.wait_for("http listening on", WAIT));
-    Collector { proc, config, broker, http }
+    Collector { proc, config: config.to_path_buf(), broker, http }
 }
 
 /// A running simulated plant.

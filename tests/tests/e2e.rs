@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod restart_truth;
+
 use serde_json::Value;
 use shiftlens_e2e::*;
 use std::time::Duration;

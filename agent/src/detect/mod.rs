@@ -9,14 +9,18 @@
 //!   after (re)connect counts at once;
 //! - comms loss (`Sample::Link` with `connected = false`) gives a `source` event and the state `unknown` for
 //!   every asset the source feeds, and forgets the source's values, so the first poll after the reconnect
-//!   reports the current state again. Alarm flags are kept: no alarm is cleared by a lost link.
+//!   reports the current state again. Alarm flags are kept: no alarm is cleared by a lost link, and the first
+//!   value after the reconnect makes exactly the alarm edges since the last report (a clear for what cleared,
+//!   nothing for what is unchanged);
+//! - across restarts the same holds: [`Detector::restore`] starts the alarm flags from what the outbox says was
+//!   last reported, so an alarm still active makes no new activation and one that cleared meanwhile a clear.
 
 pub mod meaning;
 pub mod state;
 
 pub use meaning::{AlarmInfo, Meaning, Preset, StateMeaning};
 
-use crate::Observation;
+use crate::{Observation, Reported};
 use shiftlens_common::{Alarm, AssetId, EventBody, MachineState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -145,6 +149,29 @@ impl Detector {
         #[allow(clippy::cast_possible_truncation)]
         let debounce_ms = meaning.debounce().as_millis() as i64;
         self.points.push(PointState { source, asset, meaning, debounce_ms, value: None, pending: None });
+    }
+
+    /// Starts the alarm flags (and threshold states) of this detector's alarms from `reported`, the flags last
+    /// stored before this run; alarms it does not define are ignored.
+    pub fn restore(&mut self, reported: &Reported) {
+        for p in &self.points {
+            let Some(flags) = reported.get(&p.asset) else { continue };
+            let Some(asset) = self.assets.get_mut(&p.asset) else { continue };
+            let ids: Vec<&String> = match &p.meaning {
+                Meaning::Alarm(m) => vec![&m.id],
+                Meaning::AlarmWord(m) => m.bits.values().map(|a| &a.id).collect(),
+                Meaning::Threshold(m) => vec![&m.id],
+                _ => Vec::new(),
+            };
+            for id in ids {
+                if let Some(&active) = flags.get(id) {
+                    asset.alarms.insert(id.clone(), active);
+                    if matches!(p.meaning, Meaning::Threshold(_)) {
+                        asset.threshold.insert(id.clone(), active);
+                    }
+                }
+            }
+        }
     }
 
     /// Applies samples that belong together (one poll cycle, one notification); states are judged once

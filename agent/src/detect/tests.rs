@@ -190,6 +190,86 @@ fn an_alarm_is_not_cleared_by_a_lost_link() {
     assert_eq!(alarms(&got), vec![(0, "ESTOP".into(), true), (3, "ESTOP".into(), false)]);
 }
 
+/// After a restart ([`Detector::restore`] from the flags last reported) and after a reconnect, the first values
+/// make exactly the alarm edges since the last report: a clear for what cleared, an activation for what became
+/// active, nothing for what is unchanged (an alarm first seen inactive and never reported stays silent).
+#[test]
+fn a_restart_or_reconnect_reports_exactly_the_alarm_edges_since_the_last_report() {
+    let specs = || {
+        [
+            spec("estop", "press-1", r#"meaning = { alarm = { id = "ESTOP" } }"#),
+            spec(
+                "word",
+                "press-1",
+                r#"meaning = { alarm_word = { bits = { 0 = { id = "A0" }, 1 = { id = "A1" } } } }"#,
+            ),
+            spec("temp", "press-1", r#"meaning = { threshold = { id = "HOT", above = 80.0, hysteresis = 5.0 } }"#),
+        ]
+    };
+    // (last reported: ESTOP, A0, A1, HOT; values now: estop, word, temp; alarm edges expected)
+    type Case = ([Option<bool>; 4], (bool, i64, f64), &'static [(&'static str, bool)]);
+    let cases: [Case; 7] = [
+        ([None; 4], (false, 0, 20.0), &[]),
+        ([None; 4], (true, 0b11, 90.0), &[("ESTOP", true), ("A0", true), ("A1", true), ("HOT", true)]),
+        ([Some(true), Some(true), Some(false), Some(true)], (true, 0b01, 90.0), &[]),
+        (
+            [Some(true), Some(true), Some(true), Some(true)],
+            (false, 0, 20.0),
+            &[("ESTOP", false), ("A0", false), ("A1", false), ("HOT", false)],
+        ),
+        ([Some(true), Some(false), Some(true), None], (true, 0b01, 20.0), &[("A0", true), ("A1", false)]),
+        // The threshold's hysteresis state comes back too: 78 is still above 80 - 5 for an active HOT.
+        ([None, None, None, Some(true)], (false, 0, 78.0), &[]),
+        ([None, None, None, Some(false)], (false, 0, 78.0), &[]),
+    ];
+    for (i, (reported, (estop, word, temp), want)) in cases.into_iter().enumerate() {
+        let flags: std::collections::HashMap<String, bool> = ["ESTOP", "A0", "A1", "HOT"]
+            .into_iter()
+            .zip(reported)
+            .filter_map(|(id, f)| Some((id.to_string(), f?)))
+            .collect();
+        let values = |ts| {
+            [
+                val("estop", "press-1", ts, Value::Bool(estop)),
+                val("word", "press-1", ts, Value::Int(word)),
+                val("temp", "press-1", ts, Value::Float(temp)),
+            ]
+        };
+        let want: Vec<(i64, String, bool)> = want.iter().map(|(id, a)| (10, id.to_string(), *a)).collect();
+
+        // A restart: a new detector restored from the outbox's flags.
+        let mut d = Detector::new(specs());
+        d.restore(&crate::Reported::from([(asset("press-1"), flags.clone())]));
+        assert_eq!(alarms(&d.apply(values(10))), want, "case {i}: restart");
+
+        // A reconnect: the same detector reported the flags, lost the link and reads the values again.
+        let mut d = Detector::new(specs());
+        let before = |ts| {
+            let on = |id: &str| flags.get(id).copied().unwrap_or(false);
+            let w = i64::from(on("A0")) | i64::from(on("A1")) << 1;
+            let t = if on("HOT") { 90.0 } else { 20.0 };
+            [
+                val("estop", "press-1", ts, Value::Bool(on("ESTOP"))),
+                val("word", "press-1", ts, Value::Int(w)),
+                val("temp", "press-1", ts, Value::Float(t)),
+            ]
+        };
+        d.apply([link(0, true)].into_iter().chain(before(0)));
+        assert!(d.apply([link(5, false)]).iter().all(|o| !matches!(o.body, EventBody::Alarm(_))), "case {i}");
+        let got = d.apply([link(10, true)].into_iter().chain(values(10)));
+        assert_eq!(alarms(&got), want, "case {i}: reconnect");
+    }
+}
+
+/// Flags of alarms or assets the detector does not define are ignored by restore.
+#[test]
+fn restore_ignores_alarms_the_detector_does_not_define() {
+    let mut d = Detector::new([spec("estop", "press-1", r#"meaning = { alarm = { id = "ESTOP" } }"#)]);
+    let flags = |id: &str| std::collections::HashMap::from([(id.to_string(), true)]);
+    d.restore(&crate::Reported::from([(asset("press-1"), flags("OTHER")), (asset("press-2"), flags("ESTOP"))]));
+    assert_eq!(alarms(&d.apply([val("estop", "press-1", 1, Value::Bool(true))])), vec![(1, "ESTOP".into(), true)]);
+}
+
 #[test]
 fn bad_meanings_are_explained() {
     let cases = [

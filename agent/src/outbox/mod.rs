@@ -16,8 +16,10 @@
 //!
 //! Gap events belong to no machine: they carry the asset id [`GAP_ASSET`].
 //!
-//! [`Outbox`] is synchronous and owned by one connection; [`writer`] runs the group-commit thread.
+//! [`Outbox`] is synchronous and owned by one connection; [`writer`] runs the group-commit thread; [`runs`]
+//! keeps the record of the agent's runs and of the alarm flags it last reported.
 
+pub mod runs;
 mod schema;
 pub mod writer;
 
@@ -159,6 +161,10 @@ pub struct Outbox {
     loss: Option<LossRecord>,
     /// Events lost at the previous stop (read from `loss`), to be recorded as a gap by the next commit.
     recovered_loss: u64,
+    /// The current run's row in `runs` (see [`runs`]), once [`Outbox::begin_run`] was called.
+    run: Option<i64>,
+    /// No event of this run is stored with an earlier time (the previous run's last observation).
+    floor_ms: i64,
 }
 
 /// The side file `<outbox>-lost`: 32 bytes, `SLLOST01`, then epoch, last seq and count (u64 little-endian):
@@ -287,6 +293,8 @@ impl Outbox {
             dropped,
             loss,
             recovered_loss,
+            run: None,
+            floor_ms: i64::MIN,
         })
     }
 
@@ -325,13 +333,17 @@ impl Outbox {
 
     /// Stores observations in one transaction and gives them seqs. `lost` events that never reached the
     /// database are first recorded as a gap (their seqs are reserved); past `max_bytes` the oldest events are
-    /// dropped and a gap names them. Nothing changes when it fails.
+    /// dropped and a gap names them. Event times below the run's floor are raised to it, alarm flags go to
+    /// `last_reported` and the run's `last_ms` moves on, in the same transaction (see [`runs`]). Nothing
+    /// changes when it fails.
     ///
     /// # Errors
     /// SQLite errors, such as a full disk.
     pub fn append(&mut self, observations: &[Observation], lost: u64) -> Result<Appended, OutboxError> {
-        let rows: Vec<Row> =
-            observations.iter().map(|o| Row::new(o.ts_ms, &o.asset, &o.body)).collect::<Result<_, _>>()?;
+        let rows: Vec<Row> = observations
+            .iter()
+            .map(|o| Row::new(o.ts_ms.max(self.floor_ms), &o.asset, &o.body))
+            .collect::<Result<_, _>>()?;
         let incoming: u64 = rows.iter().map(|r| r.size).sum();
         let (mut rows_delta, mut bytes_delta, mut dropped) = (0i64, 0i64, 0u64);
         let tx = self.conn.transaction()?;
@@ -368,6 +380,7 @@ impl Outbox {
         if dropped > 0 {
             tx.execute("UPDATE meta SET value = value + ?1 WHERE key = 'dropped'", [dropped as i64])?;
         }
+        runs::record(&tx, self.run, observations, self.floor_ms, now)?;
         if last_seq == 0 {
             last_seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
         }

@@ -19,6 +19,9 @@ use tokio::sync::{mpsc, watch};
 pub const MAX_GROUP: usize = 10_000;
 /// Pause between commit attempts while the database cannot be written.
 pub const RETRY: Duration = Duration::from_millis(500);
+/// While no observation comes, the current run's `last_ms` is moved on this often (see [`super::runs`]): the
+/// precision of the gap an unclean stop leaves.
+pub const ALIVE: Duration = Duration::from_secs(1);
 
 /// Spawns the writer thread. It ends when every sender of `rx` is dropped and the queue is committed.
 ///
@@ -87,21 +90,31 @@ impl Writer {
         let mut failing_since: Option<Instant> = None;
         let mut last_attempt = Instant::now();
         let mut closed = false;
+        let mut alive = Instant::now();
         loop {
-            // Wait for work: forever when idle, until the next retry while failing, not at all otherwise.
+            // Wait for work: until the next alive tick when idle, until the next retry while failing, not at all
+            // otherwise.
             if !closed {
                 let wait = match (self.queue.items.is_empty() && self.queue.lost == 0, failing_since) {
-                    (true, None) => None,
+                    (true, None) => Some(ALIVE.saturating_sub(alive.elapsed()).max(Duration::from_millis(1))),
                     (_, Some(_)) => Some(RETRY.saturating_sub(last_attempt.elapsed())),
                     (false, None) => Some(Duration::ZERO),
                 };
                 closed = self.receive(rt, wait, failing_since.is_some());
+            }
+            if failing_since.is_none() && self.queue.items.is_empty() && alive.elapsed() >= ALIVE {
+                alive = Instant::now();
+                let touched = self.outbox.lock().unwrap_or_else(PoisonError::into_inner).touch_run(super::now_ms());
+                if let Err(e) = touched {
+                    tracing::debug!(error = %e, "cannot record that the run is alive");
+                }
             }
             let retry_due = failing_since.is_none() || last_attempt.elapsed() >= RETRY || closed;
             if retry_due && (!self.queue.items.is_empty() || self.queue.lost > 0) {
                 last_attempt = Instant::now();
                 match self.commit() {
                     Ok(()) => {
+                        alive = Instant::now();
                         if let Some(since) = failing_since.take() {
                             tracing::warn!(after_ms = since.elapsed().as_millis() as u64, "outbox writable again");
                         }

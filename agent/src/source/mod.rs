@@ -7,7 +7,7 @@ pub mod opcua;
 
 use crate::detect::{Detector, Sample};
 use crate::health::Health;
-use crate::Observation;
+use crate::{Observation, Reported};
 use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -23,6 +23,10 @@ pub fn validate(
 ) {
     modbus::validate(modbus, file, errors);
     opcua::validate(opcua, file, errors);
+    let ids = modbus.iter().map(|d| &d.get_ref().id).chain(opcua.iter().map(|e| &e.get_ref().id));
+    for id in ids.filter(|id| id.get_ref() == shiftlens_common::AGENT_SOURCE) {
+        errors.push(file.error_at(id.span(), format!("source id {:?} is reserved for the agent itself", id.get_ref())));
+    }
     let modbus_ids: HashSet<&String> = modbus.iter().map(|d| d.get_ref().id.get_ref()).collect();
     for ep in opcua {
         let id = &ep.get_ref().id;
@@ -48,7 +52,19 @@ pub fn modbus_lines(devices: &[Spanned<modbus::ModbusDevice>]) -> Vec<(modbus::L
 
 /// Spawns every source task; each sends its observations on `tx` and ends when `tx`'s receiver is gone.
 /// Every configured source is registered in `health` as not yet connected; the tasks record link changes.
+/// The detectors start with no alarm reported (see [`spawn_restored`]).
 pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>, health: Health) -> Vec<JoinHandle<()>> {
+    spawn_restored(config, tx, health, &Reported::new())
+}
+
+/// [`spawn_all`] with the detectors' alarm flags started from `reported` (what the outbox says was last
+/// reported), so the first poll reports only the alarm edges since.
+pub fn spawn_restored(
+    config: &crate::Config,
+    tx: mpsc::Sender<Observation>,
+    health: Health,
+    reported: &Reported,
+) -> Vec<JoinHandle<()>> {
     for d in &config.modbus {
         health.register_source(d.get_ref().id.get_ref());
     }
@@ -61,7 +77,8 @@ pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>, health: 
     for d in &config.modbus {
         let d = d.get_ref();
         let Some(line) = d.line() else { continue };
-        let polled = modbus::task::PolledDevice::new(d);
+        let mut polled = modbus::task::PolledDevice::new(d);
+        polled.restore(reported);
         match lines.iter_mut().find(|(l, _)| *l == line) {
             Some((_, devs)) => devs.push(polled),
             None => lines.push((line, vec![polled])),
@@ -74,7 +91,9 @@ pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>, health: 
         let ep = ep.get_ref();
         let (stx, srx) = mpsc::channel(1024);
         tasks.push(opcua::spawn(ep, stx));
-        tasks.push(tokio::spawn(detect_task(Detector::new(ep.point_specs()), srx, tx.clone(), health.clone())));
+        let mut detector = Detector::new(ep.point_specs());
+        detector.restore(reported);
+        tasks.push(tokio::spawn(detect_task(detector, srx, tx.clone(), health.clone())));
     }
     tasks
 }

@@ -279,6 +279,10 @@ pub fn latest_snapshots(conn: &Connection) -> Result<Vec<JoinedEvent>, PeopleSto
 
 /// Alarm activations in `[from, to)` from the raw events table, sorted by time (for the alarm-load report).
 ///
+/// An activation is an `active` event for an alarm that was not already active on that asset: a restarted
+/// agent's snapshot (or any re-sent `active` without a clear between) is not counted again. Events before
+/// `from` are read for that state, not counted.
+///
 /// # Errors
 /// SQLite failures.
 pub fn alarm_starts(
@@ -287,21 +291,72 @@ pub fn alarm_starts(
     to_ms: i64,
 ) -> Result<Vec<crate::report::alarms::AlarmStart>, PeopleStoreError> {
     let mut st = conn.prepare(
-        "SELECT asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms",
+        "SELECT site, asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms < ?1
+         ORDER BY ts_ms, gateway, epoch, seq",
     )?;
-    let rows = st.query_map(params![from_ms, to_ms], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+    let rows = st.query_map(params![to_ms], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
     })?;
+    let mut active: std::collections::HashSet<(String, String, String)> = std::collections::HashSet::new();
     let mut out = Vec::new();
     for row in rows {
-        let (asset, ts_ms, body) = row?;
-        let active = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["alarm"]["active"].as_bool())
-            .unwrap_or(false);
-        if active {
-            out.push(crate::report::alarms::AlarmStart { asset, ts_ms });
+        let (site, asset, ts_ms, body) = row?;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { continue };
+        let id = v["alarm"]["id"].as_str().unwrap_or_default().to_string();
+        let key = (site, asset, id);
+        if v["alarm"]["active"].as_bool().unwrap_or(false) {
+            if active.insert(key.clone()) && ts_ms >= from_ms {
+                out.push(crate::report::alarms::AlarmStart { asset: key.1, ts_ms });
+            }
+        } else {
+            active.remove(&key);
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod alarm_start_tests {
+    use super::alarm_starts;
+    use crate::store::events::{insert_rows, Rows};
+    use shiftlens_common::{Alarm, AssetId, Batch, Event, EventBody, GatewayId, SiteId};
+
+    /// A restarted agent's snapshot (an `active` for an alarm already active, no clear between) is not a new
+    /// activation; an `active` after a clear is; the window counts only activations inside it but knows the
+    /// state from before.
+    #[test]
+    fn a_resent_activation_is_not_a_new_activation() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_writer(&dir.path().join("c.db")).unwrap();
+        // (epoch, seq, ts, asset, alarm, active)
+        let events = [
+            (1, 1, 100, "press-1", "A", true),
+            (1, 2, 100, "press-1", "B", true),
+            (1, 3, 200, "press-2", "A", true),
+            // The agent restarts (a new outbox epoch, as after a lost database) and sends its snapshot again.
+            (2, 1, 300, "press-1", "A", true),
+            (2, 2, 300, "press-1", "B", true),
+            (2, 3, 400, "press-1", "B", false),
+            (2, 4, 500, "press-1", "B", true),
+            (2, 5, 600, "press-1", "A", true),
+        ];
+        for (epoch, seq, ts_ms, asset, id, active) in events {
+            let body =
+                EventBody::Alarm(Alarm { id: id.into(), active, severity: 500, text: String::new(), class: None });
+            let event = Event { seq, ts_ms, asset: AssetId::parse(asset).unwrap(), body };
+            let batch = Batch::new(SiteId::parse("s").unwrap(), GatewayId::parse("gw").unwrap(), epoch, vec![event]);
+            insert_rows(&conn, &Rows::new(batch).unwrap(), 0).unwrap();
+        }
+        let starts = |from, to| -> Vec<(String, i64)> {
+            alarm_starts(&conn, from, to).unwrap().into_iter().map(|a| (a.asset, a.ts_ms)).collect()
+        };
+        let all = vec![
+            ("press-1".to_string(), 100),
+            ("press-1".into(), 100),
+            ("press-2".into(), 200),
+            ("press-1".into(), 500),
+        ];
+        assert_eq!(starts(i64::MIN, i64::MAX), all);
+        assert_eq!(starts(250, 1000), vec![("press-1".to_string(), 500)]);
+    }
 }

@@ -61,9 +61,10 @@ pub fn seed(path: &Path, plant: &Plant) {
         let mut ins = tx
             .prepare("INSERT INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms) VALUES ('gw-1', 1, ?1, 'plant-a', ?2, ?3, 'alarm', ?4, ?3)")
             .unwrap();
-        let body = serde_json::json!({ "alarm": { "id": "AL1", "active": true, "severity": 500, "text": "alarm" } })
-            .to_string();
+        // One alarm id per activation: an `active` for an alarm already active is not a new activation.
         for (i, a) in plant.alarms.iter().enumerate() {
+            let body = serde_json::json!({ "alarm": { "id": format!("AL{i}"), "active": true, "severity": 500, "text": "alarm" } })
+                .to_string();
             ins.execute(rusqlite::params![i as i64, a.asset, a.ts_ms, body]).unwrap();
         }
     }

@@ -185,6 +185,11 @@ impl PolledDevice {
         }
     }
 
+    /// Starts the detector's alarm flags from what was last reported (see [`Detector::restore`]).
+    pub fn restore(&mut self, reported: &crate::Reported) {
+        self.detector.restore(reported);
+    }
+
     fn first_backoff(&self) -> Duration {
         self.poll.clamp(Duration::from_millis(100), self.backoff_max)
     }
