@@ -133,21 +133,28 @@ impl Ca {
         self.dir.join("ca.pem")
     }
 
+    /// Where the certificate and key of `kind` are (or would be) written: `{site}.{gateway}` for a gateway,
+    /// else its name, with `.pem` and `.key`.
+    pub fn files(&self, kind: &Kind) -> (PathBuf, PathBuf) {
+        let stem = match kind {
+            Kind::Gateway { site, gateway } => format!("{site}.{gateway}"),
+            Kind::FeedReader { id } => id.clone(),
+            Kind::Server { name, .. } => name.clone(),
+        };
+        (self.dir.join(format!("{stem}.pem")), self.dir.join(format!("{stem}.key")))
+    }
+
     /// Issues a certificate valid for `days`, written as `{file}.pem` and `{file}.key`; returns the paths.
     ///
     /// # Errors
     /// The files exist already, an invalid host, generation failures and unwritable files.
     pub fn issue(&self, kind: &Kind, days: u32, now_ms: i64) -> Result<(PathBuf, PathBuf), PkiError> {
-        let (file, cn, sans, usage) = match kind {
-            Kind::Gateway { site, gateway } => {
-                (format!("{site}.{gateway}"), gateway.to_string(), Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
-            }
-            Kind::FeedReader { id } => (id.clone(), id.clone(), Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
-            Kind::Server { name, hosts } => {
-                (name.clone(), name.clone(), hosts.clone(), ExtendedKeyUsagePurpose::ServerAuth)
-            }
+        let (cn, sans, usage) = match kind {
+            Kind::Gateway { gateway, .. } => (gateway.to_string(), Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
+            Kind::FeedReader { id } => (id.clone(), Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
+            Kind::Server { name, hosts } => (name.clone(), hosts.clone(), ExtendedKeyUsagePurpose::ServerAuth),
         };
-        let (cert_path, key_path) = (self.dir.join(format!("{file}.pem")), self.dir.join(format!("{file}.key")));
+        let (cert_path, key_path) = self.files(kind);
         for p in [&cert_path, &key_path] {
             if p.exists() {
                 return Err(PkiError::Exists { path: p.clone() });

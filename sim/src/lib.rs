@@ -5,6 +5,5 @@
 
 pub mod modbus;
 pub mod opcua;
-pub mod pki;
 pub mod plant;
 pub mod scenario;

@@ -7,6 +7,8 @@
 //! its handle drops, and its output is printed then if the test failed or `TEST_LOG=1`.
 #![allow(clippy::unwrap_used)]
 
+use shiftlens_collector::pki::{Ca, Kind};
+use shiftlens_common::{GatewayId, SiteId};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -189,14 +191,18 @@ fn addr_in(s: &str) -> SocketAddr {
 }
 
 /// A test installation in one directory: the CA, the broker's and each gateway's certificates (in
-/// `{dir}/pki`, as the templates expect), the gateways all of `site`.
-pub fn make_pki(dir: &Path, site: &str, gateways: &[&str]) -> shiftlens_sim::pki::Pki {
-    let pki = shiftlens_sim::pki::Pki::create(&dir.join("pki"), "e2e").unwrap();
-    pki.server("broker", &["localhost", "127.0.0.1"]).unwrap();
+/// `{dir}/pki`, as the templates expect: `broker.pem`, `{site}.{gateway}.pem`), the gateways all of `site`,
+/// made by the collector's `pki` module as `shiftlens-collector pki` makes them.
+pub fn make_pki(dir: &Path, site: &str, gateways: &[&str]) -> Ca {
+    let now = chrono::Utc::now().timestamp_millis();
+    let ca = Ca::init(&dir.join("pki"), "e2e CA", 30, now).unwrap();
+    let server = Kind::Server { name: "broker".into(), hosts: vec!["localhost".into(), "127.0.0.1".into()] };
+    ca.issue(&server, 30, now).unwrap();
     for g in gateways {
-        pki.client(site, g).unwrap();
+        let kind = Kind::Gateway { site: SiteId::parse(site).unwrap(), gateway: GatewayId::parse(*g).unwrap() };
+        ca.issue(&kind, 30, now).unwrap();
     }
-    pki
+    ca
 }
 
 /// A running collector: where gateways connect and where its HTTP API listens.

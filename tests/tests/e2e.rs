@@ -7,6 +7,8 @@
 mod restart_truth;
 
 use serde_json::Value;
+use shiftlens_collector::pki::{Ca, Kind};
+use shiftlens_common::{GatewayId, SiteId};
 use shiftlens_e2e::*;
 use std::time::Duration;
 
@@ -99,8 +101,10 @@ fn plant_faults_become_downtime_and_coverage_through_both_protocols_over_mtls() 
 /// know (it trusts the real CA for the broker's certificate, so only the client side is wrong).
 fn spawn_rogue_agent(dir: &std::path::Path, collector: &Collector, modbus: &str) -> Proc {
     let rogue = dir.join("rogue");
-    let other = shiftlens_sim::pki::Pki::create(&rogue.join("pki"), "other").unwrap();
-    other.client("plant-a", "gw-rogue").unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let other = Ca::init(&rogue.join("pki"), "other CA", 30, now).unwrap();
+    let kind = Kind::Gateway { site: SiteId::parse(SITE).unwrap(), gateway: GatewayId::parse("gw-rogue").unwrap() };
+    other.issue(&kind, 30, now).unwrap();
     std::fs::copy(dir.join("pki/ca.pem"), rogue.join("pki/ca.pem")).unwrap();
     let template =
         std::fs::read_to_string(config_dir().join("demo/gw-line1.toml")).unwrap().replace("gw-line1", "gw-rogue");

@@ -19,11 +19,13 @@
 use anyhow::Context;
 use clap::Parser;
 use shiftlens_collector::people::import::Kind;
+use shiftlens_collector::pki::{self, Ca};
 use shiftlens_collector::store::{self, events};
 use shiftlens_collector::timeline::Downtime;
 use shiftlens_collector::{feed, http, ingest};
 use shiftlens_common::config::ConfigFile;
-use shiftlens_sim::{modbus, opcua, pki::Pki, plant::Plant, scenario::Scenario};
+use shiftlens_common::{GatewayId, SiteId};
+use shiftlens_sim::{modbus, opcua, plant::Plant, scenario::Scenario};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,10 @@ const SAMPLES: [(Kind, &str); 9] = [
     (Kind::Initiatives, include_str!("../../../config/samples/initiatives.csv")),
     (Kind::WorkOrders, include_str!("../../../config/samples/work-orders.csv")),
 ];
+/// The demo's site (`config/samples/assets.csv`).
+const SITE: &str = "plant-a";
+/// Central IT's feed reader: its certificate is issued and it is listed in `[broker] feed_readers`.
+const FEED_READER: &str = "it-feed";
 /// The time zone of the demo site (`config/demo/collector.toml`); sample dates are local to it.
 const TZ: chrono_tz::Tz = chrono_tz::Europe::Berlin;
 
@@ -96,11 +102,22 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let d = dir.to_string_lossy().into_owned();
 
-    // Certificates: one CA, the broker's server certificate, one client certificate per gateway.
-    let pki = Pki::create(&dir.join("pki"), "ShiftLens demo")?;
-    pki.server("broker", &["localhost", "127.0.0.1"])?;
+    // Certificates (as `shiftlens-collector pki` makes them): one CA, the broker's server certificate, one
+    // client certificate per gateway and one for central IT's feed reader. Kept in a --state-dir.
+    let now = chrono::Utc::now().timestamp_millis();
+    let ca = Ca::open_or_init(&dir.join("pki"), "ShiftLens demo CA", now)?;
+    let site = SiteId::parse(SITE)?;
+    let mut kinds = vec![
+        pki::Kind::Server { name: "broker".into(), hosts: vec!["localhost".into(), "127.0.0.1".into()] },
+        pki::Kind::FeedReader { id: FEED_READER.into() },
+    ];
     for gw in ["gw-line1", "gw-line2"] {
-        pki.client("plant-a", gw)?;
+        kinds.push(pki::Kind::Gateway { site: site.clone(), gateway: GatewayId::parse(gw)? });
+    }
+    for kind in &kinds {
+        if !ca.files(kind).0.exists() {
+            ca.issue(kind, 825, now)?;
+        }
     }
 
     // Collector: config, personnel, history, then broker + ingest + dashboard.
@@ -164,12 +181,14 @@ async fn main() -> anyhow::Result<()> {
         agents.push((gw, tokio::spawn(shiftlens_agent::run(config))));
     }
 
+    let feed = feed_command(&dir.join("pki"), broker.port());
     println!(
         "\nShiftLens demo is running.\n\n  Dashboard:  http://{web}/\n  API:        http://{web}/api/v1/openapi.json\n\n\
          Plant: 8 assets of site plant-a, time x{} ({} plant minutes per real minute)\n  \
          line 1 (press-1, press-2, line1-filler, line1-capper)  Modbus TCP {mb_addr} -> agent gw-line1\n  \
          lines 2, 3 (line2-*, line3-*)                          OPC UA {ua_url} -> agent gw-line2\n  \
          agents -> collector broker mqtts://localhost:{broker_port} (mutual TLS, certificates in {}/pki)\n\n\
+         Central IT's downtime feed (certificate {FEED_READER}, listed in feed_readers):\n  {feed}\n\n\
          Breakdowns start within seconds; the dashboard also shows {} of sample history.\n\
          State (configs, databases): {}{}\nPress Ctrl-C to stop.\n",
         scenario.time_scale,
@@ -294,6 +313,17 @@ fn seed_history(db: &Path, mut history: Vec<Downtime>, days: i64) -> anyhow::Res
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The `mosquitto_sub` command that reads the feed with the demo's feed-reader certificate.
+fn feed_command(pki: &Path, port: u16) -> String {
+    let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
+    format!(
+        "mosquitto_sub -h localhost -p {port} --cafile {} --cert {} --key {} -i {FEED_READER} -q 1 -v -t 'shiftlens/v1/+/downtime'",
+        p("ca.pem"),
+        p(&format!("{FEED_READER}.pem")),
+        p(&format!("{FEED_READER}.key")),
+    )
 }
 
 fn live_downtime(db: &Path, since_ms: i64) -> anyhow::Result<usize> {
