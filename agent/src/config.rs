@@ -4,7 +4,7 @@
 //!
 //! Each section's type lives with the component that uses it; this module only assembles them.
 
-use crate::{outbox, source, uplink};
+use crate::{health, outbox, source, uplink};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile, Spanned};
 use shiftlens_common::{GatewayId, SiteId};
@@ -25,6 +25,9 @@ pub struct Config {
     /// OPC UA server endpoints.
     #[serde(default)]
     pub opcua: Vec<Spanned<source::opcua::OpcUaEndpoint>>,
+    /// State file, delivery warnings, backlog alert, metrics endpoint.
+    #[serde(default)]
+    pub health: health::HealthConfig,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
         source::modbus::register_map::load(&mut config.modbus, file, &mut errors);
         config.outbox.validate(file, &mut errors);
         config.uplink.validate(file, &mut errors);
+        config.health.validate(file, &mut errors);
         source::validate(&config.modbus, &config.opcua, file, &mut errors);
         if errors.is_empty() {
             Ok(config)
