@@ -39,6 +39,7 @@ impl Running {
             .args(["run", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

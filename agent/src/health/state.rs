@@ -209,9 +209,10 @@ pub fn render(
         let running = *live == Liveness::Running;
         let u = &s.uplink;
         let link = match (running, u.connected) {
-            (false, _) => "last known".to_string(),
-            (true, true) => "CONNECTED".to_string(),
-            (true, false) => "NOT CONNECTED".to_string(),
+            (false, true) => "(last known) CONNECTED",
+            (false, false) => "(last known) NOT CONNECTED",
+            (true, true) => "CONNECTED",
+            (true, false) => "NOT CONNECTED",
         };
         let since = u.since_ms.map(|t| format!(" for {}", ago(t))).unwrap_or_default();
         let _ = writeln!(o, "uplink     {link}{since}  {}", s.broker);
@@ -237,7 +238,7 @@ pub fn render(
     };
     if db.is_ok() || state.is_ok() {
         let oldest = oldest.map_or("none".to_string(), |t| format!("{} old", ago(t)));
-        let _ = writeln!(o, "backlog    {depth} events unsent, oldest {oldest} ({source})");
+        let _ = writeln!(o, "backlog    {depth} event(s) unsent, oldest {oldest} ({source})");
         let bound = state.map(|s| s.outbox.max_bytes).ok().filter(|m| *m > 0);
         let share = bound.map(|m| format!(" of {} ({} %)", human_bytes(m), u128::from(bytes) * 100 / u128::from(m)));
         let _ = writeln!(
@@ -378,7 +379,7 @@ mod tests {
             "reason: TLS: the broker's certificate is not signed by the configured CA (UnknownIssuer)",
             "action: set [uplink] ca",
             "last ack: 2m 10s ago; failed connects since start: 17",
-            "backlog    1300 events unsent, oldest 2m 11s old (read now)",
+            "backlog    1300 event(s) unsent, oldest 2m 11s old (read now)",
             "outbox     4.0 MiB of 256.0 MiB (1 %), dropped since created: 2  /var/lib/shiftlens/outbox.db",
             "clock      ok",
             "sources    opc-1            LOST  last error: BadCertificateUntrusted",
@@ -390,7 +391,7 @@ mod tests {
         assert!(text.lines().count() <= 24, "one screen:\n{text}");
         // Without the database, the state file's figures.
         let text = render(Path::new("/x/outbox.db"), Ok(&s), &Liveness::Running, Err("cannot read"), NOW);
-        assert!(text.contains("1234 events unsent, oldest 2m 10s old (from the state file)"), "{text}");
+        assert!(text.contains("1234 event(s) unsent, oldest 2m 10s old (from the state file)"), "{text}");
         assert!(text.contains("cannot read"), "{text}");
     }
 
@@ -400,9 +401,9 @@ mod tests {
         let db = DbFigures { depth: 5, bytes: 100, oldest_ts_ms: None, dropped: 0 };
         let text = render(Path::new("/x/outbox.db"), Ok(&state()), &live, Ok(&db), NOW);
         assert!(text.starts_with("agent      NOT RUNNING  process 4242 is gone"), "{text}");
-        assert!(text.contains("uplink     last known"), "{text}");
+        assert!(text.contains("uplink     (last known) NOT CONNECTED for 2m 5s"), "{text}");
         let text = render(Path::new("/x/outbox.db"), Err("no agent state to show"), &live, Ok(&db), NOW);
-        assert!(text.contains("backlog    5 events unsent, oldest none (read now)"), "{text}");
+        assert!(text.contains("backlog    5 event(s) unsent, oldest none (read now)"), "{text}");
     }
 
     #[test]
