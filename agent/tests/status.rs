@@ -88,11 +88,16 @@ fn device(addr: std::net::SocketAddr) -> String {
     )
 }
 
-/// The agent config: uplink to `broker`, state file every 200 ms, metrics on `metrics_port`, then the PLC.
+/// The agent config: uplink to `broker`, state file every 200 ms, backlog alert above 1 s of age, metrics on
+/// `metrics_port`, then the PLC.
 fn config(dir: &Path, broker: &str, metrics_port: u16, plc: std::net::SocketAddr) -> PathBuf {
     let path = write_config(dir, broker);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!("\n[health]\nstate_interval = \"200ms\"\nlisten = \"127.0.0.1:{metrics_port}\"\n"));
+    // Quick resends: after the broker's restart the agent may publish before the collector has subscribed again.
+    text.push_str("ack_timeout = \"2s\"\n");
+    text.push_str(&format!(
+        "\n[health]\nstate_interval = \"200ms\"\noutbox_alert_age = \"1s\"\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+    ));
     text.push_str(&device(plc));
     std::fs::write(&path, text).unwrap();
     path
@@ -205,6 +210,18 @@ async fn status_shows_the_backlog_growing_while_the_broker_is_down_and_draining_
     })
     .await;
     assert!(log().contains("broker connection lost"), "{}", log());
+    // Events wait longer than outbox_alert_age: an ERROR, the alert on the status screen and in the metrics.
+    wait_for("the backlog ERROR", LONG, || {
+        log().lines().any(|l| l.contains("ERROR") && l.contains("outbox backlog over the alert threshold"))
+    })
+    .await;
+    let line = log().lines().find(|l| l.contains("outbox backlog over the alert threshold")).unwrap().to_string();
+    assert!(line.contains("the oldest unsent event is") && line.contains("alert above 1s"), "{line}");
+    wait_for("status and metrics: the alert", LONG, || {
+        status(&config).has("ALERT: the oldest unsent event is")
+            && metric(&metrics(metrics_port), "shiftlens_agent_outbox_alert") == Some(1.0)
+    })
+    .await;
 
     // The broker is back: the backlog drains to nothing.
     stop.store(true, Ordering::SeqCst);
@@ -225,6 +242,7 @@ async fn status_shows_the_backlog_growing_while_the_broker_is_down_and_draining_
     })
     .await;
     assert!(log().contains("connected to broker again; delivery resumes"), "{}", log());
+    wait_for("the alert cleared", LONG, || log().contains("outbox backlog back under the alert thresholds")).await;
     assert!(collector.count() as u64 > grown, "the collector got the backlog");
 
     // A clean stop: status says the agent is not running, still shows the outbox, and exits 1.
