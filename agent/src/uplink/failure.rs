@@ -170,8 +170,13 @@ fn connect_kind(e: &ConnectionError) -> Kind {
         // The socket (and TLS, if any) was up, the CONNECT sent, and the broker hung up without a CONNACK: what
         // the collector's embedded broker does with a client id that is not the certificate's CN.
         ConnectionError::MqttState(StateError::ConnectionAborted) => Kind::ClientIdRefused,
-        ConnectionError::MqttState(StateError::Io(io)) | ConnectionError::Io(io) => io_kind(io, true),
-        ConnectionError::Tls(rumqttc::TlsError::Io(io)) => io_kind(io, false),
+        ConnectionError::MqttState(StateError::Io(io))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io)))
+        | ConnectionError::Io(io) => io_kind(io, true),
+        ConnectionError::Tls(rumqttc::TlsError::Io(io)) => match io_kind(io, false) {
+            Kind::Other => Kind::Tls,
+            k => k,
+        },
         ConnectionError::Tls(_) => Kind::Tls,
         _ => Kind::Other,
     }
@@ -205,7 +210,8 @@ fn rustls_error(e: &ConnectionError) -> Option<&rustls::Error> {
         ConnectionError::Tls(rumqttc::TlsError::TLS(t)) => return Some(t),
         ConnectionError::Tls(rumqttc::TlsError::Io(io))
         | ConnectionError::Io(io)
-        | ConnectionError::MqttState(StateError::Io(io)) => io,
+        | ConnectionError::MqttState(StateError::Io(io))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io))) => io,
         _ => return None,
     };
     io.get_ref()?.downcast_ref::<rustls::Error>()
@@ -400,6 +406,32 @@ mod tests {
                 false,
                 Kind::ClientIdRefused,
                 "client id must equal the certificate CN",
+            ),
+            (
+                "TLS stream closed at login (the embedded broker's refusal)",
+                E::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(io(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed connection without sending TLS close_notify",
+                )))),
+                false,
+                Kind::ClientIdRefused,
+                "with the collector's embedded broker the client id must equal the certificate CN",
+            ),
+            (
+                "client certificate refused, read while decoding",
+                E::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(tls_io(
+                    rustls::Error::AlertReceived(AlertDescription::BadCertificate),
+                )))),
+                false,
+                Kind::TlsClientCertRefused,
+                "client certificate",
+            ),
+            (
+                "TLS handshake closed",
+                E::Tls(rumqttc::TlsError::Io(io(io::ErrorKind::UnexpectedEof, "eof"))),
+                false,
+                Kind::Tls,
+                "TLS: ",
             ),
             (
                 "reset at login",
