@@ -493,6 +493,32 @@ mod tests {
         assert_eq!(h.sources(), [sh("opc-1", true, None), sh("plc-1", false, Some("no answer within 200ms"))]);
     }
 
+    #[test]
+    fn health_config_is_checked_with_locations() {
+        let check = |text: &str| {
+            let file = ConfigFile::from_text("agent.toml", text);
+            let c: HealthConfig = file.parse().unwrap_or_else(|e| panic!("{e}"));
+            let mut errors = Vec::new();
+            c.validate(&file, &mut errors);
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert!(check("").is_empty());
+        assert!(check("listen = \"127.0.0.1:9101\"").is_empty());
+        assert!(check("listen = \"[::1]:9101\"").is_empty());
+        assert!(check("listen = \"0.0.0.0:9101\"\nallow_remote = true").is_empty());
+        assert_eq!(
+            check("listen = \"0.0.0.0:9101\""),
+            ["agent.toml:1:10: [health] listen 0.0.0.0:9101 is not a loopback address: set allow_remote = true to serve it there"]
+        );
+        assert_eq!(check("listen = \"localhost\"").len(), 1);
+        let e = check("state_interval = \"10ms\"\noutbox_alert_percent = 0");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("agent.toml:1:18: [health] state_interval"), "{e:?}");
+        assert!(e[1].starts_with("agent.toml:2:24: [health] outbox_alert_percent"), "{e:?}");
+        let d = HealthConfig::default();
+        assert_eq!((d.listen_addr(), *d.outbox_alert_percent.get_ref()), (None, 80));
+    }
+
     const T: i64 = 1_750_000_000_000; // mid-2025
 
     #[test]
