@@ -36,6 +36,8 @@ pub struct HealthConfig {
     /// Allows `listen` on an address other than loopback.
     #[serde(default)]
     pub allow_remote: bool,
+    /// The state file `status` reads; default next to the outbox ([`state::state_path`]).
+    pub state_file: Option<PathBuf>,
     /// How often the state file (and the endpoint's figures) is refreshed.
     #[serde(default = "d_state_interval")]
     pub state_interval: Spanned<HumanDuration>,
@@ -54,7 +56,7 @@ pub struct HealthConfig {
 }
 
 fn d_state_interval() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(2)))
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(5)))
 }
 fn d_warn_every() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
@@ -74,6 +76,7 @@ impl Default for HealthConfig {
         Self {
             listen: None,
             allow_remote: false,
+            state_file: None,
             state_interval: d_state_interval(),
             warn_every: d_warn_every(),
             outbox_alert_percent: d_alert_percent(),
@@ -84,6 +87,11 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
+    /// Where the state file of the outbox at `outbox` goes.
+    pub fn state_file(&self, outbox: &std::path::Path) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| state::state_path(outbox))
+    }
+
     /// The endpoint's address (valid after [`Self::validate`] passed).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.as_ref().and_then(|l| l.get_ref().parse().ok())
@@ -324,7 +332,7 @@ pub async fn reporter(
     figures: watch::Sender<state::AgentState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let path = state::state_path(&params.outbox_path);
+    let path = params.config.state_file(&params.outbox_path);
     let mut alert = backlog::BacklogAlert::new(
         *params.config.outbox_alert_percent.get_ref(),
         params.config.outbox_alert_age.0,

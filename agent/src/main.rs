@@ -102,8 +102,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let (text, running) =
-                shiftlens_agent::health::state::status(&config.outbox.path, shiftlens_agent::outbox::now_ms());
+            let (text, running) = shiftlens_agent::health::state::status(
+                &config.outbox.path,
+                &config.health.state_file(&config.outbox.path),
+                shiftlens_agent::outbox::now_ms(),
+            );
             print!("{text}");
             if running {
                 ExitCode::SUCCESS

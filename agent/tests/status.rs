@@ -90,13 +90,13 @@ fn device(addr: std::net::SocketAddr) -> String {
 
 /// The agent config: uplink to `broker`, state file every 200 ms, backlog alert above 1 s of age, metrics on
 /// `metrics_port`, then the PLC.
-fn config(dir: &Path, broker: &str, metrics_port: u16, plc: std::net::SocketAddr) -> PathBuf {
+fn config(dir: &Path, broker: &str, metrics_port: u16, plc: std::net::SocketAddr, health_extra: &str) -> PathBuf {
     let path = write_config(dir, broker);
     let mut text = std::fs::read_to_string(&path).unwrap();
     // Quick resends: after the broker's restart the agent may publish before the collector has subscribed again.
     text.push_str("ack_timeout = \"2s\"\n");
     text.push_str(&format!(
-        "\n[health]\nstate_interval = \"200ms\"\noutbox_alert_age = \"1s\"\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        "\n[health]\nstate_interval = \"200ms\"\noutbox_alert_age = \"1s\"\nlisten = \"127.0.0.1:{metrics_port}\"\n{health_extra}"
     ));
     text.push_str(&device(plc));
     std::fs::write(&path, text).unwrap();
@@ -136,7 +136,7 @@ async fn status_shows_the_backlog_growing_while_the_broker_is_down_and_draining_
     let server = ModbusServer::start(plant.clone(), listener).unwrap();
     let metrics_port = free_port();
     let broker = format!("mqtt://127.0.0.1:{}", mosquitto.port);
-    let config = config(dir.path(), &broker, metrics_port, server.local_addr());
+    let config = config(dir.path(), &broker, metrics_port, server.local_addr(), "");
     let log_path = dir.path().join("agent.log");
     let mut agent = run(&config, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -266,7 +266,11 @@ async fn status_says_a_killed_agent_is_not_running() {
     let refusing = tokio::net::TcpSocket::new_v4().unwrap();
     refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let broker = format!("mqtt://127.0.0.1:{}", refusing.local_addr().unwrap().port());
-    let config = config(dir.path(), &broker, free_port(), server.local_addr());
+    // The state file somewhere else than next to the outbox: agent and status both follow the config.
+    let state_file = dir.path().join("run").join("agent.state.json");
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let extra = format!("state_file = {:?}\n", state_file.display().to_string());
+    let config = config(dir.path(), &broker, free_port(), server.local_addr(), &extra);
     let mut agent = run(&config, &dir.path().join("agent.log"));
     let before = status(&config);
     wait_for("status: running with a backlog", LONG, || {
@@ -284,6 +288,7 @@ async fn status_says_a_killed_agent_is_not_running() {
     assert!(s.backlog().is_some_and(|b| b > 0), "the outbox is still read:\n{}", s.text);
     // Before the agent had written its first state file, status said so too (or it was already running).
     assert!(before.running || before.has("NOT RUNNING"), "{before:?}");
+    assert!(state_file.exists() && !dir.path().join("outbox.state.json").exists());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The state file and `shiftlens-agent status`.
 //!
-//! The running agent writes a small JSON file next to its outbox every `[health] state_interval`
-//! ([`state_path`]: `/var/lib/shiftlens/outbox.db` → `/var/lib/shiftlens/outbox.state.json`), atomically (a
+//! The running agent writes a small JSON file next to its outbox (or at `[health] state_file`) every
+//! `[health] state_interval` ([`state_path`]: `/var/lib/shiftlens/outbox.db` →
+//! `/var/lib/shiftlens/outbox.state.json`), atomically (a
 //! temp file in the same directory, then rename), so a reader never sees half a file. `status` reads that
 //! file and the outbox database read-only (no write, no lock the agent waits on) and prints one screen. The
 //! agent counts as not running when the file is missing, says `running: false` (a clean stop), is older than
@@ -277,10 +278,10 @@ pub fn render(
     o
 }
 
-/// `shiftlens-agent status` for the outbox at `outbox`: the screen, and whether the agent runs.
-pub fn status(outbox: &Path, now_ms: i64) -> (String, bool) {
-    let path = state_path(outbox);
-    let state = read(&path);
+/// `shiftlens-agent status` for the outbox at `outbox` and the state file at `path`: the screen, and whether
+/// the agent runs.
+pub fn status(outbox: &Path, path: &Path, now_ms: i64) -> (String, bool) {
+    let state = read(path);
     let live = match &state {
         Ok(s) => liveness(s, now_ms, process_exists),
         Err(_) if !path.exists() => Liveness::NotRunning(format!(
