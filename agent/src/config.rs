@@ -7,7 +7,7 @@
 pub mod check;
 pub mod ranges;
 
-use crate::{outbox, source, uplink};
+use crate::{health, outbox, source, uplink};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile, Spanned};
 use shiftlens_common::{GatewayId, SiteId};
@@ -28,6 +28,9 @@ pub struct Config {
     /// OPC UA server endpoints.
     #[serde(default)]
     pub opcua: Vec<Spanned<source::opcua::OpcUaEndpoint>>,
+    /// State file, delivery warnings, backlog alert, metrics endpoint.
+    #[serde(default)]
+    pub health: health::HealthConfig,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
         source::modbus::register_map::load(&mut config.modbus, file, &mut errors);
         config.outbox.validate(file, &mut errors);
         config.uplink.validate(file, &mut errors);
+        config.health.validate(file, &mut errors);
         source::validate(&config.modbus, &config.opcua, file, &mut errors);
         // A component's own message about a value wins over the generic range message at the same place.
         range_errors.retain(|r| !errors.iter().any(|e| e.path == r.path && (e.line, e.col) == (r.line, r.col)));
@@ -106,6 +110,7 @@ fn section_errors(file: &ConfigFile) -> Vec<ConfigError> {
             "gateway" => one::<GatewayId>(value).into_iter().collect(),
             "outbox" => one::<outbox::OutboxConfig>(value).into_iter().collect(),
             "uplink" => one::<uplink::UplinkConfig>(value).into_iter().collect(),
+            "health" => one::<health::HealthConfig>(value).into_iter().collect(),
             section @ ("modbus" | "opcua") => match value.into_inner() {
                 DeValue::Array(items) => items
                     .into_iter()

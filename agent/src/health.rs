@@ -6,13 +6,142 @@
 //! far the wall clock and the monotonic clock advanced; a difference above the threshold is a jump and makes
 //! the clock "not ok" for a hold time, and a wall clock before 2024 is unsynchronised. Event order never
 //! depends on the wall clock (the outbox seq keeps it).
+//!
+//! For the engineer at the gateway: [`reporter`] runs every `[health] state_interval`; it looks at the outbox,
+//! raises and clears the backlog ERROR ([`backlog`]), writes the state file that `shiftlens-agent status`
+//! reads ([`state`]) and hands the same figures to the optional Prometheus endpoint ([`metrics`]).
+
+pub mod backlog;
+pub mod metrics;
+pub mod state;
 
 use crate::detect::Sample;
-use crate::outbox::Stats;
+use crate::outbox::{Outbox, Stats};
+use serde::{Deserialize, Serialize};
+use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::status::{SourceHealth, Status};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// `[health]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Local Prometheus endpoint (`GET /metrics`), e.g. `"127.0.0.1:9101"`; off when absent.
+    pub listen: Option<Spanned<String>>,
+    /// Allows `listen` on an address other than loopback.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// The state file `status` reads; default next to the outbox ([`state::state_path`]).
+    pub state_file: Option<PathBuf>,
+    /// How often the state file (and the endpoint's figures) is refreshed.
+    #[serde(default = "d_state_interval")]
+    pub state_interval: Spanned<HumanDuration>,
+    /// While the broker cannot be reached, at most one WARN per this interval (a new reason is logged at once).
+    #[serde(default = "d_warn_every")]
+    pub warn_every: HumanDuration,
+    /// ERROR when the outbox holds more than this percentage of `[outbox] max_bytes` (1-100).
+    #[serde(default = "d_alert_percent")]
+    pub outbox_alert_percent: Spanned<u8>,
+    /// ERROR when the oldest unsent event is older than this.
+    #[serde(default = "d_alert_age")]
+    pub outbox_alert_age: HumanDuration,
+    /// While the backlog stays over a threshold, the ERROR is repeated at this interval.
+    #[serde(default = "d_alert_every")]
+    pub alert_every: HumanDuration,
+}
+
+fn d_state_interval() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(5)))
+}
+fn d_warn_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn d_alert_percent() -> Spanned<u8> {
+    Spanned::new(0..0, 80)
+}
+fn d_alert_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn d_alert_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(900))
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow_remote: false,
+            state_file: None,
+            state_interval: d_state_interval(),
+            warn_every: d_warn_every(),
+            outbox_alert_percent: d_alert_percent(),
+            outbox_alert_age: d_alert_age(),
+            alert_every: d_alert_every(),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Where the state file of the outbox at `outbox` goes.
+    pub fn state_file(&self, outbox: &std::path::Path) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| state::state_path(outbox))
+    }
+
+    /// The endpoint's address (valid after [`Self::validate`] passed).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.as_ref().and_then(|l| l.get_ref().parse().ok())
+    }
+
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+        if let Some(l) = &self.listen {
+            match l.get_ref().parse::<SocketAddr>() {
+                Err(_) => errors.push(file.error_at(
+                    l.span(),
+                    format!("[health] listen {:?} must be ip:port, e.g. \"127.0.0.1:9101\"", l.get_ref()),
+                )),
+                Ok(a) if !a.ip().is_loopback() && !self.allow_remote => errors.push(file.error_at(
+                    l.span(),
+                    format!("[health] listen {a} is not a loopback address: set allow_remote = true to serve it there"),
+                )),
+                Ok(_) => {}
+            }
+        }
+        let interval = self.state_interval.get_ref().0;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&interval) {
+            errors.push(
+                file.error_at(self.state_interval.span(), "[health] state_interval must be between 100ms and 60s"),
+            );
+        }
+        if !(1..=100).contains(self.outbox_alert_percent.get_ref()) {
+            errors.push(
+                file.error_at(
+                    self.outbox_alert_percent.span(),
+                    "[health] outbox_alert_percent must be between 1 and 100",
+                ),
+            );
+        }
+    }
+}
+
+/// The uplink as the agent sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkHealth {
+    pub connected: bool,
+    /// When the current state (connected or not) began, Unix ms; `None` before the first attempt ended.
+    pub since_ms: Option<i64>,
+    /// The last failure, in plain words, and the action to take.
+    pub last_error: Option<String>,
+    pub last_action: Option<String>,
+    /// When the collector last confirmed events, Unix ms.
+    pub last_ack_ms: Option<i64>,
+    /// Failed connects (and lost connections) since the agent started.
+    pub failures: u64,
+}
 
 /// 2024-01-01T00:00:00Z in Unix milliseconds: a wall clock before this has not been set since a cold boot.
 pub const SANE_WALL_MS: i64 = 1_704_067_200_000;
@@ -86,6 +215,7 @@ impl ClockWatch {
 #[derive(Debug, Clone)]
 pub struct Health {
     sources: Arc<Mutex<BTreeMap<String, SourceHealth>>>,
+    uplink: Arc<Mutex<UplinkHealth>>,
     clock: Arc<Mutex<(ClockWatch, bool)>>,
     origin: Instant,
 }
@@ -99,7 +229,12 @@ impl Default for Health {
 impl Health {
     /// A handle using `clock` for the clock check.
     pub fn with_clock(clock: ClockWatch) -> Self {
-        Self { sources: Arc::default(), clock: Arc::new(Mutex::new((clock, false))), origin: Instant::now() }
+        Self {
+            sources: Arc::default(),
+            uplink: Arc::default(),
+            clock: Arc::new(Mutex::new((clock, false))),
+            origin: Instant::now(),
+        }
     }
 
     /// Records whether source `id` is connected, and why not.
@@ -121,6 +256,34 @@ impl Health {
                 self.set_source(source, *connected, error.clone());
             }
         }
+    }
+
+    /// The uplink is connected.
+    pub fn uplink_up(&self) {
+        let mut u = self.uplink.lock().unwrap_or_else(PoisonError::into_inner);
+        u.connected = true;
+        u.since_ms = Some(crate::outbox::now_ms());
+    }
+
+    /// A connect failed, or the connection was lost: `reason` and `action` in plain words.
+    pub fn uplink_failed(&self, reason: &str, action: &str) {
+        let mut u = self.uplink.lock().unwrap_or_else(PoisonError::into_inner);
+        if u.connected || u.since_ms.is_none() {
+            u.since_ms = Some(crate::outbox::now_ms());
+        }
+        u.connected = false;
+        u.last_error = Some(reason.to_string());
+        u.last_action = Some(action.to_string());
+        u.failures += 1;
+    }
+
+    /// The collector confirmed events.
+    pub fn uplink_acked(&self) {
+        self.uplink.lock().unwrap_or_else(PoisonError::into_inner).last_ack_ms = Some(crate::outbox::now_ms());
+    }
+
+    pub fn uplink(&self) -> UplinkHealth {
+        self.uplink.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Every source's state, sorted by id.
@@ -146,6 +309,136 @@ impl Health {
         *was_unsynced = c.unsynced;
         c.ok
     }
+}
+
+/// What [`reporter`] needs besides the shared handles.
+#[derive(Debug, Clone)]
+pub struct ReporterParams {
+    pub config: HealthConfig,
+    pub outbox_path: PathBuf,
+    pub max_bytes: u64,
+    pub site: String,
+    pub gateway: String,
+    pub broker: String,
+}
+
+/// Every `state_interval`: reads the outbox figures, logs the backlog ERROR (or its clearing), writes the state
+/// file and publishes the figures on `figures` (for the endpoint). On `shutdown` writes the file once more with
+/// `running = false`.
+pub async fn reporter(
+    params: ReporterParams,
+    health: Health,
+    outbox: Arc<Mutex<Outbox>>,
+    figures: watch::Sender<state::AgentState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let path = params.config.state_file(&params.outbox_path);
+    let mut alert = backlog::BacklogAlert::new(
+        *params.config.outbox_alert_percent.get_ref(),
+        params.config.outbox_alert_age.0,
+        params.config.alert_every.0,
+    );
+    let mut tick = tokio::time::interval(params.config.state_interval.get_ref().0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats = Stats::default();
+    let mut write_failed = false;
+    loop {
+        let running = tokio::select! {
+            r = shutdown.changed() => r.is_ok() && !*shutdown.borrow(),
+            _ = tick.tick() => true,
+        };
+        if let Some(s) = read_stats(&outbox).await {
+            stats = s;
+        }
+        let now = now_wall_ms();
+        let oldest_age = stats.oldest_ts_ms.map(|t| Duration::from_millis(u64::try_from(now - t).unwrap_or(0)));
+        let problem = match alert.check(Instant::now(), stats.bytes, params.max_bytes, oldest_age) {
+            backlog::Verdict::Raise(why) | backlog::Verdict::Repeat(why) => {
+                tracing::error!(
+                    outbox = %params.outbox_path.display(),
+                    depth = stats.depth,
+                    problem = %why,
+                    action = "events are not being confirmed by the collector: see the uplink warnings or run `shiftlens-agent status`",
+                    "outbox backlog over the alert threshold"
+                );
+                Some(why)
+            }
+            backlog::Verdict::Firing(why) => Some(why),
+            backlog::Verdict::Clear => {
+                tracing::info!(depth = stats.depth, "outbox backlog back under the alert thresholds");
+                None
+            }
+            backlog::Verdict::Quiet => None,
+        };
+        let st = state::AgentState {
+            version: state::STATE_VERSION,
+            running,
+            pid: std::process::id(),
+            written_ms: now,
+            interval_ms: u64::try_from(params.config.state_interval.get_ref().0.as_millis()).unwrap_or(u64::MAX),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            site: params.site.clone(),
+            gateway: params.gateway.clone(),
+            broker: params.broker.clone(),
+            uplink: health.uplink(),
+            outbox: state::OutboxFigures {
+                path: params.outbox_path.clone(),
+                depth: stats.depth,
+                bytes: stats.bytes,
+                max_bytes: params.max_bytes,
+                oldest_ts_ms: stats.oldest_ts_ms,
+                dropped: stats.dropped,
+            },
+            backlog_alert: problem,
+            sources: health.sources(),
+            clock_ok: health.check_clock(),
+            metrics: params.config.listen_addr().map(|a| a.to_string()),
+        };
+        let (p, s) = (path.clone(), st.clone());
+        match tokio::task::spawn_blocking(move || state::write(&p, &s)).await {
+            Ok(Ok(())) => write_failed = false,
+            Ok(Err(e)) if !write_failed => {
+                write_failed = true;
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the state file; `shiftlens-agent status` will say the agent is not running");
+            }
+            _ => {}
+        }
+        figures.send_replace(st);
+        if !running {
+            return;
+        }
+    }
+}
+
+/// The outbox figures, without waiting long for the writer (a stalled disk must not stop the state file).
+async fn read_stats(outbox: &Arc<Mutex<Outbox>>) -> Option<Stats> {
+    let outbox = outbox.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match outbox.try_lock() {
+                Ok(o) => return Some(o.stats()),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner().stats()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        }
+    })
+    .await;
+    match r {
+        Ok(Some(Ok(s))) => Some(s),
+        Ok(Some(Err(e))) => {
+            tracing::debug!(error = %e, "outbox figures not read");
+            None
+        }
+        _ => None,
+    }
+}
+
+fn now_wall_ms() -> i64 {
+    crate::outbox::now_ms()
 }
 
 /// The online status (birth message and heartbeat).
@@ -206,6 +499,32 @@ mod tests {
         assert_eq!(h.sources(), [sh("opc-1", false, None), sh("plc-1", true, None)]);
         h.record(&[link("plc-1", false, Some("no answer within 200ms")), link("opc-1", true, None)]);
         assert_eq!(h.sources(), [sh("opc-1", true, None), sh("plc-1", false, Some("no answer within 200ms"))]);
+    }
+
+    #[test]
+    fn health_config_is_checked_with_locations() {
+        let check = |text: &str| {
+            let file = ConfigFile::from_text("agent.toml", text);
+            let c: HealthConfig = file.parse().unwrap_or_else(|e| panic!("{e}"));
+            let mut errors = Vec::new();
+            c.validate(&file, &mut errors);
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert!(check("").is_empty());
+        assert!(check("listen = \"127.0.0.1:9101\"").is_empty());
+        assert!(check("listen = \"[::1]:9101\"").is_empty());
+        assert!(check("listen = \"0.0.0.0:9101\"\nallow_remote = true").is_empty());
+        assert_eq!(
+            check("listen = \"0.0.0.0:9101\""),
+            ["agent.toml:1:10: [health] listen 0.0.0.0:9101 is not a loopback address: set allow_remote = true to serve it there"]
+        );
+        assert_eq!(check("listen = \"localhost\"").len(), 1);
+        let e = check("state_interval = \"10ms\"\noutbox_alert_percent = 0");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("agent.toml:1:18: [health] state_interval"), "{e:?}");
+        assert!(e[1].starts_with("agent.toml:2:24: [health] outbox_alert_percent"), "{e:?}");
+        let d = HealthConfig::default();
+        assert_eq!((d.listen_addr(), *d.outbox_alert_percent.get_ref()), (None, 80));
     }
 
     const T: i64 = 1_750_000_000_000; // mid-2025

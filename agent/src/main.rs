@@ -27,6 +27,12 @@ enum Command {
         #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
         config: PathBuf,
     },
+    /// Show what the running agent sees: uplink, backlog, outbox, clock and sources (exit 1 when it is not
+    /// running).
+    Status {
+        #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
+        config: PathBuf,
+    },
     /// Read every configured point once and print a table.
     Probe {
         #[arg(long, default_value = "/etc/shiftlens/agent.toml")]
@@ -87,6 +93,23 @@ fn main() -> ExitCode {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Status { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let (text, running) = shiftlens_agent::health::state::status(
+                &config.outbox.path,
+                &config.health.state_file(&config.outbox.path),
+                shiftlens_agent::outbox::now_ms(),
+            );
+            print!("{text}");
+            if running {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Probe { config } => {

@@ -10,7 +10,7 @@
 //! last reported. Shutdown order: sources stop, the writer commits everything queued, the run is marked clean,
 //! then the uplink publishes the offline status and disconnects. Nothing in memory is dropped on a clean stop.
 
-use crate::health::Health;
+use crate::health::{self, Health};
 use crate::outbox::{writer, Outbox};
 use crate::uplink::mqtt::{self, Params};
 use crate::{source, Config, Observation, Reported};
@@ -37,6 +37,9 @@ pub struct Agent {
     pub reported: Reported,
     writer: std::thread::JoinHandle<()>,
     uplink: JoinHandle<()>,
+    /// State file and metrics endpoint.
+    reporter: JoinHandle<()>,
+    metrics: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -75,10 +78,55 @@ impl Agent {
             .context("cannot start the outbox writer")?;
         let health = Health::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let uplink =
-            tokio::spawn(mqtt::run(params, options, outbox.clone(), committed.clone(), health.clone(), shutdown_rx));
+        let (figures_tx, figures) = watch::channel(health::state::AgentState::default());
+        let metrics = match config.health.listen_addr() {
+            Some(addr) => {
+                let listener = health::metrics::bind(addr)
+                    .await
+                    .with_context(|| format!("[health] listen: cannot serve metrics on {addr}"))?;
+                tracing::info!(%addr, "metrics endpoint on http://{addr}/metrics");
+                Some(tokio::spawn(health::metrics::serve(listener, figures, shutdown_rx.clone())))
+            }
+            None => None,
+        };
+        let reporter = tokio::spawn(health::reporter(
+            health::ReporterParams {
+                config: config.health.clone(),
+                outbox_path: config.outbox.path.clone(),
+                max_bytes: config.outbox.max_bytes.get_ref().0,
+                site: config.site.to_string(),
+                gateway: config.gateway.to_string(),
+                broker: config.uplink.broker.get_ref().clone(),
+            },
+            health.clone(),
+            outbox.clone(),
+            figures_tx,
+            shutdown_rx.clone(),
+        ));
+        let warn_every = config.health.warn_every.0;
+        let uplink = tokio::spawn(mqtt::run(
+            params,
+            options,
+            outbox.clone(),
+            committed.clone(),
+            health.clone(),
+            warn_every,
+            shutdown_rx,
+        ));
         let reported = run.reported;
-        Ok(Self { observations: tx, committed, epoch, outbox, health, reported, writer, uplink, shutdown })
+        Ok(Self {
+            observations: tx,
+            committed,
+            epoch,
+            outbox,
+            health,
+            reported,
+            writer,
+            uplink,
+            reporter,
+            metrics,
+            shutdown,
+        })
     }
 
     /// Whether the writer and the uplink still run (for the watchdog).
@@ -106,6 +154,10 @@ impl Agent {
         }
         let _ = self.shutdown.send(true);
         let _ = self.uplink.await;
+        let _ = self.reporter.await;
+        if let Some(m) = self.metrics {
+            let _ = m.await;
+        }
         Ok(())
     }
 }

@@ -114,3 +114,30 @@ fn spawn_rogue_agent(dir: &std::path::Path, collector: &Collector, modbus: &str)
     std::fs::write(&config, text).unwrap();
     Proc::spawn("gw-rogue", &bins().agent, &["run", "--config", &config.to_string_lossy()])
 }
+
+/// The collector's embedded broker refuses a gateway whose MQTT client id is not its certificate's CN (it closes
+/// the connection at login, with no CONNACK) and one whose client certificate comes from another CA; the agent
+/// says each in plain words in a WARN at the default level on its first failed connect.
+#[test]
+fn the_agent_explains_each_refusal_by_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path(), SITE, &["gw-line1"]);
+    let collector = spawn_collector(dir.path());
+    let port = collector.broker.port().to_string();
+    let template = std::fs::read_to_string(config_dir().join("demo/gw-line1.toml")).unwrap();
+    assert!(template.contains("client_id = \"gw-line1\""), "the template sets the client id");
+    let text = fill(
+        &template.replace("client_id = \"gw-line1\"", "client_id = \"shiftlens-plant-a-gw-line1\""),
+        &[("DIR", &dir.path().to_string_lossy()), ("BROKER_PORT", &port), ("MODBUS", "127.0.0.1:1")],
+    );
+    let config = dir.path().join("wrong-id.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut wrong_id = Proc::spawn("wrong-id", &bins().agent, &["run", "--config", &config.to_string_lossy()]);
+    let line = wrong_id.wait_for("cannot connect to the broker", WAIT);
+    assert!(line.contains("client id refused") && line.contains("must equal the certificate CN"), "{line}");
+    assert!(line.contains("set [uplink] client_id to the CN of the gateway's certificate"), "{line}");
+
+    let mut rogue = spawn_rogue_agent(dir.path(), &collector, "127.0.0.1:1");
+    let line = rogue.wait_for("cannot connect to the broker", WAIT);
+    assert!(line.contains("TLS: the broker refused this gateway's client certificate"), "{line}");
+}

@@ -8,6 +8,7 @@
 //! Security: `mqtts://` needs a CA and (unless `insecure = true`) a client certificate and key; plaintext
 //! `mqtt://` is accepted only to a loopback host or with `insecure = true`. The password is never logged.
 
+pub mod failure;
 pub mod mqtt;
 pub mod window;
 

@@ -5,14 +5,18 @@
 //! pool), publishes and applies acks. On every (re)connect it subscribes to its ack topic, publishes the
 //! retained birth status and sends again from the oldest unconfirmed event; during a backlog the latest
 //! state of each asset is sent first.
+//!
+//! A failed connect is explained in plain words ([`super::failure`]) and logged at WARN: the first of an outage
+//! at once, then at most once per `[health] warn_every` with the count of attempts since; an INFO closes each
+//! outage (`connected to broker` again, with the attempts and the time it took).
 
+use super::failure::{self, Failure, FailureLog};
 use super::window::Window;
 use super::{Backoff, Broker, UplinkConfig};
 use crate::health::{self, Health};
 use crate::outbox::{now_ms, Outbox, OutboxError};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use shiftlens_common::status::Status;
 use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
@@ -140,7 +144,7 @@ fn status_json(s: &Status) -> Vec<u8> {
 /// What the poller tells the uplink task.
 enum Link {
     Up,
-    Down(String),
+    Down(Failure),
     Ack(Vec<u8>),
 }
 
@@ -152,8 +156,10 @@ pub async fn run(
     outbox: Arc<Mutex<Outbox>>,
     mut committed: watch::Receiver<u64>,
     health: Health,
+    warn_every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let broker = params.config.broker().unwrap_or(Broker { tls: false, host: String::new(), port: 0 });
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
@@ -161,7 +167,7 @@ pub async fn run(
     eventloop.set_network_options(net);
     let (link_tx, mut link_rx) = mpsc::channel(64);
     let backoff = Backoff::new(params.config.reconnect_min.0, params.config.reconnect_max.0);
-    let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff));
+    let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff, broker));
     let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
     let mut up = Uplink {
         window: Window::new(
@@ -175,6 +181,7 @@ pub async fn run(
         epoch,
         connected: false,
         states_first: false,
+        failures: FailureLog::new(warn_every),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_heartbeat = Instant::now();
@@ -185,13 +192,7 @@ pub async fn run(
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
             link = link_rx.recv() => match link {
                 Some(Link::Up) => up.on_connect(),
-                Some(Link::Down(e)) => {
-                    if up.connected {
-                        tracing::warn!(error = %e, "broker connection lost");
-                    }
-                    up.connected = false;
-                    up.window.go_back();
-                }
+                Some(Link::Down(f)) => up.on_failure(&f),
                 Some(Link::Ack(payload)) => up.on_ack(&payload).await,
                 None => break,
             },
@@ -224,11 +225,19 @@ pub async fn run(
     }
 }
 
-async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Link>, ack_topic: String, mut backoff: Backoff) {
+async fn poll(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Link>,
+    ack_topic: String,
+    mut backoff: Backoff,
+    broker: Broker,
+) {
+    let mut connected = false;
     loop {
         let link = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                connected = true;
                 Some(Link::Up)
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => Some(Link::Ack(p.payload.to_vec())),
@@ -237,7 +246,9 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Link>, ack_topic: Strin
             Err(e) => {
                 let delay = backoff.next_delay(rand::random::<f64>());
                 tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
-                if tx.send(Link::Down(describe(&e))).await.is_err() {
+                let f = failure::classify(&e, &broker.host, broker.port, connected);
+                connected = false;
+                if tx.send(Link::Down(f)).await.is_err() {
                     return;
                 }
                 // The outbox resends; rumqttc need not replay its own copies.
@@ -254,10 +265,6 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Link>, ack_topic: Strin
     }
 }
 
-fn describe(e: &ConnectionError) -> String {
-    e.to_string()
-}
-
 struct Uplink {
     params: Params,
     client: AsyncClient,
@@ -268,17 +275,52 @@ struct Uplink {
     connected: bool,
     /// Send each asset's latest state before the backlog.
     states_first: bool,
+    /// Rate limit of the delivery WARN.
+    failures: FailureLog,
 }
 
 impl Uplink {
     fn on_connect(&mut self) {
-        tracing::info!(broker = %self.params.config.broker.get_ref(), "connected to broker");
+        let broker = self.params.config.broker.get_ref();
+        match self.failures.connected(Instant::now()) {
+            Some((attempts, outage)) => tracing::info!(
+                broker = %broker,
+                failed_attempts = attempts,
+                outage_s = outage.as_secs(),
+                "connected to broker again; delivery resumes"
+            ),
+            None => tracing::info!(broker = %broker, "connected to broker"),
+        }
+        self.health.uplink_up();
         self.connected = true;
         self.window.go_back();
         self.states_first = true;
         if let Err(e) = self.client.try_subscribe(self.params.ack_topic(), QoS::AtLeastOnce) {
             tracing::warn!(error = %e, "cannot subscribe to the ack topic");
         }
+    }
+
+    /// A failed connect or a lost connection: WARN (rate-limited) in plain words, and send again after the
+    /// next connect.
+    fn on_failure(&mut self, f: &Failure) {
+        let broker = self.params.config.broker.get_ref();
+        self.health.uplink_failed(&f.reason, f.action());
+        if self.connected {
+            tracing::warn!(broker = %broker, reason = %f.reason, action = f.action(), "broker connection lost; events stay in the outbox");
+            let _ = self.failures.failed(Instant::now(), f.kind);
+        } else if let Some(w) = self.failures.failed(Instant::now(), f.kind) {
+            tracing::warn!(
+                broker = %broker,
+                reason = %f.reason,
+                action = f.action(),
+                failed_attempts = w.failures,
+                outage_s = w.outage.as_secs(),
+                detail = %f.detail,
+                "cannot connect to the broker; events stay in the outbox"
+            );
+        }
+        self.connected = false;
+        self.window.go_back();
     }
 
     /// Runs a read on the outbox on the blocking pool.
@@ -327,6 +369,7 @@ impl Uplink {
         }
         let ranges = ack.ranges.clone();
         if self.with_outbox(move |o| o.delete(&ranges)).await.is_some() {
+            self.health.uplink_acked();
             self.window.acked(&ack.ranges);
         }
     }
