@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod demo;
 mod restart_truth;
 
 use serde_json::Value;
