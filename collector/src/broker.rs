@@ -102,7 +102,8 @@ pub struct BrokerConfig {
     #[serde(default = "default_max_connections")]
     pub max_connections: Spanned<usize>,
     /// Embedded: of those, how many may be unauthenticated at once (TLS handshake and CONNECT not yet
-    /// done), so a flood of half-open connections cannot use up the places of real gateways.
+    /// done), so a flood of half-open connections cannot use up the places of real gateways; at most
+    /// `max_connections` (a larger value counts as `max_connections`).
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: Spanned<usize>,
     /// Embedded: the time a client has from its TCP connect to a valid CONNECT (TLS handshake included).
@@ -244,10 +245,10 @@ impl BrokerConfig {
                 format!("max_connections must be between 1 and {MAX_GATE_CONNECTIONS}"),
             ));
         }
-        if !(1..=conns.max(1)).contains(&handshakes) {
+        if !(1..=MAX_GATE_CONNECTIONS).contains(&handshakes) {
             errors.push(file.error_at(
                 self.max_handshakes.span(),
-                format!("max_handshakes must be between 1 and max_connections ({conns})"),
+                format!("max_handshakes must be between 1 and {MAX_GATE_CONNECTIONS}"),
             ));
         }
         let secs = self.handshake_timeout.get_ref().0.as_secs();
@@ -256,11 +257,12 @@ impl BrokerConfig {
         }
     }
 
-    /// The gate's connection budget.
+    /// The gate's connection budget (`max_handshakes` at most `max_connections`).
     pub fn gate_limits(&self) -> GateLimits {
+        let max_connections = *self.max_connections.get_ref();
         GateLimits {
-            max_connections: *self.max_connections.get_ref(),
-            max_handshakes: *self.max_handshakes.get_ref(),
+            max_connections,
+            max_handshakes: (*self.max_handshakes.get_ref()).min(max_connections),
             handshake_timeout: self.handshake_timeout.get_ref().0,
         }
     }
@@ -945,7 +947,7 @@ mod tests {
             errors,
             [
                 "c.toml:2:19: max_connections must be between 1 and 20000",
-                "c.toml:3:18: max_handshakes must be between 1 and max_connections (0)",
+                "c.toml:3:18: max_handshakes must be between 1 and 20000",
                 "c.toml:4:21: handshake_timeout must be between 1s and 300s",
             ]
         );
@@ -954,8 +956,10 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].starts_with("c.toml:2:19: max_connections must be between 1 and 20000"), "{errors:?}");
         assert!(errors[1].starts_with("c.toml:4:21: handshake_timeout"), "{errors:?}");
-        let (errors, _) = check("[broker]\nmax_connections = 10\nmax_handshakes = 11\n");
-        assert_eq!(errors, ["c.toml:3:18: max_handshakes must be between 1 and max_connections (10)"]);
+        // A max_handshakes above max_connections (the default 256 with a small max_connections) is capped.
+        let (errors, limits) = check("[broker]\nmax_connections = 10\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((limits.max_connections, limits.max_handshakes), (10, 10));
     }
 
     #[test]
