@@ -5,6 +5,9 @@
 //! password known only to this process (the gate and the collector's own client), so no other local user
 //! can publish or read there. Gateways never reach that port: they connect to the *gate*, a small TLS front
 //! on the configured `listen` address that
+//! - has a connection budget of its own ([`GateLimits`], apart from HTTP's): at most `max_connections`
+//!   clients, of which at most `max_handshakes` not yet authenticated, each with `handshake_timeout` for its
+//!   TLS handshake and CONNECT; one more is closed at once, so half-open floods never cut connected gateways,
 //! - requires a client certificate issued by the configured CA (no certificate or another CA: the TLS
 //!   handshake fails),
 //! - takes the gateway identity (site, gateway) from the certificate: the subject CN is the gateway id,
