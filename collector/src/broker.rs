@@ -5,6 +5,9 @@
 //! password known only to this process (the gate and the collector's own client), so no other local user
 //! can publish or read there. Gateways never reach that port: they connect to the *gate*, a small TLS front
 //! on the configured `listen` address that
+//! - has a connection budget of its own ([`GateLimits`], apart from HTTP's): at most `max_connections`
+//!   clients, of which at most `max_handshakes` not yet authenticated, each with `handshake_timeout` for its
+//!   TLS handshake and CONNECT; one more is closed at once, so half-open floods never cut connected gateways,
 //! - requires a client certificate issued by the configured CA (no certificate or another CA: the TLS
 //!   handshake fails),
 //! - takes the gateway identity (site, gateway) from the certificate: the subject CN is the gateway id,
@@ -30,11 +33,12 @@
 //! enforce per-gateway topics itself (Mosquitto: `use_identity_as_username true` and
 //! `pattern write shiftlens/v1/+/%u/#`), see docs/feed.md.
 
+use crate::fairness::LogLimiter;
 use crate::store::events::DeadLetter;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::Packet;
 use serde::Deserialize;
-use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, Spanned};
+use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::topic::{ALL_EVENTS, ALL_STATUS};
 use shiftlens_common::{GatewayId, SiteId, Topic};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -43,8 +47,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::rustls;
+
+/// The largest `[broker] max_connections`: each gate connection holds three descriptors (the client's, the
+/// link to rumqttd and rumqttd's end of it), so this many fit under the shipped unit's `LimitNOFILE=65536`
+/// with room for HTTP and the store.
+pub const MAX_GATE_CONNECTIONS: usize = 20_000;
 
 /// `[broker]`
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +100,32 @@ pub struct BrokerConfig {
     /// Largest MQTT packet accepted (batches above the decode limit are dead-lettered, not dropped).
     #[serde(default = "default_max_packet")]
     pub max_packet: ByteSize,
+    /// Embedded: concurrent connections at the gate (those still in their handshake included); one more is
+    /// closed at once. Separate from `[http] max_connections`, so the dashboard cannot starve ingest.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
+    /// Embedded: of those, how many may be unauthenticated at once (TLS handshake and CONNECT not yet
+    /// done), so a flood of half-open connections cannot use up the places of real gateways; at most
+    /// `max_connections` (a larger value counts as `max_connections`).
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: Spanned<usize>,
+    /// Embedded: the time a client has from its TCP connect to a valid CONNECT (TLS handshake included).
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Spanned<HumanDuration>,
+}
+
+/// The gate's connection budget (`[broker] max_connections`, `max_handshakes`, `handshake_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub handshake_timeout: Duration,
+}
+
+impl Default for GateLimits {
+    fn default() -> Self {
+        Self { max_connections: 4096, max_handshakes: 256, handshake_timeout: Duration::from_secs(10) }
+    }
 }
 
 /// Where the broker runs.
@@ -125,6 +161,15 @@ fn default_share_group() -> String {
 fn default_max_packet() -> ByteSize {
     ByteSize(4 << 20)
 }
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, GateLimits::default().max_connections)
+}
+fn default_max_handshakes() -> Spanned<usize> {
+    Spanned::new(0..0, GateLimits::default().max_handshakes)
+}
+fn default_handshake_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(GateLimits::default().handshake_timeout))
+}
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -141,6 +186,9 @@ impl Default for BrokerConfig {
             feed_readers: Vec::new(),
             legacy_site: None,
             max_packet: default_max_packet(),
+            max_connections: default_max_connections(),
+            max_handshakes: default_max_handshakes(),
+            handshake_timeout: default_handshake_timeout(),
         }
     }
 }
@@ -192,6 +240,33 @@ impl BrokerConfig {
         }
         if GatewayId::parse(self.share_group.clone()).is_err() {
             errors.push(file.error_at(0..0, "share_group: allowed characters are a-z 0-9 _ -"));
+        }
+        let (conns, handshakes) = (*self.max_connections.get_ref(), *self.max_handshakes.get_ref());
+        if !(1..=MAX_GATE_CONNECTIONS).contains(&conns) {
+            errors.push(file.error_at(
+                self.max_connections.span(),
+                format!("max_connections must be between 1 and {MAX_GATE_CONNECTIONS}"),
+            ));
+        }
+        if !(1..=MAX_GATE_CONNECTIONS).contains(&handshakes) {
+            errors.push(file.error_at(
+                self.max_handshakes.span(),
+                format!("max_handshakes must be between 1 and {MAX_GATE_CONNECTIONS}"),
+            ));
+        }
+        let secs = self.handshake_timeout.get_ref().0.as_secs();
+        if !(1..=300).contains(&secs) {
+            errors.push(file.error_at(self.handshake_timeout.span(), "handshake_timeout must be between 1s and 300s"));
+        }
+    }
+
+    /// The gate's connection budget (`max_handshakes` at most `max_connections`).
+    pub fn gate_limits(&self) -> GateLimits {
+        let max_connections = *self.max_connections.get_ref();
+        GateLimits {
+            max_connections,
+            max_handshakes: (*self.max_handshakes.get_ref()).min(max_connections),
+            handshake_timeout: self.handshake_timeout.get_ref().0,
         }
     }
 
@@ -378,58 +453,118 @@ pub async fn start_embedded(
         TcpListener::bind(addr).await.map_err(|source| BrokerError::Listen { addr: listen_s.clone(), source })?;
     let listen = listener.local_addr().map_err(|source| BrokerError::Listen { addr: listen_s, source })?;
     let secret: Arc<str> = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()).into();
-    let internal = start_rumqttd(config.max_packet_bytes() + 4096, &secret).await?;
+    let internal =
+        start_rumqttd(config.max_packet_bytes() + 4096, config.gate_limits().max_connections + 64, &secret).await?;
     let gate = Arc::new(Gate {
         readers: config.feed_readers.clone(),
         legacy_site: config.legacy_site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok()),
         internal,
         secret: secret.clone(),
         max: config.max_packet_bytes(),
+        limits: config.gate_limits(),
+        logs: std::sync::Mutex::new(LogLimiter::new(LOG_EVERY, LOG_PEERS)),
     });
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let (tls, rejected, gate) = (tls.clone(), rejected.clone(), gate.clone());
-            tokio::spawn(async move {
-                let result = match tls {
-                    Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => {
-                                let der = s.get_ref().1.peer_certificates().and_then(|c| c.first());
-                                match der
-                                    .ok_or_else(|| "no client certificate".to_string())
-                                    .and_then(|der| cert_identity(der, gate.legacy_site.as_ref()))
-                                {
-                                    Ok(id) => gate.run(s, Some(id), &rejected).await,
-                                    Err(why) => Err(GateError::Refused(why)),
-                                }
-                            }
-                            Ok(Err(e)) => Err(GateError::Refused(format!("TLS handshake failed: {e}"))),
-                            Err(_) => Err(GateError::Refused("TLS handshake timed out".into())),
-                        }
-                    }
-                    None => gate.run(stream, None, &rejected).await,
-                };
-                match result {
-                    Ok(()) => tracing::debug!(%peer, "gateway connection closed"),
-                    Err(e) => tracing::warn!(%peer, error = %e, "gateway connection refused or closed"),
-                }
-            });
-        }
-    });
+    tokio::spawn(accept(listener, tls, gate, rejected));
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
     Ok(Embedded { listen, internal, secret })
 }
 
-async fn start_rumqttd(max_payload: usize, secret: &str) -> Result<SocketAddr, BrokerError> {
+/// One WARN per client address per this long for refused gate connections (with a count of those held back).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Client addresses the gate's log limiter tracks; beyond that they share one line.
+const LOG_PEERS: usize = 1024;
+
+/// Accepts gate connections within the budget: at most `max_connections` at once and, of those, at most
+/// `max_handshakes` not yet authenticated, each of which has `handshake_timeout` to finish its TLS handshake
+/// and send a valid CONNECT. A connection beyond either cap is closed at once, so a flood of half-open
+/// connections costs a descriptor for a moment and never the place of a connected gateway.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gate: Arc<Gate>,
+    rejected: mpsc::Sender<DeadLetter>,
+) {
+    let limits = gate.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+    let (mut refused, mut failed): (u64, u64) = (0, 0);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors or a connection reset before accept: wait a little, never spin, and log
+                // at 1, 2, 4, 8, ... failures so that a long shortage does not flood the log.
+                failed += 1;
+                if failed.is_power_of_two() {
+                    tracing::warn!(error = %e, failed, "MQTT gate accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permits = handshakes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "max_handshakes")
+            .and_then(|h| slots.clone().try_acquire_owned().map(|s| (s, h)).map_err(|_| "max_connections"));
+        let (slot, handshake) = match permits {
+            Ok(p) => p,
+            Err(cap) => {
+                refused += 1;
+                if refused.is_power_of_two() {
+                    tracing::warn!(
+                        %peer,
+                        refused,
+                        max_connections = limits.max_connections,
+                        max_handshakes = limits.max_handshakes,
+                        "MQTT gate connection refused: too many connections ([broker] {cap})"
+                    );
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, rejected, gate) = (tls.clone(), rejected.clone(), gate.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + limits.handshake_timeout;
+            let result = match tls {
+                Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let der = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                        match der
+                            .ok_or_else(|| "no client certificate".to_string())
+                            .and_then(|der| cert_identity(der, gate.legacy_site.as_ref()))
+                        {
+                            Ok(id) => gate.run(s, Some(id), handshake, deadline, &rejected).await,
+                            Err(why) => Err(GateError::Refused(why)),
+                        }
+                    }
+                    Ok(Err(e)) => Err(GateError::Refused(format!("TLS handshake failed: {e}"))),
+                    Err(_) => Err(GateError::Refused(format!(
+                        "TLS handshake not done within {:?} ([broker] handshake_timeout)",
+                        limits.handshake_timeout
+                    ))),
+                },
+                None => gate.run(stream, None, handshake, deadline, &rejected).await,
+            };
+            match result {
+                Ok(()) => tracing::debug!(%peer, "gateway connection closed"),
+                Err(e) => {
+                    let allowed = match gate.logs.lock() {
+                        Ok(mut l) => l.check(peer.ip(), std::time::Instant::now()),
+                        Err(_) => Some(0),
+                    };
+                    if let Some(suppressed) = allowed {
+                        tracing::warn!(%peer, error = %e, suppressed, "gateway connection refused or closed");
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn start_rumqttd(max_payload: usize, max_connections: usize, secret: &str) -> Result<SocketAddr, BrokerError> {
     use std::collections::HashMap;
     let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| BrokerError::Start(e.to_string()))?;
     let internal = probe.local_addr().map_err(|e| BrokerError::Start(e.to_string()))?;
@@ -453,7 +588,7 @@ async fn start_rumqttd(max_payload: usize, secret: &str) -> Result<SocketAddr, B
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
-            max_connections: 10_000,
+            max_connections,
             max_outgoing_packet_count: 1000,
             max_segment_size: 64 << 20,
             max_segment_count: 4,
@@ -609,23 +744,34 @@ struct Gate {
     internal: SocketAddr,
     secret: Arc<str>,
     max: usize,
+    limits: GateLimits,
+    /// Refused connections: one WARN per client address per [`LOG_EVERY`].
+    logs: std::sync::Mutex<LogLimiter<IpAddr>>,
 }
 
 impl Gate {
-    /// Checks the CONNECT against the identity, connects to rumqttd under the namespaced client id with
-    /// the secret login, then forwards frames both ways, checking every PUBLISH and SUBSCRIBE.
+    /// Checks the CONNECT (due by `deadline`) against the identity, connects to rumqttd under the
+    /// namespaced client id with the secret login, gives back the `handshake` place, then forwards frames
+    /// both ways, checking every PUBLISH and SUBSCRIBE.
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         client: S,
         cert: Option<Identity>,
+        handshake: OwnedSemaphorePermit,
+        deadline: Instant,
         rejected: &mpsc::Sender<DeadLetter>,
     ) -> Result<(), GateError> {
         let max = self.max;
         let (mut cr, mut cw) = tokio::io::split(client);
         let mut buf = BytesMut::with_capacity(8192);
-        let first = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut cr, &mut buf, max))
+        let first = tokio::time::timeout_at(deadline, read_frame(&mut cr, &mut buf, max))
             .await
-            .map_err(|_| GateError::Refused("no CONNECT within 10 s".into()))??
+            .map_err(|_| {
+                GateError::Refused(format!(
+                    "no CONNECT within {:?} ([broker] handshake_timeout)",
+                    self.limits.handshake_timeout
+                ))
+            })??
             .ok_or_else(|| GateError::Refused("closed before CONNECT".into()))?;
         let mut connect = match Packet::read(&mut first.clone(), max) {
             Ok(Packet::Connect(c)) => c,
@@ -664,6 +810,7 @@ impl Gate {
         let _ = upstream.set_nodelay(true);
         let (mut ur, mut uw) = upstream.into_split();
         uw.write_all(&login).await?;
+        drop(handshake);
         let id = &who.id;
         let down = async {
             tokio::io::copy(&mut ur, &mut cw).await?;
@@ -777,6 +924,45 @@ mod tests {
             secret: "s3cr3t".into(),
         };
         assert!(!format!("{embedded:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn the_gate_budget_is_range_checked_with_file_line_col() {
+        let check = |text: &str| {
+            let file = ConfigFile::from_text("c.toml", text.to_string());
+            let config: crate::Config = file.parse().unwrap();
+            let mut errors = Vec::new();
+            config.broker.validate(&file, &mut errors);
+            (errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(), config.broker.gate_limits())
+        };
+        let (errors, limits) = check("[broker]\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(limits, GateLimits::default());
+        let (errors, limits) =
+            check("[broker]\nmax_connections = 100\nmax_handshakes = 10\nhandshake_timeout = \"3s\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            limits,
+            GateLimits { max_connections: 100, max_handshakes: 10, handshake_timeout: Duration::from_secs(3) }
+        );
+        let (errors, _) = check("[broker]\nmax_connections = 0\nmax_handshakes = 0\nhandshake_timeout = \"0s\"\n");
+        assert_eq!(
+            errors,
+            [
+                "c.toml:2:19: max_connections must be between 1 and 20000",
+                "c.toml:3:18: max_handshakes must be between 1 and 20000",
+                "c.toml:4:21: handshake_timeout must be between 1s and 300s",
+            ]
+        );
+        let (errors, _) =
+            check("[broker]\nmax_connections = 100000\nmax_handshakes = 200\nhandshake_timeout = \"1h\"\n");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("c.toml:2:19: max_connections must be between 1 and 20000"), "{errors:?}");
+        assert!(errors[1].starts_with("c.toml:4:21: handshake_timeout"), "{errors:?}");
+        // A max_handshakes above max_connections (the default 256 with a small max_connections) is capped.
+        let (errors, limits) = check("[broker]\nmax_connections = 10\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((limits.max_connections, limits.max_handshakes), (10, 10));
     }
 
     #[test]

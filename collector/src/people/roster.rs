@@ -41,14 +41,15 @@ pub fn valid_cycle(cycle: &str) -> Result<(), String> {
 }
 
 /// A local wall-clock time as UTC ms: the earlier instant when ambiguous (DST fall-back), and the time one
-/// hour later when it does not exist (spring-forward gap).
+/// hour later when it does not exist (spring-forward gap). Date arithmetic here and below is checked, so
+/// times at the ends of chrono's range give an answer (or no slot), never a panic.
 pub fn resolve_local(tz: Tz, t: NaiveDateTime) -> i64 {
     match tz.from_local_datetime(&t) {
         LocalResult::Single(d) => d.timestamp_millis(),
         LocalResult::Ambiguous(a, _) => a.timestamp_millis(),
-        LocalResult::None => match tz.from_local_datetime(&(t + Duration::hours(1))) {
-            LocalResult::Single(d) | LocalResult::Ambiguous(d, _) => d.timestamp_millis(),
-            LocalResult::None => t.and_utc().timestamp_millis(),
+        LocalResult::None => match t.checked_add_signed(Duration::hours(1)).map(|t| tz.from_local_datetime(&t)) {
+            Some(LocalResult::Single(d) | LocalResult::Ambiguous(d, _)) => d.timestamp_millis(),
+            _ => t.and_utc().timestamp_millis(),
         },
     }
 }
@@ -81,8 +82,8 @@ pub fn slot_on(s: &Settings, r: &Rotation, d: NaiveDate) -> Option<Slot> {
     }
     let c = r.cycle.chars().nth(usize::try_from(days % len).ok()?)?;
     let k = code(c)?;
-    let start = d.and_time(s.day_start) + Duration::hours(k.offset_h);
-    let end = start + Duration::hours(k.hours);
+    let start = d.and_time(s.day_start).checked_add_signed(Duration::hours(k.offset_h))?;
+    let end = start.checked_add_signed(Duration::hours(k.hours))?;
     Some(Slot {
         crew: r.crew.clone(),
         name: k.name,
@@ -94,13 +95,18 @@ pub fn slot_on(s: &Settings, r: &Rotation, d: NaiveDate) -> Option<Slot> {
 /// The slot of `r` that covers t (start ≤ t < end), if the crew works then.
 pub fn shift_at(s: &Settings, r: &Rotation, t: i64) -> Option<Slot> {
     let d = local_date(s.tz, t);
-    [d - Duration::days(1), d].into_iter().filter_map(|d| slot_on(s, r, d)).find(|x| x.start_ms <= t && t < x.end_ms)
+    [d.pred_opt(), Some(d)]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| slot_on(s, r, d))
+        .find(|x| x.start_ms <= t && t < x.end_ms)
 }
 
 /// Every slot of `r` that starts in `[from, to)`, in order.
 pub fn slots_between(s: &Settings, r: &Rotation, from: i64, to: i64) -> Vec<Slot> {
     let mut out = Vec::new();
-    let mut d = local_date(s.tz, from) - Duration::days(1);
+    let first = local_date(s.tz, from);
+    let mut d = first.pred_opt().unwrap_or(first);
     let last = local_date(s.tz, to);
     while d <= last {
         if let Some(x) = slot_on(s, r, d) {
@@ -108,7 +114,32 @@ pub fn slots_between(s: &Settings, r: &Rotation, from: i64, to: i64) -> Vec<Slot
                 out.push(x);
             }
         }
-        d += Duration::days(1);
+        match d.succ_opt() {
+            Some(next) => d = next,
+            None => break,
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_at_the_ends_of_the_range_give_no_slot_and_no_panic() {
+        let s = Settings::default();
+        let r = Rotation { crew: "a".into(), anchor: NaiveDate::MIN, cycle: "DN".into() };
+        // Before the fix: "NaiveDate - TimeDelta overflowed" (local_date of an impossible time is
+        // NaiveDate::MIN, and the day before it does not exist).
+        for (from, to) in [(i64::MIN, i64::MIN + 1), (i64::MIN, i64::MIN / 2 + 1), (i64::MAX - 1, i64::MAX)] {
+            assert!(slots_between(&s, &r, from, to).is_empty(), "{from}..{to}");
+        }
+        for t in [i64::MIN, i64::MAX] {
+            assert_eq!(shift_at(&s, &r, t), None);
+        }
+        let last = Rotation { anchor: NaiveDate::MAX, cycle: "N".into(), ..r.clone() };
+        assert_eq!(slot_on(&s, &last, NaiveDate::MAX), None, "a night shift would end after NaiveDate::MAX");
+        assert!(resolve_local(s.tz, NaiveDate::MAX.and_time(chrono::NaiveTime::MIN)) > 0);
+    }
 }

@@ -1,7 +1,7 @@
 //! `shiftlens-collector report NAME`: load personnel and downtime, compute (and snapshot) the join, and
 //! print one report as a table, JSON or CSV.
 
-use crate::people::import::parse_time;
+use crate::http::data::{Filter, Params};
 use crate::report::{self as r, coverage::GroupBy, mttr::Dim, pareto::ParetoBy, render, whatif::Change, Input, Report};
 use crate::store::{events, people as db};
 use crate::timeline::Downtime;
@@ -37,7 +37,8 @@ pub struct ReportArgs {
     /// Store file; default: `[store] path` of the config.
     #[arg(long)]
     pub db: Option<PathBuf>,
-    /// Window start (date or date-time in site time); default: 90 days before `--to`.
+    /// Window start (date or date-time in site time, RFC 3339 or ms); default: 90 days before `--to`.
+    /// Times lie in 2000..2200 and the window is at most `[http] max_window` long.
     #[arg(long)]
     pub from: Option<String>,
     /// Window end; default: now.
@@ -96,17 +97,13 @@ impl ReportArgs {
             settings.recert_horizon_ms = h;
         }
         let p = db::load(&conn, settings)?;
-        let tz = p.settings.tz;
-        let time = |v: &Option<String>, what: &str| -> anyhow::Result<Option<i64>> {
-            v.as_deref()
-                .map(|s| {
-                    parse_time(tz, s)
-                        .with_context(|| format!("invalid --{what} {s:?}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"))
-                })
-                .transpose()
-        };
-        let to_ms = time(&self.to, "to")?.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-        let from_ms = time(&self.from, "from")?.unwrap_or(to_ms - 90 * 86_400_000);
+        // The same bounds as a request to the dashboard: times in 2000..2200, a window of at most
+        // `[http] max_window`, so no report sizes its work from an unchecked number.
+        let params = Params { from: self.from.clone(), to: self.to.clone(), ..Params::default() };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let window = Filter::parse(&params, &p.settings, now_ms, &cfg.http.bounds())
+            .map_err(|e| anyhow::anyhow!("report --from/--to: {}", e.message))?;
+        let (from_ms, to_ms) = (window.from_ms, window.to_ms);
         if self.name == Name::Snapshots {
             let key = self.event.as_deref().context("report snapshots needs --event site/asset/start_ms")?;
             let mut rep =

@@ -82,7 +82,7 @@ pub fn cuts(p: &Personnel, from: i64, to: i64) -> Vec<i64> {
 fn roster_cuts(p: &Personnel, from: i64, to: i64) -> Vec<i64> {
     let mut c = vec![from, to];
     for r in &p.rotations {
-        for s in roster::slots_between(&p.settings, r, from - 86_400_000, to) {
+        for s in roster::slots_between(&p.settings, r, from.saturating_sub(86_400_000), to) {
             c.extend([s.start_ms, s.end_ms]);
         }
     }
