@@ -184,7 +184,11 @@ async fn status_shows_the_backlog_growing_while_the_broker_is_down_and_draining_
     let mut first = 0;
     wait_for("status: not connected, a backlog", LONG, || {
         let s = status(&config);
-        let ok = s.running && s.has("uplink     NOT CONNECTED") && s.backlog().is_some_and(|b| b > 0);
+        // Right after the kill the reason is still "connection lost"; the first reconnect then says "refused".
+        let ok = s.running
+            && s.has("uplink     NOT CONNECTED")
+            && s.has("reason: connection refused")
+            && s.backlog().is_some_and(|b| b > 0);
         first = s.backlog().unwrap_or(0);
         last = Some(s);
         ok
