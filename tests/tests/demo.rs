@@ -28,7 +28,6 @@ fn the_demo_lists_expiring_certificates_and_its_printed_feed_command_receives_a_
     assert!(page.contains(first), "the Certificates page does not list {first}");
 
     // The printed feed command, as central IT would paste it: one downtime record arrives.
-    args.extend(["-C".to_string(), "1".to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut feed = Proc::spawn("mosquitto_sub", Path::new("mosquitto_sub"), &args);
     let record = feed.wait_for("shiftlens/v1/plant-a/downtime", WAIT * 2);

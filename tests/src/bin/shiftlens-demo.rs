@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::new("warn,rumqttd=off,opcua=error,shiftlens_collector::broker=error")
         }))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let temp = match &cli.state_dir {
         Some(_) => None,
