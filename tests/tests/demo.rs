@@ -15,7 +15,7 @@ fn the_demo_lists_expiring_certificates_and_its_printed_feed_command_receives_a_
     let web: std::net::SocketAddr =
         demo.wait_for("Dashboard:  http://", WAIT).trim_end_matches('/').parse().expect("dashboard address");
     let command = demo.wait_for("mosquitto_sub", WAIT);
-    let mut args: Vec<String> = command.split_whitespace().map(|a| a.trim_matches('\'').to_string()).collect();
+    let args: Vec<String> = command.split_whitespace().map(|a| a.trim_matches('\'').to_string()).collect();
     assert!(args.iter().any(|a| a == "it-feed"), "{command}");
 
     // Certificates: some expire within 90 days of today, whatever day the demo runs.
