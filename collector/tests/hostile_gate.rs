@@ -119,12 +119,7 @@ async fn a_gateway_publishing_or_subscribing_under_another_site_is_refused() {
     // Nor may it read site b's acks.
     let ack_b = Topic::Ack { site: site_id("b"), gateway: gateway("gw-1") }.to_string();
     let mut reader = connect(options(addr, "gw-1", &pki.ca, Some(&files)), vec![ack_b], true);
-    let outcome = wait_for(&mut reader, WAIT, |s| match s {
-        Seen::Connected => Some(false),
-        Seen::Error(_) => Some(true),
-        _ => None,
-    })
-    .await;
+    let outcome = refused(&mut reader).await;
     assert_eq!(outcome, Some(true), "a subscription to another site's acks was accepted");
 
     // Nothing of it got in, and site b's gateway still works.
@@ -194,12 +189,7 @@ async fn the_internal_broker_port_refuses_clients_without_the_per_start_secret()
             o.set_credentials(u, p);
         }
         let mut snoop = connect(o, vec!["shiftlens/v1/#".into()], true);
-        let outcome = wait_for(&mut snoop, WAIT, |s| match s {
-            Seen::Connected => Some(false),
-            Seen::Error(_) => Some(true),
-            _ => None,
-        })
-        .await;
+        let outcome = refused(&mut snoop).await;
         assert_eq!(outcome, Some(true), "{login:?}: the internal port took the client");
     }
     // The gate's own traffic still flows.
@@ -242,12 +232,7 @@ async fn certificates_from_the_pki_command_are_accepted_by_the_gate_for_what_the
     assert!(wait_for(&mut r, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
     let ack = Topic::Ack { site: site_id("plant-b"), gateway: gateway("gw-7") }.to_string();
     let mut snoop = connect(options(addr, "it-feed", &ca.ca_path(), Some(&reader)), vec![ack], true);
-    let outcome = wait_for(&mut snoop, WAIT, |s| match s {
-        Seen::Connected => Some(false),
-        Seen::Error(_) => Some(true),
-        _ => None,
-    })
-    .await;
+    let outcome = refused(&mut snoop).await;
     assert_eq!(outcome, Some(true), "a feed reader subscribed to a gateway's acks");
     drop((g, r, snoop));
     collector.shutdown(Duration::from_secs(10)).await.unwrap();

@@ -126,12 +126,7 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
     let rogue_files = shiftlens_collector::broker::TlsFiles { ca: pki.ca.clone(), ..rogue_files };
     for (what, files) in [("no certificate", None), ("another CA", Some(&rogue_files))] {
         let mut c = connect(options(addr, "gw-1", &pki.ca, files), vec![], true);
-        let outcome = wait_for(&mut c, WAIT, |s| match s {
-            Seen::Connected => Some(false),
-            Seen::Error(_) => Some(true),
-            _ => None,
-        })
-        .await;
+        let outcome = refused(&mut c).await;
         assert_eq!(outcome, Some(true), "{what}: not refused");
     }
     // The right certificate gets in.

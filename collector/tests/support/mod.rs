@@ -258,6 +258,17 @@ pub async fn wait_for<T>(c: &mut TestClient, secs: u64, mut what: impl FnMut(See
     }
 }
 
+/// Whether the broker turned the client away (`Some(true)`: a connection or subscription error) or took it
+/// (`Some(false)`: connected with every subscription acknowledged); `None` when neither happened in time.
+pub async fn refused(c: &mut TestClient) -> Option<bool> {
+    wait_for(c, WAIT, |s| match s {
+        Seen::Connected => Some(false),
+        Seen::Error(_) => Some(true),
+        _ => None,
+    })
+    .await
+}
+
 /// Collects acked seqs of `epoch` until all of `want` are acked or `secs` pass.
 pub async fn wait_acked(
     c: &mut TestClient,
