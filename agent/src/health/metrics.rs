@@ -2,6 +2,10 @@
 //! latest [`AgentState`] in the text exposition format; any other path is 404. HTTP/1 by hyper, one task per
 //! connection; it only reads a `watch` channel, so a scrape never touches the outbox.
 //!
+//! Bounded, so a scraper gone wrong (or anyone who can reach it) cannot take the descriptors the agent needs
+//! for its PLCs and outbox: at most [`MAX_CONNECTIONS`] at once (more are closed at once), a request's header
+//! must arrive within [`HEADER_TIMEOUT`], and a connection lives at most [`CONNECTION_TIMEOUT`].
+//!
 //! Every metric is a row of [`METRICS`]: the exporter renders exactly these rows and docs/operations.md lists
 //! exactly these names (a test checks both).
 
@@ -11,7 +15,16 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Connections served at once; a scraper needs one.
+pub const MAX_CONNECTIONS: usize = 8;
+/// Time for a request's header to arrive (also the idle time of a kept-alive connection).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A metric's samples: label set (`name="value"`, if any) and value.
 type Samples = Vec<(Option<String>, f64)>;
@@ -150,6 +163,7 @@ pub async fn serve(
     figures: watch::Receiver<AgentState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return } else { continue },
@@ -161,6 +175,8 @@ pub async fn serve(
                 }
             },
         };
+        // Over the cap the connection is dropped (closed) at once.
+        let Ok(place) = places.clone().try_acquire_owned() else { continue };
         let figures = figures.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -168,9 +184,16 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(answer) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!(error = %e, "metrics endpoint: connection ended with an error");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics endpoint: connection ended with an error"),
+                Err(_) => tracing::debug!("metrics endpoint: connection closed after its time"),
+                Ok(Ok(())) => {}
             }
+            drop(place);
         });
     }
 }
@@ -227,5 +250,46 @@ mod tests {
             .collect();
         let exported: std::collections::BTreeSet<&str> = METRICS.iter().map(|m| m.name).collect();
         assert_eq!(in_doc, exported, "docs/operations.md and METRICS differ");
+    }
+
+    /// A real socket: hostile clients are bounded and a real scrape still gets its answer.
+    #[tokio::test]
+    async fn hostile_clients_are_bounded_and_a_scrape_still_answers() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_figures_tx, figures) = watch::channel(AgentState::default());
+        let (_stop, stop) = watch::channel(false);
+        tokio::spawn(serve(listener, figures, stop));
+        let get = |req: &'static [u8]| async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(req).await.unwrap();
+            let mut text = String::new();
+            let _ = c.read_to_string(&mut text).await;
+            text
+        };
+        // Other paths and methods, and a huge path: clear answers, no crash.
+        assert!(get(b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        assert!(get(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 405"));
+        // Half-sent headers hold every place; one more connection is closed at once (EOF, no answer).
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            held.push(c);
+        }
+        assert_eq!(get(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await, "");
+        // The half-sent headers are cut off after HEADER_TIMEOUT (the server closes: read ends).
+        for c in &mut held {
+            let mut buf = Vec::new();
+            let _ = c.read_to_end(&mut buf).await;
+        }
+        drop(held);
+        let ok = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("shiftlens_agent_"), "{ok}");
     }
 }
