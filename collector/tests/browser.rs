@@ -123,6 +123,17 @@ impl Browser {
         b
     }
 
+    /// A desktop (1400 px) or tablet (800 px) wide window.
+    async fn width(&mut self, width: u32) {
+        let params = json!({ "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false });
+        self.call("Emulation.setDeviceMetricsOverride", params).await;
+    }
+
+    /// Whether the page fits its width (only a table's own wrapper may scroll sideways).
+    async fn fits(&mut self) -> bool {
+        self.eval("document.documentElement.scrollWidth <= window.innerWidth + 1").await == json!(true)
+    }
+
     async fn call(&mut self, method: &str, params: Value) -> Value {
         match self.try_call(method, params).await {
             Ok(v) => v,
@@ -203,11 +214,12 @@ impl Browser {
         std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
     }
 
-    /// The report table's first rows as {column: text}.
+    /// The report table's first rows as {column: value}: the API's value where the page words it
+    /// differently (`data-value`), else the text shown.
     async fn table(&mut self, n: usize) -> Vec<Value> {
         let v = self
             .eval(&format!(
-                "[...document.querySelectorAll('table.report tbody tr')].slice(0, {n}).map(tr => Object.fromEntries([...tr.cells].map(td => [td.dataset.col, td.textContent])))"
+                "[...document.querySelectorAll('table.report tbody tr')].slice(0, {n}).map(tr => Object.fromEntries([...tr.cells].map(td => [td.dataset.col, td.dataset.value ?? td.textContent])))"
             ))
             .await;
         v.as_array().unwrap().clone()
@@ -401,4 +413,46 @@ async fn an_import_with_a_bad_row_shows_the_row_error_after_login() {
     let n: i64 =
         conn.query_row("SELECT COUNT(*) FROM people_record WHERE body LIKE '%k9001%'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificates_page_lists_lapsed_and_expiring_certificates_within_the_chosen_horizon() {
+    let Some(exe) =
+        chromium_or_skip("the_certificates_page_lists_lapsed_and_expiring_certificates_within_the_chosen_horizon")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/recert?{YEAR}")).await;
+        b.screenshot(&format!("recert-{width}")).await;
+        assert!(b.fits().await, "/recert at {width} px scrolls sideways");
+        // The default horizon (90d, the config's) is marked; choosing 365d lists more, as the API does.
+        assert_eq!(b.eval("document.querySelector('#horizon a.on').dataset.horizon").await, json!("90d"));
+        let d90 = b.table(1000).await;
+        b.navigating("document.querySelector('#horizon a[data-horizon=\"365d\"]').click()").await;
+        b.screenshot(&format!("recert-365d-{width}")).await;
+        assert!(b.eval("location.search").await.as_str().unwrap().contains("horizon=365d"));
+        let d365 = b.table(1000).await;
+        let api365 = api(addr, &format!("/api/v1/recert?{YEAR}&horizon=365d&limit=1000")).await;
+        assert_same_rows("/recert?horizon=365d", &d365, api365["rows"].as_array().unwrap());
+        assert_eq!(d365.len(), api365["rows"].as_array().unwrap().len());
+        assert!(d90.len() < d365.len(), "90d: {}, 365d: {}", d90.len(), d365.len());
+        // Lapsed certificates are listed, and say how long ago in words.
+        let lapsed = b
+            .eval("[...document.querySelectorAll('td[data-col=\"status\"].expired')].map(td => td.parentElement.querySelector('td[data-col=\"days_left\"]').textContent)")
+            .await;
+        let lapsed = lapsed.as_array().unwrap();
+        assert!(!lapsed.is_empty(), "no lapsed certificate shown");
+        assert!(lapsed.iter().all(|t| t.as_str().unwrap().starts_with("expired ")), "{lapsed:?}");
+    }
+    // A bad horizon is a clear error page, not the default.
+    let r = get(addr, "/recert?horizon=soon").await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("invalid horizon"), "{}", r.body);
 }

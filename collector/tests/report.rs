@@ -355,3 +355,84 @@ fn stats_quantiles_intervals_and_shrinkage() {
     let h = 1.96 * (1000.0f64 / 999.0).sqrt() / 1000f64.sqrt();
     assert!(close(lo, 1.0 - h) && close(hi, 1.0 + h));
 }
+
+#[test]
+fn lapsed_certificates_are_listed_with_how_long_ago_and_projected_from_now() {
+    let p = people();
+    // Ten days after a2's vfd certificate lapsed (03-10 12:00), with nobody else on crew A holding vfd.
+    let now = t("2026-03-20T12:00");
+    let rows = recert::recert(&input(&p, &[], "2026-02-01T00:00", now));
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.person.as_str(), r.cert_id.as_str(), r.expired), ("a2", "VFD-77", true));
+    assert!(r.shifts > 0 && r.shifts_to_zero == r.shifts, "{r:?}");
+    let rep = recert::report(&input(&p, &[], "2026-02-01T00:00", now), &rows);
+    let col = |name: &str| rep.columns.iter().position(|c| c == name).unwrap();
+    assert_eq!(
+        (rep.rows[0][col("status")].as_str(), rep.rows[0][col("days_left")].as_i64()),
+        (Some("expired"), Some(-10))
+    );
+    // Before the lapse the same certificate is expiring, five days ahead.
+    let rep = recert::report(
+        &input(&p, &[], "2026-02-01T00:00", t("2026-03-05T00:00")),
+        &recert::recert(&input(&p, &[], "2026-02-01T00:00", t("2026-03-05T00:00"))),
+    );
+    assert_eq!(
+        (rep.rows[0][col("status")].as_str(), rep.rows[0][col("days_left")].as_i64()),
+        (Some("expiring"), Some(5))
+    );
+    // A renewal (a later assessment with a valid certificate) takes it off the list.
+    let mut renewed = people();
+    renewed.person_skills.push(PersonSkill {
+        assessed_ms: t("2026-03-15T00:00"),
+        cert_id: Some("VFD-78".into()),
+        issued_ms: Some(t("2026-03-15T00:00")),
+        expires_ms: Some(t("2028-03-15T00:00")),
+        ..p.person_skills[2].clone()
+    });
+    let renewed = renewed.rebuilt();
+    assert!(recert::recert(&input(&renewed, &[], "2026-02-01T00:00", now)).is_empty());
+}
+
+#[test]
+fn days_left_read_as_words() {
+    const D: i64 = 24 * H;
+    for (expires, expired, words) in [
+        (-30 * D - H, true, "expired 30 days ago"),
+        (-D - H, true, "expired 1 day ago"),
+        (-H, true, "expired within the last day"),
+        (H, false, "expires within a day"),
+        (D + H, false, "expires in 1 day"),
+        (40 * D, false, "expires in 40 days"),
+    ] {
+        let d = recert::days_left(expires, 0);
+        assert_eq!(recert::days_left_text(expired, d), words, "{expires}");
+    }
+}
+
+#[test]
+fn training_priorities_say_when_a_candidates_certificate_has_lapsed() {
+    let mut p = people();
+    // a2 was assessed again for s7, with a certificate that lapsed on 02-01, before the window.
+    p.person_skills.push(PersonSkill {
+        assessed_ms: t("2025-06-01T00:00"),
+        cert_id: Some("S7-9".into()),
+        issued_ms: Some(t("2025-06-01T00:00")),
+        expires_ms: Some(t("2026-02-01T00:00")),
+        ..p.person_skills[1].clone()
+    });
+    let p = p.rebuilt();
+    let e = events(&p);
+    let rows = priority::priorities(&month(&p, &e), 3);
+    assert_eq!(rows[0].lapsed, [("a2".to_string(), t("2026-02-01T00:00"))]);
+    let rep = priority::report(&month(&p, &e), &rows, false);
+    let closest = rep.columns.iter().position(|c| c == "closest").unwrap();
+    assert_eq!(rep.rows[0][closest], "a2 (level 2, certificate lapsed 2026-02-01)");
+    let rep = priority::report(&month(&p, &e), &rows, true);
+    let lapsed = rep.columns.iter().position(|c| c == "certificate_lapsed").unwrap();
+    assert_eq!(rep.rows[0][lapsed], "2026-02-01");
+    // Without a lapsed certificate the column is empty.
+    let p = people();
+    let rows = priority::priorities(&month(&p, &e), 3);
+    assert_eq!(priority::report(&month(&p, &e), &rows, true).rows[0][lapsed], serde_json::Value::Null);
+}

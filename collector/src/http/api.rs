@@ -80,7 +80,8 @@ pub const REPORTS: [Endpoint; 10] = [
     Endpoint {
         path: "/api/v1/recert",
         kind: Kind::Recert,
-        summary: "Certificates expiring within the horizon, with the coverage each lapse takes away",
+        summary:
+            "Certificates lapsed (not renewed) and expiring within the horizon, with the coverage each lapse takes away",
         options: &["horizon"],
     },
     Endpoint {

@@ -6,11 +6,11 @@
 
 use super::api::{self, ImportOutcome};
 use super::auth::{self, Admin, Principal, Via, Viewer};
-use super::data::{self, Dataset, Filter, Kind, Options, Output, Params};
+use super::data::{self, Dataset, Filter, Kind, Params};
 use super::error::{url_encode, AppError, PageError};
 use super::AppState;
 use crate::people::import::Kind as CsvKind;
-use crate::report::Report;
+use crate::report::{recert, Report};
 use askama::Template;
 use axum::extract::{Multipart, OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -53,7 +53,7 @@ const PAGES: [PageDef; 9] = [
         title: "Training priorities",
         toggle: Some(("per_person", &["false", "true"])),
     },
-    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates expiring", toggle: None },
+    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates lapsed and expiring", toggle: None },
     PageDef {
         path: "/pareto",
         kind: Kind::Pareto,
@@ -74,9 +74,15 @@ pub fn routes() -> Router<AppState> {
     for (i, _) in PAGES.iter().enumerate() {
         r = r.route(
             PAGES[i].path,
-            get(move |State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri, Query(q): Query<Params>| async move {
-                report_page(st, p, uri, q, &PAGES[i]).await
-            }),
+            get(
+                move |State(st): State<AppState>,
+                      Viewer(p): Viewer,
+                      uri: OriginalUri,
+                      Query(q): Query<Params>,
+                      Query(x): Query<api::ReportParams>| async move {
+                    report_page(st, p, uri, q, x, &PAGES[i]).await
+                },
+            ),
         );
     }
     r
@@ -120,11 +126,15 @@ pub struct Filters {
     pub crews: Vec<Link>,
     pub toggle_label: String,
     pub toggle: Vec<Link>,
+    /// Certificates: the horizons to choose from (empty on other pages).
+    pub horizons: Vec<Link>,
 }
 
 pub struct Cell {
     pub col: String,
     pub text: String,
+    /// The API's value when the page words it differently (`data-value`, and a tooltip).
+    pub value: Option<String>,
     pub class: String,
 }
 
@@ -213,8 +223,11 @@ fn date(ms: i64, tz: chrono_tz::Tz) -> String {
         .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
 }
 
-fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> Filters {
-    let cur = pairs(q);
+/// Horizons offered on the Certificates page (the configured one is added when it is not among them).
+const HORIZONS: [&str; 4] = ["30d", "90d", "180d", "365d"];
+
+fn filters(ds: &Dataset, f: &Filter, cur: &[(&'static str, String)], path: &str, def: &PageDef) -> Filters {
+    let cur = cur.to_vec();
     let tz = ds.people.settings.tz;
     let c = &ds.choices;
     let select = |name: &'static str, label: &'static str, values: &[String], chosen: &Option<String>| Select {
@@ -251,13 +264,32 @@ fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> F
         ],
         hidden: cur
             .iter()
-            .filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change"))
+            .filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change" | "horizon"))
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
         crews: crew_links,
         toggle_label,
         toggle,
+        horizons: if def.kind == Kind::Recert { horizon_links(ds, &cur, path) } else { Vec::new() },
     }
+}
+
+fn horizon_links(ds: &Dataset, cur: &[(&'static str, String)], path: &str) -> Vec<Link> {
+    let configured = recert::format_horizon(ds.people.settings.recert_horizon_ms);
+    let chosen = cur.iter().find(|(k, _)| *k == "horizon").map_or(configured.clone(), |(_, v)| v.trim().to_string());
+    let mut all: Vec<String> = HORIZONS.iter().map(|h| h.to_string()).collect();
+    for extra in [&configured, &chosen] {
+        if !all.contains(extra) {
+            all.push(extra.clone());
+        }
+    }
+    all.sort_by_key(|h| recert::parse_horizon(h).unwrap_or(i64::MAX));
+    all.into_iter()
+        .map(|h| {
+            let value = if h == configured { "" } else { h.as_str() };
+            Link { href: link(path, cur, &[("horizon", value)]), on: h == chosen, label: h }
+        })
+        .collect()
 }
 
 fn cell_text(v: &Value) -> String {
@@ -269,6 +301,7 @@ fn cell_text(v: &Value) -> String {
 }
 
 fn table(r: &Report) -> Table {
+    let status = col(r, "status");
     let rows = r
         .rows
         .iter()
@@ -284,7 +317,16 @@ fn table(r: &Report) -> Table {
                         }
                         _ => String::new(),
                     };
-                    Cell { col: c.clone(), text: cell_text(v), class }
+                    let raw = cell_text(v);
+                    let worded = match (c.as_str(), v.as_i64()) {
+                        // Certificates: how long ago or how soon, in words (the API keeps the number).
+                        ("days_left", Some(d)) => Some(recert::days_left_text(text(row, status) == "expired", d)),
+                        _ => None,
+                    };
+                    match worded {
+                        Some(t) if t != raw => Cell { col: c.clone(), text: t, value: Some(raw), class },
+                        _ => Cell { col: c.clone(), text: raw, value: None, class },
+                    }
                 })
                 .collect()
         })
@@ -571,28 +613,26 @@ async fn report_page(
     p: Principal,
     uri: OriginalUri,
     mut q: Params,
+    x: api::ReportParams,
     def: &'static PageDef,
 ) -> Result<Response, PageError> {
     let err = page_err(&uri);
     if def.kind == Kind::Join {
         q.limit = Some(PAGE_ROWS.to_string());
     }
-    let source = st.data.clone();
-    let q2 = q.clone();
-    let (ds, out, f) = tokio::task::spawn_blocking(move || {
-        let ds = source.dataset()?;
-        let f = Filter::parse(&q2, source.settings(), chrono::Utc::now().timestamp_millis(), source.bounds())?;
-        let o = Options::parse(&q2, def.kind, source.bounds())?;
-        if def.kind == Kind::AlarmLoad {
-            source.ensure_alarms(&ds)?;
-        }
-        let out = data::run(&data::view(&ds, &f, def.kind), def.kind, &o);
-        Ok::<(std::sync::Arc<Dataset>, Output, Filter), AppError>((ds, out, f))
-    })
-    .await
-    .map_err(|e| err(AppError::internal(e)))?
-    .map_err(&err)?;
-    let cur = pairs(&q);
+    let horizon = if def.kind == Kind::Recert { x.horizon_ms().map_err(&err)? } else { None };
+    let ds = {
+        let source = st.data.clone();
+        tokio::task::spawn_blocking(move || source.dataset())
+            .await
+            .map_err(|e| err(AppError::internal(e)))?
+            .map_err(&err)?
+    };
+    let (out, f) = api::compute(st.data.clone(), q.clone(), def.kind, horizon).await.map_err(&err)?;
+    let mut cur = pairs(&q);
+    if let Some(h) = x.horizon.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        cur.push(("horizon", h.to_string()));
+    }
     let mut pager = Vec::new();
     let offset: usize = q.offset.as_deref().and_then(|o| o.parse().ok()).unwrap_or(0);
     if def.kind == Kind::Join {
@@ -612,7 +652,7 @@ async fn report_page(
     let page = ReportPage {
         title: def.title.into(),
         nav: nav(&st, &p, def.path, &q),
-        filters: filters(&ds, &f, &q, def.path, def),
+        filters: filters(&ds, &f, &cur, def.path, def),
         summary,
         charts: charts(def.kind, &out.report),
         heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report)),
