@@ -456,3 +456,71 @@ async fn the_certificates_page_lists_lapsed_and_expiring_certificates_within_the
     assert_eq!(r.status, 400);
     assert!(r.body.contains("invalid horizon"), "{}", r.body);
 }
+
+/// The report pages and their short names (for screenshots).
+const PAGES: [(&str, &str); 9] = [
+    ("/", "overview"),
+    ("/coverage", "coverage"),
+    ("/downtime", "downtime"),
+    ("/mttr", "mttr"),
+    ("/priorities", "priorities"),
+    ("/recert", "recert"),
+    ("/pareto", "pareto"),
+    ("/gaps", "gaps"),
+    ("/alarm-load", "alarm-load"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_1400_and_800_px_and_an_empty_window_says_why() {
+    let Some(exe) = chromium_or_skip("every_page_fits_1400_and_800_px_and_an_empty_window_says_why") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    // The report table fits its box: nothing to scroll sideways to see covered and missing.
+    let table_fits = "[...document.querySelectorAll('table.report')].every(t => t.parentElement.scrollWidth <= t.parentElement.clientWidth + 1)";
+    for width in [1400, 800] {
+        b.width(width).await;
+        for (page, name) in PAGES {
+            b.goto(&format!("http://{addr}{page}?{YEAR}")).await;
+            b.screenshot(&format!("{name}-{width}")).await;
+            assert!(b.fits().await, "{page} at {width} px scrolls sideways");
+            if b.eval(table_fits).await != json!(true) {
+                let widths = b
+                    .eval("[...document.querySelectorAll('table.report th')].map(th => th.dataset.col + ' ' + Math.round(th.getBoundingClientRect().width)).join(', ')")
+                    .await;
+                panic!("{page} at {width} px: the table is wider than its box: {widths}");
+            }
+        }
+        // The downtime page keeps whether an event was covered and what was missing in view.
+        b.goto(&format!("http://{addr}/downtime?{YEAR}")).await;
+        let visible = b
+            .eval("['covered', 'missing'].every(c => { const th = document.querySelector(`th[data-col=${c}]`); const r = th.getBoundingClientRect(); return r.width > 0 && r.right <= window.innerWidth; })")
+            .await;
+        assert_eq!(visible, json!(true), "covered/missing off-screen at {width} px");
+    }
+
+    // An empty window: the tables say why, the charts say there was nothing, and no number reads -0.0.
+    let empty = "from=2030-01-01&to=2030-02-01";
+    b.width(1400).await;
+    for (page, name) in PAGES {
+        b.goto(&format!("http://{addr}{page}?{empty}")).await;
+        let text = b.eval("document.body.innerText").await;
+        assert!(!text.as_str().unwrap().contains("-0.0"), "{page}: {text}");
+        if page == "/" {
+            b.screenshot("overview-empty").await;
+            let notes = b.eval("[...document.querySelectorAll('svg text.note')].map(t => t.textContent)").await;
+            assert_eq!(notes, json!(["no downtime in this window", "no repair finished in this window"]));
+        } else if page == "/downtime" || page == "/mttr" || page == "/pareto" || page == "/priorities" {
+            b.screenshot(&format!("{name}-empty")).await;
+            let why = b.eval("document.querySelector('#empty')?.textContent ?? ''").await;
+            assert!(why.as_str().unwrap().starts_with("No "), "{page}: {why}");
+        }
+    }
+    // Alarm load over a window whose shifts saw no alarm says why it is all zeros.
+    b.goto(&format!("http://{addr}/alarm-load?{empty}")).await;
+    b.screenshot("alarm-load-empty").await;
+    let notes = b.eval("[...document.querySelectorAll('p.note')].map(p => p.textContent).join(' | ')").await;
+    assert!(notes.as_str().unwrap().contains("all zeros: no alarm became active"), "{notes}");
+}

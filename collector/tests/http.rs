@@ -376,3 +376,26 @@ fn the_example_config_is_valid() {
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.http.bind.get_ref(), "127.0.0.1:8080");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_addresses_get_a_404_page_or_json_and_empty_windows_read_zero() {
+    let (_dir, addr) = seeded("").await;
+    let page = get(addr, "/no-such-page?x=1").await;
+    assert_eq!(page.status, 404);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"), "{:?}", page.headers);
+    assert!(page.body.contains("Page not found") && page.body.contains("no page at /no-such-page"), "{}", page.body);
+    for path in ["/api/v1/no-such-report", "/api/v2/overview", "/api"] {
+        let api = get(addr, path).await;
+        assert_eq!(api.status, 404, "{path}");
+        assert!(api.header("content-type").unwrap().starts_with("application/json"), "{path}");
+        assert!(api.json()["error"].as_str().unwrap().contains("openapi.json"), "{path}: {}", api.body);
+    }
+    // A window with no events: zeros, never "-0.0", on the API and the page.
+    let empty = "from=2030-01-01&to=2030-02-01";
+    let r = get(addr, &format!("/api/v1/overview?{empty}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("-0.0") && !r.body.contains("-0,"), "{}", r.body);
+    assert_eq!(r.json()["summary"]["downtime_h"], 0.0);
+    let page = get(addr, &format!("/?{empty}")).await;
+    assert!(!page.body.contains("-0.0"), "{}", page.body);
+}

@@ -436,3 +436,55 @@ fn training_priorities_say_when_a_candidates_certificate_has_lapsed() {
     let rows = priority::priorities(&month(&p, &e), 3);
     assert_eq!(priority::report(&month(&p, &e), &rows, true).rows[0][lapsed], serde_json::Value::Null);
 }
+
+#[test]
+fn weeks_are_calendar_weeks_of_the_site_time_zone() {
+    let ms = |s: &str| t(s);
+    let berlin = chrono_tz::Europe::Berlin;
+    let sydney = chrono_tz::Australia::Sydney;
+    for (tz, from, to, want) in [
+        // Autumn change in Berlin (10-26): local midnight is 22:00 UTC before, 23:00 UTC after.
+        (
+            berlin,
+            "2025-10-19T22:00",
+            "2025-11-09T23:00",
+            vec!["2025-10-19T22:00", "2025-10-26T23:00", "2025-11-02T23:00"],
+        ),
+        // Spring change (03-30): 23:00 UTC before, 22:00 UTC after.
+        (berlin, "2025-03-23T23:00", "2025-04-06T22:00", vec!["2025-03-23T23:00", "2025-03-30T22:00"]),
+        // A window starting mid-day starts its first week at that day's local midnight.
+        (berlin, "2025-01-01T12:00", "2025-01-09T00:00", vec!["2024-12-31T23:00", "2025-01-07T23:00"]),
+        // The southern hemisphere changes the other way (Sydney leaves summer time on 2025-04-06).
+        (sydney, "2025-03-31T13:00", "2025-04-14T14:00", vec!["2025-03-31T13:00", "2025-04-07T14:00"]),
+        // Short windows still have one week.
+        (berlin, "2025-06-02T10:00", "2025-06-02T11:00", vec!["2025-06-01T22:00"]),
+    ] {
+        let got = week_starts(tz, ms(from), ms(to), 1000);
+        assert_eq!(got, want.iter().map(|w| ms(w)).collect::<Vec<_>>(), "{tz} {from}..{to}");
+    }
+    assert_eq!(week_starts(berlin, ms("2025-01-01T00:00"), ms("2026-01-01T00:00"), 10).len(), 10);
+}
+
+#[test]
+fn empty_alarm_load_and_empty_windows_explain_themselves() {
+    let p = people();
+    let day = input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00"));
+    let says = |alarms: &[AlarmStart], p: &Personnel, needle: &str| {
+        let inp = Input { people: p, ..day };
+        let rep = alarms::report(&inp, &alarms::alarm_load(&inp, alarms));
+        assert!(rep.notes.iter().any(|n| n.contains(needle)), "{needle}: {:?}", rep.notes);
+    };
+    says(&[], &p, "all zeros: no alarm became active");
+    let mut no_rota = people();
+    no_rota.rotations.clear();
+    let no_rota = no_rota.rebuilt();
+    says(&[], &no_rota, "import rotation.csv");
+    let one = [AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T07:00") }];
+    let inp = Input { people: &p, ..day };
+    let rep = alarms::report(&inp, &alarms::alarm_load(&inp, &one));
+    assert!(!rep.notes.iter().any(|n| n.contains("all zeros")), "{:?}", rep.notes);
+    // Rounding never gives -0: an empty window reads 0.0.
+    for (x, d) in [(-0.0, 1), (-0.04, 1), (-1e-12, 2)] {
+        assert_eq!(num(x, d).to_string(), "0.0", "{x}");
+    }
+}

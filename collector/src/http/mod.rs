@@ -224,6 +224,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(views::routes())
         .merge(metrics::routes())
+        .fallback(views::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::deadline))

@@ -141,9 +141,12 @@ pub struct Cell {
 /// A report as an HTML table.
 pub struct Table {
     pub name: String,
-    pub columns: Vec<String>,
+    /// The report's column keys (`data-col`) and their headers in words.
+    pub columns: Vec<(String, String)>,
     pub rows: Vec<Vec<Cell>>,
     pub notes: Vec<String>,
+    /// What an empty table means.
+    pub empty: String,
 }
 
 /// The query pairs of the page's state, without empty values.
@@ -300,7 +303,7 @@ fn cell_text(v: &Value) -> String {
     }
 }
 
-fn table(r: &Report) -> Table {
+fn table(r: &Report, currency: &str) -> Table {
     let status = col(r, "status");
     let rows = r
         .rows
@@ -324,14 +327,146 @@ fn table(r: &Report) -> Table {
                         _ => None,
                     };
                     match worded {
-                        Some(t) if t != raw => Cell { col: c.clone(), text: t, value: Some(raw), class },
+                        Some(t) if t != raw => {
+                            Cell { col: c.clone(), text: t, value: Some(raw), class: "words".into() }
+                        }
                         _ => Cell { col: c.clone(), text: raw, value: None, class },
                     }
                 })
                 .collect()
         })
         .collect();
-    Table { name: r.name.clone(), columns: r.columns.clone(), rows, notes: r.notes.clone() }
+    Table {
+        name: r.name.clone(),
+        columns: r.columns.iter().map(|c| (c.clone(), heading(c, currency))).collect(),
+        rows,
+        notes: r.notes.clone(),
+        empty: empty_text(&r.name),
+    }
+}
+
+/// Column headers in words, with units; `¤` stands for the configured currency. The API's JSON keys and
+/// CSV headers stay the keys (they are an interface); a key not listed here is shown with its `_` as spaces.
+const HEADINGS: &[(&str, &str)] = &[
+    ("agent_version", "Agent version"),
+    ("alarms", "Alarms"),
+    ("asset", "Asset"),
+    ("avoidable_h_per_month", "Avoidable hours / month"),
+    ("avoidable_hours", "Avoidable hours"),
+    ("buffer_depth", "Unsent events"),
+    ("certificate", "Certificate"),
+    ("certificate_lapsed", "Certificate lapsed on"),
+    ("clock_ok", "Clock OK"),
+    ("closest", "Closest to qualifying"),
+    ("competency", "Competency on shift"),
+    ("cost", "Cost (¤)"),
+    ("coverage_hours_lost", "Hours uncovered if not renewed"),
+    ("covered", "Covered"),
+    ("covered_share", "Share of shift time covered"),
+    ("crew", "Crew"),
+    ("cumulative", "Cumulative share"),
+    ("date", "Date"),
+    ("days_left", "When"),
+    ("downtime_h", "Downtime (h)"),
+    ("dropped", "Dropped events"),
+    ("event", "Event"),
+    ("events", "Events"),
+    ("expires", "Expires"),
+    ("gateway", "Gateway"),
+    ("group", "Group"),
+    ("have", "Qualified"),
+    ("headcount", "Qualified people"),
+    ("hours", "Downtime (h)"),
+    ("last_seen", "Last seen"),
+    ("last_seen_age_s", "Last seen (s ago)"),
+    ("level", "Level now"),
+    ("line", "Line"),
+    ("mean_per_10min_per_operator", "Alarms / 10 min / operator, mean"),
+    ("min_headcount", "People needed"),
+    ("min_level", "Level needed"),
+    ("missing", "Skills missing"),
+    ("missing_skill", "Missing skill"),
+    ("mttr_h", "MTTR (h)"),
+    ("need", "Needed"),
+    ("oldest_unsent_age_s", "Oldest unsent (s)"),
+    ("on_shift", "On shift"),
+    ("online", "Online"),
+    ("peak_per_10min_per_operator", "Alarms / 10 min / operator, peak"),
+    ("person", "Person"),
+    ("rank", "Rank"),
+    ("readiness_pct", "Readiness %"),
+    ("required", "Skills required (qualified on shift)"),
+    ("resolver", "Resolved by"),
+    ("scope", "Scope"),
+    ("share", "Share"),
+    ("shift", "Shift"),
+    ("shift_hours", "Shift hours"),
+    ("shifts", "Shifts in horizon"),
+    ("shifts_to_zero", "Shifts left uncovered"),
+    ("short", "Short"),
+    ("site", "Site"),
+    ("skill", "Skill"),
+    ("skill_share", "Share of skills covered"),
+    ("sources", "Sources"),
+    ("sources_connected", "Sources connected"),
+    ("start", "Start"),
+    ("status", "Status"),
+    ("thin_hours", "Hours with one qualified"),
+    ("ttr_h", "Time to repair (h)"),
+    ("uncovered_events", "Uncovered events"),
+    ("value_per_month", "Avoidable cost / month (¤)"),
+    ("week", "Week from"),
+    ("metric", "Measure"),
+    ("before", "Before"),
+    ("after", "After"),
+    ("delta", "Change"),
+];
+
+/// The MTTR report's statistics (`covered_mean_h`): side and statistic in words.
+const MTTR_STATS: &[(&str, &str)] = &[
+    ("n", "repairs"),
+    ("mean_h", "mean (h)"),
+    ("median_h", "median (h)"),
+    ("p90_h", "90th percentile (h)"),
+    ("ci_low_h", "95% CI low (h)"),
+    ("ci_high_h", "95% CI high (h)"),
+    ("shrunk_h", "shrunk mean (h)"),
+];
+
+/// A column's header on the pages.
+fn heading(col: &str, currency: &str) -> String {
+    let cur = if currency.is_empty() { "cost units" } else { currency };
+    if let Some((_, h)) = HEADINGS.iter().find(|(k, _)| *k == col) {
+        return h.replace('¤', cur);
+    }
+    for side in ["covered", "uncovered"] {
+        if let Some(stat) = col.strip_prefix(side).and_then(|r| r.strip_prefix('_')) {
+            if let Some((_, h)) = MTTR_STATS.iter().find(|(k, _)| *k == stat) {
+                let side = if side == "covered" { "Covered" } else { "Uncovered" };
+                return format!("{side}: {h}");
+            }
+        }
+    }
+    let mut s = col.replace('_', " ");
+    if let Some(first) = s.get(..1) {
+        s = first.to_uppercase() + &s[1..];
+    }
+    s
+}
+
+/// Why a report can have no rows, in words a supervisor acts on.
+fn empty_text(report: &str) -> String {
+    let why = match report {
+        "join" => "No downtime event started in this window for the chosen site, line, asset and crew.",
+        "coverage" | "gaps" => "No skill requirements to check: import assets.csv (with the skills each asset needs) and person-skills.csv.",
+        "mttr" | "pareto" => "No downtime event in this window for the chosen filter, so there is nothing to compare.",
+        "priorities" => "No uncovered stop with avoidable hours in this window: nothing to train for yet, or too few covered repairs to compare with.",
+        "recert" => "No certificate lapsed or expiring within the horizon. Choose a longer look-ahead to see further.",
+        "alarm-load" => "No shifts to count alarms on in this window (see the note below).",
+        "gateways" => return "No gateway has connected yet: start an agent with this collector's broker address.".into(),
+        _ => "Nothing to show for this window and filter.",
+    };
+    format!("{why} Try a longer window or all crews.")
 }
 
 fn col(r: &Report, name: &str) -> Option<usize> {
@@ -358,6 +493,8 @@ pub struct HBar {
 
 pub struct HRow {
     pub label: String,
+    /// The label cut to fit left of the bars (the whole one is the tooltip).
+    pub short: String,
     pub y: f64,
     pub bars: Vec<HBar>,
 }
@@ -375,6 +512,10 @@ pub struct HBars {
 const PLOT_W: f64 = 520.0;
 
 fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f64>)>, unit: &str) -> String {
+    if data.is_empty() {
+        // The table below says why there is nothing; an empty frame would only take room.
+        return String::new();
+    }
     let max = data.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
     let bar_h = 14.0;
     let group_h = bar_h * series.len() as f64 + 8.0;
@@ -394,7 +535,7 @@ fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f6
                     value: format!("{v:.1}{unit}"),
                 })
                 .collect();
-            HRow { label, y, bars }
+            HRow { short: short_label(&label), label, y, bars }
         })
         .collect();
     let chart = HBars {
@@ -404,6 +545,14 @@ fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f6
         rows,
     };
     chart.render().unwrap_or_default()
+}
+
+/// `s` cut to 30 characters with an ellipsis.
+fn short_label(s: &str) -> String {
+    match s.char_indices().nth(29) {
+        Some((i, _)) if s.chars().count() > 30 => format!("{}…", &s[..i]),
+        _ => s.to_string(),
+    }
 }
 
 /// A vertical column of a time series.
@@ -420,6 +569,8 @@ pub struct Col {
 #[template(path = "columns.svg", escape = "html")]
 pub struct Columns {
     pub title: String,
+    /// Shown inside the plot when every value is zero.
+    pub note: String,
     pub width: f64,
     pub col_w: f64,
     pub max: String,
@@ -428,24 +579,36 @@ pub struct Columns {
     pub cols: Vec<Col>,
 }
 
-fn columns(title: &str, data: &[(String, f64)]) -> String {
+/// Width of a column chart's drawing, whatever the number of columns, so its text keeps one size.
+const COLUMNS_W: f64 = 760.0;
+
+fn columns(title: &str, data: &[(String, f64)], unit: &str, none: &str) -> String {
     let max = data.iter().map(|d| d.1).fold(0.0f64, f64::max);
     let plot_h = 140.0;
-    let col_w = (700.0 / data.len().max(1) as f64).min(40.0);
+    let left = 48.0;
+    let col_w = ((COLUMNS_W - left - 10.0) / data.len().max(1) as f64).min(40.0);
     let cols = data
         .iter()
         .enumerate()
         .map(|(i, (label, v))| {
             let h = if max > 0.0 { v / max * plot_h } else { 0.0 };
-            Col { x: 40.0 + i as f64 * col_w, y: 20.0 + plot_h - h, h, label: label.clone(), value: format!("{v:.2}") }
+            Col {
+                x: left + i as f64 * col_w,
+                y: 20.0 + plot_h - h,
+                h,
+                label: label.clone(),
+                value: format!("{v:.2}{unit}"),
+            }
         })
         .collect();
-    let step = data.len().div_ceil(8).max(1);
+    // Date labels are about 70 px wide: no more of them than fit.
+    let step = (70.0 / col_w).ceil().max(1.0) as usize;
     Columns {
         title: title.into(),
-        width: 40.0 + data.len() as f64 * col_w + 10.0,
+        note: if max > 0.0 { String::new() } else { none.into() },
+        width: COLUMNS_W,
         col_w: (col_w - 2.0).max(1.0),
-        max: format!("{max:.1}"),
+        max: format!("{max:.1}{unit}"),
         step,
         cols,
     }
@@ -467,7 +630,15 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
             let down: Vec<(String, f64)> =
                 r.rows.iter().map(|x| (text(x, w), number(x, col(r, "downtime_h")))).collect();
             let mttr: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "mttr_h")))).collect();
-            vec![columns("Downtime hours per week", &down), columns("MTTR per week (h)", &mttr)]
+            vec![
+                columns(
+                    "Downtime per week (hours; weeks start on the date shown)",
+                    &down,
+                    " h",
+                    "no downtime in this window",
+                ),
+                columns("Mean time to repair per week (hours)", &mttr, " h", "no repair finished in this window"),
+            ]
         }
         Kind::Mttr => {
             let (c, u) = (col(r, "covered_mean_h"), col(r, "uncovered_mean_h"));
@@ -654,10 +825,10 @@ async fn report_page(
         nav: nav(&st, &p, def.path, &q),
         filters: filters(&ds, &f, &cur, def.path, def),
         summary,
-        charts: charts(def.kind, &out.report),
+        charts: charts(def.kind, &out.report).into_iter().filter(|c| !c.is_empty()).collect(),
         heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report)),
         shown: format!("{} of {} rows", out.report.rows.len(), out.total_rows),
-        table: table(&out.report),
+        table: table(&out.report, &ds.people.settings.currency),
         pager,
     };
     render(&page, StatusCode::OK).map_err(&err)
@@ -682,9 +853,22 @@ async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUr
     let page = GatewaysPage {
         title: "Gateways and agents".into(),
         nav: nav(&st, &p, "/gateways", &Params::default()),
-        table: table(&rep),
+        table: table(&rep, ""),
     };
     render(&page, StatusCode::OK).map_err(&err)
+}
+
+/// Any address no route takes: JSON under `/api/`, else an HTML page that says what exists.
+pub async fn not_found(uri: OriginalUri) -> Response {
+    let path = uri.0.path();
+    if path == "/api" || path.starts_with("/api/") {
+        let message = format!("no API endpoint at {path}: the endpoints are listed in /api/v1/openapi.json");
+        return super::error::ApiError(AppError { status: StatusCode::NOT_FOUND, message }).into_response();
+    }
+    let message = format!(
+        "There is no page at {path}. The dashboard's pages are listed in the menu of the overview; the API is described at /api/v1/openapi.json."
+    );
+    secure(PageError { error: AppError { status: StatusCode::NOT_FOUND, message }, next: "/".into() }.into_response())
 }
 
 async fn css() -> impl IntoResponse {

@@ -45,6 +45,10 @@ pub struct PeopleConfig {
     pub critical_cost_quantile: Option<Spanned<f64>>,
     /// Recertification horizon. Default 90d.
     pub recert_horizon: Option<HumanDuration>,
+    /// The currency of the assets' `cost_per_hour`, shown with money on the dashboard (`EUR`, `€`, `USD`).
+    /// Default none: money reads "cost units". Here rather than in a `[site]` section, which the collector
+    /// has no other use for: costs come with the personnel data.
+    pub currency: Option<Spanned<String>>,
 }
 
 /// `[people]` with defaults applied and values checked.
@@ -59,6 +63,8 @@ pub struct Settings {
     pub shrink_events: f64,
     pub critical_cost_quantile: f64,
     pub recert_horizon_ms: i64,
+    /// `currency`, empty when not configured.
+    pub currency: String,
 }
 
 impl Default for Settings {
@@ -73,6 +79,7 @@ impl Default for Settings {
             shrink_events: 5.0,
             critical_cost_quantile: 0.75,
             recert_horizon_ms: 90 * 86_400_000,
+            currency: String::new(),
         }
     }
 }
@@ -138,6 +145,19 @@ impl PeopleConfig {
                 err(q.span(), format!("critical_cost_quantile {v} is out of range (0-1)"));
             }
             s.critical_cost_quantile = v;
+        }
+        if let Some(c) = &self.currency {
+            let v = c.get_ref().trim();
+            if v.is_empty() || v.chars().count() > 8 || v.chars().any(char::is_control) {
+                err(
+                    c.span(),
+                    format!(
+                        "invalid currency {:?}: expected a code or sign of 1 to 8 characters, e.g. \"EUR\" or \"€\"",
+                        c.get_ref()
+                    ),
+                );
+            }
+            s.currency = v.to_string();
         }
         s.work_order_window_ms = self.work_order_window.map_or(s.work_order_window_ms, |d| ms(d.0));
         s.recert_horizon_ms = self.recert_horizon.map_or(s.recert_horizon_ms, |d| ms(d.0));
