@@ -399,3 +399,28 @@ async fn unknown_addresses_get_a_404_page_or_json_and_empty_windows_read_zero() 
     let page = get(addr, &format!("/?{empty}")).await;
     assert!(!page.body.contains("-0.0"), "{}", page.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_name_people_and_skills_unless_pseudonymized() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (named, _) = spawn(&config(&db, "")).await;
+    let mut c = config(&db, "");
+    c.people.pseudonymize = true;
+    let (pseudo, _) = spawn(&c).await;
+    let path = format!("/priorities?{YEAR}&per_person=true");
+    let page = get(named, &path).await;
+    assert_eq!(page.status, 200);
+    // The name is shown, the id is the cell's value and tooltip; the header is in words.
+    assert!(page.body.contains(r#"data-col="person" class="words" data-value="p00"#), "{}", page.body);
+    assert!(page.body.contains(">Person "), "no person name on the page");
+    assert!(page.body.contains(">Avoidable hours / month<"), "headers in words");
+    let api = get(named, &format!("/api/v1/priorities?{YEAR}&per_person=true")).await.json();
+    assert!(api["rows"][0]["person"].as_str().unwrap().starts_with('p'), "the API keeps ids");
+    assert!(api["rows"][0].get("avoidable_h_per_month").is_some(), "the API keeps its keys");
+    let page = get(pseudo, &path).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(">Person "), "a name leaked past pseudonymization");
+    assert!(page.body.contains(">P-"), "pseudonyms shown");
+}

@@ -647,7 +647,8 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     let down_h: f64 =
         v.events.iter().map(|e| end_of(e).saturating_sub(e.start_ms.max(f.from_ms)).max(0) as f64 / HOUR_MS).sum();
     let window_h = f.to_ms.saturating_sub(f.from_ms) as f64 / HOUR_MS;
-    let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 2) };
+    // Three decimals (3.6 s): a demo's stops of seconds still read in seconds on the page.
+    let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 3) };
     let ttr = |pred: &dyn Fn(&JoinedEvent) -> bool| -> Vec<f64> {
         v.events.iter().filter(|e| pred(e)).filter_map(|e| e.ttr_h()).collect()
     };
@@ -665,13 +666,13 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     s.insert("assets".into(), v.assets.into());
     s.insert("availability_pct".into(), availability);
     s.insert("events".into(), v.events.len().into());
-    s.insert("downtime_h".into(), num(down_h, 1));
+    s.insert("downtime_h".into(), num(down_h, 3));
     s.insert("mttr_h".into(), mean(&all));
     s.insert("covered_events".into(), covered.len().into());
     s.insert("uncovered_events".into(), uncovered.len().into());
     s.insert("covered_mttr_h".into(), mean(&covered));
     s.insert("uncovered_mttr_h".into(), mean(&uncovered));
-    s.insert("avoidable_h".into(), num(avoidable, 1));
+    s.insert("avoidable_h".into(), num(avoidable, 3));
     let mut rep = Report::new("overview", ["week", "events", "downtime_h", "mttr_h", "uncovered_events"]);
     // Weeks by the site's calendar (local midnight, seven days apart), so a daylight-saving change does not
     // shift the labels. The window is bounded by `Bounds::max_window_ms` when it comes from a request

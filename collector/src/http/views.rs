@@ -303,7 +303,56 @@ fn cell_text(v: &Value) -> String {
     }
 }
 
-fn table(r: &Report, currency: &str) -> Table {
+/// What a page needs to word a report: names for ids, the currency and the site's time zone.
+pub struct Words<'a> {
+    /// `None` on pages without personnel (gateways).
+    pub people: Option<&'a crate::people::Personnel>,
+    pub currency: &'a str,
+    pub tz: &'a str,
+}
+
+impl Words<'_> {
+    /// A person's name for an id the report shows; `None` when pseudonymized (the report then shows a
+    /// pseudonym, never an id), when people may not be listed, or when unknown.
+    fn person(&self, id: &str) -> Option<String> {
+        let p = self.people?;
+        if p.settings.pseudonymize || !crate::report::privacy::persons_allowed(p) {
+            return None;
+        }
+        p.person_at(id, i64::MAX).map(|x| x.name.clone()).filter(|n| !n.is_empty() && n != id)
+    }
+
+    fn skill(&self, id: &str) -> Option<String> {
+        self.people?.skill(id).map(|s| s.name.clone()).filter(|n| !n.is_empty() && n != id)
+    }
+
+    /// Each space-separated id of `list` named by `name` (ids without a name stay).
+    fn list(&self, list: &str, name: impl Fn(&str) -> Option<String>, sep: &str) -> Option<String> {
+        let ids: Vec<&str> = list.split(' ').filter(|x| !x.is_empty()).collect();
+        let named: Vec<String> = ids.iter().map(|x| name(x).unwrap_or_else(|| x.to_string())).collect();
+        (named.iter().zip(&ids).any(|(n, i)| n != i)).then(|| named.join(sep))
+    }
+}
+
+/// A duration in the unit that fits it: "42 s", "7.5 min", "3.2 h".
+pub fn duration_text(hours: f64) -> String {
+    let s = (hours * 3600.0).max(0.0);
+    if s < 60.0 {
+        format!("{s:.0} s")
+    } else if s < 600.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{hours:.1} h")
+    }
+}
+
+/// Columns of durations in hours that pages word with units.
+const DURATIONS: [&str; 6] = ["ttr_h", "downtime_h", "mttr_h", "covered_mttr_h", "uncovered_mttr_h", "avoidable_h"];
+
+fn table(r: &Report, w: &Words) -> Table {
+    let currency = w.currency;
     let status = col(r, "status");
     let rows = r
         .rows
@@ -321,14 +370,24 @@ fn table(r: &Report, currency: &str) -> Table {
                         _ => String::new(),
                     };
                     let raw = cell_text(v);
-                    let worded = match (c.as_str(), v.as_i64()) {
+                    let worded = match (c.as_str(), v) {
                         // Certificates: how long ago or how soon, in words (the API keeps the number).
-                        ("days_left", Some(d)) => Some(recert::days_left_text(text(row, status) == "expired", d)),
+                        ("days_left", Value::Number(n)) => {
+                            n.as_i64().map(|d| recert::days_left_text(text(row, status) == "expired", d))
+                        }
+                        (d, Value::Number(n)) if DURATIONS.contains(&d) => n.as_f64().map(duration_text),
+                        ("ttr_h", Value::Null) => Some("ongoing".into()),
+                        ("person" | "resolver", Value::String(id)) => w.person(id),
+                        ("on_shift", Value::String(ids)) => w.list(ids, |x| w.person(x), ", "),
+                        ("skill" | "missing_skill", Value::String(id)) => w.skill(id),
+                        ("missing", Value::String(ids)) => w.list(ids, |x| w.skill(x), ", "),
                         _ => None,
                     };
                     match worded {
                         Some(t) if t != raw => {
-                            Cell { col: c.clone(), text: t, value: Some(raw), class: "words".into() }
+                            let class =
+                                if matches!(v, Value::Number(_)) && c != "days_left" { class } else { "words".into() };
+                            Cell { col: c.clone(), text: t, value: Some(raw), class }
                         }
                         _ => Cell { col: c.clone(), text: raw, value: None, class },
                     }
@@ -338,7 +397,7 @@ fn table(r: &Report, currency: &str) -> Table {
         .collect();
     Table {
         name: r.name.clone(),
-        columns: r.columns.iter().map(|c| (c.clone(), heading(c, currency))).collect(),
+        columns: r.columns.iter().map(|c| (c.clone(), heading(c, currency, w.tz))).collect(),
         rows,
         notes: r.notes.clone(),
         empty: empty_text(&r.name),
@@ -367,7 +426,7 @@ const HEADINGS: &[(&str, &str)] = &[
     ("cumulative", "Cumulative share"),
     ("date", "Date"),
     ("days_left", "When"),
-    ("downtime_h", "Downtime (h)"),
+    ("downtime_h", "Downtime"),
     ("dropped", "Dropped events"),
     ("event", "Event"),
     ("events", "Events"),
@@ -386,7 +445,7 @@ const HEADINGS: &[(&str, &str)] = &[
     ("min_level", "Level needed"),
     ("missing", "Skills missing"),
     ("missing_skill", "Missing skill"),
-    ("mttr_h", "MTTR (h)"),
+    ("mttr_h", "MTTR"),
     ("need", "Needed"),
     ("oldest_unsent_age_s", "Oldest unsent (s)"),
     ("on_shift", "On shift"),
@@ -412,7 +471,7 @@ const HEADINGS: &[(&str, &str)] = &[
     ("start", "Start"),
     ("status", "Status"),
     ("thin_hours", "Hours with one qualified"),
-    ("ttr_h", "Time to repair (h)"),
+    ("ttr_h", "Time to repair"),
     ("uncovered_events", "Uncovered events"),
     ("value_per_month", "Avoidable cost / month (¤)"),
     ("week", "Week from"),
@@ -434,10 +493,15 @@ const MTTR_STATS: &[(&str, &str)] = &[
 ];
 
 /// A column's header on the pages.
-fn heading(col: &str, currency: &str) -> String {
+fn heading(col: &str, currency: &str, tz: &str) -> String {
     let cur = if currency.is_empty() { "cost units" } else { currency };
     if let Some((_, h)) = HEADINGS.iter().find(|(k, _)| *k == col) {
-        return h.replace('¤', cur);
+        return match col {
+            // Local times say which clock; the gateways' last_seen is RFC 3339 in UTC.
+            "start" | "expires" | "date" | "week" => format!("{h} ({tz})"),
+            "last_seen" => format!("{h} (UTC)"),
+            _ => h.replace('¤', cur),
+        };
     }
     for side in ["covered", "uncovered"] {
         if let Some(stat) = col.strip_prefix(side).and_then(|r| r.strip_prefix('_')) {
@@ -688,14 +752,14 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
 /// The overview's headline figures in reading order, with their labels.
 const KPIS: [(&str, &str); 10] = [
     ("availability_pct", "availability %"),
-    ("downtime_h", "downtime hours"),
+    ("downtime_h", "downtime"),
     ("events", "downtime events"),
-    ("mttr_h", "MTTR h"),
-    ("covered_mttr_h", "MTTR covered h"),
-    ("uncovered_mttr_h", "MTTR uncovered h"),
+    ("mttr_h", "mean time to repair"),
+    ("covered_mttr_h", "MTTR when covered"),
+    ("uncovered_mttr_h", "MTTR when uncovered"),
     ("covered_events", "covered events"),
     ("uncovered_events", "uncovered events"),
-    ("avoidable_h", "avoidable hours"),
+    ("avoidable_h", "avoidable downtime"),
     ("assets", "assets"),
 ];
 
@@ -705,8 +769,8 @@ struct ReportPage {
     title: String,
     nav: Nav,
     filters: Filters,
-    /// (key, label, value) of the headline figures.
-    summary: Vec<(String, &'static str, String)>,
+    /// (key, label, text, the API's value) of the headline figures.
+    summary: Vec<(String, &'static str, String, String)>,
     charts: Vec<String>,
     heatmap: Option<Heatmap>,
     table: Table,
@@ -718,7 +782,8 @@ struct ReportPage {
 pub struct Heatmap {
     pub group: String,
     pub groups: Vec<String>,
-    pub rows: Vec<(String, Vec<Option<HeatCell>>)>,
+    /// (skill id, skill name, cells).
+    pub rows: Vec<(String, String, Vec<Option<HeatCell>>)>,
 }
 
 pub struct HeatCell {
@@ -728,7 +793,7 @@ pub struct HeatCell {
     pub share: String,
 }
 
-fn heatmap(r: &Report) -> Heatmap {
+fn heatmap(r: &Report, people: &crate::people::Personnel) -> Heatmap {
     let g = if col(r, "crew").is_some() { "crew" } else { "shift" };
     let (gi, si) = (col(r, g), col(r, "skill"));
     let sorted = |i| {
@@ -752,7 +817,8 @@ fn heatmap(r: &Report) -> Heatmap {
                     })
                 })
                 .collect();
-            (skill, cells)
+            let name = people.skill(&skill).map_or_else(|| skill.clone(), |s| s.name.clone());
+            (skill, name, cells)
         })
         .collect();
     Heatmap { group: g.into(), groups, rows }
@@ -818,7 +884,14 @@ async fn report_page(
     }
     let summary = KPIS
         .iter()
-        .filter_map(|(k, label)| out.summary.as_ref()?.get(*k).map(|v| (k.to_string(), *label, cell_text(v))))
+        .filter_map(|(k, label)| {
+            let v = out.summary.as_ref()?.get(*k)?;
+            let shown = match v.as_f64() {
+                Some(h) if DURATIONS.contains(k) => duration_text(h),
+                _ => cell_text(v),
+            };
+            Some((k.to_string(), *label, shown, cell_text(v)))
+        })
         .collect();
     let page = ReportPage {
         title: def.title.into(),
@@ -826,9 +899,16 @@ async fn report_page(
         filters: filters(&ds, &f, &cur, def.path, def),
         summary,
         charts: charts(def.kind, &out.report).into_iter().filter(|c| !c.is_empty()).collect(),
-        heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report)),
+        heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report, &ds.people)),
         shown: format!("{} of {} rows", out.report.rows.len(), out.total_rows),
-        table: table(&out.report, &ds.people.settings.currency),
+        table: table(
+            &out.report,
+            &Words {
+                people: Some(&ds.people),
+                currency: &ds.people.settings.currency,
+                tz: ds.people.settings.tz.name(),
+            },
+        ),
         pager,
     };
     render(&page, StatusCode::OK).map_err(&err)
@@ -853,7 +933,7 @@ async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUr
     let page = GatewaysPage {
         title: "Gateways and agents".into(),
         nav: nav(&st, &p, "/gateways", &Params::default()),
-        table: table(&rep, ""),
+        table: table(&rep, &Words { people: None, currency: "", tz: "UTC" }),
     };
     render(&page, StatusCode::OK).map_err(&err)
 }
@@ -1079,6 +1159,37 @@ async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        for (h, want) in [
+            (0.0, "0 s"),
+            (12.0 / 3600.0, "12 s"),
+            (0.0125, "45 s"),
+            (0.1, "6.0 min"),
+            (0.5, "30 min"),
+            (1.0, "1.0 h"),
+            (2953.9, "2953.9 h"),
+        ] {
+            assert_eq!(duration_text(h), want, "{h}");
+        }
+    }
+
+    #[test]
+    fn headers_are_words_with_units_currency_and_time_zone() {
+        for (key, want) in [
+            ("avoidable_h_per_month", "Avoidable hours / month"),
+            ("value_per_month", "Avoidable cost / month (EUR)"),
+            ("start", "Start (Europe/Berlin)"),
+            ("last_seen", "Last seen (UTC)"),
+            ("covered_ci_low_h", "Covered: 95% CI low (h)"),
+            ("uncovered_n", "Uncovered: repairs"),
+            ("something_new", "Something new"),
+        ] {
+            assert_eq!(heading(key, "EUR", "Europe/Berlin"), want, "{key}");
+        }
+        assert_eq!(heading("cost", "", "UTC"), "Cost (cost units)");
+    }
 
     #[test]
     fn links_replace_keys_drop_paging_and_encode() {
