@@ -524,3 +524,100 @@ async fn every_page_fits_1400_and_800_px_and_an_empty_window_says_why() {
     let notes = b.eval("[...document.querySelectorAll('p.note')].map(p => p.textContent).join(' | ')").await;
     assert!(notes.as_str().unwrap().contains("all zeros: no alarm became active"), "{notes}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shift_report_shows_the_apis_figures_and_prints_without_the_menus() {
+    let Some(exe) = chromium_or_skip("the_shift_report_shows_the_apis_figures_and_prints_without_the_menus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    // Without a choice: the last shift that has ended.
+    let last = api(addr, "/api/v1/shift").await;
+    let name = last["shift"].as_str().unwrap().to_string();
+    let q = format!("date=2025-06-10&shift={name}");
+    let want = api(addr, &format!("/api/v1/shift?{q}")).await;
+    assert!(want["summary"]["stops"].as_u64().unwrap() > 0, "{want}");
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/shift?{q}")).await;
+        b.screenshot(&format!("shift-{width}")).await;
+        assert!(b.fits().await, "/shift at {width} px scrolls sideways");
+        let kpis = b
+            .eval(
+                "Object.fromEntries([...document.querySelectorAll('.kpi')].map(k => [k.dataset.kpi, k.dataset.value]))",
+            )
+            .await;
+        for (k, v) in kpis.as_object().unwrap() {
+            assert_eq!(v.as_str(), Some(shown(&want["summary"][k]).as_str()), "shift figure {k}");
+        }
+        let rows = b.table(100).await;
+        assert_same_rows("/shift", &rows, want["rows"].as_array().unwrap());
+        assert_eq!(rows.len(), want["rows"].as_array().unwrap().len());
+        let people = b.eval("[...document.querySelectorAll('#people li')].map(li => li.dataset.value)").await;
+        assert_eq!(people, want["summary"]["on_shift"]);
+        let names = b
+            .eval("[...document.querySelectorAll('#people li')].every(li => li.textContent.startsWith('Person '))")
+            .await;
+        assert_eq!(names, json!(true), "people by name");
+    }
+    // The next-shift link moves on, and the form picks a date and shift.
+    b.navigating("document.querySelector('#shift-nav a[rel=next]').click()").await;
+    assert!(b.eval("location.search").await.as_str().unwrap().contains("date=2025-06-1"));
+    b.navigating(&format!(
+        "document.querySelector('input[name=date]').value = '2025-06-10'; document.querySelector('select[name=shift]').value = '{name}'; document.querySelector('form.filters').submit()"
+    ))
+    .await;
+    assert_eq!(
+        b.eval("document.querySelector('.kpi[data-kpi=stops]').dataset.value").await,
+        json!(shown(&want["summary"]["stops"]))
+    );
+    // Printed: no menu, no form, the content whole.
+    b.call("Emulation.setEmulatedMedia", json!({ "media": "print" })).await;
+    b.screenshot("shift-print").await;
+    let hidden = b
+        .eval("['header.top', 'form.filters', '#shift-nav'].every(s => getComputedStyle(document.querySelector(s)).display === 'none')")
+        .await;
+    assert_eq!(hidden, json!(true));
+    b.call("Emulation.setEmulatedMedia", json!({ "media": "" })).await;
+    // A bad choice is a clear 400.
+    let r = get(addr, "/api/v1/shift?date=2025-06-10&shift=lunch").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("unknown shift \"lunch\": expected one of"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_what_if_page_compares_before_and_after_as_the_api_does() {
+    let Some(exe) = chromium_or_skip("the_what_if_page_compares_before_and_after_as_the_api_does") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    let want = api(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd:4")).await;
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/whatif?{YEAR}")).await;
+        assert!(b.eval("document.querySelector('#empty').textContent").await.as_str().unwrap().starts_with("Choose"));
+        // People by name in the form, their ids as values.
+        let opt = b.eval("document.querySelector('select[name=person] option[value=p0001]').textContent").await;
+        assert_eq!(opt, json!("Person 1"));
+        b.navigating("document.querySelector('select[name=person]').value = 'p0001'; document.querySelector('select[name=skill]').value = 'vfd'; document.querySelector('select[name=level]').value = '4'; document.querySelector('form.filters').submit()").await;
+        b.screenshot(&format!("whatif-{width}")).await;
+        assert!(b.fits().await, "/whatif at {width} px scrolls sideways");
+        let search = b.eval("location.search").await;
+        assert!(search.as_str().unwrap().contains("person=p0001"), "{search}");
+        let rows = b.table(100).await;
+        assert_same_rows("/whatif", &rows, want["rows"].as_array().unwrap());
+        assert_eq!(rows.len(), want["rows"].as_array().unwrap().len());
+        let label = b.eval("document.querySelector('td[data-col=metric]').textContent").await;
+        assert_eq!(label, json!("Covered stops"), "metrics in words");
+    }
+    // Taking a skill away is a choice too.
+    let removed = api(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd")).await;
+    b.goto(&format!("http://{addr}/whatif?{YEAR}&person=p0001&skill=vfd&level=remove")).await;
+    assert_same_rows("/whatif remove", &b.table(100).await, removed["rows"].as_array().unwrap());
+}

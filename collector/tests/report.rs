@@ -488,3 +488,55 @@ fn empty_alarm_load_and_empty_windows_explain_themselves() {
         assert_eq!(num(x, d).to_string(), "0.0", "{x}");
     }
 }
+
+#[test]
+fn a_shift_report_lists_its_stops_cost_crew_missing_skills_and_certificates() {
+    let p = people();
+    let e = events(&p);
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 3, 6).unwrap();
+    assert_eq!(shift::slot_names(&p), ["day", "night"]);
+    let slots = shift::slots(&p, date, "day");
+    assert_eq!(slots.iter().map(|s| s.crew.as_str()).collect::<Vec<_>>(), ["A"]);
+    let now = t("2026-03-07T00:00");
+    let r = shift::shift_report(&p, &e, &slots, now);
+    // E4: press-1 at 10:00 for 5 h, uncovered (a1 absent), missing s7; 5 h × 1000/h.
+    assert_eq!((r.start_ms, r.end_ms), (t("2026-03-06T06:00"), t("2026-03-06T18:00")));
+    assert_eq!(r.stops, [3]);
+    assert!(close(r.downtime_h, 5.0) && close(r.cost, 5000.0));
+    assert_eq!((r.covered, r.uncovered), (0, 1));
+    assert_eq!(r.on_shift, ["a2"]);
+    assert_eq!(r.missing.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(), [("s7", 1)]);
+    assert_eq!(r.not_held, ["s7"]);
+    // a2's vfd certificate lapses on 03-10 12:00, 3.75 days after the shift ends.
+    assert_eq!(
+        r.certificates.iter().map(|c| (c.person.as_str(), c.skill.as_str())).collect::<Vec<_>>(),
+        [("a2", "vfd")]
+    );
+    let (summary, rep) = shift::report(&p, &e, &r, now);
+    assert_eq!(summary["certificates"][0]["days_left"], 3);
+    assert_eq!(summary["cost"], 5000.0);
+    assert_eq!(rep.rows.len(), 1);
+    assert_eq!(rep.rows[0][0], "press-1");
+    // The night shift of 03-05 (crew B) holds E5 (22:00, filler-1, vfd missing) and nothing else.
+    let night = shift::shift_report(
+        &p,
+        &e,
+        &shift::slots(&p, chrono::NaiveDate::from_ymd_opt(2026, 3, 5).unwrap(), "night"),
+        now,
+    );
+    assert_eq!(night.stops, [4]);
+    assert!(close(night.cost, 250.0));
+    // An open stop counts until now.
+    let mut open = e.clone();
+    open[3].end_ms = None;
+    assert!(close(shift::shift_report(&p, &open, &slots, t("2026-03-06T12:00")).downtime_h, 2.0));
+    // The last completed shift: at 19:00 the day shift has ended, the night shift has not.
+    assert_eq!(shift::last_completed(&p, t("2026-03-06T19:00")), Some((date, "day")));
+    assert_eq!(
+        shift::last_completed(&p, t("2026-03-07T06:00")),
+        Some((date, "night")),
+        "the night shift of 03-06 ends at 06:00 on 03-07"
+    );
+    // No slot: an empty report.
+    assert!(shift::shift_report(&p, &e, &[], now).stops.is_empty());
+}

@@ -169,7 +169,7 @@ fn pairs(q: &Params) -> Vec<(&'static str, String)> {
 }
 
 /// `path?k=v&...`, with `set` replacing (or, with an empty value, removing) keys and paging reset.
-fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
+pub(super) fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
     let mut q: Vec<(&str, String)> = current.iter().filter(|(k, _)| *k != "offset").cloned().collect();
     for (k, v) in set {
         q.retain(|(x, _)| x != k);
@@ -184,7 +184,7 @@ fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &s
     format!("{path}?{}", s.join("&"))
 }
 
-fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
+pub(super) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
     let keep: Vec<(&'static str, String)> = pairs(q)
         .into_iter()
         .filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to"))
@@ -193,7 +193,9 @@ fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
         .iter()
         .map(|d| Link { href: link(d.path, &keep, &[]), label: short_title(d.kind).into(), on: d.path == current })
         .collect();
-    items.push(Link { href: "/gateways".into(), label: "Gateways".into(), on: current == "/gateways" });
+    for (href, label) in [("/shift", "Shift report"), ("/whatif", "What if"), ("/gateways", "Gateways")] {
+        items.push(Link { href: href.into(), label: label.into(), on: current == href });
+    }
     if p.role == auth::Role::Admin {
         items.push(Link { href: "/import".into(), label: "Import".into(), on: current == "/import" });
     }
@@ -221,7 +223,7 @@ fn short_title(k: Kind) -> &'static str {
     }
 }
 
-fn date(ms: i64, tz: chrono_tz::Tz) -> String {
+pub(super) fn date(ms: i64, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
 }
@@ -295,7 +297,7 @@ fn horizon_links(ds: &Dataset, cur: &[(&'static str, String)], path: &str) -> Ve
         .collect()
 }
 
-fn cell_text(v: &Value) -> String {
+pub(super) fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -326,6 +328,16 @@ impl Words<'_> {
         self.people?.skill(id).map(|s| s.name.clone()).filter(|n| !n.is_empty() && n != id)
     }
 
+    /// A person's name for an id a report shows (see `person`).
+    pub fn person_name(&self, id: &str) -> Option<String> {
+        self.person(id)
+    }
+
+    /// A skill's name.
+    pub fn skill_name(&self, id: &str) -> Option<String> {
+        self.skill(id)
+    }
+
     /// Each space-separated id of `list` named by `name` (ids without a name stay).
     fn list(&self, list: &str, name: impl Fn(&str) -> Option<String>, sep: &str) -> Option<String> {
         let ids: Vec<&str> = list.split(' ').filter(|x| !x.is_empty()).collect();
@@ -351,7 +363,7 @@ pub fn duration_text(hours: f64) -> String {
 /// Columns of durations in hours that pages word with units.
 const DURATIONS: [&str; 6] = ["ttr_h", "downtime_h", "mttr_h", "covered_mttr_h", "uncovered_mttr_h", "avoidable_h"];
 
-fn table(r: &Report, w: &Words) -> Table {
+pub(super) fn table(r: &Report, w: &Words) -> Table {
     let currency = w.currency;
     let status = col(r, "status");
     let rows = r
@@ -450,6 +462,7 @@ const HEADINGS: &[(&str, &str)] = &[
     ("oldest_unsent_age_s", "Oldest unsent (s)"),
     ("on_shift", "On shift"),
     ("online", "Online"),
+    ("open", "Still stopped"),
     ("peak_per_10min_per_operator", "Alarms / 10 min / operator, peak"),
     ("person", "Person"),
     ("rank", "Rank"),
@@ -527,6 +540,7 @@ fn empty_text(report: &str) -> String {
         "priorities" => "No uncovered stop with avoidable hours in this window: nothing to train for yet, or too few covered repairs to compare with.",
         "recert" => "No certificate lapsed or expiring within the horizon. Choose a longer look-ahead to see further.",
         "alarm-load" => "No shifts to count alarms on in this window (see the note below).",
+        "shift" => "No stop started during this shift.",
         "gateways" => return "No gateway has connected yet: start an agent with this collector's broker address.".into(),
         _ => "Nothing to show for this window and filter.",
     };
@@ -836,12 +850,12 @@ fn secure(mut res: Response) -> Response {
     res
 }
 
-fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
+pub(super) fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
     let html = t.render().map_err(AppError::internal)?;
     Ok(secure((status, Html(html)).into_response()))
 }
 
-fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
+pub(super) fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
     move |error| PageError { error, next: uri.0.path_and_query().map_or("/", |p| p.as_str()).to_string() }
 }
 

@@ -15,6 +15,7 @@ pub mod priority;
 pub mod privacy;
 pub mod recert;
 pub mod render;
+pub mod shift;
 pub mod stats;
 pub mod synth;
 pub mod whatif;
