@@ -275,6 +275,8 @@ async fn every_page_shows_the_numbers_of_the_api() {
         ("/pareto", "/api/v1/pareto", "pareto"),
         ("/gaps", "/api/v1/gaps", "gaps"),
         ("/alarm-load", "/api/v1/alarm-load", "alarm-load"),
+        ("/repeats", "/api/v1/repeats", "repeats"),
+        ("/training-effect", "/api/v1/training-effect", "training-effect"),
     ];
     for (page, endpoint, name) in pages {
         b.goto(&format!("http://{addr}{page}?{YEAR}")).await;
@@ -458,7 +460,7 @@ async fn the_certificates_page_lists_lapsed_and_expiring_certificates_within_the
 }
 
 /// The report pages and their short names (for screenshots).
-const PAGES: [(&str, &str); 9] = [
+const PAGES: [(&str, &str); 11] = [
     ("/", "overview"),
     ("/coverage", "coverage"),
     ("/downtime", "downtime"),
@@ -468,6 +470,8 @@ const PAGES: [(&str, &str); 9] = [
     ("/pareto", "pareto"),
     ("/gaps", "gaps"),
     ("/alarm-load", "alarm-load"),
+    ("/repeats", "repeats"),
+    ("/training-effect", "training-effect"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,4 +624,38 @@ async fn the_what_if_page_compares_before_and_after_as_the_api_does() {
     let removed = api(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd")).await;
     b.goto(&format!("http://{addr}/whatif?{YEAR}&person=p0001&skill=vfd&level=remove")).await;
     assert_same_rows("/whatif remove", &b.table(100).await, removed["rows"].as_array().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_incidents_and_training_effect_show_the_apis_figures() {
+    let Some(exe) = chromium_or_skip("repeat_incidents_and_training_effect_show_the_apis_figures") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    let repeats = api(addr, &format!("/api/v1/repeats?{YEAR}")).await;
+    let training = api(addr, &format!("/api/v1/training-effect?{YEAR}")).await;
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/repeats?{YEAR}")).await;
+        b.screenshot(&format!("repeats-{width}")).await;
+        let kpis = b
+            .eval(
+                "Object.fromEntries([...document.querySelectorAll('.kpi')].map(k => [k.dataset.kpi, k.dataset.value]))",
+            )
+            .await;
+        for (k, v) in repeats["summary"].as_object().unwrap() {
+            assert_eq!(kpis[k].as_str(), Some(shown(v).as_str()), "repeats figure {k}");
+        }
+        assert_same_rows("/repeats", &b.table(100).await, repeats["rows"].as_array().unwrap());
+        assert_eq!(b.eval("document.querySelectorAll('figure.chart svg rect.bar').length > 40").await, json!(true));
+        b.goto(&format!("http://{addr}/training-effect?{YEAR}")).await;
+        b.screenshot(&format!("training-effect-{width}")).await;
+        let rows = b.table(100).await;
+        assert_same_rows("/training-effect", &rows, training["rows"].as_array().unwrap());
+        assert!(rows[0]["person"].as_str().unwrap().starts_with('p'), "the id is the value");
+        let name = b.eval("document.querySelector('td[data-col=person]').textContent").await;
+        assert!(name.as_str().unwrap().starts_with("Person "), "{name}");
+    }
 }

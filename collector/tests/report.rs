@@ -18,6 +18,7 @@ use shiftlens_collector::people::{Initiative, Need, PersonSkill, Personnel, Sett
 use shiftlens_collector::report::coverage::{self, GroupBy, Status};
 use shiftlens_collector::report::*;
 use shiftlens_collector::report::{alarms::AlarmStart, join::Baselines, mttr::Dim, pareto::ParetoBy};
+use shiftlens_collector::timeline::Downtime;
 
 /// 30.44 days: exactly one month for the per-month figures.
 const MONTH: i64 = 2_630_016_000;
@@ -539,4 +540,95 @@ fn a_shift_report_lists_its_stops_cost_crew_missing_skills_and_certificates() {
     );
     // No slot: an empty report.
     assert!(shift::shift_report(&p, &e, &[], now).stops.is_empty());
+}
+
+#[test]
+fn repeat_incidents_are_the_same_asset_and_first_out_within_n_days() {
+    let fo = |d: Downtime, id: &str| {
+        let mut d = with_class(d, "drive");
+        d.first_out.as_mut().unwrap().id = id.into();
+        d
+    };
+    let d = [
+        fo(down("press-1", "2026-03-02T10:00", 1.0), "AL1"), // first: no earlier one
+        fo(down("press-1", "2026-03-05T10:00", 1.0), "AL1"), // 3 days after the first ended: repeat
+        fo(down("press-1", "2026-03-06T10:00", 1.0), "AL2"), // other alarm: not
+        fo(down("filler-1", "2026-03-06T12:00", 1.0), "AL1"), // other asset: not
+        down("press-1", "2026-03-07T10:00", 1.0),            // no first-out alarm: cannot repeat
+        fo(down("press-1", "2026-03-12T11:00", 1.0), "AL1"), // 7 days after 03-05 11:00 ended: repeat (≤ N)
+        fo(down("press-1", "2026-03-19T12:01", 1.0), "AL1"), // 7 days and 1 minute after 03-12 12:00: not
+    ];
+    let refs: Vec<&Downtime> = d.iter().collect();
+    let flags = repeats::repeats(&refs, repeats::DEFAULT_WINDOW_MS);
+    assert_eq!(flags, [Some(false), Some(true), Some(false), Some(false), None, Some(true), Some(false)]);
+    // A shorter window (3 days) keeps only the second.
+    assert_eq!(repeats::repeats(&refs, 3 * 24 * H).iter().filter(|f| **f == Some(true)).count(), 1);
+    // Weekly share over a window that starts after the first stop: the first still counts as the earlier one.
+    let scoped: Vec<(&Downtime, bool)> = d.iter().map(|x| (x, true)).collect();
+    let (s, rep) = repeats::report(
+        &scoped,
+        repeats::DEFAULT_WINDOW_MS,
+        chrono_tz::UTC,
+        t("2026-03-03T00:00"),
+        t("2026-03-24T00:00"),
+    );
+    assert_eq!(
+        (s["events"].as_u64(), s["with_first_out"].as_u64(), s["repeats"].as_u64()),
+        (Some(6), Some(5), Some(2))
+    );
+    assert_eq!(s["repeat_share"], 0.4);
+    // Weeks from Tuesday 03-03: {03-05 R, 03-06, 03-06, 03-07 (no first-out)}, {03-12 R}, {03-19}.
+    let weeks: Vec<(&str, u64, u64)> =
+        rep.rows.iter().map(|r| (r[0].as_str().unwrap(), r[2].as_u64().unwrap(), r[3].as_u64().unwrap())).collect();
+    assert_eq!(weeks, [("2026-03-03", 3, 1), ("2026-03-10", 1, 1), ("2026-03-17", 1, 0)]);
+    // Trend: first half (to 03-13 12:00) 2 of 4, second half 0 of 1.
+    assert_eq!((s["first_half_share"].as_f64(), s["second_half_share"].as_f64()), (Some(0.5), Some(0.0)));
+    // Out of scope (another crew, asset): not counted, but still an earlier stop for the rest.
+    let scoped: Vec<(&Downtime, bool)> = d.iter().enumerate().map(|(i, x)| (x, i != 1)).collect();
+    let (s, _) = repeats::report(
+        &scoped,
+        repeats::DEFAULT_WINDOW_MS,
+        chrono_tz::UTC,
+        t("2026-03-03T00:00"),
+        t("2026-03-24T00:00"),
+    );
+    assert_eq!(s["repeats"].as_u64(), Some(1));
+}
+
+#[test]
+fn training_effect_compares_repairs_before_and_after_a_qualification_rose() {
+    let mut p = people();
+    // a2 rises from s7 level 2 to 3 on 03-04 00:00 (so covers press-1 from then on).
+    p.person_skills.push(PersonSkill { level: 3, assessed_ms: t("2026-03-04T00:00"), ..p.person_skills[1].clone() });
+    let p = p.rebuilt();
+    let d = [
+        down("press-1", "2026-03-02T10:00", 4.0), // before: a1 and a2 on the day shift
+        down("press-1", "2026-03-03T10:00", 2.0), // before
+        down("press-1", "2026-03-05T10:00", 1.0), // after
+        down("press-1", "2026-03-06T10:00", 2.0), // after (a1 absent)
+        down("press-1", "2026-03-04T20:00", 3.0), // night: a2 not on shift, not counted
+    ];
+    let e = join(&p, &d);
+    let inp = month(&p, &e);
+    let rows = training::effects(&inp);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let x = &rows[0];
+    assert_eq!((x.person.as_str(), x.skill.as_str(), x.from_level, x.to_level), ("a2", "s7", 2, 3));
+    let (mut b, mut a) = (x.before.clone(), x.after.clone());
+    b.sort_by(f64::total_cmp);
+    a.sort_by(f64::total_cmp);
+    assert_eq!((b, a), (vec![2.0, 4.0], vec![1.0, 2.0]));
+    // 2 events after × (3 h − 1.5 h).
+    assert!(close(x.saved_h().unwrap(), 3.0));
+    let rep = training::report(&inp, &rows);
+    let col = |name: &str| rep.columns.iter().position(|c| c == name).unwrap();
+    let r = &rep.rows[0];
+    assert_eq!((r[col("before_n")].as_u64(), r[col("after_n")].as_u64()), (Some(2), Some(2)));
+    assert_eq!((r[col("before_mttr_h")].as_f64(), r[col("after_mttr_h")].as_f64()), (Some(3.0), Some(1.5)));
+    let (lo, hi) = (r[col("after_ci_low_h")].as_f64().unwrap(), r[col("after_ci_high_h")].as_f64().unwrap());
+    assert!(lo >= 1.0 && hi <= 2.0 && lo <= 1.5 && 1.5 <= hi, "{lo} {hi}");
+    assert_eq!(r[col("hours_saved")].as_f64(), Some(3.0));
+    // Outside the window, or without a rise: nothing.
+    assert!(training::effects(&input(&p, &e, "2026-03-05T00:00", t("2026-03-31T00:00"))).is_empty());
+    assert!(training::effects(&month(&people(), &events(&people()))).is_empty());
 }

@@ -444,6 +444,8 @@ pub struct View<'a> {
     pub filter: &'a Filter,
     /// Assets in scope (for availability).
     pub assets: usize,
+    /// The whole dataset (reports that look before the window: repeat incidents).
+    pub ds: &'a Dataset,
 }
 
 /// Whether a report asks the personnel which skills the assets need (and so needs them scoped).
@@ -481,7 +483,7 @@ pub fn view<'a>(ds: &'a Dataset, f: &'a Filter, kind: Kind) -> View<'a> {
             people = Cow::Owned(p.rebuilt());
         }
     }
-    View { people, events, alarms, filter: f, assets }
+    View { people, events, alarms, filter: f, assets, ds }
 }
 
 impl View<'_> {
@@ -506,6 +508,8 @@ pub enum Kind {
     Recert,
     AlarmLoad,
     Whatif,
+    Repeats,
+    TrainingEffect,
 }
 
 /// Report options from the URL.
@@ -621,6 +625,26 @@ pub fn run(v: &View, kind: Kind, o: &Options) -> Output {
         Kind::Priorities => r::priority::report(&inp, &r::priority::priorities(&inp, 3), o.per_person),
         Kind::Recert => r::recert::report(&inp, &r::recert::recert(&inp)),
         Kind::AlarmLoad => r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &v.alarms)),
+        Kind::Repeats => {
+            let ds = v.ds;
+            let scoped: Vec<(&Downtime, bool)> = ds
+                .downtime
+                .iter()
+                .zip(&ds.events)
+                .take_while(|(d, _)| d.start_ms < v.filter.to_ms)
+                .map(|(d, e)| (d, v.filter.event_in_scope(&ds.people, e)))
+                .collect();
+            let (s, rep) = r::repeats::report(
+                &scoped,
+                v.people.settings.repeat_window_ms,
+                v.people.settings.tz,
+                v.filter.from_ms,
+                v.filter.to_ms,
+            );
+            summary = Some(s);
+            rep
+        }
+        Kind::TrainingEffect => r::training::report(&inp, &r::training::effects(&inp)),
         Kind::Whatif => match &o.change {
             Some(c) => r::whatif::report(&r::whatif::what_if(&inp, c)),
             None => Report::new("whatif", Vec::<String>::new()),

@@ -32,7 +32,7 @@ struct PageDef {
     toggle: Option<(&'static str, &'static [&'static str])>,
 }
 
-const PAGES: [PageDef; 9] = [
+const PAGES: [PageDef; 11] = [
     PageDef { path: "/", kind: Kind::Overview, title: "Plant overview", toggle: None },
     PageDef {
         path: "/coverage",
@@ -62,6 +62,13 @@ const PAGES: [PageDef; 9] = [
     },
     PageDef { path: "/gaps", kind: Kind::Gaps, title: "Skill gaps and readiness", toggle: None },
     PageDef { path: "/alarm-load", kind: Kind::AlarmLoad, title: "Alarm load per operator", toggle: None },
+    PageDef { path: "/repeats", kind: Kind::Repeats, title: "Repeat incidents", toggle: None },
+    PageDef {
+        path: "/training-effect",
+        kind: Kind::TrainingEffect,
+        title: "Training effect: repairs before and after a qualification rose",
+        toggle: None,
+    },
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -220,6 +227,8 @@ fn short_title(k: Kind) -> &'static str {
         Kind::Gaps => "Gaps",
         Kind::AlarmLoad => "Alarm load",
         Kind::Whatif => "What if",
+        Kind::Repeats => "Repeats",
+        Kind::TrainingEffect => "Training effect",
     }
 }
 
@@ -488,6 +497,21 @@ const HEADINGS: &[(&str, &str)] = &[
     ("uncovered_events", "Uncovered events"),
     ("value_per_month", "Avoidable cost / month (¤)"),
     ("week", "Week from"),
+    ("with_first_out", "With a first-out alarm"),
+    ("repeats", "Repeats"),
+    ("repeat_share", "Repeat share"),
+    ("from_level", "Level before"),
+    ("to_level", "Level after"),
+    ("rose", "Rose on"),
+    ("before_n", "Repairs before"),
+    ("before_mttr_h", "MTTR before (h)"),
+    ("before_ci_low_h", "Before: 95% CI low (h)"),
+    ("before_ci_high_h", "Before: 95% CI high (h)"),
+    ("after_n", "Repairs after"),
+    ("after_mttr_h", "MTTR after (h)"),
+    ("after_ci_low_h", "After: 95% CI low (h)"),
+    ("after_ci_high_h", "After: 95% CI high (h)"),
+    ("hours_saved", "Hours saved"),
     ("metric", "Measure"),
     ("before", "Before"),
     ("after", "After"),
@@ -541,6 +565,7 @@ fn empty_text(report: &str) -> String {
         "recert" => "No certificate lapsed or expiring within the horizon. Choose a longer look-ahead to see further.",
         "alarm-load" => "No shifts to count alarms on in this window (see the note below).",
         "shift" => "No stop started during this shift.",
+        "training-effect" => "Nobody's qualification rose in this window (no assessment with a higher level than the one before): import person-skills.csv with the new assessments, or choose a longer window.",
         "gateways" => return "No gateway has connected yet: start an agent with this collector's broker address.".into(),
         _ => "Nothing to show for this window and filter.",
     };
@@ -757,6 +782,37 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
             let data = top(v).into_iter().map(|x| (text(x, k), vec![number(x, v)])).collect();
             vec![hbars("Downtime hours", &[("uncovered", "hours")], data, " h")]
         }
+        Kind::Repeats => {
+            let w = col(r, "week");
+            let share: Vec<(String, f64)> =
+                r.rows.iter().map(|x| (text(x, w), 100.0 * number(x, col(r, "repeat_share")))).collect();
+            vec![columns(
+                "Repeat incidents per week (% of stops with a first-out alarm)",
+                &share,
+                " %",
+                "no repeat incident in this window",
+            )]
+        }
+        Kind::TrainingEffect => {
+            let (b, a) = (col(r, "before_mttr_h"), col(r, "after_mttr_h"));
+            let data = r
+                .rows
+                .iter()
+                .take(15)
+                .map(|x| {
+                    (
+                        format!("{} · {}", text(x, col(r, "person")), text(x, col(r, "skill"))),
+                        vec![number(x, b), number(x, a)],
+                    )
+                })
+                .collect();
+            vec![hbars(
+                "Mean time to repair (h) before and after the qualification rose",
+                &[("uncovered", "before"), ("covered", "after")],
+                data,
+                " h",
+            )]
+        }
         _ => Vec::new(),
     }
 }
@@ -764,7 +820,7 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
 // ---- pages ----
 
 /// The overview's headline figures in reading order, with their labels.
-const KPIS: [(&str, &str); 10] = [
+const KPIS: [(&str, &str); 16] = [
     ("availability_pct", "availability %"),
     ("downtime_h", "downtime"),
     ("events", "downtime events"),
@@ -775,6 +831,12 @@ const KPIS: [(&str, &str); 10] = [
     ("uncovered_events", "uncovered events"),
     ("avoidable_h", "avoidable downtime"),
     ("assets", "assets"),
+    ("with_first_out", "stops with a first-out alarm"),
+    ("repeats", "repeat incidents"),
+    ("repeat_share", "repeat share"),
+    ("first_half_share", "repeat share, first half of the window"),
+    ("second_half_share", "repeat share, second half"),
+    ("window_days", "repeat window (days)"),
 ];
 
 #[derive(Template)]

@@ -49,6 +49,9 @@ pub struct PeopleConfig {
     /// Default none: money reads "cost units". Here rather than in a `[site]` section, which the collector
     /// has no other use for: costs come with the personnel data.
     pub currency: Option<Spanned<String>>,
+    /// A stop on the same asset with the same first-out alarm as one that ended at most this long before
+    /// is a repeat incident. Default 7d.
+    pub repeat_window: Option<HumanDuration>,
 }
 
 /// `[people]` with defaults applied and values checked.
@@ -65,6 +68,8 @@ pub struct Settings {
     pub recert_horizon_ms: i64,
     /// `currency`, empty when not configured.
     pub currency: String,
+    /// `repeat_window` in ms.
+    pub repeat_window_ms: i64,
 }
 
 impl Default for Settings {
@@ -80,6 +85,7 @@ impl Default for Settings {
             critical_cost_quantile: 0.75,
             recert_horizon_ms: 90 * 86_400_000,
             currency: String::new(),
+            repeat_window_ms: 7 * 86_400_000,
         }
     }
 }
@@ -160,6 +166,7 @@ impl PeopleConfig {
             s.currency = v.to_string();
         }
         s.work_order_window_ms = self.work_order_window.map_or(s.work_order_window_ms, |d| ms(d.0));
+        s.repeat_window_ms = self.repeat_window.map_or(s.repeat_window_ms, |d| ms(d.0));
         s.recert_horizon_ms = self.recert_horizon.map_or(s.recert_horizon_ms, |d| ms(d.0));
         s.pseudonymize = self.pseudonymize;
         s.min_baseline_events = self.min_baseline_events.unwrap_or(s.min_baseline_events);

@@ -15,9 +15,11 @@ pub mod priority;
 pub mod privacy;
 pub mod recert;
 pub mod render;
+pub mod repeats;
 pub mod shift;
 pub mod stats;
 pub mod synth;
+pub mod training;
 pub mod whatif;
 
 use crate::people::Personnel;
