@@ -63,12 +63,17 @@ pub struct Recert {
 
 /// Lapsed and expiring certificates, most coverage hours lost first.
 pub fn recert(inp: &Input) -> Vec<Recert> {
+    recert_of(inp, inp.people.person_ids())
+}
+
+/// [`recert`] of some people only (a shift's crew).
+pub fn recert_of(inp: &Input, people: &[String]) -> Vec<Recert> {
     let p = inp.people;
     let now = inp.to_ms;
     let horizon = p.settings.recert_horizon_ms;
     let needed = needed_skills(p);
     let mut out = Vec::new();
-    for id in p.person_ids() {
+    for id in people {
         for skill in p.skills.iter().filter(|s| s.cert_required) {
             let Some(a) = p.assessment_at(id, &skill.id, now) else { continue };
             let Some(exp) = a.expires_ms.filter(|e| *e < now.saturating_add(horizon)) else { continue };

@@ -112,8 +112,7 @@ pub fn shift_report(p: &Personnel, events: &[JoinedEvent], slots: &[roster::Slot
             .map(|req| req.skill)
             .collect();
         let inp = Input { people: p, events: &[], from_ms: start, to_ms: end };
-        r.certificates =
-            recert::recert(&inp).into_iter().filter(|c| crews.contains(&c.crew) && on.contains(&c.person)).collect();
+        r.certificates = recert::recert_of(&inp, &on).into_iter().filter(|c| crews.contains(&c.crew)).collect();
     }
     r
 }

@@ -32,6 +32,15 @@ impl Effect {
 /// The rises in the window, most hours saved first.
 pub fn effects(inp: &Input) -> Vec<Effect> {
     let p = inp.people;
+    // Closed events by required skill, so each rise reads only the events that needed its skill.
+    let mut by_skill: std::collections::HashMap<&str, Vec<(&crate::report::JoinedEvent, f64)>> =
+        std::collections::HashMap::new();
+    for ev in inp.events {
+        let Some(h) = ev.ttr_h() else { continue };
+        for c in &ev.required {
+            by_skill.entry(c.skill.as_str()).or_default().push((ev, h));
+        }
+    }
     let mut out = Vec::new();
     for a in p.person_skills.iter().filter(|a| inp.from_ms <= a.assessed_ms && a.assessed_ms < inp.to_ms) {
         let before = p.level_at(&a.person, &a.skill, a.assessed_ms - 1);
@@ -48,9 +57,8 @@ pub fn effects(inp: &Input) -> Vec<Effect> {
             before: Vec::new(),
             after: Vec::new(),
         };
-        for ev in inp.events {
-            let Some(h) = ev.ttr_h() else { continue };
-            if !ev.required.iter().any(|c| c.skill == a.skill) || !ev.on_shift.contains(&a.person) {
+        for &(ev, h) in by_skill.get(a.skill.as_str()).map_or(&[][..], Vec::as_slice) {
+            if !ev.on_shift.contains(&a.person) {
                 continue;
             }
             if ev.start_ms < a.assessed_ms {
