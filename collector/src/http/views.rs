@@ -402,6 +402,18 @@ pub(super) fn table(r: &Report, w: &Words) -> Table {
                         ("on_shift", Value::String(ids)) => w.list(ids, |x| w.person(x), ", "),
                         ("skill" | "missing_skill", Value::String(id)) => w.skill(id),
                         ("missing", Value::String(ids)) => w.list(ids, |x| w.skill(x), ", "),
+                        // "p0003 (level 2), p0007 (level 1)": each leading id named.
+                        ("closest", Value::String(list)) => {
+                            let named: Vec<String> = list
+                                .split(", ")
+                                .map(|item| match item.split_once(' ') {
+                                    Some((id, rest)) => format!("{} {rest}", w.person(id).unwrap_or_else(|| id.into())),
+                                    None => w.person(item).unwrap_or_else(|| item.into()),
+                                })
+                                .collect();
+                            Some(named.join(", "))
+                        }
+                        (_, Value::Bool(b)) => Some(if *b { "yes" } else { "no" }.into()),
                         _ => None,
                     };
                     match worded {
