@@ -178,3 +178,20 @@ impl PeopleConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod currency_tests {
+    use super::*;
+
+    #[test]
+    fn currency_and_repeat_window_are_read_and_a_bad_currency_names_its_place() {
+        let ok = ConfigFile::from_text("c.toml", "currency = \"EUR\"\nrepeat_window = \"14d\"\n");
+        let s = ok.parse::<PeopleConfig>().unwrap().settings(&ok).unwrap();
+        assert_eq!((s.currency.as_str(), s.repeat_window_ms), ("EUR", 14 * 86_400_000));
+        assert_eq!(Settings::default().repeat_window_ms, 7 * 86_400_000);
+        let bad = ConfigFile::from_text("c.toml", "timezone = \"UTC\"\ncurrency = \"\"\n");
+        let e = bad.parse::<PeopleConfig>().unwrap().settings(&bad).unwrap_err();
+        assert_eq!((e[0].line, e[0].col), (2, 12), "{e:?}");
+        assert!(e[0].message.contains("invalid currency"), "{e:?}");
+    }
+}
