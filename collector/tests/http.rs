@@ -424,3 +424,28 @@ async fn pages_name_people_and_skills_unless_pseudonymized() {
     assert!(!page.body.contains(">Person "), "a name leaked past pseudonymization");
     assert!(page.body.contains(">P-"), "pseudonyms shown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_what_if_page_offers_pseudonyms_when_configured_and_leaks_no_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let mut c = config(&db, "");
+    c.people.pseudonymize = true;
+    let (addr, _) = spawn(&c).await;
+    let form = get(addr, &format!("/whatif?{YEAR}")).await;
+    assert_eq!(form.status, 200);
+    assert!(!form.body.contains("p0001") && !form.body.contains("Person 1<"), "ids or names leaked");
+    let settings = shiftlens_collector::people::Settings { pseudonymize: true, ..Default::default() };
+    let pseudo =
+        shiftlens_collector::report::privacy::show(&shiftlens_collector::people::Personnel::new(settings), "p0001");
+    let page = get(addr, &format!("/whatif?{YEAR}&person={pseudo}&skill=vfd&level=4")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("p0001"), "the id leaked");
+    let api = get(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd:4")).await.json();
+    let after = api["rows"][0]["after"].to_string();
+    assert!(
+        page.body.contains(&format!("data-col=\"after\" class=\"num\">{after}<")),
+        "the page shows the API's figures"
+    );
+}

@@ -80,10 +80,10 @@ async fn page(
     Viewer(p): Viewer,
     uri: OriginalUri,
     Query(mut q): Query<Params>,
-    Query(c): Query<Choice>,
+    Query(mut c): Query<Choice>,
 ) -> Result<Response, PageError> {
     let err = views::page_err(&uri);
-    let change = c.change();
+    let shown_change = c.change();
     let source = st.data.clone();
     let ds = tokio::task::spawn_blocking(move || source.dataset())
         .await
@@ -91,6 +91,16 @@ async fn page(
         .map_err(&err)?;
     let settings = &ds.people.settings;
     let words = Words { people: Some(&ds.people), currency: &settings.currency, tz: settings.tz.name() };
+    // The form offers people as the reports show them (pseudonyms when configured, so the page leaks no
+    // ids); the API's change names the id behind the choice.
+    let chosen_shown = c.person.clone();
+    if let Some(shown) = some(&c.person) {
+        let show = |id: &str| crate::report::privacy::show(&ds.people, id);
+        if let Some(id) = ds.people.person_ids().iter().find(|id| show(id) == shown) {
+            c.person = Some(id.clone());
+        }
+    }
+    let change = c.change();
     q.change = change.clone();
     let (table, from, to) = match &change {
         Some(_) => {
@@ -117,7 +127,9 @@ async fn page(
         .iter()
         .map(|id| {
             let name = words.person_name(id).unwrap_or_else(|| crate::report::privacy::show(&ds.people, id));
-            (id.clone(), name, chosen(&c.person, id))
+            let shown = crate::report::privacy::show(&ds.people, id);
+            let on = chosen(&chosen_shown, &shown);
+            (shown, name, on)
         })
         .collect();
     let skills = ds
@@ -138,7 +150,7 @@ async fn page(
         people,
         skills,
         levels,
-        change,
+        change: shown_change,
         table,
     };
     views::render(&page, StatusCode::OK).map_err(&err)
