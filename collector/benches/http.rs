@@ -74,10 +74,27 @@ async fn run(size: Size) {
         "/api/v1/overview?crew=A&line=line2",
         "/api/v1/mttr?from=2025-01-01&to=2026-01-01",
         "/api/v1/coverage?from=2025-01-01&to=2026-01-01",
+        "/recert?horizon=365d",
+        "/shift?date=2025-12-10&shift=day",
+        "/api/v1/shift?date=2025-12-10&shift=day",
+        "/shift",
+        "/whatif?person=p0001&skill=opc-ua&level=4",
+        "/repeats",
+        "/api/v1/repeats",
+        "/api/v1/repeats?from=2025-01-01&to=2026-01-01",
+        "/training-effect",
+        "/api/v1/training-effect",
+        "/api/v1/training-effect?from=2025-01-01&to=2026-01-01",
     ]
     .iter()
     .map(|u| {
-        if u.contains("from=") || u.starts_with("/gateways") || u.ends_with("openapi.json") || *u == "/metrics" {
+        if u.contains("from=")
+            || u.contains("date=")
+            || *u == "/shift"
+            || u.starts_with("/gateways")
+            || u.ends_with("openapi.json")
+            || *u == "/metrics"
+        {
             u.to_string()
         } else if u.contains('?') {
             format!("{u}&{WINDOW}")

@@ -123,6 +123,17 @@ impl Browser {
         b
     }
 
+    /// A desktop (1400 px) or tablet (800 px) wide window.
+    async fn width(&mut self, width: u32) {
+        let params = json!({ "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false });
+        self.call("Emulation.setDeviceMetricsOverride", params).await;
+    }
+
+    /// Whether the page fits its width (only a table's own wrapper may scroll sideways).
+    async fn fits(&mut self) -> bool {
+        self.eval("document.documentElement.scrollWidth <= window.innerWidth + 1").await == json!(true)
+    }
+
     async fn call(&mut self, method: &str, params: Value) -> Value {
         match self.try_call(method, params).await {
             Ok(v) => v,
@@ -203,11 +214,12 @@ impl Browser {
         std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
     }
 
-    /// The report table's first rows as {column: text}.
+    /// The report table's first rows as {column: value}: the API's value where the page words it
+    /// differently (`data-value`), else the text shown.
     async fn table(&mut self, n: usize) -> Vec<Value> {
         let v = self
             .eval(&format!(
-                "[...document.querySelectorAll('table.report tbody tr')].slice(0, {n}).map(tr => Object.fromEntries([...tr.cells].map(td => [td.dataset.col, td.textContent])))"
+                "[...document.querySelectorAll('table.report tbody tr')].slice(0, {n}).map(tr => Object.fromEntries([...tr.cells].map(td => [td.dataset.col, td.dataset.value ?? td.textContent])))"
             ))
             .await;
         v.as_array().unwrap().clone()
@@ -263,6 +275,8 @@ async fn every_page_shows_the_numbers_of_the_api() {
         ("/pareto", "/api/v1/pareto", "pareto"),
         ("/gaps", "/api/v1/gaps", "gaps"),
         ("/alarm-load", "/api/v1/alarm-load", "alarm-load"),
+        ("/repeats", "/api/v1/repeats", "repeats"),
+        ("/training-effect", "/api/v1/training-effect", "training-effect"),
     ];
     for (page, endpoint, name) in pages {
         b.goto(&format!("http://{addr}{page}?{YEAR}")).await;
@@ -277,7 +291,7 @@ async fn every_page_shows_the_numbers_of_the_api() {
     // The overview's headline figures are the API's summary, and it draws its charts.
     b.goto(&format!("http://{addr}/?{YEAR}")).await;
     let summary = api(addr, &format!("/api/v1/overview?{YEAR}")).await["summary"].clone();
-    let kpis = b.eval("Object.fromEntries([...document.querySelectorAll('.kpi')].map(k => [k.dataset.kpi, k.querySelector('.v').textContent]))").await;
+    let kpis = b.eval("Object.fromEntries([...document.querySelectorAll('.kpi')].map(k => [k.dataset.kpi, k.dataset.value ?? k.querySelector('.v').textContent]))").await;
     for (k, v) in summary.as_object().unwrap() {
         assert_eq!(kpis[k].as_str(), Some(shown(v).as_str()), "overview figure {k}");
     }
@@ -287,7 +301,7 @@ async fn every_page_shows_the_numbers_of_the_api() {
     b.goto(&format!("http://{addr}/coverage?{YEAR}")).await;
     let cov = api(addr, &format!("/api/v1/coverage?{YEAR}")).await;
     let cells = b
-        .eval("[...document.querySelectorAll('table.heatmap tbody tr')].flatMap(tr => [...tr.querySelectorAll('td[data-group]')].map(td => [td.dataset.group, tr.querySelector('th').textContent, td.textContent, td.title.split(',')[0]]))")
+        .eval("[...document.querySelectorAll('table.heatmap tbody tr')].flatMap(tr => [...tr.querySelectorAll('td[data-group]')].map(td => [td.dataset.group, tr.querySelector('th').dataset.value, td.textContent, td.title.split(',')[0]]))")
         .await;
     let cells = cells.as_array().unwrap();
     assert_eq!(cells.len(), cov["rows"].as_array().unwrap().len());
@@ -401,4 +415,247 @@ async fn an_import_with_a_bad_row_shows_the_row_error_after_login() {
     let n: i64 =
         conn.query_row("SELECT COUNT(*) FROM people_record WHERE body LIKE '%k9001%'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificates_page_lists_lapsed_and_expiring_certificates_within_the_chosen_horizon() {
+    let Some(exe) =
+        chromium_or_skip("the_certificates_page_lists_lapsed_and_expiring_certificates_within_the_chosen_horizon")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/recert?{YEAR}")).await;
+        b.screenshot(&format!("recert-{width}")).await;
+        assert!(b.fits().await, "/recert at {width} px scrolls sideways");
+        // The default horizon (90d, the config's) is marked; choosing 365d lists more, as the API does.
+        assert_eq!(b.eval("document.querySelector('#horizon a.on').dataset.horizon").await, json!("90d"));
+        let d90 = b.table(1000).await;
+        b.navigating("document.querySelector('#horizon a[data-horizon=\"365d\"]').click()").await;
+        b.screenshot(&format!("recert-365d-{width}")).await;
+        assert!(b.eval("location.search").await.as_str().unwrap().contains("horizon=365d"));
+        let d365 = b.table(1000).await;
+        let api365 = api(addr, &format!("/api/v1/recert?{YEAR}&horizon=365d&limit=1000")).await;
+        assert_same_rows("/recert?horizon=365d", &d365, api365["rows"].as_array().unwrap());
+        assert_eq!(d365.len(), api365["rows"].as_array().unwrap().len());
+        assert!(d90.len() < d365.len(), "90d: {}, 365d: {}", d90.len(), d365.len());
+        // Lapsed certificates are listed, and say how long ago in words.
+        let lapsed = b
+            .eval("[...document.querySelectorAll('td[data-col=\"status\"].expired')].map(td => td.parentElement.querySelector('td[data-col=\"days_left\"]').textContent)")
+            .await;
+        let lapsed = lapsed.as_array().unwrap();
+        assert!(!lapsed.is_empty(), "no lapsed certificate shown");
+        assert!(lapsed.iter().all(|t| t.as_str().unwrap().starts_with("expired ")), "{lapsed:?}");
+    }
+    // A bad horizon is a clear error page, not the default.
+    let r = get(addr, "/recert?horizon=soon").await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("invalid horizon"), "{}", r.body);
+}
+
+/// The report pages and their short names (for screenshots).
+const PAGES: [(&str, &str); 11] = [
+    ("/", "overview"),
+    ("/coverage", "coverage"),
+    ("/downtime", "downtime"),
+    ("/mttr", "mttr"),
+    ("/priorities", "priorities"),
+    ("/recert", "recert"),
+    ("/pareto", "pareto"),
+    ("/gaps", "gaps"),
+    ("/alarm-load", "alarm-load"),
+    ("/repeats", "repeats"),
+    ("/training-effect", "training-effect"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_1400_and_800_px_and_an_empty_window_says_why() {
+    let Some(exe) = chromium_or_skip("every_page_fits_1400_and_800_px_and_an_empty_window_says_why") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    // The report table fits its box: nothing to scroll sideways to see covered and missing.
+    let table_fits = "[...document.querySelectorAll('table.report')].every(t => t.parentElement.scrollWidth <= t.parentElement.clientWidth + 1)";
+    for width in [1400, 800] {
+        b.width(width).await;
+        for (page, name) in PAGES {
+            b.goto(&format!("http://{addr}{page}?{YEAR}")).await;
+            b.screenshot(&format!("{name}-{width}")).await;
+            assert!(b.fits().await, "{page} at {width} px scrolls sideways");
+            if b.eval(table_fits).await != json!(true) {
+                let widths = b
+                    .eval("[...document.querySelectorAll('table.report th')].map(th => th.dataset.col + ' ' + Math.round(th.getBoundingClientRect().width)).join(', ')")
+                    .await;
+                panic!("{page} at {width} px: the table is wider than its box: {widths}");
+            }
+        }
+        // The downtime page keeps whether an event was covered and what was missing in view.
+        b.goto(&format!("http://{addr}/downtime?{YEAR}")).await;
+        let visible = b
+            .eval("['covered', 'missing'].every(c => { const th = document.querySelector(`th[data-col=${c}]`); const r = th.getBoundingClientRect(); return r.width > 0 && r.right <= window.innerWidth; })")
+            .await;
+        assert_eq!(visible, json!(true), "covered/missing off-screen at {width} px");
+    }
+
+    // An empty window: the tables say why, the charts say there was nothing, and no number reads -0.0.
+    let empty = "from=2030-01-01&to=2030-02-01";
+    b.width(1400).await;
+    for (page, name) in PAGES {
+        b.goto(&format!("http://{addr}{page}?{empty}")).await;
+        let text = b.eval("document.body.innerText").await;
+        assert!(!text.as_str().unwrap().contains("-0.0"), "{page}: {text}");
+        if page == "/" {
+            b.screenshot("overview-empty").await;
+            let notes = b.eval("[...document.querySelectorAll('svg text.note')].map(t => t.textContent)").await;
+            assert_eq!(notes, json!(["no downtime in this window", "no repair finished in this window"]));
+        } else if page == "/downtime" || page == "/mttr" || page == "/pareto" || page == "/priorities" {
+            b.screenshot(&format!("{name}-empty")).await;
+            let why = b.eval("document.querySelector('#empty')?.textContent ?? ''").await;
+            assert!(why.as_str().unwrap().starts_with("No "), "{page}: {why}");
+        }
+    }
+    // Alarm load over a window whose shifts saw no alarm says why it is all zeros.
+    b.goto(&format!("http://{addr}/alarm-load?{empty}")).await;
+    b.screenshot("alarm-load-empty").await;
+    let notes = b.eval("[...document.querySelectorAll('p.note')].map(p => p.textContent).join(' | ')").await;
+    assert!(notes.as_str().unwrap().contains("all zeros: no alarm became active"), "{notes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shift_report_shows_the_apis_figures_and_prints_without_the_menus() {
+    let Some(exe) = chromium_or_skip("the_shift_report_shows_the_apis_figures_and_prints_without_the_menus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    // Without a choice: the last shift that has ended.
+    let last = api(addr, "/api/v1/shift").await;
+    let name = last["shift"].as_str().unwrap().to_string();
+    let q = format!("date=2025-06-10&shift={name}");
+    let want = api(addr, &format!("/api/v1/shift?{q}")).await;
+    assert!(want["summary"]["stops"].as_u64().unwrap() > 0, "{want}");
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/shift?{q}")).await;
+        b.screenshot(&format!("shift-{width}")).await;
+        assert!(b.fits().await, "/shift at {width} px scrolls sideways");
+        let kpis = b
+            .eval(
+                "Object.fromEntries([...document.querySelectorAll('.kpi')].map(k => [k.dataset.kpi, k.dataset.value]))",
+            )
+            .await;
+        for (k, v) in kpis.as_object().unwrap() {
+            assert_eq!(v.as_str(), Some(shown(&want["summary"][k]).as_str()), "shift figure {k}");
+        }
+        let rows = b.table(100).await;
+        assert_same_rows("/shift", &rows, want["rows"].as_array().unwrap());
+        assert_eq!(rows.len(), want["rows"].as_array().unwrap().len());
+        let people = b.eval("[...document.querySelectorAll('#people li')].map(li => li.dataset.value)").await;
+        assert_eq!(people, want["summary"]["on_shift"]);
+        let names = b
+            .eval("[...document.querySelectorAll('#people li')].every(li => li.textContent.startsWith('Person '))")
+            .await;
+        assert_eq!(names, json!(true), "people by name");
+    }
+    // The next-shift link moves on, and the form picks a date and shift.
+    b.navigating("document.querySelector('#shift-nav a[rel=next]').click()").await;
+    assert!(b.eval("location.search").await.as_str().unwrap().contains("date=2025-06-1"));
+    b.navigating(&format!(
+        "document.querySelector('input[name=date]').value = '2025-06-10'; document.querySelector('select[name=shift]').value = '{name}'; document.querySelector('form.filters').submit()"
+    ))
+    .await;
+    assert_eq!(
+        b.eval("document.querySelector('.kpi[data-kpi=stops]').dataset.value").await,
+        json!(shown(&want["summary"]["stops"]))
+    );
+    // Printed: no menu, no form, the content whole.
+    b.call("Emulation.setEmulatedMedia", json!({ "media": "print" })).await;
+    b.screenshot("shift-print").await;
+    let hidden = b
+        .eval("['header.top', 'form.filters', '#shift-nav'].every(s => getComputedStyle(document.querySelector(s)).display === 'none')")
+        .await;
+    assert_eq!(hidden, json!(true));
+    b.call("Emulation.setEmulatedMedia", json!({ "media": "" })).await;
+    // A bad choice is a clear 400.
+    let r = get(addr, "/api/v1/shift?date=2025-06-10&shift=lunch").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("unknown shift \"lunch\": expected one of"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_what_if_page_compares_before_and_after_as_the_api_does() {
+    let Some(exe) = chromium_or_skip("the_what_if_page_compares_before_and_after_as_the_api_does") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    let want = api(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd:4")).await;
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/whatif?{YEAR}")).await;
+        assert!(b.eval("document.querySelector('#empty').textContent").await.as_str().unwrap().starts_with("Choose"));
+        // People by name in the form, their ids as values.
+        let opt = b.eval("document.querySelector('select[name=person] option[value=p0001]').textContent").await;
+        assert_eq!(opt, json!("Person 1"));
+        b.navigating("document.querySelector('select[name=person]').value = 'p0001'; document.querySelector('select[name=skill]').value = 'vfd'; document.querySelector('select[name=level]').value = '4'; document.querySelector('form.filters').submit()").await;
+        b.screenshot(&format!("whatif-{width}")).await;
+        assert!(b.fits().await, "/whatif at {width} px scrolls sideways");
+        let search = b.eval("location.search").await;
+        assert!(search.as_str().unwrap().contains("person=p0001"), "{search}");
+        let rows = b.table(100).await;
+        assert_same_rows("/whatif", &rows, want["rows"].as_array().unwrap());
+        assert_eq!(rows.len(), want["rows"].as_array().unwrap().len());
+        let label = b.eval("document.querySelector('td[data-col=metric]').textContent").await;
+        assert_eq!(label, json!("Covered stops"), "metrics in words");
+    }
+    // Taking a skill away is a choice too.
+    let removed = api(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd")).await;
+    b.goto(&format!("http://{addr}/whatif?{YEAR}&person=p0001&skill=vfd&level=remove")).await;
+    assert_same_rows("/whatif remove", &b.table(100).await, removed["rows"].as_array().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_incidents_and_training_effect_show_the_apis_figures() {
+    let Some(exe) = chromium_or_skip("repeat_incidents_and_training_effect_show_the_apis_figures") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let mut b = Browser::launch(&exe).await;
+    let repeats = api(addr, &format!("/api/v1/repeats?{YEAR}")).await;
+    let training = api(addr, &format!("/api/v1/training-effect?{YEAR}")).await;
+    for width in [1400, 800] {
+        b.width(width).await;
+        b.goto(&format!("http://{addr}/repeats?{YEAR}")).await;
+        b.screenshot(&format!("repeats-{width}")).await;
+        let kpis = b
+            .eval(
+                "Object.fromEntries([...document.querySelectorAll('.kpi')].map(k => [k.dataset.kpi, k.dataset.value]))",
+            )
+            .await;
+        for (k, v) in repeats["summary"].as_object().unwrap() {
+            assert_eq!(kpis[k].as_str(), Some(shown(v).as_str()), "repeats figure {k}");
+        }
+        assert_same_rows("/repeats", &b.table(100).await, repeats["rows"].as_array().unwrap());
+        assert_eq!(b.eval("document.querySelectorAll('figure.chart svg rect.bar').length > 40").await, json!(true));
+        b.goto(&format!("http://{addr}/training-effect?{YEAR}")).await;
+        b.screenshot(&format!("training-effect-{width}")).await;
+        let rows = b.table(100).await;
+        assert_same_rows("/training-effect", &rows, training["rows"].as_array().unwrap());
+        assert!(rows[0]["person"].as_str().unwrap().starts_with('p'), "the id is the value");
+        let name = b.eval("document.querySelector('td[data-col=person]').textContent").await;
+        assert!(name.as_str().unwrap().starts_with("Person "), "{name}");
+    }
 }

@@ -376,3 +376,76 @@ fn the_example_config_is_valid() {
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.http.bind.get_ref(), "127.0.0.1:8080");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_addresses_get_a_404_page_or_json_and_empty_windows_read_zero() {
+    let (_dir, addr) = seeded("").await;
+    let page = get(addr, "/no-such-page?x=1").await;
+    assert_eq!(page.status, 404);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"), "{:?}", page.headers);
+    assert!(page.body.contains("Page not found") && page.body.contains("no page at /no-such-page"), "{}", page.body);
+    for path in ["/api/v1/no-such-report", "/api/v2/overview", "/api"] {
+        let api = get(addr, path).await;
+        assert_eq!(api.status, 404, "{path}");
+        assert!(api.header("content-type").unwrap().starts_with("application/json"), "{path}");
+        assert!(api.json()["error"].as_str().unwrap().contains("openapi.json"), "{path}: {}", api.body);
+    }
+    // A window with no events: zeros, never "-0.0", on the API and the page.
+    let empty = "from=2030-01-01&to=2030-02-01";
+    let r = get(addr, &format!("/api/v1/overview?{empty}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("-0.0") && !r.body.contains("-0,"), "{}", r.body);
+    assert_eq!(r.json()["summary"]["downtime_h"], 0.0);
+    let page = get(addr, &format!("/?{empty}")).await;
+    assert!(!page.body.contains("-0.0"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_name_people_and_skills_unless_pseudonymized() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let (named, _) = spawn(&config(&db, "")).await;
+    let mut c = config(&db, "");
+    c.people.pseudonymize = true;
+    let (pseudo, _) = spawn(&c).await;
+    let path = format!("/priorities?{YEAR}&per_person=true");
+    let page = get(named, &path).await;
+    assert_eq!(page.status, 200);
+    // The name is shown, the id is the cell's value and tooltip; the header is in words.
+    assert!(page.body.contains(r#"data-col="person" class="words" data-value="p00"#), "{}", page.body);
+    assert!(page.body.contains(">Person "), "no person name on the page");
+    assert!(page.body.contains(">Avoidable hours / month<"), "headers in words");
+    let api = get(named, &format!("/api/v1/priorities?{YEAR}&per_person=true")).await.json();
+    assert!(api["rows"][0]["person"].as_str().unwrap().starts_with('p'), "the API keeps ids");
+    assert!(api["rows"][0].get("avoidable_h_per_month").is_some(), "the API keeps its keys");
+    let page = get(pseudo, &path).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(">Person "), "a name leaked past pseudonymization");
+    assert!(page.body.contains(">P-"), "pseudonyms shown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_what_if_page_offers_pseudonyms_when_configured_and_leaks_no_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let mut c = config(&db, "");
+    c.people.pseudonymize = true;
+    let (addr, _) = spawn(&c).await;
+    let form = get(addr, &format!("/whatif?{YEAR}")).await;
+    assert_eq!(form.status, 200);
+    assert!(!form.body.contains("p0001") && !form.body.contains("Person 1<"), "ids or names leaked");
+    let settings = shiftlens_collector::people::Settings { pseudonymize: true, ..Default::default() };
+    let pseudo =
+        shiftlens_collector::report::privacy::show(&shiftlens_collector::people::Personnel::new(settings), "p0001");
+    let page = get(addr, &format!("/whatif?{YEAR}&person={pseudo}&skill=vfd&level=4")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("p0001"), "the id leaked");
+    let api = get(addr, &format!("/api/v1/whatif?{YEAR}&change=p0001:vfd:4")).await.json();
+    let after = api["rows"][0]["after"].to_string();
+    assert!(
+        page.body.contains(&format!("data-col=\"after\" class=\"num\">{after}<")),
+        "the page shows the API's figures"
+    );
+}

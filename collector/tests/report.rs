@@ -18,6 +18,7 @@ use shiftlens_collector::people::{Initiative, Need, PersonSkill, Personnel, Sett
 use shiftlens_collector::report::coverage::{self, GroupBy, Status};
 use shiftlens_collector::report::*;
 use shiftlens_collector::report::{alarms::AlarmStart, join::Baselines, mttr::Dim, pareto::ParetoBy};
+use shiftlens_collector::timeline::Downtime;
 
 /// 30.44 days: exactly one month for the per-month figures.
 const MONTH: i64 = 2_630_016_000;
@@ -354,4 +355,280 @@ fn stats_quantiles_intervals_and_shrinkage() {
     let (lo, hi) = mean_ci(&v).unwrap();
     let h = 1.96 * (1000.0f64 / 999.0).sqrt() / 1000f64.sqrt();
     assert!(close(lo, 1.0 - h) && close(hi, 1.0 + h));
+}
+
+#[test]
+fn lapsed_certificates_are_listed_with_how_long_ago_and_projected_from_now() {
+    let p = people();
+    // Ten days after a2's vfd certificate lapsed (03-10 12:00), with nobody else on crew A holding vfd.
+    let now = t("2026-03-20T12:00");
+    let rows = recert::recert(&input(&p, &[], "2026-02-01T00:00", now));
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.person.as_str(), r.cert_id.as_str(), r.expired), ("a2", "VFD-77", true));
+    assert!(r.shifts > 0 && r.shifts_to_zero == r.shifts, "{r:?}");
+    let rep = recert::report(&input(&p, &[], "2026-02-01T00:00", now), &rows);
+    let col = |name: &str| rep.columns.iter().position(|c| c == name).unwrap();
+    assert_eq!(
+        (rep.rows[0][col("status")].as_str(), rep.rows[0][col("days_left")].as_i64()),
+        (Some("expired"), Some(-10))
+    );
+    // Before the lapse the same certificate is expiring, five days ahead.
+    let rep = recert::report(
+        &input(&p, &[], "2026-02-01T00:00", t("2026-03-05T00:00")),
+        &recert::recert(&input(&p, &[], "2026-02-01T00:00", t("2026-03-05T00:00"))),
+    );
+    assert_eq!(
+        (rep.rows[0][col("status")].as_str(), rep.rows[0][col("days_left")].as_i64()),
+        (Some("expiring"), Some(5))
+    );
+    // A renewal (a later assessment with a valid certificate) takes it off the list.
+    let mut renewed = people();
+    renewed.person_skills.push(PersonSkill {
+        assessed_ms: t("2026-03-15T00:00"),
+        cert_id: Some("VFD-78".into()),
+        issued_ms: Some(t("2026-03-15T00:00")),
+        expires_ms: Some(t("2028-03-15T00:00")),
+        ..p.person_skills[2].clone()
+    });
+    let renewed = renewed.rebuilt();
+    assert!(recert::recert(&input(&renewed, &[], "2026-02-01T00:00", now)).is_empty());
+}
+
+#[test]
+fn days_left_read_as_words() {
+    const D: i64 = 24 * H;
+    for (expires, expired, words) in [
+        (-30 * D - H, true, "expired 30 days ago"),
+        (-D - H, true, "expired 1 day ago"),
+        (-H, true, "expired within the last day"),
+        (H, false, "expires within a day"),
+        (D + H, false, "expires in 1 day"),
+        (40 * D, false, "expires in 40 days"),
+    ] {
+        let d = recert::days_left(expires, 0);
+        assert_eq!(recert::days_left_text(expired, d), words, "{expires}");
+    }
+}
+
+#[test]
+fn training_priorities_say_when_a_candidates_certificate_has_lapsed() {
+    let mut p = people();
+    // a2 was assessed again for s7, with a certificate that lapsed on 02-01, before the window.
+    p.person_skills.push(PersonSkill {
+        assessed_ms: t("2025-06-01T00:00"),
+        cert_id: Some("S7-9".into()),
+        issued_ms: Some(t("2025-06-01T00:00")),
+        expires_ms: Some(t("2026-02-01T00:00")),
+        ..p.person_skills[1].clone()
+    });
+    let p = p.rebuilt();
+    let e = events(&p);
+    let rows = priority::priorities(&month(&p, &e), 3);
+    assert_eq!(rows[0].lapsed, [("a2".to_string(), t("2026-02-01T00:00"))]);
+    let rep = priority::report(&month(&p, &e), &rows, false);
+    let closest = rep.columns.iter().position(|c| c == "closest").unwrap();
+    assert_eq!(rep.rows[0][closest], "a2 (level 2, certificate lapsed 2026-02-01)");
+    let rep = priority::report(&month(&p, &e), &rows, true);
+    let lapsed = rep.columns.iter().position(|c| c == "certificate_lapsed").unwrap();
+    assert_eq!(rep.rows[0][lapsed], "2026-02-01");
+    // Without a lapsed certificate the column is empty.
+    let p = people();
+    let rows = priority::priorities(&month(&p, &e), 3);
+    assert_eq!(priority::report(&month(&p, &e), &rows, true).rows[0][lapsed], serde_json::Value::Null);
+}
+
+#[test]
+fn weeks_are_calendar_weeks_of_the_site_time_zone() {
+    let ms = |s: &str| t(s);
+    let berlin = chrono_tz::Europe::Berlin;
+    let sydney = chrono_tz::Australia::Sydney;
+    for (tz, from, to, want) in [
+        // Autumn change in Berlin (10-26): local midnight is 22:00 UTC before, 23:00 UTC after.
+        (
+            berlin,
+            "2025-10-19T22:00",
+            "2025-11-09T23:00",
+            vec!["2025-10-19T22:00", "2025-10-26T23:00", "2025-11-02T23:00"],
+        ),
+        // Spring change (03-30): 23:00 UTC before, 22:00 UTC after.
+        (berlin, "2025-03-23T23:00", "2025-04-06T22:00", vec!["2025-03-23T23:00", "2025-03-30T22:00"]),
+        // A window starting mid-day starts its first week at that day's local midnight.
+        (berlin, "2025-01-01T12:00", "2025-01-09T00:00", vec!["2024-12-31T23:00", "2025-01-07T23:00"]),
+        // The southern hemisphere changes the other way (Sydney leaves summer time on 2025-04-06).
+        (sydney, "2025-03-31T13:00", "2025-04-14T14:00", vec!["2025-03-31T13:00", "2025-04-07T14:00"]),
+        // Short windows still have one week.
+        (berlin, "2025-06-02T10:00", "2025-06-02T11:00", vec!["2025-06-01T22:00"]),
+    ] {
+        let got = week_starts(tz, ms(from), ms(to), 1000);
+        assert_eq!(got, want.iter().map(|w| ms(w)).collect::<Vec<_>>(), "{tz} {from}..{to}");
+    }
+    assert_eq!(week_starts(berlin, ms("2025-01-01T00:00"), ms("2026-01-01T00:00"), 10).len(), 10);
+}
+
+#[test]
+fn empty_alarm_load_and_empty_windows_explain_themselves() {
+    let p = people();
+    let day = input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00"));
+    let says = |alarms: &[AlarmStart], p: &Personnel, needle: &str| {
+        let inp = Input { people: p, ..day };
+        let rep = alarms::report(&inp, &alarms::alarm_load(&inp, alarms));
+        assert!(rep.notes.iter().any(|n| n.contains(needle)), "{needle}: {:?}", rep.notes);
+    };
+    says(&[], &p, "all zeros: no alarm became active");
+    let mut no_rota = people();
+    no_rota.rotations.clear();
+    let no_rota = no_rota.rebuilt();
+    says(&[], &no_rota, "import rotation.csv");
+    let one = [AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T07:00") }];
+    let inp = Input { people: &p, ..day };
+    let rep = alarms::report(&inp, &alarms::alarm_load(&inp, &one));
+    assert!(!rep.notes.iter().any(|n| n.contains("all zeros")), "{:?}", rep.notes);
+    // Rounding never gives -0: an empty window reads 0.0.
+    for (x, d) in [(-0.0, 1), (-0.04, 1), (-1e-12, 2)] {
+        assert_eq!(num(x, d).to_string(), "0.0", "{x}");
+    }
+}
+
+#[test]
+fn a_shift_report_lists_its_stops_cost_crew_missing_skills_and_certificates() {
+    let p = people();
+    let e = events(&p);
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 3, 6).unwrap();
+    assert_eq!(shift::slot_names(&p), ["day", "night"]);
+    let slots = shift::slots(&p, date, "day");
+    assert_eq!(slots.iter().map(|s| s.crew.as_str()).collect::<Vec<_>>(), ["A"]);
+    let now = t("2026-03-07T00:00");
+    let r = shift::shift_report(&p, &e, &slots, now);
+    // E4: press-1 at 10:00 for 5 h, uncovered (a1 absent), missing s7; 5 h × 1000/h.
+    assert_eq!((r.start_ms, r.end_ms), (t("2026-03-06T06:00"), t("2026-03-06T18:00")));
+    assert_eq!(r.stops, [3]);
+    assert!(close(r.downtime_h, 5.0) && close(r.cost, 5000.0));
+    assert_eq!((r.covered, r.uncovered), (0, 1));
+    assert_eq!(r.on_shift, ["a2"]);
+    assert_eq!(r.missing.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(), [("s7", 1)]);
+    assert_eq!(r.not_held, ["s7"]);
+    // a2's vfd certificate lapses on 03-10 12:00, 3.75 days after the shift ends.
+    assert_eq!(
+        r.certificates.iter().map(|c| (c.person.as_str(), c.skill.as_str())).collect::<Vec<_>>(),
+        [("a2", "vfd")]
+    );
+    let (summary, rep) = shift::report(&p, &e, &r, now);
+    assert_eq!(summary["certificates"][0]["days_left"], 3);
+    assert_eq!(summary["cost"], 5000.0);
+    assert_eq!(rep.rows.len(), 1);
+    assert_eq!(rep.rows[0][0], "press-1");
+    // The night shift of 03-05 (crew B) holds E5 (22:00, filler-1, vfd missing) and nothing else.
+    let night = shift::shift_report(
+        &p,
+        &e,
+        &shift::slots(&p, chrono::NaiveDate::from_ymd_opt(2026, 3, 5).unwrap(), "night"),
+        now,
+    );
+    assert_eq!(night.stops, [4]);
+    assert!(close(night.cost, 250.0));
+    // An open stop counts until now.
+    let mut open = e.clone();
+    open[3].end_ms = None;
+    assert!(close(shift::shift_report(&p, &open, &slots, t("2026-03-06T12:00")).downtime_h, 2.0));
+    // The last completed shift: at 19:00 the day shift has ended, the night shift has not.
+    assert_eq!(shift::last_completed(&p, t("2026-03-06T19:00")), Some((date, "day")));
+    assert_eq!(
+        shift::last_completed(&p, t("2026-03-07T06:00")),
+        Some((date, "night")),
+        "the night shift of 03-06 ends at 06:00 on 03-07"
+    );
+    // No slot: an empty report.
+    assert!(shift::shift_report(&p, &e, &[], now).stops.is_empty());
+}
+
+#[test]
+fn repeat_incidents_are_the_same_asset_and_first_out_within_n_days() {
+    let fo = |d: Downtime, id: &str| {
+        let mut d = with_class(d, "drive");
+        d.first_out.as_mut().unwrap().id = id.into();
+        d
+    };
+    let d = [
+        fo(down("press-1", "2026-03-02T10:00", 1.0), "AL1"), // first: no earlier one
+        fo(down("press-1", "2026-03-05T10:00", 1.0), "AL1"), // 3 days after the first ended: repeat
+        fo(down("press-1", "2026-03-06T10:00", 1.0), "AL2"), // other alarm: not
+        fo(down("filler-1", "2026-03-06T12:00", 1.0), "AL1"), // other asset: not
+        down("press-1", "2026-03-07T10:00", 1.0),            // no first-out alarm: cannot repeat
+        fo(down("press-1", "2026-03-12T11:00", 1.0), "AL1"), // 7 days after 03-05 11:00 ended: repeat (≤ N)
+        fo(down("press-1", "2026-03-19T12:01", 1.0), "AL1"), // 7 days and 1 minute after 03-12 12:00: not
+    ];
+    let refs: Vec<&Downtime> = d.iter().collect();
+    let flags = repeats::repeats(&refs, repeats::DEFAULT_WINDOW_MS);
+    assert_eq!(flags, [Some(false), Some(true), Some(false), Some(false), None, Some(true), Some(false)]);
+    // A shorter window (3 days) keeps only the second.
+    assert_eq!(repeats::repeats(&refs, 3 * 24 * H).iter().filter(|f| **f == Some(true)).count(), 1);
+    // Weekly share over a window that starts after the first stop: the first still counts as the earlier one.
+    let scoped: Vec<(&Downtime, bool)> = d.iter().map(|x| (x, true)).collect();
+    let (s, rep) = repeats::report(
+        &scoped,
+        repeats::DEFAULT_WINDOW_MS,
+        chrono_tz::UTC,
+        t("2026-03-03T00:00"),
+        t("2026-03-24T00:00"),
+    );
+    assert_eq!(
+        (s["events"].as_u64(), s["with_first_out"].as_u64(), s["repeats"].as_u64()),
+        (Some(6), Some(5), Some(2))
+    );
+    assert_eq!(s["repeat_share"], 0.4);
+    // Weeks from Tuesday 03-03: {03-05 R, 03-06, 03-06, 03-07 (no first-out)}, {03-12 R}, {03-19}.
+    let weeks: Vec<(&str, u64, u64)> =
+        rep.rows.iter().map(|r| (r[0].as_str().unwrap(), r[2].as_u64().unwrap(), r[3].as_u64().unwrap())).collect();
+    assert_eq!(weeks, [("2026-03-03", 3, 1), ("2026-03-10", 1, 1), ("2026-03-17", 1, 0)]);
+    // Trend: first half (to 03-13 12:00) 2 of 4, second half 0 of 1.
+    assert_eq!((s["first_half_share"].as_f64(), s["second_half_share"].as_f64()), (Some(0.5), Some(0.0)));
+    // Out of scope (another crew, asset): not counted, but still an earlier stop for the rest.
+    let scoped: Vec<(&Downtime, bool)> = d.iter().enumerate().map(|(i, x)| (x, i != 1)).collect();
+    let (s, _) = repeats::report(
+        &scoped,
+        repeats::DEFAULT_WINDOW_MS,
+        chrono_tz::UTC,
+        t("2026-03-03T00:00"),
+        t("2026-03-24T00:00"),
+    );
+    assert_eq!(s["repeats"].as_u64(), Some(1));
+}
+
+#[test]
+fn training_effect_compares_repairs_before_and_after_a_qualification_rose() {
+    let mut p = people();
+    // a2 rises from s7 level 2 to 3 on 03-04 00:00 (so covers press-1 from then on).
+    p.person_skills.push(PersonSkill { level: 3, assessed_ms: t("2026-03-04T00:00"), ..p.person_skills[1].clone() });
+    let p = p.rebuilt();
+    let d = [
+        down("press-1", "2026-03-02T10:00", 4.0), // before: a1 and a2 on the day shift
+        down("press-1", "2026-03-03T10:00", 2.0), // before
+        down("press-1", "2026-03-05T10:00", 1.0), // after
+        down("press-1", "2026-03-06T10:00", 2.0), // after (a1 absent)
+        down("press-1", "2026-03-04T20:00", 3.0), // night: a2 not on shift, not counted
+    ];
+    let e = join(&p, &d);
+    let inp = month(&p, &e);
+    let rows = training::effects(&inp);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let x = &rows[0];
+    assert_eq!((x.person.as_str(), x.skill.as_str(), x.from_level, x.to_level), ("a2", "s7", 2, 3));
+    let (mut b, mut a) = (x.before.clone(), x.after.clone());
+    b.sort_by(f64::total_cmp);
+    a.sort_by(f64::total_cmp);
+    assert_eq!((b, a), (vec![2.0, 4.0], vec![1.0, 2.0]));
+    // 2 events after × (3 h − 1.5 h).
+    assert!(close(x.saved_h().unwrap(), 3.0));
+    let rep = training::report(&inp, &rows);
+    let col = |name: &str| rep.columns.iter().position(|c| c == name).unwrap();
+    let r = &rep.rows[0];
+    assert_eq!((r[col("before_n")].as_u64(), r[col("after_n")].as_u64()), (Some(2), Some(2)));
+    assert_eq!((r[col("before_mttr_h")].as_f64(), r[col("after_mttr_h")].as_f64()), (Some(3.0), Some(1.5)));
+    let (lo, hi) = (r[col("after_ci_low_h")].as_f64().unwrap(), r[col("after_ci_high_h")].as_f64().unwrap());
+    assert!(lo >= 1.0 && hi <= 2.0 && lo <= 1.5 && 1.5 <= hi, "{lo} {hi}");
+    assert_eq!(r[col("hours_saved")].as_f64(), Some(3.0));
+    // Outside the window, or without a rise: nothing.
+    assert!(training::effects(&input(&p, &e, "2026-03-05T00:00", t("2026-03-31T00:00"))).is_empty());
+    assert!(training::effects(&month(&people(), &events(&people()))).is_empty());
 }

@@ -34,7 +34,7 @@ pub struct Endpoint {
 }
 
 /// Every report endpoint.
-pub const REPORTS: [Endpoint; 10] = [
+pub const REPORTS: [Endpoint; 12] = [
     Endpoint {
         path: "/api/v1/overview",
         kind: Kind::Overview,
@@ -80,13 +80,26 @@ pub const REPORTS: [Endpoint; 10] = [
     Endpoint {
         path: "/api/v1/recert",
         kind: Kind::Recert,
-        summary: "Certificates expiring within the horizon, with the coverage each lapse takes away",
+        summary:
+            "Certificates lapsed (not renewed) and expiring within the horizon, with the coverage each lapse takes away",
         options: &["horizon"],
     },
     Endpoint {
         path: "/api/v1/alarm-load",
         kind: Kind::AlarmLoad,
         summary: "Alarm activations per 10 minutes per operator on shift, by crew and competency",
+        options: &[],
+    },
+    Endpoint {
+        path: "/api/v1/repeats",
+        kind: Kind::Repeats,
+        summary: "Repeat incidents per week: stops on the same asset with the same first-out alarm as one that ended at most [people] repeat_window (7d) before, their share and its trend",
+        options: &[],
+    },
+    Endpoint {
+        path: "/api/v1/training-effect",
+        kind: Kind::TrainingEffect,
+        summary: "Training effect: per person and skill whose level rose in the window, MTTR of the events needing the skill on their shifts before and after (n, 95% CI), and hours saved",
         options: &[],
     },
     Endpoint {

@@ -444,6 +444,8 @@ pub struct View<'a> {
     pub filter: &'a Filter,
     /// Assets in scope (for availability).
     pub assets: usize,
+    /// The whole dataset (reports that look before the window: repeat incidents).
+    pub ds: &'a Dataset,
 }
 
 /// Whether a report asks the personnel which skills the assets need (and so needs them scoped).
@@ -481,7 +483,7 @@ pub fn view<'a>(ds: &'a Dataset, f: &'a Filter, kind: Kind) -> View<'a> {
             people = Cow::Owned(p.rebuilt());
         }
     }
-    View { people, events, alarms, filter: f, assets }
+    View { people, events, alarms, filter: f, assets, ds }
 }
 
 impl View<'_> {
@@ -506,6 +508,8 @@ pub enum Kind {
     Recert,
     AlarmLoad,
     Whatif,
+    Repeats,
+    TrainingEffect,
 }
 
 /// Report options from the URL.
@@ -621,6 +625,26 @@ pub fn run(v: &View, kind: Kind, o: &Options) -> Output {
         Kind::Priorities => r::priority::report(&inp, &r::priority::priorities(&inp, 3), o.per_person),
         Kind::Recert => r::recert::report(&inp, &r::recert::recert(&inp)),
         Kind::AlarmLoad => r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &v.alarms)),
+        Kind::Repeats => {
+            let ds = v.ds;
+            let scoped: Vec<(&Downtime, bool)> = ds
+                .downtime
+                .iter()
+                .zip(&ds.events)
+                .take_while(|(d, _)| d.start_ms < v.filter.to_ms)
+                .map(|(d, e)| (d, v.filter.event_in_scope(&ds.people, e)))
+                .collect();
+            let (s, rep) = r::repeats::report(
+                &scoped,
+                v.people.settings.repeat_window_ms,
+                v.people.settings.tz,
+                v.filter.from_ms,
+                v.filter.to_ms,
+            );
+            summary = Some(s);
+            rep
+        }
+        Kind::TrainingEffect => r::training::report(&inp, &r::training::effects(&inp)),
         Kind::Whatif => match &o.change {
             Some(c) => r::whatif::report(&r::whatif::what_if(&inp, c)),
             None => Report::new("whatif", Vec::<String>::new()),
@@ -647,7 +671,8 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     let down_h: f64 =
         v.events.iter().map(|e| end_of(e).saturating_sub(e.start_ms.max(f.from_ms)).max(0) as f64 / HOUR_MS).sum();
     let window_h = f.to_ms.saturating_sub(f.from_ms) as f64 / HOUR_MS;
-    let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 2) };
+    // Three decimals (3.6 s): a demo's stops of seconds still read in seconds on the page.
+    let mean = |xs: &[f64]| if xs.is_empty() { Value::Null } else { num(xs.iter().sum::<f64>() / xs.len() as f64, 3) };
     let ttr = |pred: &dyn Fn(&JoinedEvent) -> bool| -> Vec<f64> {
         v.events.iter().filter(|e| pred(e)).filter_map(|e| e.ttr_h()).collect()
     };
@@ -665,21 +690,23 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
     s.insert("assets".into(), v.assets.into());
     s.insert("availability_pct".into(), availability);
     s.insert("events".into(), v.events.len().into());
-    s.insert("downtime_h".into(), num(down_h, 1));
+    s.insert("downtime_h".into(), num(down_h, 3));
     s.insert("mttr_h".into(), mean(&all));
     s.insert("covered_events".into(), covered.len().into());
     s.insert("uncovered_events".into(), uncovered.len().into());
     s.insert("covered_mttr_h".into(), mean(&covered));
     s.insert("uncovered_mttr_h".into(), mean(&uncovered));
-    s.insert("avoidable_h".into(), num(avoidable, 1));
+    s.insert("avoidable_h".into(), num(avoidable, 3));
     let mut rep = Report::new("overview", ["week", "events", "downtime_h", "mttr_h", "uncovered_events"]);
-    // The window is bounded by `Bounds::max_window_ms` when it comes from a request (Filter::parse); the
-    // clamp keeps a hand-made filter from sizing the series beyond the whole range of times.
-    let span = f.to_ms.saturating_sub(f.from_ms).clamp(0, MAX_TIME_MS - MIN_TIME_MS);
-    let weeks = ((span + 7 * DAY_MS - 1) / (7 * DAY_MS)).max(1) as usize;
-    let mut acc = vec![(0usize, 0.0f64, 0.0f64, 0usize, 0usize); weeks];
+    // Weeks by the site's calendar (local midnight, seven days apart), so a daylight-saving change does not
+    // shift the labels. The window is bounded by `Bounds::max_window_ms` when it comes from a request
+    // (Filter::parse); the cap keeps a hand-made filter from sizing the series beyond the whole range of times.
+    let tz = v.people.settings.tz;
+    let cap = ((MAX_TIME_MS - MIN_TIME_MS) / (7 * DAY_MS) + 2) as usize;
+    let starts = r::week_starts(tz, f.from_ms, f.to_ms, cap);
+    let mut acc = vec![(0usize, 0.0f64, 0.0f64, 0usize, 0usize); starts.len()];
     for e in v.events.iter() {
-        let w = ((e.start_ms.saturating_sub(f.from_ms) / (7 * DAY_MS)).max(0) as usize).min(weeks - 1);
+        let w = starts.partition_point(|s| *s <= e.start_ms).saturating_sub(1);
         let a = &mut acc[w];
         a.0 += 1;
         a.1 += end_of(e).saturating_sub(e.start_ms).max(0) as f64 / HOUR_MS;
@@ -689,10 +716,9 @@ pub fn overview(v: &View) -> (BTreeMap<String, Value>, Report) {
         }
         a.4 += usize::from(e.covered == Some(false));
     }
-    for (i, (n, down, ttr_sum, closed, unc)) in acc.into_iter().enumerate() {
-        let start = f.from_ms.saturating_add(i as i64 * 7 * DAY_MS);
-        let week = chrono::DateTime::from_timestamp_millis(start)
-            .map_or(String::new(), |d| d.with_timezone(&v.people.settings.tz).format("%Y-%m-%d").to_string());
+    for (start, (n, down, ttr_sum, closed, unc)) in starts.iter().zip(acc) {
+        let week = chrono::DateTime::from_timestamp_millis(*start)
+            .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string());
         let mttr = if closed > 0 { num(ttr_sum / closed as f64, 2) } else { Value::Null };
         rep.rows.push(vec![week.into(), n.into(), num(down, 1), mttr, unc.into()]);
     }
@@ -744,6 +770,18 @@ mod tests {
 
     fn settings() -> Settings {
         Settings { tz: chrono_tz::Europe::Berlin, ..Settings::default() }
+    }
+
+    #[test]
+    fn overview_weeks_start_at_local_midnight_across_daylight_saving_changes() {
+        let s = settings();
+        let p = Params { from: Some("2025-10-20".into()), to: Some("2025-11-10".into()), ..Params::default() };
+        let f = Filter::parse(&p, &s, MAX_TIME_MS, &Bounds::default()).unwrap();
+        let ds = Dataset::new(Personnel::new(s), Vec::new(), None);
+        let (_, rep) = overview(&view(&ds, &f, Kind::Overview));
+        let weeks: Vec<&str> = rep.rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+        // Berlin leaves summer time on 2025-10-26: the labels stay on Mondays.
+        assert_eq!(weeks, ["2025-10-20", "2025-10-27", "2025-11-03"]);
     }
 
     #[test]

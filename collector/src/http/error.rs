@@ -72,6 +72,7 @@ pub struct PageError {
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     status: u16,
+    heading: &'static str,
     message: &'a str,
 }
 
@@ -81,7 +82,13 @@ impl IntoResponse for PageError {
             let q: String = url_encode(&self.next);
             return Redirect::to(&format!("/login?next={q}")).into_response();
         }
-        let page = ErrorPage { status: self.error.status.as_u16(), message: &self.error.message };
+        let heading = match self.error.status {
+            StatusCode::NOT_FOUND => "Page not found",
+            StatusCode::BAD_REQUEST => "This address asks for something the dashboard cannot show",
+            StatusCode::FORBIDDEN => "Not allowed",
+            _ => "Something is wrong",
+        };
+        let page = ErrorPage { status: self.error.status.as_u16(), heading, message: &self.error.message };
         match page.render() {
             Ok(html) => (self.error.status, Html(html)).into_response(),
             Err(_) => (self.error.status, self.error.message).into_response(),

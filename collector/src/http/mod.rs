@@ -20,7 +20,9 @@ pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
+pub mod shift;
 pub mod views;
+pub mod whatif;
 
 use crate::ingest::Metrics;
 use crate::Config;
@@ -223,7 +225,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(views::routes())
+        .merge(shift::routes())
+        .merge(whatif::routes())
         .merge(metrics::routes())
+        .fallback(views::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::deadline))

@@ -6,11 +6,11 @@
 
 use super::api::{self, ImportOutcome};
 use super::auth::{self, Admin, Principal, Via, Viewer};
-use super::data::{self, Dataset, Filter, Kind, Options, Output, Params};
+use super::data::{self, Dataset, Filter, Kind, Params};
 use super::error::{url_encode, AppError, PageError};
 use super::AppState;
 use crate::people::import::Kind as CsvKind;
-use crate::report::Report;
+use crate::report::{recert, Report};
 use askama::Template;
 use axum::extract::{Multipart, OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,7 +32,7 @@ struct PageDef {
     toggle: Option<(&'static str, &'static [&'static str])>,
 }
 
-const PAGES: [PageDef; 9] = [
+const PAGES: [PageDef; 11] = [
     PageDef { path: "/", kind: Kind::Overview, title: "Plant overview", toggle: None },
     PageDef {
         path: "/coverage",
@@ -53,7 +53,7 @@ const PAGES: [PageDef; 9] = [
         title: "Training priorities",
         toggle: Some(("per_person", &["false", "true"])),
     },
-    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates expiring", toggle: None },
+    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates lapsed and expiring", toggle: None },
     PageDef {
         path: "/pareto",
         kind: Kind::Pareto,
@@ -62,6 +62,13 @@ const PAGES: [PageDef; 9] = [
     },
     PageDef { path: "/gaps", kind: Kind::Gaps, title: "Skill gaps and readiness", toggle: None },
     PageDef { path: "/alarm-load", kind: Kind::AlarmLoad, title: "Alarm load per operator", toggle: None },
+    PageDef { path: "/repeats", kind: Kind::Repeats, title: "Repeat incidents", toggle: None },
+    PageDef {
+        path: "/training-effect",
+        kind: Kind::TrainingEffect,
+        title: "Training effect: repairs before and after a qualification rose",
+        toggle: None,
+    },
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -74,9 +81,15 @@ pub fn routes() -> Router<AppState> {
     for (i, _) in PAGES.iter().enumerate() {
         r = r.route(
             PAGES[i].path,
-            get(move |State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri, Query(q): Query<Params>| async move {
-                report_page(st, p, uri, q, &PAGES[i]).await
-            }),
+            get(
+                move |State(st): State<AppState>,
+                      Viewer(p): Viewer,
+                      uri: OriginalUri,
+                      Query(q): Query<Params>,
+                      Query(x): Query<api::ReportParams>| async move {
+                    report_page(st, p, uri, q, x, &PAGES[i]).await
+                },
+            ),
         );
     }
     r
@@ -120,20 +133,27 @@ pub struct Filters {
     pub crews: Vec<Link>,
     pub toggle_label: String,
     pub toggle: Vec<Link>,
+    /// Certificates: the horizons to choose from (empty on other pages).
+    pub horizons: Vec<Link>,
 }
 
 pub struct Cell {
     pub col: String,
     pub text: String,
+    /// The API's value when the page words it differently (`data-value`, and a tooltip).
+    pub value: Option<String>,
     pub class: String,
 }
 
 /// A report as an HTML table.
 pub struct Table {
     pub name: String,
-    pub columns: Vec<String>,
+    /// The report's column keys (`data-col`) and their headers in words.
+    pub columns: Vec<(String, String)>,
     pub rows: Vec<Vec<Cell>>,
     pub notes: Vec<String>,
+    /// What an empty table means.
+    pub empty: String,
 }
 
 /// The query pairs of the page's state, without empty values.
@@ -156,7 +176,7 @@ fn pairs(q: &Params) -> Vec<(&'static str, String)> {
 }
 
 /// `path?k=v&...`, with `set` replacing (or, with an empty value, removing) keys and paging reset.
-fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
+pub(super) fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
     let mut q: Vec<(&str, String)> = current.iter().filter(|(k, _)| *k != "offset").cloned().collect();
     for (k, v) in set {
         q.retain(|(x, _)| x != k);
@@ -171,7 +191,7 @@ fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &s
     format!("{path}?{}", s.join("&"))
 }
 
-fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
+pub(super) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
     let keep: Vec<(&'static str, String)> = pairs(q)
         .into_iter()
         .filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to"))
@@ -180,7 +200,9 @@ fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
         .iter()
         .map(|d| Link { href: link(d.path, &keep, &[]), label: short_title(d.kind).into(), on: d.path == current })
         .collect();
-    items.push(Link { href: "/gateways".into(), label: "Gateways".into(), on: current == "/gateways" });
+    for (href, label) in [("/shift", "Shift report"), ("/whatif", "What if"), ("/gateways", "Gateways")] {
+        items.push(Link { href: href.into(), label: label.into(), on: current == href });
+    }
     if p.role == auth::Role::Admin {
         items.push(Link { href: "/import".into(), label: "Import".into(), on: current == "/import" });
     }
@@ -205,16 +227,21 @@ fn short_title(k: Kind) -> &'static str {
         Kind::Gaps => "Gaps",
         Kind::AlarmLoad => "Alarm load",
         Kind::Whatif => "What if",
+        Kind::Repeats => "Repeats",
+        Kind::TrainingEffect => "Training effect",
     }
 }
 
-fn date(ms: i64, tz: chrono_tz::Tz) -> String {
+pub(super) fn date(ms: i64, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
 }
 
-fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> Filters {
-    let cur = pairs(q);
+/// Horizons offered on the Certificates page (the configured one is added when it is not among them).
+const HORIZONS: [&str; 4] = ["30d", "90d", "180d", "365d"];
+
+fn filters(ds: &Dataset, f: &Filter, cur: &[(&'static str, String)], path: &str, def: &PageDef) -> Filters {
+    let cur = cur.to_vec();
     let tz = ds.people.settings.tz;
     let c = &ds.choices;
     let select = |name: &'static str, label: &'static str, values: &[String], chosen: &Option<String>| Select {
@@ -251,16 +278,35 @@ fn filters(ds: &Dataset, f: &Filter, q: &Params, path: &str, def: &PageDef) -> F
         ],
         hidden: cur
             .iter()
-            .filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change"))
+            .filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change" | "horizon"))
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
         crews: crew_links,
         toggle_label,
         toggle,
+        horizons: if def.kind == Kind::Recert { horizon_links(ds, &cur, path) } else { Vec::new() },
     }
 }
 
-fn cell_text(v: &Value) -> String {
+fn horizon_links(ds: &Dataset, cur: &[(&'static str, String)], path: &str) -> Vec<Link> {
+    let configured = recert::format_horizon(ds.people.settings.recert_horizon_ms);
+    let chosen = cur.iter().find(|(k, _)| *k == "horizon").map_or(configured.clone(), |(_, v)| v.trim().to_string());
+    let mut all: Vec<String> = HORIZONS.iter().map(|h| h.to_string()).collect();
+    for extra in [&configured, &chosen] {
+        if !all.contains(extra) {
+            all.push(extra.clone());
+        }
+    }
+    all.sort_by_key(|h| recert::parse_horizon(h).unwrap_or(i64::MAX));
+    all.into_iter()
+        .map(|h| {
+            let value = if h == configured { "" } else { h.as_str() };
+            Link { href: link(path, cur, &[("horizon", value)]), on: h == chosen, label: h }
+        })
+        .collect()
+}
+
+pub(super) fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -268,7 +314,67 @@ fn cell_text(v: &Value) -> String {
     }
 }
 
-fn table(r: &Report) -> Table {
+/// What a page needs to word a report: names for ids, the currency and the site's time zone.
+pub struct Words<'a> {
+    /// `None` on pages without personnel (gateways).
+    pub people: Option<&'a crate::people::Personnel>,
+    pub currency: &'a str,
+    pub tz: &'a str,
+}
+
+impl Words<'_> {
+    /// A person's name for an id the report shows; `None` when pseudonymized (the report then shows a
+    /// pseudonym, never an id), when people may not be listed, or when unknown.
+    fn person(&self, id: &str) -> Option<String> {
+        let p = self.people?;
+        if p.settings.pseudonymize || !crate::report::privacy::persons_allowed(p) {
+            return None;
+        }
+        p.person_at(id, i64::MAX).map(|x| x.name.clone()).filter(|n| !n.is_empty() && n != id)
+    }
+
+    fn skill(&self, id: &str) -> Option<String> {
+        self.people?.skill(id).map(|s| s.name.clone()).filter(|n| !n.is_empty() && n != id)
+    }
+
+    /// A person's name for an id a report shows (see `person`).
+    pub fn person_name(&self, id: &str) -> Option<String> {
+        self.person(id)
+    }
+
+    /// A skill's name.
+    pub fn skill_name(&self, id: &str) -> Option<String> {
+        self.skill(id)
+    }
+
+    /// Each space-separated id of `list` named by `name` (ids without a name stay).
+    fn list(&self, list: &str, name: impl Fn(&str) -> Option<String>, sep: &str) -> Option<String> {
+        let ids: Vec<&str> = list.split(' ').filter(|x| !x.is_empty()).collect();
+        let named: Vec<String> = ids.iter().map(|x| name(x).unwrap_or_else(|| x.to_string())).collect();
+        (named.iter().zip(&ids).any(|(n, i)| n != i)).then(|| named.join(sep))
+    }
+}
+
+/// A duration in the unit that fits it: "42 s", "7.5 min", "3.2 h".
+pub fn duration_text(hours: f64) -> String {
+    let s = (hours * 3600.0).max(0.0);
+    if s < 60.0 {
+        format!("{s:.0} s")
+    } else if s < 600.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{hours:.1} h")
+    }
+}
+
+/// Columns of durations in hours that pages word with units.
+const DURATIONS: [&str; 6] = ["ttr_h", "downtime_h", "mttr_h", "covered_mttr_h", "uncovered_mttr_h", "avoidable_h"];
+
+pub(super) fn table(r: &Report, w: &Words) -> Table {
+    let currency = w.currency;
+    let status = col(r, "status");
     let rows = r
         .rows
         .iter()
@@ -284,12 +390,198 @@ fn table(r: &Report) -> Table {
                         }
                         _ => String::new(),
                     };
-                    Cell { col: c.clone(), text: cell_text(v), class }
+                    let raw = cell_text(v);
+                    let worded = match (c.as_str(), v) {
+                        // Certificates: how long ago or how soon, in words (the API keeps the number).
+                        ("days_left", Value::Number(n)) => {
+                            n.as_i64().map(|d| recert::days_left_text(text(row, status) == "expired", d))
+                        }
+                        (d, Value::Number(n)) if DURATIONS.contains(&d) => n.as_f64().map(duration_text),
+                        ("ttr_h", Value::Null) => Some("ongoing".into()),
+                        ("person" | "resolver", Value::String(id)) => w.person(id),
+                        ("on_shift", Value::String(ids)) => w.list(ids, |x| w.person(x), ", "),
+                        ("skill" | "missing_skill", Value::String(id)) => w.skill(id),
+                        ("missing", Value::String(ids)) => w.list(ids, |x| w.skill(x), ", "),
+                        // "p0003 (level 2), p0007 (level 1)": each leading id named.
+                        ("closest", Value::String(list)) => {
+                            let named: Vec<String> = list
+                                .split(", ")
+                                .map(|item| match item.split_once(' ') {
+                                    Some((id, rest)) => format!("{} {rest}", w.person(id).unwrap_or_else(|| id.into())),
+                                    None => w.person(item).unwrap_or_else(|| item.into()),
+                                })
+                                .collect();
+                            Some(named.join(", "))
+                        }
+                        (_, Value::Bool(b)) => Some(if *b { "yes" } else { "no" }.into()),
+                        _ => None,
+                    };
+                    match worded {
+                        Some(t) if t != raw => {
+                            let class =
+                                if matches!(v, Value::Number(_)) && c != "days_left" { class } else { "words".into() };
+                            Cell { col: c.clone(), text: t, value: Some(raw), class }
+                        }
+                        _ => Cell { col: c.clone(), text: raw, value: None, class },
+                    }
                 })
                 .collect()
         })
         .collect();
-    Table { name: r.name.clone(), columns: r.columns.clone(), rows, notes: r.notes.clone() }
+    Table {
+        name: r.name.clone(),
+        columns: r.columns.iter().map(|c| (c.clone(), heading(c, currency, w.tz))).collect(),
+        rows,
+        notes: r.notes.clone(),
+        empty: empty_text(&r.name),
+    }
+}
+
+/// Column headers in words, with units; `¤` stands for the configured currency. The API's JSON keys and
+/// CSV headers stay the keys (they are an interface); a key not listed here is shown with its `_` as spaces.
+const HEADINGS: &[(&str, &str)] = &[
+    ("agent_version", "Agent version"),
+    ("alarms", "Alarms"),
+    ("asset", "Asset"),
+    ("avoidable_h_per_month", "Avoidable hours / month"),
+    ("avoidable_hours", "Avoidable hours"),
+    ("buffer_depth", "Unsent events"),
+    ("certificate", "Certificate"),
+    ("certificate_lapsed", "Certificate lapsed on"),
+    ("clock_ok", "Clock OK"),
+    ("closest", "Closest to qualifying"),
+    ("competency", "Competency on shift"),
+    ("cost", "Cost (¤)"),
+    ("coverage_hours_lost", "Hours uncovered if not renewed"),
+    ("covered", "Covered"),
+    ("covered_share", "Share of shift time covered"),
+    ("crew", "Crew"),
+    ("cumulative", "Cumulative share"),
+    ("date", "Date"),
+    ("days_left", "When"),
+    ("downtime_h", "Downtime"),
+    ("dropped", "Dropped events"),
+    ("event", "Event"),
+    ("events", "Events"),
+    ("expires", "Expires"),
+    ("gateway", "Gateway"),
+    ("group", "Group"),
+    ("have", "Qualified"),
+    ("headcount", "Qualified people"),
+    ("hours", "Downtime (h)"),
+    ("last_seen", "Last seen"),
+    ("last_seen_age_s", "Last seen (s ago)"),
+    ("level", "Level now"),
+    ("line", "Line"),
+    ("mean_per_10min_per_operator", "Alarms / 10 min / operator, mean"),
+    ("min_headcount", "People needed"),
+    ("min_level", "Level needed"),
+    ("missing", "Skills missing"),
+    ("missing_skill", "Missing skill"),
+    ("mttr_h", "MTTR"),
+    ("need", "Needed"),
+    ("oldest_unsent_age_s", "Oldest unsent (s)"),
+    ("on_shift", "On shift"),
+    ("online", "Online"),
+    ("open", "Still stopped"),
+    ("peak_per_10min_per_operator", "Alarms / 10 min / operator, peak"),
+    ("person", "Person"),
+    ("rank", "Rank"),
+    ("readiness_pct", "Readiness %"),
+    ("required", "Skills required (qualified on shift)"),
+    ("resolver", "Resolved by"),
+    ("scope", "Scope"),
+    ("share", "Share"),
+    ("shift", "Shift"),
+    ("shift_hours", "Shift hours"),
+    ("shifts", "Shifts in horizon"),
+    ("shifts_to_zero", "Shifts left uncovered"),
+    ("short", "Short"),
+    ("site", "Site"),
+    ("skill", "Skill"),
+    ("skill_share", "Share of skills covered"),
+    ("sources", "Sources"),
+    ("sources_connected", "Sources connected"),
+    ("start", "Start"),
+    ("status", "Status"),
+    ("thin_hours", "Hours with one qualified"),
+    ("ttr_h", "Time to repair"),
+    ("uncovered_events", "Uncovered events"),
+    ("value_per_month", "Avoidable cost / month (¤)"),
+    ("week", "Week from"),
+    ("with_first_out", "With a first-out alarm"),
+    ("repeats", "Repeats"),
+    ("repeat_share", "Repeat share"),
+    ("from_level", "Level before"),
+    ("to_level", "Level after"),
+    ("rose", "Rose on"),
+    ("before_n", "Repairs before"),
+    ("before_mttr_h", "MTTR before (h)"),
+    ("before_ci_low_h", "Before: 95% CI low (h)"),
+    ("before_ci_high_h", "Before: 95% CI high (h)"),
+    ("after_n", "Repairs after"),
+    ("after_mttr_h", "MTTR after (h)"),
+    ("after_ci_low_h", "After: 95% CI low (h)"),
+    ("after_ci_high_h", "After: 95% CI high (h)"),
+    ("hours_saved", "Hours saved"),
+    ("metric", "Measure"),
+    ("before", "Before"),
+    ("after", "After"),
+    ("delta", "Change"),
+];
+
+/// The MTTR report's statistics (`covered_mean_h`): side and statistic in words.
+const MTTR_STATS: &[(&str, &str)] = &[
+    ("n", "repairs"),
+    ("mean_h", "mean (h)"),
+    ("median_h", "median (h)"),
+    ("p90_h", "90th percentile (h)"),
+    ("ci_low_h", "95% CI low (h)"),
+    ("ci_high_h", "95% CI high (h)"),
+    ("shrunk_h", "shrunk mean (h)"),
+];
+
+/// A column's header on the pages.
+fn heading(col: &str, currency: &str, tz: &str) -> String {
+    let cur = if currency.is_empty() { "cost units" } else { currency };
+    if let Some((_, h)) = HEADINGS.iter().find(|(k, _)| *k == col) {
+        return match col {
+            // Local times say which clock; the gateways' last_seen is RFC 3339 in UTC.
+            "start" | "expires" | "date" | "week" => format!("{h} ({tz})"),
+            "last_seen" => format!("{h} (UTC)"),
+            _ => h.replace('¤', cur),
+        };
+    }
+    for side in ["covered", "uncovered"] {
+        if let Some(stat) = col.strip_prefix(side).and_then(|r| r.strip_prefix('_')) {
+            if let Some((_, h)) = MTTR_STATS.iter().find(|(k, _)| *k == stat) {
+                let side = if side == "covered" { "Covered" } else { "Uncovered" };
+                return format!("{side}: {h}");
+            }
+        }
+    }
+    let mut s = col.replace('_', " ");
+    if let Some(first) = s.get(..1) {
+        s = first.to_uppercase() + &s[1..];
+    }
+    s
+}
+
+/// Why a report can have no rows, in words a supervisor acts on.
+fn empty_text(report: &str) -> String {
+    let why = match report {
+        "join" => "No downtime event started in this window for the chosen site, line, asset and crew.",
+        "coverage" | "gaps" => "No skill requirements to check: import assets.csv (with the skills each asset needs) and person-skills.csv.",
+        "mttr" | "pareto" => "No downtime event in this window for the chosen filter, so there is nothing to compare.",
+        "priorities" => "No uncovered stop with avoidable hours in this window: nothing to train for yet, or too few covered repairs to compare with.",
+        "recert" => "No certificate lapsed or expiring within the horizon. Choose a longer look-ahead to see further.",
+        "alarm-load" => "No shifts to count alarms on in this window (see the note below).",
+        "shift" => "No stop started during this shift.",
+        "training-effect" => "Nobody's qualification rose in this window (no assessment with a higher level than the one before): import person-skills.csv with the new assessments, or choose a longer window.",
+        "gateways" => return "No gateway has connected yet: start an agent with this collector's broker address.".into(),
+        _ => "Nothing to show for this window and filter.",
+    };
+    format!("{why} Try a longer window or all crews.")
 }
 
 fn col(r: &Report, name: &str) -> Option<usize> {
@@ -316,6 +608,8 @@ pub struct HBar {
 
 pub struct HRow {
     pub label: String,
+    /// The label cut to fit left of the bars (the whole one is the tooltip).
+    pub short: String,
     pub y: f64,
     pub bars: Vec<HBar>,
 }
@@ -333,6 +627,10 @@ pub struct HBars {
 const PLOT_W: f64 = 520.0;
 
 fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f64>)>, unit: &str) -> String {
+    if data.is_empty() {
+        // The table below says why there is nothing; an empty frame would only take room.
+        return String::new();
+    }
     let max = data.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
     let bar_h = 14.0;
     let group_h = bar_h * series.len() as f64 + 8.0;
@@ -352,7 +650,7 @@ fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f6
                     value: format!("{v:.1}{unit}"),
                 })
                 .collect();
-            HRow { label, y, bars }
+            HRow { short: short_label(&label), label, y, bars }
         })
         .collect();
     let chart = HBars {
@@ -362,6 +660,14 @@ fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f6
         rows,
     };
     chart.render().unwrap_or_default()
+}
+
+/// `s` cut to 30 characters with an ellipsis.
+fn short_label(s: &str) -> String {
+    match s.char_indices().nth(29) {
+        Some((i, _)) if s.chars().count() > 30 => format!("{}…", &s[..i]),
+        _ => s.to_string(),
+    }
 }
 
 /// A vertical column of a time series.
@@ -378,6 +684,8 @@ pub struct Col {
 #[template(path = "columns.svg", escape = "html")]
 pub struct Columns {
     pub title: String,
+    /// Shown inside the plot when every value is zero.
+    pub note: String,
     pub width: f64,
     pub col_w: f64,
     pub max: String,
@@ -386,24 +694,36 @@ pub struct Columns {
     pub cols: Vec<Col>,
 }
 
-fn columns(title: &str, data: &[(String, f64)]) -> String {
+/// Width of a column chart's drawing, whatever the number of columns, so its text keeps one size.
+const COLUMNS_W: f64 = 760.0;
+
+fn columns(title: &str, data: &[(String, f64)], unit: &str, none: &str) -> String {
     let max = data.iter().map(|d| d.1).fold(0.0f64, f64::max);
     let plot_h = 140.0;
-    let col_w = (700.0 / data.len().max(1) as f64).min(40.0);
+    let left = 48.0;
+    let col_w = ((COLUMNS_W - left - 10.0) / data.len().max(1) as f64).min(40.0);
     let cols = data
         .iter()
         .enumerate()
         .map(|(i, (label, v))| {
             let h = if max > 0.0 { v / max * plot_h } else { 0.0 };
-            Col { x: 40.0 + i as f64 * col_w, y: 20.0 + plot_h - h, h, label: label.clone(), value: format!("{v:.2}") }
+            Col {
+                x: left + i as f64 * col_w,
+                y: 20.0 + plot_h - h,
+                h,
+                label: label.clone(),
+                value: format!("{v:.2}{unit}"),
+            }
         })
         .collect();
-    let step = data.len().div_ceil(8).max(1);
+    // Date labels are about 70 px wide: no more of them than fit.
+    let step = (70.0 / col_w).ceil().max(1.0) as usize;
     Columns {
         title: title.into(),
-        width: 40.0 + data.len() as f64 * col_w + 10.0,
+        note: if max > 0.0 { String::new() } else { none.into() },
+        width: COLUMNS_W,
         col_w: (col_w - 2.0).max(1.0),
-        max: format!("{max:.1}"),
+        max: format!("{max:.1}{unit}"),
         step,
         cols,
     }
@@ -425,7 +745,15 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
             let down: Vec<(String, f64)> =
                 r.rows.iter().map(|x| (text(x, w), number(x, col(r, "downtime_h")))).collect();
             let mttr: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "mttr_h")))).collect();
-            vec![columns("Downtime hours per week", &down), columns("MTTR per week (h)", &mttr)]
+            vec![
+                columns(
+                    "Downtime per week (hours; weeks start on the date shown)",
+                    &down,
+                    " h",
+                    "no downtime in this window",
+                ),
+                columns("Mean time to repair per week (hours)", &mttr, " h", "no repair finished in this window"),
+            ]
         }
         Kind::Mttr => {
             let (c, u) = (col(r, "covered_mean_h"), col(r, "uncovered_mean_h"));
@@ -466,6 +794,37 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
             let data = top(v).into_iter().map(|x| (text(x, k), vec![number(x, v)])).collect();
             vec![hbars("Downtime hours", &[("uncovered", "hours")], data, " h")]
         }
+        Kind::Repeats => {
+            let w = col(r, "week");
+            let share: Vec<(String, f64)> =
+                r.rows.iter().map(|x| (text(x, w), 100.0 * number(x, col(r, "repeat_share")))).collect();
+            vec![columns(
+                "Repeat incidents per week (% of stops with a first-out alarm)",
+                &share,
+                " %",
+                "no repeat incident in this window",
+            )]
+        }
+        Kind::TrainingEffect => {
+            let (b, a) = (col(r, "before_mttr_h"), col(r, "after_mttr_h"));
+            let data = r
+                .rows
+                .iter()
+                .take(15)
+                .map(|x| {
+                    (
+                        format!("{} · {}", text(x, col(r, "person")), text(x, col(r, "skill"))),
+                        vec![number(x, b), number(x, a)],
+                    )
+                })
+                .collect();
+            vec![hbars(
+                "Mean time to repair (h) before and after the qualification rose",
+                &[("uncovered", "before"), ("covered", "after")],
+                data,
+                " h",
+            )]
+        }
         _ => Vec::new(),
     }
 }
@@ -473,17 +832,23 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
 // ---- pages ----
 
 /// The overview's headline figures in reading order, with their labels.
-const KPIS: [(&str, &str); 10] = [
+const KPIS: [(&str, &str); 16] = [
     ("availability_pct", "availability %"),
-    ("downtime_h", "downtime hours"),
+    ("downtime_h", "downtime"),
     ("events", "downtime events"),
-    ("mttr_h", "MTTR h"),
-    ("covered_mttr_h", "MTTR covered h"),
-    ("uncovered_mttr_h", "MTTR uncovered h"),
+    ("mttr_h", "mean time to repair"),
+    ("covered_mttr_h", "MTTR when covered"),
+    ("uncovered_mttr_h", "MTTR when uncovered"),
     ("covered_events", "covered events"),
     ("uncovered_events", "uncovered events"),
-    ("avoidable_h", "avoidable hours"),
+    ("avoidable_h", "avoidable downtime"),
     ("assets", "assets"),
+    ("with_first_out", "stops with a first-out alarm"),
+    ("repeats", "repeat incidents"),
+    ("repeat_share", "repeat share"),
+    ("first_half_share", "repeat share, first half of the window"),
+    ("second_half_share", "repeat share, second half"),
+    ("window_days", "repeat window (days)"),
 ];
 
 #[derive(Template)]
@@ -492,8 +857,8 @@ struct ReportPage {
     title: String,
     nav: Nav,
     filters: Filters,
-    /// (key, label, value) of the headline figures.
-    summary: Vec<(String, &'static str, String)>,
+    /// (key, label, text, the API's value) of the headline figures.
+    summary: Vec<(String, &'static str, String, String)>,
     charts: Vec<String>,
     heatmap: Option<Heatmap>,
     table: Table,
@@ -505,7 +870,8 @@ struct ReportPage {
 pub struct Heatmap {
     pub group: String,
     pub groups: Vec<String>,
-    pub rows: Vec<(String, Vec<Option<HeatCell>>)>,
+    /// (skill id, skill name, cells).
+    pub rows: Vec<(String, String, Vec<Option<HeatCell>>)>,
 }
 
 pub struct HeatCell {
@@ -515,7 +881,7 @@ pub struct HeatCell {
     pub share: String,
 }
 
-fn heatmap(r: &Report) -> Heatmap {
+fn heatmap(r: &Report, people: &crate::people::Personnel) -> Heatmap {
     let g = if col(r, "crew").is_some() { "crew" } else { "shift" };
     let (gi, si) = (col(r, g), col(r, "skill"));
     let sorted = |i| {
@@ -539,7 +905,8 @@ fn heatmap(r: &Report) -> Heatmap {
                     })
                 })
                 .collect();
-            (skill, cells)
+            let name = people.skill(&skill).map_or_else(|| skill.clone(), |s| s.name.clone());
+            (skill, name, cells)
         })
         .collect();
     Heatmap { group: g.into(), groups, rows }
@@ -557,12 +924,12 @@ fn secure(mut res: Response) -> Response {
     res
 }
 
-fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
+pub(super) fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
     let html = t.render().map_err(AppError::internal)?;
     Ok(secure((status, Html(html)).into_response()))
 }
 
-fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
+pub(super) fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
     move |error| PageError { error, next: uri.0.path_and_query().map_or("/", |p| p.as_str()).to_string() }
 }
 
@@ -571,28 +938,26 @@ async fn report_page(
     p: Principal,
     uri: OriginalUri,
     mut q: Params,
+    x: api::ReportParams,
     def: &'static PageDef,
 ) -> Result<Response, PageError> {
     let err = page_err(&uri);
     if def.kind == Kind::Join {
         q.limit = Some(PAGE_ROWS.to_string());
     }
-    let source = st.data.clone();
-    let q2 = q.clone();
-    let (ds, out, f) = tokio::task::spawn_blocking(move || {
-        let ds = source.dataset()?;
-        let f = Filter::parse(&q2, source.settings(), chrono::Utc::now().timestamp_millis(), source.bounds())?;
-        let o = Options::parse(&q2, def.kind, source.bounds())?;
-        if def.kind == Kind::AlarmLoad {
-            source.ensure_alarms(&ds)?;
-        }
-        let out = data::run(&data::view(&ds, &f, def.kind), def.kind, &o);
-        Ok::<(std::sync::Arc<Dataset>, Output, Filter), AppError>((ds, out, f))
-    })
-    .await
-    .map_err(|e| err(AppError::internal(e)))?
-    .map_err(&err)?;
-    let cur = pairs(&q);
+    let horizon = if def.kind == Kind::Recert { x.horizon_ms().map_err(&err)? } else { None };
+    let ds = {
+        let source = st.data.clone();
+        tokio::task::spawn_blocking(move || source.dataset())
+            .await
+            .map_err(|e| err(AppError::internal(e)))?
+            .map_err(&err)?
+    };
+    let (out, f) = api::compute(st.data.clone(), q.clone(), def.kind, horizon).await.map_err(&err)?;
+    let mut cur = pairs(&q);
+    if let Some(h) = x.horizon.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        cur.push(("horizon", h.to_string()));
+    }
     let mut pager = Vec::new();
     let offset: usize = q.offset.as_deref().and_then(|o| o.parse().ok()).unwrap_or(0);
     if def.kind == Kind::Join {
@@ -607,17 +972,31 @@ async fn report_page(
     }
     let summary = KPIS
         .iter()
-        .filter_map(|(k, label)| out.summary.as_ref()?.get(*k).map(|v| (k.to_string(), *label, cell_text(v))))
+        .filter_map(|(k, label)| {
+            let v = out.summary.as_ref()?.get(*k)?;
+            let shown = match v.as_f64() {
+                Some(h) if DURATIONS.contains(k) => duration_text(h),
+                _ => cell_text(v),
+            };
+            Some((k.to_string(), *label, shown, cell_text(v)))
+        })
         .collect();
     let page = ReportPage {
         title: def.title.into(),
         nav: nav(&st, &p, def.path, &q),
-        filters: filters(&ds, &f, &q, def.path, def),
+        filters: filters(&ds, &f, &cur, def.path, def),
         summary,
-        charts: charts(def.kind, &out.report),
-        heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report)),
+        charts: charts(def.kind, &out.report).into_iter().filter(|c| !c.is_empty()).collect(),
+        heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report, &ds.people)),
         shown: format!("{} of {} rows", out.report.rows.len(), out.total_rows),
-        table: table(&out.report),
+        table: table(
+            &out.report,
+            &Words {
+                people: Some(&ds.people),
+                currency: &ds.people.settings.currency,
+                tz: ds.people.settings.tz.name(),
+            },
+        ),
         pager,
     };
     render(&page, StatusCode::OK).map_err(&err)
@@ -642,9 +1021,22 @@ async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUr
     let page = GatewaysPage {
         title: "Gateways and agents".into(),
         nav: nav(&st, &p, "/gateways", &Params::default()),
-        table: table(&rep),
+        table: table(&rep, &Words { people: None, currency: "", tz: "UTC" }),
     };
     render(&page, StatusCode::OK).map_err(&err)
+}
+
+/// Any address no route takes: JSON under `/api/`, else an HTML page that says what exists.
+pub async fn not_found(uri: OriginalUri) -> Response {
+    let path = uri.0.path();
+    if path == "/api" || path.starts_with("/api/") {
+        let message = format!("no API endpoint at {path}: the endpoints are listed in /api/v1/openapi.json");
+        return super::error::ApiError(AppError { status: StatusCode::NOT_FOUND, message }).into_response();
+    }
+    let message = format!(
+        "There is no page at {path}. The dashboard's pages are listed in the menu of the overview; the API is described at /api/v1/openapi.json."
+    );
+    secure(PageError { error: AppError { status: StatusCode::NOT_FOUND, message }, next: "/".into() }.into_response())
 }
 
 async fn css() -> impl IntoResponse {
@@ -855,6 +1247,37 @@ async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_the_unit_that_fits() {
+        for (h, want) in [
+            (0.0, "0 s"),
+            (12.0 / 3600.0, "12 s"),
+            (0.0125, "45 s"),
+            (0.1, "6.0 min"),
+            (0.5, "30 min"),
+            (1.0, "1.0 h"),
+            (2953.9, "2953.9 h"),
+        ] {
+            assert_eq!(duration_text(h), want, "{h}");
+        }
+    }
+
+    #[test]
+    fn headers_are_words_with_units_currency_and_time_zone() {
+        for (key, want) in [
+            ("avoidable_h_per_month", "Avoidable hours / month"),
+            ("value_per_month", "Avoidable cost / month (EUR)"),
+            ("start", "Start (Europe/Berlin)"),
+            ("last_seen", "Last seen (UTC)"),
+            ("covered_ci_low_h", "Covered: 95% CI low (h)"),
+            ("uncovered_n", "Uncovered: repairs"),
+            ("something_new", "Something new"),
+        ] {
+            assert_eq!(heading(key, "EUR", "Europe/Berlin"), want, "{key}");
+        }
+        assert_eq!(heading("cost", "", "UTC"), "Cost (cost units)");
+    }
 
     #[test]
     fn links_replace_keys_drop_paging_and_encode() {

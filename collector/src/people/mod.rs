@@ -45,6 +45,13 @@ pub struct PeopleConfig {
     pub critical_cost_quantile: Option<Spanned<f64>>,
     /// Recertification horizon. Default 90d.
     pub recert_horizon: Option<HumanDuration>,
+    /// The currency of the assets' `cost_per_hour`, shown with money on the dashboard (`EUR`, `€`, `USD`).
+    /// Default none: money reads "cost units". Here rather than in a `[site]` section, which the collector
+    /// has no other use for: costs come with the personnel data.
+    pub currency: Option<Spanned<String>>,
+    /// A stop on the same asset with the same first-out alarm as one that ended at most this long before
+    /// is a repeat incident. Default 7d.
+    pub repeat_window: Option<HumanDuration>,
 }
 
 /// `[people]` with defaults applied and values checked.
@@ -59,6 +66,10 @@ pub struct Settings {
     pub shrink_events: f64,
     pub critical_cost_quantile: f64,
     pub recert_horizon_ms: i64,
+    /// `currency`, empty when not configured.
+    pub currency: String,
+    /// `repeat_window` in ms.
+    pub repeat_window_ms: i64,
 }
 
 impl Default for Settings {
@@ -73,6 +84,8 @@ impl Default for Settings {
             shrink_events: 5.0,
             critical_cost_quantile: 0.75,
             recert_horizon_ms: 90 * 86_400_000,
+            currency: String::new(),
+            repeat_window_ms: 7 * 86_400_000,
         }
     }
 }
@@ -139,7 +152,21 @@ impl PeopleConfig {
             }
             s.critical_cost_quantile = v;
         }
+        if let Some(c) = &self.currency {
+            let v = c.get_ref().trim();
+            if v.is_empty() || v.chars().count() > 8 || v.chars().any(char::is_control) {
+                err(
+                    c.span(),
+                    format!(
+                        "invalid currency {:?}: expected a code or sign of 1 to 8 characters, e.g. \"EUR\" or \"€\"",
+                        c.get_ref()
+                    ),
+                );
+            }
+            s.currency = v.to_string();
+        }
         s.work_order_window_ms = self.work_order_window.map_or(s.work_order_window_ms, |d| ms(d.0));
+        s.repeat_window_ms = self.repeat_window.map_or(s.repeat_window_ms, |d| ms(d.0));
         s.recert_horizon_ms = self.recert_horizon.map_or(s.recert_horizon_ms, |d| ms(d.0));
         s.pseudonymize = self.pseudonymize;
         s.min_baseline_events = self.min_baseline_events.unwrap_or(s.min_baseline_events);
@@ -149,5 +176,22 @@ impl PeopleConfig {
         } else {
             Err(errors)
         }
+    }
+}
+
+#[cfg(test)]
+mod currency_tests {
+    use super::*;
+
+    #[test]
+    fn currency_and_repeat_window_are_read_and_a_bad_currency_names_its_place() {
+        let ok = ConfigFile::from_text("c.toml", "currency = \"EUR\"\nrepeat_window = \"14d\"\n");
+        let s = ok.parse::<PeopleConfig>().unwrap().settings(&ok).unwrap();
+        assert_eq!((s.currency.as_str(), s.repeat_window_ms), ("EUR", 14 * 86_400_000));
+        assert_eq!(Settings::default().repeat_window_ms, 7 * 86_400_000);
+        let bad = ConfigFile::from_text("c.toml", "timezone = \"UTC\"\ncurrency = \"\"\n");
+        let e = bad.parse::<PeopleConfig>().unwrap().settings(&bad).unwrap_err();
+        assert_eq!((e[0].line, e[0].col), (2, 12), "{e:?}");
+        assert!(e[0].message.contains("invalid currency"), "{e:?}");
     }
 }

@@ -81,6 +81,20 @@ pub fn report(inp: &Input, rows: &[AlarmLoad]) -> Report {
         ],
     );
     r.notes.push("guide (EEMUA 191 / ISA-18.2): about 1 alarm per 10 minutes per operator".into());
+    if rows.is_empty() {
+        r.notes.push(if inp.people.rotations.is_empty() {
+            "no shifts to count alarms on: import rotation.csv (crew rotations) and people.csv".into()
+        } else {
+            "no rotation shift with people on it falls in this window".into()
+        });
+    } else if rows.iter().all(|x| x.alarms == 0) {
+        r.notes.push(
+            "all zeros: no alarm became active on the assets in scope in this window. Alarm activations come from \
+             the agents' alarm points (meaning alarm, alarm_word or threshold in the agent config); a plant whose \
+             agents map no alarm points shows zeros here"
+                .into(),
+        );
+    }
     for x in rows {
         if !privacy::group_allowed(inp.people, &x.crew, inp.to_ms) {
             r.notes.push(format!("crew {} left out: fewer than {} people", x.crew, inp.people.settings.min_group_size));

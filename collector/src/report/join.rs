@@ -212,7 +212,8 @@ pub fn report(inp: &crate::report::Input) -> crate::report::Report {
             e.key.clone().into(),
             e.asset.clone().into(),
             start.into(),
-            e.ttr_h().map_or(serde_json::Value::Null, |h| crate::report::num(h, 2)),
+            // Four decimals (about a third of a second): a short stop still reads in seconds on the page.
+            e.ttr_h().map_or(serde_json::Value::Null, |h| crate::report::num(h, 4)),
             e.shift.clone().into(),
             e.crew.clone().into(),
             show(&e.on_shift).into(),

@@ -15,8 +15,11 @@ pub mod priority;
 pub mod privacy;
 pub mod recert;
 pub mod render;
+pub mod repeats;
+pub mod shift;
 pub mod stats;
 pub mod synth;
+pub mod training;
 pub mod whatif;
 
 use crate::people::Personnel;
@@ -46,10 +49,11 @@ impl Report {
     }
 }
 
-/// Rounds to `d` decimals for display (reports carry numbers, not strings).
+/// Rounds to `d` decimals for display (reports carry numbers, not strings); never `-0`, so an empty
+/// window reads 0.0, not -0.0.
 pub fn round(x: f64, d: i32) -> f64 {
     let f = 10f64.powi(d);
-    (x * f).round() / f
+    (x * f).round() / f + 0.0
 }
 
 /// What every report reads.
@@ -84,6 +88,31 @@ pub fn needed_skills(p: &Personnel) -> Vec<crate::people::Requirement> {
         *e = (*e).max(r.min_level);
     }
     m.into_iter().map(|(s, l)| crate::people::Requirement { skill: s.to_string(), min_level: l }).collect()
+}
+
+/// The starts (UTC ms) of the weeks that cover `[from_ms, to_ms)` in the site's time zone: the first at
+/// local midnight of the day `from_ms` falls on, each next one seven calendar days later at local midnight,
+/// so a week across a daylight-saving change is 167 or 169 hours long and every week starts on the same
+/// weekday. At least one week; a window that would need more than `max` weeks is cut at `max`.
+pub fn week_starts(tz: chrono_tz::Tz, from_ms: i64, to_ms: i64, max: usize) -> Vec<i64> {
+    let Some(first) = chrono::DateTime::from_timestamp_millis(from_ms).map(|d| d.with_timezone(&tz).date_naive())
+    else {
+        return vec![from_ms];
+    };
+    let mut out = Vec::new();
+    let mut day = first;
+    while out.len() < max.max(1) {
+        let start = crate::people::roster::local_midnight(tz, day);
+        if !out.is_empty() && start >= to_ms {
+            break;
+        }
+        out.push(start);
+        match day.checked_add_days(chrono::Days::new(7)) {
+            Some(d) => day = d,
+            None => break,
+        }
+    }
+    out
 }
 
 /// Skills required by the costliest assets: cost per hour at or above the configured quantile.

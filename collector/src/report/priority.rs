@@ -19,6 +19,8 @@ pub struct Priority {
     pub value_per_month: f64,
     /// Closest to qualifying first: (person, current level).
     pub candidates: Vec<(String, u8)>,
+    /// Candidates whose certificate for the skill has lapsed (not renewed), with when it expired (UTC ms).
+    pub lapsed: Vec<(String, i64)>,
 }
 
 /// Ranked priorities; `candidates_per_row` people each.
@@ -49,6 +51,7 @@ pub fn priorities(inp: &Input, candidates_per_row: usize) -> Vec<Priority> {
             avoidable_h_per_month: h / months,
             value_per_month: v / months,
             candidates: Vec::new(),
+            lapsed: Vec::new(),
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -70,18 +73,44 @@ pub fn priorities(inp: &Input, candidates_per_row: usize) -> Vec<Priority> {
             .collect();
         c.sort();
         r.candidates = c.into_iter().take(candidates_per_row).map(|(_, _, x, l)| (x, l)).collect();
+        r.lapsed = r
+            .candidates
+            .iter()
+            .filter_map(|(x, _)| {
+                let a = p.assessment_at(x, &r.skill, t)?;
+                let exp = a.expires_ms.filter(|e| a.cert_id.is_some() && *e <= t)?;
+                Some((x.clone(), exp))
+            })
+            .collect();
     }
     rows
+}
+
+/// The date (site time) a candidate's certificate for the row's skill lapsed, if it has.
+fn lapsed_date(p: &crate::people::Personnel, x: &Priority, person: &str) -> Option<String> {
+    let ms = x.lapsed.iter().find(|(c, _)| c == person)?.1;
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.with_timezone(&p.settings.tz).format("%Y-%m-%d").to_string())
 }
 
 /// As a [`Report`]: one row per crew × skill, or per person × skill when `per_person` (left out when
 /// `min_group_size` > 1).
 pub fn report(inp: &Input, rows: &[Priority], per_person: bool) -> Report {
     let p = inp.people;
+    let lapsed = |x: &Priority, person: &str| lapsed_date(p, x, person);
     if per_person {
         let mut r = Report::new(
             "priorities",
-            ["rank", "person", "crew", "skill", "level", "min_level", "avoidable_h_per_month", "value_per_month"],
+            [
+                "rank",
+                "person",
+                "crew",
+                "skill",
+                "level",
+                "min_level",
+                "certificate_lapsed",
+                "avoidable_h_per_month",
+                "value_per_month",
+            ],
         );
         if !privacy::persons_allowed(p) {
             r.notes.push(format!("per-person rows left out: min_group_size is {}", p.settings.min_group_size));
@@ -96,6 +125,7 @@ pub fn report(inp: &Input, rows: &[Priority], per_person: bool) -> Report {
                     x.skill.clone().into(),
                     (*level).into(),
                     x.min_level.into(),
+                    lapsed(x, person).into(),
                     num(x.avoidable_h_per_month, 2),
                     num(x.value_per_month, 0),
                 ]);
@@ -111,7 +141,10 @@ pub fn report(inp: &Input, rows: &[Priority], per_person: bool) -> Report {
         let closest = if privacy::persons_allowed(p) {
             x.candidates
                 .iter()
-                .map(|(c, l)| format!("{} (level {l})", privacy::show(p, c)))
+                .map(|(c, l)| match lapsed(x, c) {
+                    Some(d) => format!("{} (level {l}, certificate lapsed {d})", privacy::show(p, c)),
+                    None => format!("{} (level {l})", privacy::show(p, c)),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         } else {

@@ -2,6 +2,8 @@
 //! from the end of the window, "now") and is not already renewed by a later assessment is projected onto
 //! the person's future rotation shifts in the horizon after it lapses: coverage hours lost are the hours
 //! of those shifts on which nobody else on shift is qualified; thin hours those left with one.
+//! Certificates that have already lapsed (the person's latest assessment of the skill carries a
+//! certificate that expired before now) are listed too, projected onto the horizon from now.
 //!
 //! The horizon is `[people] recert_horizon`; a request may choose another one ([`parse_horizon`], at most
 //! [`MAX_HORIZON_MS`], which bounds the work a request can ask for).
@@ -51,42 +53,53 @@ pub struct Recert {
     pub skill: String,
     pub cert_id: String,
     pub expires_ms: i64,
+    /// Lapsed before now (not renewed).
+    pub expired: bool,
     pub shifts: usize,
     pub shifts_to_zero: usize,
     pub coverage_hours_lost: f64,
     pub thin_hours: f64,
 }
 
-/// Expiring certificates, most coverage hours lost first.
+/// Lapsed and expiring certificates, most coverage hours lost first.
 pub fn recert(inp: &Input) -> Vec<Recert> {
+    recert_of(inp, inp.people.person_ids())
+}
+
+/// [`recert`] of some people only (a shift's crew).
+pub fn recert_of(inp: &Input, people: &[String]) -> Vec<Recert> {
     let p = inp.people;
     let now = inp.to_ms;
     let horizon = p.settings.recert_horizon_ms;
     let needed = needed_skills(p);
     let mut out = Vec::new();
-    for id in p.person_ids() {
+    for id in people {
         for skill in p.skills.iter().filter(|s| s.cert_required) {
             let Some(a) = p.assessment_at(id, &skill.id, now) else { continue };
-            let Some(exp) = a.expires_ms.filter(|e| *e >= now && *e < now.saturating_add(horizon)) else { continue };
-            if !cert_valid_at(a, now) {
+            let Some(exp) = a.expires_ms.filter(|e| *e < now.saturating_add(horizon)) else { continue };
+            let expired = exp < now;
+            if a.cert_id.is_none() || (!expired && !cert_valid_at(a, now)) {
                 continue;
             }
+            // A lapsed certificate costs coverage from now on; an expiring one from its lapse.
+            let from = exp.max(now);
             let min_level = needed.iter().find(|r| r.skill == skill.id).map_or(a.level, |r| r.min_level);
             let req = Requirement { skill: skill.id.clone(), min_level };
-            let crew = p.person_at(id, exp).map(|x| x.crew.clone()).unwrap_or_default();
+            let crew = p.person_at(id, from).map(|x| x.crew.clone()).unwrap_or_default();
             let mut r = Recert {
                 person: id.clone(),
                 crew: crew.clone(),
                 skill: skill.id.clone(),
                 cert_id: a.cert_id.clone().unwrap_or_default(),
                 expires_ms: exp,
+                expired,
                 shifts: 0,
                 shifts_to_zero: 0,
                 coverage_hours_lost: 0.0,
                 thin_hours: 0.0,
             };
             for rot in p.rotations.iter().filter(|x| x.crew == crew) {
-                for s in roster::slots_between(&p.settings, rot, exp, exp.saturating_add(horizon)) {
+                for s in roster::slots_between(&p.settings, rot, from, from.saturating_add(horizon)) {
                     if p.absent(id, s.start_ms) {
                         continue;
                     }
@@ -119,6 +132,24 @@ pub fn recert(inp: &Input) -> Vec<Recert> {
     out
 }
 
+/// Whole days from `now_ms` to `expires_ms`, rounded towards zero: negative once lapsed (-3 for a
+/// certificate that lapsed three to four days ago), 0 within a day either side.
+pub fn days_left(expires_ms: i64, now_ms: i64) -> i64 {
+    expires_ms.saturating_sub(now_ms) / DAY_MS
+}
+
+/// A certificate's [`days_left`] in words: "expired 3 days ago", "expires within a day", "expires in 40 days".
+pub fn days_left_text(expired: bool, days: i64) -> String {
+    match (expired, days) {
+        (true, 0) => "expired within the last day".into(),
+        (true, -1) => "expired 1 day ago".into(),
+        (true, d) => format!("expired {} days ago", d.unsigned_abs()),
+        (false, 0) => "expires within a day".into(),
+        (false, 1) => "expires in 1 day".into(),
+        (false, d) => format!("expires in {d} days"),
+    }
+}
+
 /// As a [`Report`] (person ids pseudonymized when configured; left out below `min_group_size`).
 pub fn report(inp: &Input, rows: &[Recert]) -> Report {
     let p = inp.people;
@@ -129,7 +160,9 @@ pub fn report(inp: &Input, rows: &[Recert]) -> Report {
             "crew",
             "skill",
             "certificate",
+            "status",
             "expires",
+            "days_left",
             "shifts",
             "shifts_to_zero",
             "coverage_hours_lost",
@@ -146,7 +179,7 @@ pub fn report(inp: &Input, rows: &[Recert]) -> Report {
     };
     let horizon = p.settings.recert_horizon_ms;
     r.notes.push(format!(
-        "horizon {}: certificates expiring from {} to before {}",
+        "horizon {}: certificates expiring from {} to before {}, and those already lapsed (not renewed)",
         format_horizon(horizon),
         date(inp.to_ms),
         date(inp.to_ms.saturating_add(horizon))
@@ -158,7 +191,9 @@ pub fn report(inp: &Input, rows: &[Recert]) -> Report {
             x.crew.clone().into(),
             x.skill.clone().into(),
             if persons { x.cert_id.clone().into() } else { serde_json::Value::Null },
+            if x.expired { "expired" } else { "expiring" }.into(),
             expires.into(),
+            days_left(x.expires_ms, inp.to_ms).into(),
             x.shifts.into(),
             x.shifts_to_zero.into(),
             num(x.coverage_hours_lost, 1),
