@@ -16,7 +16,8 @@
 //! the rate when others share the machine.
 //!
 //! `cargo bench -p shiftlens-collector --bench ingest` (env: BENCH_EVENTS, default 1,000,000;
-//! BENCH_LATENCY, samples, default 2,000; BENCH_ONLY=latency|throughput to run one part).
+//! BENCH_LATENCY, samples, default 2,000; BENCH_ONLY, a comma-separated list of the parts to run:
+//! timeline, store, mtls, plain, latency).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -356,15 +357,23 @@ fn main() {
     });
     let samples: u64 =
         std::env::var("BENCH_LATENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 50 } else { 2_000 });
+    // BENCH_ONLY: a comma-separated list of parts (timeline, store, mtls, plain, latency); all when unset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    if only != "latency" {
+    if run("timeline") {
         bench_timeline(n);
+    }
+    if run("store") {
         rt.block_on(bench_store(n));
+    }
+    if run("mtls") {
         rt.block_on(bench_ingest(n, Link::MutualTls));
+    }
+    if run("plain") {
         rt.block_on(bench_ingest(n, Link::Plain));
     }
-    if only != "throughput" {
+    if run("latency") {
         rt.block_on(bench_latency(samples));
     }
 }
