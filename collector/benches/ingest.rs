@@ -7,10 +7,17 @@
 //!    (as in production), once through the gate in plaintext, so no TLS work is counted. The gateways run
 //!    in the same process and on the same cores as the collector in both.
 //!
+//! 4. latency: one gateway through the mTLS gate publishes a batch of one event every 2 ms (as an agent
+//!    does for a single PLC change); for each, the time from publish until the collector has committed it
+//!    (its confirmer saw the commit) and until the gateway has the ack; p50, p99 and max. A PLC change adds
+//!    its poll interval and the agent's outbox commit (about 1-2 ms, `--bench outbox` of the agent).
+//!
 //! Each row also prints CPU time (whole process, and the store writer thread), which varies less than
 //! the rate when others share the machine.
 //!
-//! `cargo bench -p shiftlens-collector --bench ingest` (env: BENCH_EVENTS, default 1,000,000).
+//! `cargo bench -p shiftlens-collector --bench ingest` (env: BENCH_EVENTS, default 1,000,000;
+//! BENCH_LATENCY, samples, default 2,000; BENCH_ONLY, a comma-separated list of the parts to run:
+//! timeline, store, mtls, plain, latency).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -270,6 +277,76 @@ async fn bench_ingest(n: u64, link: Link) {
     collector.shutdown(std::time::Duration::from_secs(30)).await.unwrap();
 }
 
+/// Publish → committed at the collector → ack at the gateway, one batch of one event at a time.
+async fn bench_latency(samples: u64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let collector = ingest::start(&config(dir.path(), &pki.leaf("localhost"), ""), feed::no_lines()).await.unwrap();
+    let gw = "gw-lat";
+    let mut a = agent(collector.broker.unwrap(), &pki, gw);
+    wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.unwrap();
+    // A watcher thread notes when each event is committed (the confirmer's counter), to within ~50 µs; the
+    // tokio timer could not resolve less than a millisecond.
+    let committed_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (metrics, committed_at, stop) = (collector.metrics.clone(), committed_at.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let n = ingest::Metrics::get(&metrics.events_new);
+                if n > seen {
+                    let now = Instant::now();
+                    committed_at.lock().unwrap().extend((seen..n).map(|_| now));
+                    seen = n;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let topic = events_topic(gw);
+    let payloads: Vec<bytes::Bytes> =
+        (1..=samples).map(|seq| shiftlens_common::wire::encode_batch(&batch(gw, 1, seq, 1)).into()).collect();
+    let (mut to_commit, mut to_ack) = (Vec::new(), Vec::new());
+    for (i, p) in payloads.into_iter().enumerate() {
+        let seq = i as u64 + 1;
+        let sent = Instant::now();
+        a.client.publish_bytes(topic.clone(), rumqttc::QoS::AtLeastOnce, false, p).await.unwrap();
+        let acked = wait_for(&mut a, 10, |s| match s {
+            Seen::Ack(ack) if ack.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&seq)) => Some(Instant::now()),
+            _ => None,
+        })
+        .await
+        .expect("no ack within 10 s");
+        to_ack.push(acked - sent);
+        // The watcher may note the commit a little after the ack arrived.
+        let committed = loop {
+            if let Some(&t) = committed_at.lock().unwrap().get(i) {
+                break t;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        };
+        to_commit.push(committed.saturating_duration_since(sent));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    for (what, mut d) in [("committed at the collector", to_commit), ("ack back at the gateway", to_ack)] {
+        d.sort_unstable();
+        let q = |p: f64| d[((d.len() as f64 * p) as usize).min(d.len() - 1)].as_secs_f64() * 1e3;
+        println!(
+            "latency publish -> {what:27}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({samples} batches of one event, mTLS gate)",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
+    }
+    collector.shutdown(Duration::from_secs(30)).await.unwrap();
+}
+
 fn main() {
     // `cargo test --benches` passes --bench-less args; run a tiny size then.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -278,9 +355,25 @@ fn main() {
     } else {
         1_000_000
     });
-    bench_timeline(n);
+    let samples: u64 =
+        std::env::var("BENCH_LATENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 50 } else { 2_000 });
+    // BENCH_ONLY: a comma-separated list of parts (timeline, store, mtls, plain, latency); all when unset.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(bench_store(n));
-    rt.block_on(bench_ingest(n, Link::MutualTls));
-    rt.block_on(bench_ingest(n, Link::Plain));
+    if run("timeline") {
+        bench_timeline(n);
+    }
+    if run("store") {
+        rt.block_on(bench_store(n));
+    }
+    if run("mtls") {
+        rt.block_on(bench_ingest(n, Link::MutualTls));
+    }
+    if run("plain") {
+        rt.block_on(bench_ingest(n, Link::Plain));
+    }
+    if run("latency") {
+        rt.block_on(bench_latency(samples));
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! **Embedded**: rumqttd runs on a dedicated std thread (its `Broker::start` blocks and has no shutdown),
 //! listening in plaintext on a private loopback port that requires a per-start random username and
-//! password known only to this process (the gate and the collector's own client), so no other local user
+//! password known only to this process (the gate), so no other local user
 //! can publish or read there. Gateways never reach that port: they connect to the *gate*, a small TLS front
 //! on the configured `listen` address that
 //! - has a connection budget of its own ([`GateLimits`], apart from HTTP's): at most `max_connections`
@@ -19,6 +19,11 @@
 //! - lets a client publish only `shiftlens/v1/{site}/{gateway}/events|status` of its own site and
 //!   gateway, set only its own status topic as last will, and subscribe only to its own
 //!   `shiftlens/v1/{site}/{gateway}/ack`.
+//!
+//! The collector itself does not use a socket to rumqttd: it subscribes and publishes acks and feed
+//! records through rumqttd's in-process link ([`LocalLink`]). rumqttd 0.20 cannot set TCP_NODELAY on the
+//! sockets it accepts, and a TCP subscriber that also publishes acks waits for Nagle's algorithm on
+//! every message (about 40 ms, see PITFALLS.md); the gate sets TCP_NODELAY on all of its own sockets.
 //!
 //! The gate forwards the MQTT byte stream unchanged after the CONNECT. Identities listed in
 //! `feed_readers` (central IT, by CN) may only subscribe to the downtime feed and need no site. A violation
@@ -369,31 +374,20 @@ pub fn client_tls(files: &TlsFiles) -> Result<rustls::ClientConfig, BrokerError>
         .with_client_auth_cert(read_certs(&files.cert)?, read_key(&files.key)?)?)
 }
 
-/// The collector's own MQTT client options: the embedded broker's private port (with its per-start
-/// login), or the external broker.
+/// The collector's MQTT client options for an external broker (with the embedded broker the collector
+/// uses its [`LocalLink`] instead).
 ///
 /// # Errors
-/// Unreadable TLS files for an external broker.
-pub fn client_options(config: &BrokerConfig, embedded: Option<&Embedded>) -> Result<rumqttc::MqttOptions, BrokerError> {
-    let mut opts = match embedded {
-        Some(e) => {
-            let id = format!("collector:{}", rand::random::<u32>());
-            let mut o = rumqttc::MqttOptions::new(id, e.internal.ip().to_string(), e.internal.port());
-            o.set_credentials(INTERNAL_USER, e.secret.as_ref());
-            o
-        }
-        None => {
-            let host = config.host.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
-            let mut o = rumqttc::MqttOptions::new(config.client_id.clone(), host, config.port);
-            o.set_clean_session(false);
-            if let Some(files) = &config.tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(
-                    client_tls(files)?,
-                ))));
-            }
-            o
-        }
-    };
+/// Unreadable TLS files.
+pub fn client_options(config: &BrokerConfig) -> Result<rumqttc::MqttOptions, BrokerError> {
+    let host = config.host.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
+    let mut opts = rumqttc::MqttOptions::new(config.client_id.clone(), host, config.port);
+    opts.set_clean_session(false);
+    if let Some(files) = &config.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(
+            client_tls(files)?,
+        ))));
+    }
     opts.set_keep_alive(Duration::from_secs(15));
     opts.set_max_packet_size(config.max_packet_bytes() + 4096, config.max_packet_bytes() + 4096);
     opts.set_inflight(100);
@@ -408,27 +402,25 @@ pub fn network_options() -> rumqttc::NetworkOptions {
     net
 }
 
-/// The username of the embedded broker's private port; its password is [`Embedded::secret`].
+/// The username of the embedded broker's private port; its password is random per start.
 const INTERNAL_USER: &str = "shiftlens";
 
+/// The collector's own connection to the embedded broker: rumqttd's in-process link (no socket). It
+/// subscribes at QoS 0 (nothing is lost between two threads of one process) and publishes at QoS 0;
+/// rumqttd delivers at the subscriber's QoS, so gateways still get their acks at QoS 1.
+pub struct LocalLink {
+    pub tx: rumqttd::local::LinkTx,
+    pub rx: rumqttd::local::LinkRx,
+}
+
 /// A running embedded broker.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Embedded {
     /// Where gateways connect (the gate), with the port really bound.
     pub listen: SocketAddr,
-    /// rumqttd's private loopback port, for the gate and the collector's own client.
+    /// rumqttd's private loopback port, for the gate (it requires a per-start random login known only to
+    /// the gate).
     pub internal: SocketAddr,
-    /// The password rumqttd requires on `internal`: random per start, never written anywhere.
-    secret: Arc<str>,
-}
-
-impl std::fmt::Debug for Embedded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedded")
-            .field("listen", &self.listen)
-            .field("internal", &self.internal)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Starts rumqttd on a private loopback port and the gate on `config.listen`.
@@ -438,7 +430,7 @@ impl std::fmt::Debug for Embedded {
 pub async fn start_embedded(
     config: &BrokerConfig,
     rejected: mpsc::Sender<DeadLetter>,
-) -> Result<Embedded, BrokerError> {
+) -> Result<(Embedded, LocalLink), BrokerError> {
     let tls = match &config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(files)?))),
         None => None,
@@ -453,20 +445,20 @@ pub async fn start_embedded(
         TcpListener::bind(addr).await.map_err(|source| BrokerError::Listen { addr: listen_s.clone(), source })?;
     let listen = listener.local_addr().map_err(|source| BrokerError::Listen { addr: listen_s, source })?;
     let secret: Arc<str> = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()).into();
-    let internal =
+    let (internal, link) =
         start_rumqttd(config.max_packet_bytes() + 4096, config.gate_limits().max_connections + 64, &secret).await?;
     let gate = Arc::new(Gate {
         readers: config.feed_readers.clone(),
         legacy_site: config.legacy_site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok()),
         internal,
-        secret: secret.clone(),
+        secret,
         max: config.max_packet_bytes(),
         limits: config.gate_limits(),
         logs: std::sync::Mutex::new(LogLimiter::new(LOG_EVERY, LOG_PEERS)),
     });
     tokio::spawn(accept(listener, tls, gate, rejected));
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
-    Ok(Embedded { listen, internal, secret })
+    Ok((Embedded { listen, internal }, link))
 }
 
 /// One WARN per client address per this long for refused gate connections (with a count of those held back).
@@ -564,7 +556,11 @@ async fn accept(
     }
 }
 
-async fn start_rumqttd(max_payload: usize, max_connections: usize, secret: &str) -> Result<SocketAddr, BrokerError> {
+async fn start_rumqttd(
+    max_payload: usize,
+    max_connections: usize,
+    secret: &str,
+) -> Result<(SocketAddr, LocalLink), BrokerError> {
     use std::collections::HashMap;
     let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| BrokerError::Start(e.to_string()))?;
     let internal = probe.local_addr().map_err(|e| BrokerError::Start(e.to_string()))?;
@@ -605,15 +601,23 @@ async fn start_rumqttd(max_payload: usize, max_connections: usize, secret: &str)
         prometheus: None,
         metrics: None,
     };
+    let (link_tx, link_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {
             let mut broker = rumqttd::Broker::new(config);
+            // The link is made before the listener starts: the collector is the broker's first client.
+            let link = broker.link(&format!("collector:{}", rand::random::<u32>()));
+            let _ = link_tx.send(link.map(|(tx, rx)| LocalLink { tx, rx }).map_err(|e| e.to_string()));
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
+    let link = link_rx
+        .await
+        .map_err(|_| BrokerError::Start("rumqttd stopped before its in-process link was made".into()))?
+        .map_err(|e| BrokerError::Start(format!("in-process link: {e}")))?;
     // rumqttd logs an ERROR for this probe (and for every connection that ends): the default log filter
     // turns its target off (main.rs), the gate logs what matters.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -623,7 +627,7 @@ async fn start_rumqttd(max_payload: usize, max_connections: usize, secret: &str)
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(internal)
+    Ok((internal, link))
 }
 
 /// Prefix of the SAN URI that names a gateway certificate's site.
@@ -813,8 +817,19 @@ impl Gate {
         drop(handshake);
         let id = &who.id;
         let down = async {
-            tokio::io::copy(&mut ur, &mut cw).await?;
-            Ok::<(), GateError>(())
+            let mut chunk = vec![0u8; 16 << 10];
+            loop {
+                let n = ur.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok::<(), GateError>(());
+                }
+                // rumqttd's sockets keep Nagle's algorithm on: its next small write (an ack after a PUBACK)
+                // waits until this side ACKs what it sent, which a delayed ACK holds back for up to 40 ms.
+                #[cfg(target_os = "linux")]
+                let _ = ur.as_ref().set_quickack(true);
+                cw.write_all(&chunk[..n]).await?;
+                cw.flush().await?;
+            }
         };
         let up = async {
             while let Some(frame) = read_frame(&mut cr, &mut buf, max).await? {
@@ -918,12 +933,6 @@ mod tests {
         assert_eq!(bad, ["c.toml:2:15: legacy_site: allowed characters are a-z 0-9 _ -"]);
         let plain = check("[broker]\nlegacy_site = \"plant-a\"\n");
         assert_eq!(plain, ["c.toml:2:15: legacy_site: only for mode = \"embedded\" with [broker.tls]"]);
-        let embedded = Embedded {
-            listen: "127.0.0.1:1".parse().unwrap(),
-            internal: "127.0.0.1:2".parse().unwrap(),
-            secret: "s3cr3t".into(),
-        };
-        assert!(!format!("{embedded:?}").contains("s3cr3t"));
     }
 
     #[test]

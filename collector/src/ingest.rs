@@ -1,7 +1,8 @@
 //! Ingest: subscribe, decode, validate, hand to the store, ack after commit.
 //!
 //! Tasks (wired by [`start`]):
-//! - the MQTT loop polls the collector's client and never blocks: publishes go to a fair queue with one
+//! - the MQTT loop reads the collector's connection to the broker (rumqttd's in-process link with the
+//!   embedded broker, an MQTT client with an external one) and never blocks: publishes go to a fair queue with one
 //!   bounded queue per sender (topic prefix `shiftlens/v1/{site}/{gateway}`), served round-robin; when a
 //!   sender's queue is full its message is dropped with a warning (its agent resends it because it was
 //!   never acked; dedup makes the resend harmless), so a flooding gateway overflows only its own queue;
@@ -104,7 +105,31 @@ pub struct Collector {
     feeders: Vec<tokio::task::JoinHandle<()>>,
     mqtt: tokio::task::JoinHandle<()>,
     confirmer: tokio::task::JoinHandle<()>,
-    client: AsyncClient,
+    uplink: Uplink,
+}
+
+/// How the collector publishes acks and feed records: rumqttd's in-process link (embedded broker) or its
+/// MQTT client (external broker).
+#[derive(Clone)]
+enum Uplink {
+    Client(AsyncClient),
+    /// `LinkTx::publish` waits only for room in the router's channel (the router thread never waits on
+    /// its links), so calling it from a task is brief.
+    Local(Arc<std::sync::Mutex<rumqttd::local::LinkTx>>),
+}
+
+impl Uplink {
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Uplink::Client(c) => c.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| e.to_string()),
+            Uplink::Local(tx) => tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .publish(topic, payload)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Asks the store writer whether it still commits (see [`WriteOp::Ping`]).
@@ -153,9 +178,15 @@ impl Collector {
         if tokio::time::timeout(Duration::from_secs(2), self.confirmer).await.is_err() {
             tracing::warn!("acks of the last commits not all published; their agents will resend");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
-        // Let the event loop send what the confirmer queued and the disconnect.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.mqtt).await;
+        match &self.uplink {
+            Uplink::Client(client) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+                // Let the event loop send what the confirmer queued and the disconnect.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.mqtt).await;
+            }
+            // What the confirmer published is already in the router.
+            Uplink::Local(_) => self.mqtt.abort(),
+        }
         result
     }
 }
@@ -193,54 +224,30 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     let (committed_tx, committed_rx) = mpsc::channel(4096);
     let writer = Writer::spawn(&config.store, committed_tx)?;
     let (dead_tx, mut dead_rx) = mpsc::channel::<DeadLetter>(1024);
-    let embedded = match config.broker.mode {
-        Mode::Embedded => Some(broker::start_embedded(&config.broker, dead_tx.clone()).await?),
-        Mode::External => None,
+    let (embedded, local) = match config.broker.mode {
+        Mode::Embedded => {
+            let (e, link) = broker::start_embedded(&config.broker, dead_tx.clone()).await?;
+            (Some(e), Some(link))
+        }
+        Mode::External => (None, None),
     };
-    let opts = broker::client_options(&config.broker, embedded.as_ref())?;
-    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-    eventloop.set_network_options(broker::network_options());
     let inbox = Arc::new(Inbox::new());
 
     // MQTT loop: never blocks. Says when every subscription of the current connection is acknowledged.
     let filters = config.broker.filters();
     let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
-    let (sub_client, m, queue) = (client.clone(), metrics.clone(), inbox.clone());
-    let mqtt = tokio::spawn(async move {
-        let mut unacked_subscriptions = 0usize;
-        let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    tracing::info!("collector connected to the broker");
-                    unacked_subscriptions = 0;
-                    for f in &filters {
-                        match sub_client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                            Ok(()) => unacked_subscriptions += 1,
-                            Err(e) => tracing::error!(filter = %f, error = %e, "subscribe failed"),
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Incoming::SubAck(_))) if unacked_subscriptions > 0 => {
-                    unacked_subscriptions -= 1;
-                    if unacked_subscriptions == 0 {
-                        subscribed_tx.send_replace(true);
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    if queue.push(p, &mut logs) {
-                        inc(&m.dropped_overload, 1);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
+    let (uplink, mqtt) = match local {
+        Some(broker::LocalLink { tx, rx }) => {
+            let tx = Arc::new(std::sync::Mutex::new(tx));
+            let task = local_loop(tx.clone(), rx, filters, subscribed_tx, metrics.clone(), inbox.clone());
+            (Uplink::Local(tx), tokio::spawn(task))
         }
-    });
+        None => {
+            let (client, eventloop) = AsyncClient::new(broker::client_options(&config.broker)?, 10_000);
+            let task = client_loop(client.clone(), eventloop, filters, subscribed_tx, metrics.clone(), inbox.clone());
+            (Uplink::Client(client), tokio::spawn(task))
+        }
+    };
 
     // Rejections by the broker's gate become dead letters too.
     let mut feeders = Vec::new();
@@ -311,7 +318,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     }));
 
     // Confirmer.
-    let confirmer = tokio::spawn(confirm(committed_rx, client.clone(), metrics.clone(), line_of));
+    let confirmer = tokio::spawn(confirm(committed_rx, uplink.clone(), metrics.clone(), line_of));
 
     // Gateways may connect to the embedded broker once this returns (and READY=1 is sent): until ingest's
     // subscriptions exist, the broker would drop what they publish (they resend after their ack timeout).
@@ -330,8 +337,108 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         feeders,
         mqtt,
         confirmer,
-        client,
+        uplink,
     })
+}
+
+/// The MQTT loop with an external broker: polls the client, subscribes on every ConnAck.
+async fn client_loop(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    filters: Vec<String>,
+    subscribed: tokio::sync::watch::Sender<bool>,
+    m: Arc<Metrics>,
+    queue: Arc<Inbox>,
+) {
+    eventloop.set_network_options(broker::network_options());
+    let mut unacked_subscriptions = 0usize;
+    let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                tracing::info!("collector connected to the broker");
+                unacked_subscriptions = 0;
+                for f in &filters {
+                    match client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                        Ok(()) => unacked_subscriptions += 1,
+                        Err(e) => tracing::error!(filter = %f, error = %e, "subscribe failed"),
+                    }
+                }
+            }
+            Ok(Event::Incoming(Incoming::SubAck(_))) if unacked_subscriptions > 0 => {
+                unacked_subscriptions -= 1;
+                if unacked_subscriptions == 0 {
+                    subscribed.send_replace(true);
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if queue.push(p, &mut logs) {
+                    inc(&m.dropped_overload, 1);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The MQTT loop with the embedded broker: subscribes once through rumqttd's in-process link, then reads
+/// what the router forwards. The link lives as long as the broker (the same process), so it never
+/// reconnects.
+async fn local_loop(
+    tx: Arc<std::sync::Mutex<rumqttd::local::LinkTx>>,
+    mut rx: rumqttd::local::LinkRx,
+    filters: Vec<String>,
+    subscribed: tokio::sync::watch::Sender<bool>,
+    m: Arc<Metrics>,
+    queue: Arc<Inbox>,
+) {
+    use rumqttd::Notification;
+    let mut unacked_subscriptions = 0usize;
+    for f in &filters {
+        match tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).subscribe(f.clone()) {
+            Ok(_) => unacked_subscriptions += 1,
+            Err(e) => tracing::error!(filter = %f, error = %e, "subscribe failed"),
+        }
+    }
+    let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
+    loop {
+        match rx.next().await {
+            Ok(Some(Notification::Forward(f))) => match String::from_utf8(f.publish.topic.to_vec()) {
+                Ok(topic) => {
+                    let p = rumqttc::Publish::from_bytes(topic, QoS::AtMostOnce, f.publish.payload);
+                    if queue.push(p, &mut logs) {
+                        inc(&m.dropped_overload, 1);
+                    }
+                }
+                // The gate lets only well-formed topics of a gateway's own through.
+                Err(_) => tracing::warn!("a message with a topic that is not UTF-8 ignored"),
+            },
+            // The only acks this link gets are SUBACKs (it publishes at QoS 0).
+            Ok(Some(Notification::DeviceAck(_))) if unacked_subscriptions > 0 => {
+                unacked_subscriptions -= 1;
+                if unacked_subscriptions == 0 {
+                    subscribed.send_replace(true);
+                }
+            }
+            // The router stopped sending until this link has read what it holds.
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(e) = rx.wake().await {
+                    tracing::error!(error = %e, "embedded broker link closed: ingest stopped");
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "embedded broker link closed: ingest stopped");
+                return;
+            }
+        }
+    }
 }
 
 /// How long [`start`] waits for ingest's subscriptions on the embedded broker.
@@ -429,7 +536,7 @@ pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) 
     }
 }
 
-async fn confirm(mut rx: mpsc::Receiver<Committed>, client: AsyncClient, m: Arc<Metrics>, line_of: LineOf) {
+async fn confirm(mut rx: mpsc::Receiver<Committed>, uplink: Uplink, m: Arc<Metrics>, line_of: LineOf) {
     while let Some(c) = rx.recv().await {
         match c {
             Committed::Stored { site, gateway, epoch, seqs, new } => {
@@ -438,28 +545,28 @@ async fn confirm(mut rx: mpsc::Receiver<Committed>, client: AsyncClient, m: Arc<
                 inc(&m.events_duplicate, (seqs.len() - new) as u64);
                 let ack = encode_ack(&Ack::from_seqs(epoch, seqs));
                 let topic = Topic::Ack { site, gateway }.to_string();
-                match client.publish(topic, QoS::AtLeastOnce, false, ack).await {
+                match uplink.publish(topic, ack).await {
                     Ok(()) => inc(&m.acks, 1),
                     Err(e) => tracing::warn!(error = %e, "ack not sent; the agent will resend and be acked then"),
                 }
             }
             Committed::Downtime(d) => {
                 let record = feed::Record::new(&d, line_of(&d.site, &d.asset));
-                publish_record(&client, &m, &d.site, &record).await;
+                publish_record(&uplink, &m, &d.site, &record).await;
             }
             Committed::Retracted(d) => {
                 let record = feed::Record::retracted(&d, line_of(&d.site, &d.asset));
-                publish_record(&client, &m, &d.site, &record).await;
+                publish_record(&uplink, &m, &d.site, &record).await;
             }
             Committed::DeadLetter { .. } => inc(&m.dead_letters, 1),
         }
     }
 }
 
-async fn publish_record(client: &AsyncClient, m: &Metrics, site: &SiteId, record: &feed::Record) {
+async fn publish_record(uplink: &Uplink, m: &Metrics, site: &SiteId, record: &feed::Record) {
     let topic = Topic::Downtime { site: site.clone() }.to_string();
     match serde_json::to_vec(record) {
-        Ok(json) => match client.publish(topic, QoS::AtLeastOnce, false, json).await {
+        Ok(json) => match uplink.publish(topic, json).await {
             Ok(()) => inc(&m.feed_records, 1),
             Err(e) => tracing::warn!(error = %e, "downtime feed record not published"),
         },
