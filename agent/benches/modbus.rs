@@ -7,13 +7,22 @@
 //!   /proc/self/status (VmHWM);
 //! - "agent": the real `shiftlens-agent run` binary with a generated config (outbox, detector, uplink to a
 //!   broker that is not there, so it buffers as a plant gateway does offline), measured from /proc/PID;
-//! - "agent (CSV points)": the same with each device's points in a register map (`points_csv`).
+//! - "agent (CSV points)": the same with each device's points in a register map (`points_csv`);
+//! - "delivering": the real agent binary delivering to a broker: rumqttd in this process with a subscriber
+//!   that acks every batch (as the collector does), while the plant changes 300 points a second (each of
+//!   its 100 assets once a second: state, alarm word and its byte-swapped copy), 10,000 points, CSV and
+//!   TOML points. Besides CPU and RSS it prints the events delivered per second.
 //!
 //! Devices hold 1,000 points each (u16 alarm points, coalesced to 8 requests), all behind one `ip:port`
 //! with unit ids 1..n.
 //!
-//! `cargo bench -p shiftlens-agent --bench modbus` (SHIFTLENS_BENCH_SECS sets the measuring time, default 10).
+//! `cargo bench -p shiftlens-agent --bench modbus` (SHIFTLENS_BENCH_SECS sets the measuring time, default 10;
+//! SHIFTLENS_BENCH_ONLY=delivery runs only the delivering rows, =offline only the others).
 #![allow(clippy::unwrap_used)]
+
+#[path = "../tests/helpers/mod.rs"]
+#[allow(dead_code)]
+mod helpers;
 
 use shiftlens_agent::source::modbus::{task::run_line, ModbusDevice};
 use std::io::{BufRead, BufReader, Write};
@@ -25,24 +34,53 @@ const PER_DEVICE: usize = 1000;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--sim-child") {
-        return sim_child();
+        return sim_child(args.iter().any(|a| a == "--churn"));
     }
     if let Some(i) = args.iter().position(|a| a == "--poll-child") {
         return poll_child(args[i + 1].parse().unwrap(), &args[i + 2], bench_secs());
     }
     let secs = bench_secs();
-    let mut sim = spawn_child(&["--sim-child"]);
-    let addr = read_line(&mut sim);
+    let only = std::env::var("SHIFTLENS_BENCH_ONLY").unwrap_or_default();
     println!("modbus poll bench: {secs} s per run, poll 1 s, {PER_DEVICE} points per device, one shared connection");
-    for points in [1000, 10_000] {
-        let mut child = spawn_child(&["--poll-child", &points.to_string(), &addr]);
-        println!("{points:>6} points, sources: {}", read_line(&mut child));
-        child.wait().unwrap();
-        println!("{points:>6} points, agent:   {}", whole_agent(&addr, points, secs, false));
-        println!("{points:>6} points, agent (CSV points): {}", whole_agent(&addr, points, secs, true));
+    if only != "delivery" {
+        let mut sim = spawn_child(&["--sim-child"]);
+        let addr = read_line(&mut sim);
+        for points in [1000, 10_000] {
+            let mut child = spawn_child(&["--poll-child", &points.to_string(), &addr]);
+            println!("{points:>6} points, sources: {}", read_line(&mut child));
+            child.wait().unwrap();
+            println!("{points:>6} points, agent:   {}", whole_agent(&addr, points, secs, false, None));
+            println!("{points:>6} points, agent (CSV points): {}", whole_agent(&addr, points, secs, true, None));
+        }
+        let _ = sim.kill();
+        let _ = sim.wait();
     }
-    let _ = sim.kill();
-    let _ = sim.wait();
+    if only != "offline" {
+        let mut sim = spawn_child(&["--sim-child", "--churn"]);
+        let addr = read_line(&mut sim);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _guard = rt.enter();
+        let port = helpers::start_rumqttd();
+        let points = 10_000;
+        for csv in [true, false] {
+            // A fresh subscriber per run: it checks that a seq never comes with two contents.
+            let collector = helpers::Collector::start(port);
+            rt.block_on(helpers::wait_for("subscribed", Duration::from_secs(10), || {
+                collector.received.lock().unwrap().subscribed
+            }));
+            let t0 = Instant::now();
+            let line = whole_agent(&addr, points, secs, csv, Some(port));
+            let delivered = collector.received.lock().unwrap().deliveries;
+            let what = if csv { "CSV points" } else { "TOML points" };
+            println!(
+                "{points:>6} points, agent delivering ({what}): {line}, {:.0} events/s delivered and acked",
+                delivered as f64 / t0.elapsed().as_secs_f64()
+            );
+            collector.stop();
+        }
+        let _ = sim.kill();
+        let _ = sim.wait();
+    }
 }
 
 fn bench_secs() -> u64 {
@@ -129,12 +167,16 @@ fn device_csv(d: usize) -> String {
 
 /// Runs the real agent binary on `points` points for `secs` after its first poll; one line of figures.
 /// `csv`: each device's points come from a register map (`points_csv`) instead of `[[modbus.points]]`.
-fn whole_agent(addr: &str, points: usize, secs: u64, csv: bool) -> String {
+/// `broker`: deliver to this broker port (where something acks), else offline.
+fn whole_agent(addr: &str, points: usize, secs: u64, csv: bool, broker: Option<u16>) -> String {
     let dir = tempfile::tempdir().unwrap();
-    // A port nobody listens on: the agent buffers in its outbox and keeps retrying, as offline.
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Without a broker, a port nobody listens on: the agent buffers in its outbox and keeps retrying, as offline.
+    let broker_addr = match broker {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string(),
+    };
     let mut text = format!(
-        "site = \"plant-a\"\ngateway = \"gw-bench\"\n\n[outbox]\npath = {:?}\n\n[uplink]\nbroker = \"mqtt://{nowhere}\"\n",
+        "site = \"plant-a\"\ngateway = \"gw-bench\"\n\n[outbox]\npath = {:?}\n\n[uplink]\nbroker = \"mqtt://{broker_addr}\"\n",
         dir.path().join("outbox.db").display().to_string()
     );
     for d in 0..points / PER_DEVICE {
@@ -190,10 +232,27 @@ fn status_kb(proc: &str, key: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn sim_child() {
+/// The plant as a Modbus server; with `churn`, one asset in turn every 10 ms toggles its state (0/1) and
+/// alarm word (0/1), so each of the 100 assets changes once a second: 3 points of its block (offsets 0, 2
+/// and 14) change, 300 changes a second over the 10,000 points.
+fn sim_child(churn: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     rt.block_on(async {
-        let plant = shiftlens_sim::plant::Plant::new((0..100).map(|i| format!("asset-{i:03}")));
+        let ids: Vec<String> = (0..100).map(|i| format!("asset-{i:03}")).collect();
+        let plant = shiftlens_sim::plant::Plant::new(ids.clone());
+        if churn {
+            let plant = plant.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                for id in ids.iter().cycle() {
+                    tick.tick().await;
+                    plant.update(id, |p| {
+                        p.state ^= 1;
+                        p.alarms ^= 1;
+                    });
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = shiftlens_sim::modbus::ModbusServer::start(plant, listener).unwrap();
         println!("{}", server.local_addr());

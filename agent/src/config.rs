@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod ranges;
+mod split;
 
 use crate::{health, outbox, source, uplink};
 use serde::Deserialize;
@@ -58,14 +59,27 @@ impl Config {
     /// report alongside), and every problem, sorted: the config file's first, then each register map's, each
     /// in file order.
     pub fn parse_and_validate(file: &ConfigFile) -> (Option<Self>, Vec<ConfigError>) {
+        // Many `[[modbus.points]]`: a hundred at a time when the file parses cleanly, else the whole file.
+        let (config, range_errors) = match split::parse(file) {
+            Some(config) => (config, Vec::new()),
+            None => match Self::parse_whole(file) {
+                Ok(parsed) => parsed,
+                Err(errors) => return (None, errors),
+            },
+        };
+        Self::validate_parsed(file, config, range_errors)
+    }
+
+    /// The whole file in one parse: the config and the range errors, or every error found.
+    fn parse_whole(file: &ConfigFile) -> Result<(Self, Vec<ConfigError>), Vec<ConfigError>> {
         let doc = match toml::de::DeTable::parse(&file.text) {
             Ok(doc) => doc,
-            Err(e) => return (None, vec![toml_error(file, &e)]),
+            Err(e) => return Err(vec![toml_error(file, &e)]),
         };
         // Ranges are checked on the document, so that they are reported even when the typed parse fails.
         let mut range_errors = Vec::new();
         ranges::check(doc.get_ref(), file, &mut range_errors);
-        let mut config = match Config::deserialize(toml::de::Deserializer::from(doc)) {
+        let config = match Config::deserialize(toml::de::Deserializer::from(doc)) {
             Ok(c) => c,
             Err(e) => {
                 // The typed parse stops at its first mistake; each section parsed on its own finds one in each.
@@ -75,9 +89,18 @@ impl Config {
                         range_errors.push(e);
                     }
                 }
-                return (None, sorted(file, range_errors));
+                return Err(sorted(file, range_errors));
             }
         };
+        Ok((config, range_errors))
+    }
+
+    /// Reads the register maps and validates; `range_errors` come from the parse.
+    fn validate_parsed(
+        file: &ConfigFile,
+        mut config: Self,
+        mut range_errors: Vec<ConfigError>,
+    ) -> (Option<Self>, Vec<ConfigError>) {
         for ep in &mut config.opcua {
             ep.get_mut().config_file = file.path.clone();
         }

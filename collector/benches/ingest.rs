@@ -214,6 +214,8 @@ async fn bench_ingest(n: u64, link: Link) {
             .collect();
         gws.push((gw, a, batches));
     }
+    // Under callgrind everything runs some 50 times slower: BENCH_RESEND_SECS keeps the gateways from resending.
+    let resend_secs = std::env::var("BENCH_RESEND_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let cpu = Cpu::now();
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -224,7 +226,7 @@ async fn bench_ingest(n: u64, link: Link) {
             let publish =
                 |p: &bytes::Bytes| client.publish_bytes(topic.clone(), rumqttc::QoS::AtLeastOnce, false, p.clone());
             // Like the agent: at most 8 batches in flight, the next one goes when an ack frees a slot;
-            // after 5 s without progress the unacked in-flight batches are resent.
+            // after 5 s (BENCH_RESEND_SECS) without progress the unacked in-flight batches are resent.
             let mut acked = BTreeSet::new();
             let (mut next, mut first_open) = (0, 0);
             let done = |b: &Batch, acked: &BTreeSet<u64>| b.events.iter().all(|e| acked.contains(&e.seq));
@@ -239,7 +241,7 @@ async fn bench_ingest(n: u64, link: Link) {
                     next += 1;
                 }
                 let before = acked.len();
-                let progressed = wait_for(&mut a, 5, |s| {
+                let progressed = wait_for(&mut a, resend_secs, |s| {
                     if let Seen::Ack(ack) = s {
                         for &(lo, hi) in &ack.ranges {
                             acked.extend(lo..=hi);
