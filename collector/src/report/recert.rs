@@ -100,16 +100,14 @@ pub fn recert_of(inp: &Input, people: &[String]) -> Vec<Recert> {
                 coverage_hours_lost: 0.0,
                 thin_hours: 0.0,
             };
-            // Lapsed certificates all project from now: the crew's slots and who on them is qualified are
-            // the same for every lapsed certificate of the skill, so they are computed once.
-            let computed;
-            let slots: &[(i64, f64, Vec<&str>)] = if expired {
-                cache.entry((crew.clone(), req.clone())).or_insert_with(|| projected(p, &crew, &req, from, horizon))
-            } else {
-                computed = projected(p, &crew, &req, from, horizon);
-                &computed
-            };
-            for (start, h, qualified) in slots {
+            // Every lapse projects onto `[from, from + horizon)` with `now ≤ from < now + horizon`: the crew's
+            // slots in `[now, now + 2 × horizon)` and who on them is qualified are computed once per crew and
+            // skill, and each certificate reads its part.
+            let end = from.saturating_add(horizon);
+            let slots = cache
+                .entry((crew.clone(), req.clone()))
+                .or_insert_with(|| projected(p, &crew, &req, now, horizon.saturating_mul(2)));
+            for (start, h, qualified) in slots.iter().filter(|(t, _, _)| from <= *t && *t < end) {
                 if p.absent(id, *start) {
                     continue;
                 }
