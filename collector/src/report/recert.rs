@@ -8,10 +8,11 @@
 //! The horizon is `[people] recert_horizon`; a request may choose another one ([`parse_horizon`], at most
 //! [`MAX_HORIZON_MS`], which bounds the work a request can ask for).
 
-use crate::people::{cert_valid_at, roster, Requirement};
+use crate::people::{cert_valid_at, roster, Personnel, Requirement};
 use crate::report::{needed_skills, num, privacy, Input, Report, HOUR_MS};
 use serde::Serialize;
 use shiftlens_common::config::HumanDuration;
+use std::collections::HashMap;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -73,6 +74,7 @@ pub fn recert_of(inp: &Input, people: &[String]) -> Vec<Recert> {
     let horizon = p.settings.recert_horizon_ms;
     let needed = needed_skills(p);
     let mut out = Vec::new();
+    let mut cache: HashMap<(String, Requirement), Projected> = HashMap::new();
     for id in people {
         for skill in p.skills.iter().filter(|s| s.cert_required) {
             let Some(a) = p.assessment_at(id, &skill.id, now) else { continue };
@@ -98,26 +100,25 @@ pub fn recert_of(inp: &Input, people: &[String]) -> Vec<Recert> {
                 coverage_hours_lost: 0.0,
                 thin_hours: 0.0,
             };
-            for rot in p.rotations.iter().filter(|x| x.crew == crew) {
-                for s in roster::slots_between(&p.settings, rot, from, from.saturating_add(horizon)) {
-                    if p.absent(id, s.start_ms) {
-                        continue;
+            // Every lapse projects onto `[from, from + horizon)` with `now ≤ from < now + horizon`: the crew's
+            // slots in `[now, now + 2 × horizon)` and who on them is qualified are computed once per crew and
+            // skill, and each certificate reads its part.
+            let end = from.saturating_add(horizon);
+            let slots = cache
+                .entry((crew.clone(), req.clone()))
+                .or_insert_with(|| projected(p, &crew, &req, now, horizon.saturating_mul(2)));
+            for (start, h, qualified) in slots.iter().filter(|(t, _, _)| from <= *t && *t < end) {
+                if p.absent(id, *start) {
+                    continue;
+                }
+                r.shifts += 1;
+                match qualified.iter().filter(|o| **o != id.as_str()).count() {
+                    0 => {
+                        r.shifts_to_zero += 1;
+                        r.coverage_hours_lost += h;
                     }
-                    r.shifts += 1;
-                    let others = p
-                        .on_shift(s.start_ms)
-                        .iter()
-                        .filter(|o| o.person != id.as_str() && p.qualified(o.person, &req, s.start_ms))
-                        .count();
-                    let h = (s.end_ms - s.start_ms) as f64 / HOUR_MS;
-                    match others {
-                        0 => {
-                            r.shifts_to_zero += 1;
-                            r.coverage_hours_lost += h;
-                        }
-                        1 => r.thin_hours += h,
-                        _ => {}
-                    }
+                    1 => r.thin_hours += h,
+                    _ => {}
                 }
             }
             out.push(r);
@@ -148,6 +149,26 @@ pub fn days_left_text(expired: bool, days: i64) -> String {
         (false, 1) => "expires in 1 day".into(),
         (false, d) => format!("expires in {d} days"),
     }
+}
+
+/// Slots a lapse is projected on: (start, hours, the people on shift qualified for the skill).
+type Projected<'p> = Vec<(i64, f64, Vec<&'p str>)>;
+
+/// The slots of `crew` in `[from, from + horizon)` with the people on shift qualified for `req`.
+fn projected<'p>(p: &'p Personnel, crew: &str, req: &Requirement, from: i64, horizon: i64) -> Projected<'p> {
+    let mut out = Vec::new();
+    for rot in p.rotations.iter().filter(|x| x.crew == crew) {
+        for s in roster::slots_between(&p.settings, rot, from, from.saturating_add(horizon)) {
+            let q: Vec<&str> = p
+                .on_shift(s.start_ms)
+                .iter()
+                .filter(|o| p.qualified(o.person, req, s.start_ms))
+                .map(|o| o.person)
+                .collect();
+            out.push((s.start_ms, (s.end_ms - s.start_ms) as f64 / HOUR_MS, q));
+        }
+    }
+    out
 }
 
 /// As a [`Report`] (person ids pseudonymized when configured; left out below `min_group_size`).
