@@ -32,15 +32,13 @@ impl Effect {
 /// The rises in the window, most hours saved first.
 pub fn effects(inp: &Input) -> Vec<Effect> {
     let p = inp.people;
-    // Closed events by (required skill, person on shift), so each rise reads only its own events.
-    let mut by_skill_person: std::collections::HashMap<(&str, &str), Vec<(i64, f64)>> =
+    // Closed events by required skill, so each rise reads only the events that needed its skill.
+    let mut by_skill: std::collections::HashMap<&str, Vec<(&crate::report::JoinedEvent, f64)>> =
         std::collections::HashMap::new();
     for ev in inp.events {
         let Some(h) = ev.ttr_h() else { continue };
         for c in &ev.required {
-            for person in &ev.on_shift {
-                by_skill_person.entry((c.skill.as_str(), person.as_str())).or_default().push((ev.start_ms, h));
-            }
+            by_skill.entry(c.skill.as_str()).or_default().push((ev, h));
         }
     }
     let mut out = Vec::new();
@@ -59,9 +57,11 @@ pub fn effects(inp: &Input) -> Vec<Effect> {
             before: Vec::new(),
             after: Vec::new(),
         };
-        let key = (a.skill.as_str(), a.person.as_str());
-        for &(start_ms, h) in by_skill_person.get(&key).map_or(&[][..], Vec::as_slice) {
-            if start_ms < a.assessed_ms {
+        for &(ev, h) in by_skill.get(a.skill.as_str()).map_or(&[][..], Vec::as_slice) {
+            if !ev.on_shift.contains(&a.person) {
+                continue;
+            }
+            if ev.start_ms < a.assessed_ms {
                 e.before.push(h);
             } else {
                 e.after.push(h);
@@ -69,11 +69,13 @@ pub fn effects(inp: &Input) -> Vec<Effect> {
         }
         out.push(e);
     }
-    let mut keyed: Vec<(f64, Effect)> = out.into_iter().map(|e| (e.saved_h().unwrap_or(f64::MIN), e)).collect();
-    keyed.sort_by(|(sx, x), (sy, y)| {
-        sy.total_cmp(sx).then_with(|| (&x.person, &x.skill, x.rose_ms).cmp(&(&y.person, &y.skill, y.rose_ms)))
+    out.sort_by(|x, y| {
+        y.saved_h()
+            .unwrap_or(f64::MIN)
+            .total_cmp(&x.saved_h().unwrap_or(f64::MIN))
+            .then_with(|| (&x.person, &x.skill, x.rose_ms).cmp(&(&y.person, &y.skill, y.rose_ms)))
     });
-    keyed.into_iter().map(|(_, e)| e).collect()
+    out
 }
 
 /// As a [`Report`] (people pseudonymized as configured; left out below `min_group_size`).
