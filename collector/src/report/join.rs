@@ -49,6 +49,15 @@ impl JoinedEvent {
     pub fn ttr_h(&self) -> Option<f64> {
         self.end_ms.map(|e| (e - self.start_ms) as f64 / HOUR_MS)
     }
+
+    /// The `covered` column's word: `yes`, `no`, or `no roster` when nobody was scheduled.
+    pub fn covered_word(&self) -> &'static str {
+        match self.covered {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "no roster",
+        }
+    }
 }
 
 /// Stable key of a downtime event.
@@ -218,12 +227,7 @@ pub fn report(inp: &crate::report::Input) -> crate::report::Report {
             e.crew.clone().into(),
             show(&e.on_shift).into(),
             required.join("; ").into(),
-            match e.covered {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "no roster",
-            }
-            .into(),
+            e.covered_word().into(),
             e.missing.join(" ").into(),
             e.resolver.as_deref().filter(|_| persons).map(|x| privacy::show(p, x)).into(),
         ]);

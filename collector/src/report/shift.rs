@@ -145,12 +145,7 @@ pub fn report(
             num(h, 4),
             e.end_ms.is_none().into(),
             num(h * p.asset(&e.asset).map_or(0.0, |a| a.cost_per_hour), 0),
-            match e.covered {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "no roster",
-            }
-            .into(),
+            e.covered_word().into(),
             e.missing.join(" ").into(),
             e.resolver.as_deref().filter(|_| persons).map(|x| privacy::show(p, x)).into(),
         ]);
