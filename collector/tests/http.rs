@@ -8,7 +8,8 @@ mod http_support;
 use http_support::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shiftlens_collector::http::{api::REPORTS, openapi};
+use shiftlens_collector::http::openapi;
+use shiftlens_collector::query::CATALOGUE as REPORTS;
 use shiftlens_collector::Config;
 use shiftlens_common::config::ConfigFile;
 use std::net::SocketAddr;
@@ -368,6 +369,23 @@ async fn downtime_stored_by_ingest_shows_up_without_a_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(events().await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_saves_the_join_snapshot_as_the_report_command_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    let plant = plant(SMALL);
+    seed(&db, &plant);
+    let (addr, _) = spawn(&config(&db, "")).await;
+    assert_eq!(get(addr, &format!("/downtime?{YEAR}")).await.status, 200);
+    // The page's one load path joined the stored downtime and kept each event's join as a snapshot.
+    let conn = shiftlens_collector::store::open_reader(&db).unwrap();
+    let saved = shiftlens_collector::store::people::latest_snapshots(&conn).unwrap();
+    assert_eq!(saved.len(), plant.downtime.len());
+    let first = shiftlens_collector::join::event_key(&plant.downtime[0]);
+    let r = shiftlens_collector::store::reads::Reader::open(&db).unwrap();
+    assert_eq!(r.snapshots(&first).unwrap().len(), 1, "one revision of {first}");
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! so page and API agree.
 
 use super::auth::{Principal, Viewer};
-use super::data::{Dataset, Params};
-use super::error::{ApiError, AppError, PageError};
+use super::error::{blocking, ApiError, AppError, PageError};
 use super::views::{self, Link, Nav, Table, Words};
 use super::AppState;
+use crate::query::{Dataset, Params};
 use crate::report::shift::{self, ShiftReport};
 use crate::report::Report;
 use askama::Template;
@@ -59,7 +59,7 @@ fn some(v: &Option<String>) -> Option<&str> {
 /// rotations to know shifts from; the store's errors.
 pub async fn compute(st: &AppState, q: ShiftParams) -> Result<Computed, AppError> {
     let source = st.data.clone();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let ds = source.dataset()?;
         let p = &ds.people;
         let now = chrono::Utc::now().timestamp_millis();
@@ -95,10 +95,9 @@ pub async fn compute(st: &AppState, q: ShiftParams) -> Result<Computed, AppError
             stops.notes.push(format!("no crew works the {name} shift on {date}"));
         }
         let (prev, next) = neighbours(&ds, date, &name);
-        Ok(Computed { ds: ds.clone(), date, shift: name, names, report, summary, stops, prev, next })
+        Ok::<_, AppError>(Computed { ds: ds.clone(), date, shift: name, names, report, summary, stops, prev, next })
     })
     .await
-    .map_err(AppError::internal)?
 }
 
 fn roster_today(p: &crate::people::Personnel, now: i64) -> NaiveDate {

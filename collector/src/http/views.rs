@@ -1,15 +1,15 @@
 //! The supervisor dashboard: server-rendered pages (askama templates in `collector/templates/`, one
 //! stylesheet in `collector/assets/`, both compiled into the binary; no JavaScript). Every page shows a
-//! [`Report`] computed by [`data::run`], the same function the API calls, so page and API agree. Filters
+//! [`Report`] computed by [`query::run`], the same function the API calls, so page and API agree. Filters
 //! live in the URL query (a plain GET form and links), so a view can be shared by its address. Charts are
 //! inline SVG whose geometry is computed here and drawn by templates.
 
-use super::api::{self, ImportOutcome};
+use super::api;
 use super::auth::{self, Admin, Principal, Via, Viewer};
-use super::data::{self, Dataset, Filter, Kind, Params};
-use super::error::{url_encode, AppError, PageError};
+use super::error::{blocking, url_encode, AppError, PageError};
 use super::AppState;
 use crate::people::import::Kind as CsvKind;
+use crate::query::{self, Dataset, Entry, Filter, ImportOutcome, Kind, Params, CATALOGUE};
 use crate::report::{recert, Report};
 use askama::Template;
 use axum::extract::{Multipart, OriginalUri, Query, State};
@@ -23,54 +23,6 @@ use serde_json::Value;
 const CSS: &str = include_str!("../../assets/style.css");
 const PAGE_ROWS: usize = 100;
 
-/// One dashboard page.
-struct PageDef {
-    path: &'static str,
-    kind: Kind,
-    title: &'static str,
-    /// An option the page toggles, with its values (first = default).
-    toggle: Option<(&'static str, &'static [&'static str])>,
-}
-
-const PAGES: [PageDef; 11] = [
-    PageDef { path: "/", kind: Kind::Overview, title: "Plant overview", toggle: None },
-    PageDef {
-        path: "/coverage",
-        kind: Kind::Coverage,
-        title: "Shift coverage",
-        toggle: Some(("group", &["crew", "shift"])),
-    },
-    PageDef { path: "/downtime", kind: Kind::Join, title: "Downtime and who was on shift", toggle: None },
-    PageDef {
-        path: "/mttr",
-        kind: Kind::Mttr,
-        title: "MTTR covered vs uncovered",
-        toggle: Some(("dim", &["asset", "skill", "shift", "crew"])),
-    },
-    PageDef {
-        path: "/priorities",
-        kind: Kind::Priorities,
-        title: "Training priorities",
-        toggle: Some(("per_person", &["false", "true"])),
-    },
-    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates lapsed and expiring", toggle: None },
-    PageDef {
-        path: "/pareto",
-        kind: Kind::Pareto,
-        title: "Downtime Pareto",
-        toggle: Some(("by", &["asset", "skill"])),
-    },
-    PageDef { path: "/gaps", kind: Kind::Gaps, title: "Skill gaps and readiness", toggle: None },
-    PageDef { path: "/alarm-load", kind: Kind::AlarmLoad, title: "Alarm load per operator", toggle: None },
-    PageDef { path: "/repeats", kind: Kind::Repeats, title: "Repeat incidents", toggle: None },
-    PageDef {
-        path: "/training-effect",
-        kind: Kind::TrainingEffect,
-        title: "Training effect: repairs before and after a qualification rose",
-        toggle: None,
-    },
-];
-
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new()
         .route("/assets/style.css", get(css))
@@ -78,18 +30,13 @@ pub fn routes() -> Router<AppState> {
         .route("/import", get(import_form).post(import_post))
         .route("/login", get(login_form).post(login_post))
         .route("/logout", axum::routing::post(logout));
-    for (i, _) in PAGES.iter().enumerate() {
+    for def in &CATALOGUE {
+        let Some(path) = def.page else { continue };
         r = r.route(
-            PAGES[i].path,
-            get(
-                move |State(st): State<AppState>,
-                      Viewer(p): Viewer,
-                      uri: OriginalUri,
-                      Query(q): Query<Params>,
-                      Query(x): Query<api::ReportParams>| async move {
-                    report_page(st, p, uri, q, x, &PAGES[i]).await
-                },
-            ),
+            path,
+            get(move |State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri, Query(q): Query<Params>| async move {
+                report_page(st, p, uri, q, def).await
+            }),
         );
     }
     r
@@ -171,6 +118,7 @@ fn pairs(q: &Params) -> Vec<(&'static str, String)> {
         ("per_person", &q.per_person),
         ("change", &q.change),
         ("offset", &q.offset),
+        ("horizon", &q.horizon),
     ];
     all.into_iter().filter_map(|(k, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (k, v.to_string()))).collect()
 }
@@ -196,9 +144,10 @@ pub(super) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Na
         .into_iter()
         .filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to"))
         .collect();
-    let mut items: Vec<Link> = PAGES
+    let mut items: Vec<Link> = CATALOGUE
         .iter()
-        .map(|d| Link { href: link(d.path, &keep, &[]), label: short_title(d.kind).into(), on: d.path == current })
+        .filter_map(|d| d.page.map(|path| (d, path)))
+        .map(|(d, path)| Link { href: link(path, &keep, &[]), label: d.short.into(), on: path == current })
         .collect();
     for (href, label) in [("/shift", "Shift report"), ("/whatif", "What if"), ("/gateways", "Gateways")] {
         items.push(Link { href: href.into(), label: label.into(), on: current == href });
@@ -215,23 +164,6 @@ pub(super) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Na
     }
 }
 
-fn short_title(k: Kind) -> &'static str {
-    match k {
-        Kind::Overview => "Overview",
-        Kind::Coverage => "Coverage",
-        Kind::Join => "Downtime",
-        Kind::Mttr => "MTTR",
-        Kind::Priorities => "Training",
-        Kind::Recert => "Certificates",
-        Kind::Pareto => "Pareto",
-        Kind::Gaps => "Gaps",
-        Kind::AlarmLoad => "Alarm load",
-        Kind::Whatif => "What if",
-        Kind::Repeats => "Repeats",
-        Kind::TrainingEffect => "Training effect",
-    }
-}
-
 pub(super) fn date(ms: i64, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
@@ -240,7 +172,7 @@ pub(super) fn date(ms: i64, tz: chrono_tz::Tz) -> String {
 /// Horizons offered on the Certificates page (the configured one is added when it is not among them).
 const HORIZONS: [&str; 4] = ["30d", "90d", "180d", "365d"];
 
-fn filters(ds: &Dataset, f: &Filter, cur: &[(&'static str, String)], path: &str, def: &PageDef) -> Filters {
+fn filters(ds: &Dataset, f: &Filter, cur: &[(&'static str, String)], path: &str, def: &Entry) -> Filters {
     let cur = cur.to_vec();
     let tz = ds.people.settings.tz;
     let c = &ds.choices;
@@ -938,36 +870,31 @@ async fn report_page(
     p: Principal,
     uri: OriginalUri,
     mut q: Params,
-    x: api::ReportParams,
-    def: &'static PageDef,
+    def: &'static Entry,
 ) -> Result<Response, PageError> {
     let err = page_err(&uri);
+    let path = def.page.unwrap_or("/");
     if def.kind == Kind::Join {
         q.limit = Some(PAGE_ROWS.to_string());
     }
-    let horizon = if def.kind == Kind::Recert { x.horizon_ms().map_err(&err)? } else { None };
-    let ds = {
-        let source = st.data.clone();
-        tokio::task::spawn_blocking(move || source.dataset())
+    let source = st.data.clone();
+    let (ds, (out, f)) = {
+        let q = q.clone();
+        blocking(move || Ok::<_, query::QueryError>((source.dataset()?, query::report(&source, &q, def.kind)?)))
             .await
-            .map_err(|e| err(AppError::internal(e)))?
             .map_err(&err)?
     };
-    let (out, f) = api::compute(st.data.clone(), q.clone(), def.kind, horizon).await.map_err(&err)?;
-    let mut cur = pairs(&q);
-    if let Some(h) = x.horizon.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
-        cur.push(("horizon", h.to_string()));
-    }
+    let cur = pairs(&q);
     let mut pager = Vec::new();
     let offset: usize = q.offset.as_deref().and_then(|o| o.parse().ok()).unwrap_or(0);
     if def.kind == Kind::Join {
         if offset > 0 {
             let prev = offset.saturating_sub(PAGE_ROWS).to_string();
-            pager.push(Link { href: link(def.path, &cur, &[("offset", &prev)]), label: "newer".into(), on: false });
+            pager.push(Link { href: link(path, &cur, &[("offset", &prev)]), label: "newer".into(), on: false });
         }
         if offset.saturating_add(PAGE_ROWS) < out.total_rows {
             let next = offset.saturating_add(PAGE_ROWS).to_string();
-            pager.push(Link { href: link(def.path, &cur, &[("offset", &next)]), label: "older".into(), on: false });
+            pager.push(Link { href: link(path, &cur, &[("offset", &next)]), label: "older".into(), on: false });
         }
     }
     let summary = KPIS
@@ -983,8 +910,8 @@ async fn report_page(
         .collect();
     let page = ReportPage {
         title: def.title.into(),
-        nav: nav(&st, &p, def.path, &q),
-        filters: filters(&ds, &f, &cur, def.path, def),
+        nav: nav(&st, &p, path, &q),
+        filters: filters(&ds, &f, &cur, path, def),
         summary,
         charts: charts(def.kind, &out.report).into_iter().filter(|c| !c.is_empty()).collect(),
         heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report, &ds.people)),
@@ -1013,11 +940,8 @@ struct GatewaysPage {
 async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri) -> Result<Response, PageError> {
     let err = page_err(&uri);
     let source = st.data.clone();
-    let gws = tokio::task::spawn_blocking(move || source.gateways())
-        .await
-        .map_err(|e| err(AppError::internal(e)))?
-        .map_err(&err)?;
-    let rep = data::gateways_report(&gws, chrono::Utc::now().timestamp_millis());
+    let now = chrono::Utc::now().timestamp_millis();
+    let rep = blocking(move || query::gateways(&source, now)).await.map_err(&err)?;
     let page = GatewaysPage {
         title: "Gateways and agents".into(),
         nav: nav(&st, &p, "/gateways", &Params::default()),
@@ -1131,10 +1055,7 @@ async fn import_post(
     };
     let source = st.data.clone();
     let fname = file.clone();
-    let outcome = tokio::task::spawn_blocking(move || api::import_csv(&source, kind, &fname, &text))
-        .await
-        .map_err(|e| err(AppError::internal(e)))?
-        .map_err(&err)?;
+    let outcome = blocking(move || api::import_csv(&source, kind, &fname, &text)).await.map_err(&err)?;
     let status = match outcome {
         ImportOutcome::Stored(s) => {
             page.result = Some(s);

@@ -10,6 +10,7 @@ pub mod coverage;
 pub mod gaps;
 pub mod join;
 pub mod mttr;
+pub mod overview;
 pub mod pareto;
 pub mod priority;
 pub mod privacy;

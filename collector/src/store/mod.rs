@@ -10,6 +10,7 @@
 pub mod events;
 pub mod migrations;
 pub mod people;
+pub mod reads;
 
 use crate::timeline::{Changes, Downtime, Input, Timeline};
 use events::{DeadLetter, Rows};

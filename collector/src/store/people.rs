@@ -6,9 +6,9 @@
 //! Join snapshots are insert-only (triggers refuse UPDATE and DELETE): a different join result for an
 //! event becomes its next revision.
 
+use crate::join::{AlarmStart, JoinedEvent};
 use crate::people::import::{self, Kind, Record};
 use crate::people::{Personnel, Settings};
-use crate::report::JoinedEvent;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
@@ -285,11 +285,7 @@ pub fn latest_snapshots(conn: &Connection) -> Result<Vec<JoinedEvent>, PeopleSto
 ///
 /// # Errors
 /// SQLite failures.
-pub fn alarm_starts(
-    conn: &Connection,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<crate::report::alarms::AlarmStart>, PeopleStoreError> {
+pub fn alarm_starts(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<AlarmStart>, PeopleStoreError> {
     let mut st = conn.prepare(
         "SELECT site, asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms < ?1
          ORDER BY ts_ms, gateway, epoch, seq",
@@ -306,7 +302,7 @@ pub fn alarm_starts(
         let key = (site, asset, id);
         if v["alarm"]["active"].as_bool().unwrap_or(false) {
             if active.insert(key.clone()) && ts_ms >= from_ms {
-                out.push(crate::report::alarms::AlarmStart { asset: key.1, ts_ms });
+                out.push(AlarmStart { asset: key.1, ts_ms });
             }
         } else {
             active.remove(&key);
