@@ -20,10 +20,10 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod server;
-pub mod shift;
+pub mod svg;
 pub mod views;
-pub mod whatif;
 
 use crate::ingest::Metrics;
 use crate::query;
@@ -226,9 +226,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
-        .merge(views::routes())
-        .merge(shift::routes())
-        .merge(whatif::routes())
+        .merge(pages::routes())
         .merge(metrics::routes())
         .fallback(views::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))

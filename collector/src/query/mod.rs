@@ -7,15 +7,17 @@
 //! - [`dataset`]: the [`Dataset`] loaded from the store, joined, cached ([`Source`]); the join snapshot is
 //!   written there, on the one load path.
 //! - [`view`]: the dataset seen through a filter, and [`run`].
+//! - [`shift`]: the shift report (a page and an API call of its own, over the same dataset).
 //!
 //! Everything here but the loading is pure; loading goes through the store's narrow read API
 //! ([`crate::store::reads`]), so no SQL is written above `store`. Handlers in `http` make one call here
-//! ([`report`], [`downtime_feed`], [`gateways`], [`import`]) and render what comes back.
+//! ([`report`], [`downtime_feed`], [`gateways`], [`import`], [`shift::compute`]) and render what comes back.
 
 pub mod catalogue;
 pub mod dataset;
 pub mod error;
 pub mod params;
+pub mod shift;
 pub mod view;
 
 pub use catalogue::{entry, Entry, Kind, CATALOGUE, JOIN_LIMIT};

@@ -2,10 +2,10 @@
 //! hours before and after, computed by the same call as `/api/v1/whatif?change=p0003:vfd:3`, over the
 //! window and filters of the other pages. Without a choice it shows the form.
 
-use super::auth::Viewer;
-use super::error::{blocking, PageError};
-use super::views::{self, Nav, Table, Words};
-use super::AppState;
+use crate::http::auth::Viewer;
+use crate::http::error::{blocking, PageError};
+use crate::http::views::{self, Nav, Table, Words};
+use crate::http::AppState;
 use crate::query::{self, Filter, Kind, Params};
 use askama::Template;
 use axum::extract::{OriginalUri, Query, State};
