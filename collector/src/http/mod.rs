@@ -207,7 +207,7 @@ impl AppState {
     pub fn new(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Self, auth::AuthError> {
         Ok(Self {
             data: Arc::new(
-                query::Source::new(config.store.path.clone(), config.people.resolved())
+                query::Source::new(config.store.path.clone(), config.people_settings.clone())
                     .with_bounds(config.http.bounds()),
             ),
             auth: Arc::new(auth::Auth::from_config(&config.http)?),

@@ -29,7 +29,7 @@ pub fn import(kind: Kind, file: &Path, config: &Path, db_path: Option<&Path>) ->
     let (cfg, db) = open(config, db_path)?;
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
-    match query::import(&db, &cfg.people.resolved(), kind, &name, &text)? {
+    match query::import(&db, &cfg.people_settings, kind, &name, &text)? {
         ImportOutcome::Stored(summary) => Ok(summary),
         ImportOutcome::Rejected(errs) => {
             let list: Vec<String> = errs.iter().map(ToString::to_string).collect();

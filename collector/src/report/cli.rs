@@ -102,7 +102,7 @@ impl ReportArgs {
     /// Config, store, input file or argument problems.
     pub fn run(&self) -> anyhow::Result<String> {
         let (cfg, db) = crate::people::cli::open(&self.config, self.db.as_deref())?;
-        let settings = cfg.people.resolved();
+        let settings = cfg.people_settings.clone();
         // The same bounds as a request to the dashboard: times in 2000..2200, a window of at most
         // `[http] max_window`, so no report sizes its work from an unchecked number.
         let params = Params { from: self.from.clone(), to: self.to.clone(), ..Params::default() };
