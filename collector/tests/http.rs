@@ -388,6 +388,52 @@ async fn the_dashboard_saves_the_join_snapshot_as_the_report_command_does() {
     assert_eq!(r.snapshots(&first).unwrap().len(), 1, "one revision of {first}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_command_and_the_api_show_the_same_rows_for_every_catalogue_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let toml = dir.path().join("collector.toml");
+    let text = format!("[store]\npath = {:?}\n\n[people]\ntimezone = \"Europe/Berlin\"\n", db.display().to_string());
+    std::fs::write(&toml, text).unwrap();
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let (from, to) = ("2025-01-01", "2025-07-01");
+    for e in &REPORTS {
+        let name = e.path.trim_start_matches("/api/v1/");
+        // The command's options where its defaults differ from the API's.
+        let (cli, api): (Vec<&str>, &str) = match name {
+            "coverage" => (vec!["--group", "crew"], ""),
+            "whatif" => (vec!["--change", "p0001:opc-ua:4"], "&change=p0001:opc-ua:4"),
+            "join" => (vec![], "&limit=10000"),
+            _ => (vec![], ""),
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+            .args(["report", name, "--format", "json", "--from", from, "--to", to, "--config"])
+            .arg(&toml)
+            .args(&cli)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let served = get(addr, &format!("{}?from={from}&to={to}{api}", e.path)).await.json();
+        let columns: Vec<String> = serde_json::from_value(printed["columns"].clone()).unwrap();
+        let rows: Vec<serde_json::Value> = printed["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::Value::Object(columns.iter().cloned().zip(r.as_array().unwrap().iter().cloned()).collect())
+            })
+            .collect();
+        let served = served["rows"].as_array().unwrap_or_else(|| panic!("{name}: {served}"));
+        assert!(!rows.is_empty(), "{name}: no rows to compare");
+        assert_eq!(rows.len(), served.len(), "{name}: the command and the API differ in rows");
+        for (i, (a, b)) in rows.iter().zip(served).enumerate() {
+            assert_eq!(a, b, "{name}: row {i} differs between the command and the API");
+        }
+    }
+}
+
 #[test]
 fn the_example_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
