@@ -1,4 +1,4 @@
-//! Chart geometry for the dashboard: horizontal bars ([`hbars`]) and columns over time ([`columns`]),
+//! Chart geometry for the dashboard: horizontal bars (`hbars`) and columns over time (`columns`),
 //! computed here and drawn by the SVG templates (`hbars.svg`, `columns.svg`) as inline SVG.
 
 use askama::Template;

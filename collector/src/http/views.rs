@@ -1,6 +1,6 @@
-//! The dashboard's shared page parts: the menu ([`nav`]), links that keep the page's filters ([`link`]),
-//! a [`Report`] as an HTML [`Table`] with its columns and values in words ([`table`], [`Words`]), and the
-//! rendering of every page ([`render`], with its security headers). Pages themselves live in
+//! The dashboard's shared page parts: the menu (`nav`), links that keep the page's filters (`link`),
+//! a [`Report`] as an HTML [`Table`] with its columns and values in words (`table`, [`Words`]), and the
+//! rendering of every page (`render`, with its security headers). Pages themselves live in
 //! [`super::pages`], one file per page family; chart geometry in [`super::svg`]. Server-rendered (askama
 //! templates in `collector/templates/`, one stylesheet in `collector/assets/`, both compiled into the
 //! binary; no JavaScript). Filters live in the URL query (a plain GET form and links), so a view can be

@@ -1,5 +1,5 @@
 //! `shiftlens-collector import KIND FILE`: validate a personnel CSV and store it whole or not at all,
-//! through the read side's [`query::import`](crate::query::import), the call the dashboard's import makes
+//! through the read side's [`crate::query::import`], the call the dashboard's import makes
 //! too. No SQL here.
 
 use crate::people::import::Kind;

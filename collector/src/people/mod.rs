@@ -1,4 +1,5 @@
-//! Personnel and competencies: the `[people]` config, the plain data model ([`model`]), CSV imports
+//! Personnel and competencies: the `[people]` config (raw [`PeopleConfig`], validated once at config load
+//! into [`Settings`], which runtime code reads), the plain data model ([`model`]), CSV imports
 //! ([`import`]), rotation rosters ([`roster`]) and the `import` / `report` commands ([`cli`]).
 //!
 //! Invariants: every instant is UTC milliseconds; local dates and times from CSVs and rotation patterns

@@ -6,7 +6,7 @@
 //! - [`params`]: the URL (or flags) parsed into a [`Filter`] and [`Options`] within [`Bounds`].
 //! - [`dataset`]: the [`Dataset`] loaded from the store, joined, cached ([`Source`]); the join snapshot is
 //!   written there, on the one load path.
-//! - [`view`]: the dataset seen through a filter, and [`run`].
+//! - [`view`](mod@view): the dataset seen through a filter, and [`run`].
 //! - [`shift`]: the shift report (a page and an API call of its own, over the same dataset).
 //!
 //! Everything here but the loading is pure; loading goes through the store's narrow read API

@@ -1,7 +1,7 @@
 //! The read side's narrow door into the store: what the `query` layer (the dashboard, the API and the
 //! `report` / `import` commands) reads, and the two writes it makes (a personnel import, the join
 //! snapshot). Everything above `store` calls these and writes no SQL; the SQL itself stays in
-//! [`events`](super::events) and [`people`](super::people), with the few queries that had been written
+//! [`super::events`] and [`super::people`], with the few queries that had been written
 //! in `http/` now here.
 
 use super::people::{self as db, ImportSummary, PeopleStoreError, Snapshot, SnapshotSummary};
