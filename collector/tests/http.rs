@@ -471,7 +471,7 @@ async fn pages_name_people_and_skills_unless_pseudonymized() {
     seed(&db, &plant(SMALL));
     let (named, _) = spawn(&config(&db, "")).await;
     let mut c = config(&db, "");
-    c.people.pseudonymize = true;
+    c.people_settings.pseudonymize = true;
     let (pseudo, _) = spawn(&c).await;
     let path = format!("/priorities?{YEAR}&per_person=true");
     let page = get(named, &path).await;
@@ -495,7 +495,7 @@ async fn the_what_if_page_offers_pseudonyms_when_configured_and_leaks_no_ids() {
     let db = dir.path().join("collector.db");
     seed(&db, &plant(SMALL));
     let mut c = config(&db, "");
-    c.people.pseudonymize = true;
+    c.people_settings.pseudonymize = true;
     let (addr, _) = spawn(&c).await;
     let form = get(addr, &format!("/whatif?{YEAR}")).await;
     assert_eq!(form.status, 200);
