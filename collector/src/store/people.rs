@@ -168,7 +168,9 @@ pub struct SnapshotSummary {
 }
 
 /// Stores the join of each event unless its latest snapshot says the same; a different result is
-/// inserted as the next revision. One transaction.
+/// inserted as the next revision. The latest revisions are compared first, outside any write: when
+/// nothing changed nothing is written (the store is left as it was); otherwise the new rows go in one
+/// `IMMEDIATE` transaction, which waits for the writer rather than failing on a stale read.
 ///
 /// # Errors
 /// SQLite failures; nothing is then stored.
@@ -178,11 +180,10 @@ pub fn save_snapshots(
     events: &[JoinedEvent],
     now_ms: i64,
 ) -> Result<SnapshotSummary, PeopleStoreError> {
-    let tx = conn.transaction()?;
     let mut s = SnapshotSummary::default();
     let mut latest: HashMap<String, (i64, String)> = HashMap::new();
     {
-        let mut st = tx.prepare(
+        let mut st = conn.prepare(
             "SELECT s.event_key, s.revision, s.body FROM join_snapshot s
              JOIN (SELECT event_key, MAX(revision) AS rev FROM join_snapshot GROUP BY event_key) m
                ON m.event_key = s.event_key AND m.rev = s.revision",
@@ -192,31 +193,39 @@ pub fn save_snapshots(
             latest.insert(k, (rev, body));
         }
     }
+    let mut rows: Vec<(&str, i64, String)> = Vec::new();
+    for e in events {
+        let body = serde_json::to_string(e).map_err(|source| PeopleStoreError::Body {
+            kind: "join".into(),
+            key: e.key.clone(),
+            source,
+        })?;
+        let revision = match latest.remove(&e.key) {
+            Some((_, old)) if old == body => {
+                s.unchanged += 1;
+                continue;
+            }
+            Some((rev, _)) => {
+                s.revised += 1;
+                rev + 1
+            }
+            None => {
+                s.new += 1;
+                1
+            }
+        };
+        rows.push((e.key.as_str(), revision, body));
+    }
+    if rows.is_empty() {
+        return Ok(s);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare(
             "INSERT INTO join_snapshot (event_key, revision, data_rev, computed_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for e in events {
-            let body = serde_json::to_string(e).map_err(|source| PeopleStoreError::Body {
-                kind: "join".into(),
-                key: e.key.clone(),
-                source,
-            })?;
-            let revision = match latest.remove(&e.key) {
-                Some((_, old)) if old == body => {
-                    s.unchanged += 1;
-                    continue;
-                }
-                Some((rev, _)) => {
-                    s.revised += 1;
-                    rev + 1
-                }
-                None => {
-                    s.new += 1;
-                    1
-                }
-            };
-            insert.execute(params![e.key, revision, data_rev, now_ms, body])?;
+        for (key, revision, body) in &rows {
+            insert.execute(params![key, revision, data_rev, now_ms, body])?;
         }
     }
     tx.commit()?;
