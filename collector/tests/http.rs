@@ -379,10 +379,16 @@ async fn the_dashboard_saves_the_join_snapshot_as_the_report_command_does() {
     seed(&db, &plant);
     let (addr, _) = spawn(&config(&db, "")).await;
     assert_eq!(get(addr, &format!("/downtime?{YEAR}")).await.status, 200);
-    // The page's one load path joined the stored downtime and kept each event's join as a snapshot.
+    // The page's load joined the stored downtime and keeps each event's join as a snapshot, saved beside
+    // the request (which does not wait for it); the wait ends as soon as it is there.
     let conn = shiftlens_collector::store::open_reader(&db).unwrap();
-    let saved = shiftlens_collector::store::people::latest_snapshots(&conn).unwrap();
-    assert_eq!(saved.len(), plant.downtime.len());
+    let saved = || shiftlens_collector::store::people::latest_snapshots(&conn).unwrap().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while saved() < plant.downtime.len() {
+        assert!(std::time::Instant::now() < deadline, "the join snapshot was never saved");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(saved(), plant.downtime.len());
     let first = shiftlens_collector::join::event_key(&plant.downtime[0]);
     let r = shiftlens_collector::store::reads::Reader::open(&db).unwrap();
     assert_eq!(r.snapshots(&first).unwrap().len(), 1, "one revision of {first}");

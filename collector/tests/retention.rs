@@ -158,8 +158,8 @@ fn retention_deletes_events_that_arrived_before_the_cutoff_and_keeps_the_downtim
         (record.asset.as_str(), record.start.as_str(), record.state.as_str(), record.duration_s),
         ("press-1", feed::rfc3339(OLD + 10 * MIN).as_str(), "closed", Some(1800.0))
     );
-    let (ds, saved) = Dataset::load(&db, Settings::default(), None).unwrap();
-    assert_eq!(saved.unwrap().new, 4, "the load saves the join snapshot");
+    let ds = Dataset::load(&db, Settings::default(), None).unwrap();
+    assert_eq!(ds.save_snapshot(&db).unwrap().new, 4);
     assert_eq!(ds.downtime, want);
     assert_eq!(ds.events.len(), 4);
     assert_eq!((ds.events[0].asset.as_str(), ds.events[0].start_ms), ("press-1", OLD + 10 * MIN));

@@ -1,9 +1,10 @@
 //! The [`Dataset`] the reports read (personnel, downtime and its join, alarm activations), and the
 //! [`Source`] that loads it from the store and caches it.
 //!
-//! The join snapshot is written on one path, [`Dataset::load`], whatever asks for the data (a page, the
-//! API, the `report` command): events new or changed since the last load are saved as their next
-//! revision, unchanged ones are left alone.
+//! The join snapshot is written on one path, [`Dataset::save_snapshot`], whatever asks for the data: the
+//! `report` command calls it after its load, the [`Source`] behind the pages and the API after each of
+//! its loads, on a thread of its own so that no request waits for it. Events new or changed since the
+//! last save become their next revision; when nothing changed nothing is written.
 //!
 //! Invariants: the dataset is immutable once built and shared as `Arc` (alarm activations are read on the
 //! first alarm-load request). After an import through this server the next request rebuilds it; when
@@ -85,26 +86,27 @@ impl Dataset {
         Self { people, downtime, events, alarms: cell, choices, built_ms: chrono::Utc::now().timestamp_millis() }
     }
 
-    /// Reads personnel and downtime (or `downtime` when given) from the store, joins them, and saves the
-    /// join's snapshot. A failed snapshot write does not fail the load: it comes back beside the data.
+    /// Reads personnel and downtime (or `downtime` when given) from the store and joins them.
     ///
     /// # Errors
     /// Store reads.
-    pub fn load(
-        db: &Path,
-        settings: Settings,
-        downtime: Option<Vec<Downtime>>,
-    ) -> Result<(Self, Result<SnapshotSummary, QueryError>), QueryError> {
+    pub fn load(db: &Path, settings: Settings, downtime: Option<Vec<Downtime>>) -> Result<Self, QueryError> {
         let r = Reader::open(db)?;
         let people = r.personnel(settings)?;
         let downtime = match downtime {
             Some(d) => d,
             None => r.downtime()?,
         };
-        let ds = Self::new(people, downtime, None);
-        let saved =
-            reads::save_join_snapshots(db, &ds.events, chrono::Utc::now().timestamp_millis()).map_err(QueryError::from);
-        Ok((ds, saved))
+        Ok(Self::new(people, downtime, None))
+    }
+
+    /// Saves the join as the store's snapshot: each event whose join is new or changed since the last save
+    /// becomes its next revision.
+    ///
+    /// # Errors
+    /// The store cannot be written (nothing is then saved).
+    pub fn save_snapshot(&self, db: &Path) -> Result<SnapshotSummary, QueryError> {
+        Ok(reads::save_join_snapshots(db, &self.events, chrono::Utc::now().timestamp_millis())?)
     }
 
     /// Reads the alarm activations from `db` if not yet there.
@@ -142,6 +144,8 @@ pub struct Source {
     settings: Settings,
     bounds: Bounds,
     cache: Mutex<Cache>,
+    /// Held while a snapshot is saved: saves run one after the other, in the order of the loads.
+    saving: Arc<Mutex<()>>,
 }
 
 /// Gateway counts, stored dead letters and file sizes, for `/metrics`.
@@ -164,7 +168,7 @@ impl Source {
             reloading: false,
             last_build: Duration::ZERO,
         };
-        Self { db, settings, bounds: Bounds::default(), cache: Mutex::new(cache) }
+        Self { db, settings, bounds: Bounds::default(), cache: Mutex::new(cache), saving: Arc::default() }
     }
 
     /// The same source with other request bounds (`[http] max_window`, `max_rows`).
@@ -206,7 +210,7 @@ impl Source {
         c.checked = Some(Instant::now());
         let Some(current) = c.data.clone() else {
             let t = Instant::now();
-            let d = Arc::new(self.build()?);
+            let d = self.build()?;
             c.last_build = t.elapsed();
             // The version from before the build: a commit during it (or the snapshot it wrote) brings one
             // more rebuild, which finds the snapshot unchanged, rather than a change missed.
@@ -228,18 +232,25 @@ impl Source {
         Ok(current)
     }
 
-    fn build(&self) -> Result<Dataset, QueryError> {
+    /// Loads and joins, then saves the snapshot on a thread of its own.
+    fn build(&self) -> Result<Arc<Dataset>, QueryError> {
         let t = Instant::now();
-        let (d, saved) = Dataset::load(&self.db, self.settings.clone(), None)?;
-        match saved {
-            Ok(s) => tracing::info!(
-                events = d.events.len(),
-                snapshots_new = s.new,
-                snapshots_revised = s.revised,
-                ms = t.elapsed().as_millis() as u64,
-                "dashboard data loaded and joined"
-            ),
-            Err(e) => tracing::warn!(error = %e, "dashboard data joined, but its snapshot was not saved"),
+        let d = Arc::new(Dataset::load(&self.db, self.settings.clone(), None)?);
+        tracing::info!(
+            events = d.events.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "dashboard data loaded and joined"
+        );
+        let (ds, db, saving) = (d.clone(), self.db.clone(), self.saving.clone());
+        let spawned = std::thread::Builder::new().name("join-snapshot".into()).spawn(move || {
+            let _one_at_a_time = saving.lock().unwrap_or_else(|e| e.into_inner());
+            match ds.save_snapshot(&db) {
+                Ok(s) => tracing::debug!(new = s.new, revised = s.revised, "join snapshot saved"),
+                Err(e) => tracing::warn!(error = %e, "the join snapshot was not saved; the next load tries again"),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the join snapshot save; the next load tries again");
         }
         Ok(d)
     }
@@ -252,7 +263,7 @@ impl Source {
         c.last_build = t.elapsed();
         // An import may have dropped the data meanwhile: the next request builds it afresh then.
         if let (Ok(d), Some(_)) = (built, &c.data) {
-            c.data = Some(Arc::new(d));
+            c.data = Some(d);
             c.version = version;
         }
     }

@@ -121,8 +121,8 @@ impl ReportArgs {
             anyhow::bail!("report whatif needs --change person:skill:level (or person:skill to remove)");
         }
         let downtime = self.downtime.as_deref().map(read_downtime).transpose()?;
-        let (ds, saved) = Dataset::load(&db, settings, downtime)?;
-        let saved = saved?;
+        let ds = Dataset::load(&db, settings, downtime)?;
+        let saved = ds.save_snapshot(&db)?;
         if kind == Kind::AlarmLoad {
             ds.read_alarms(&db)?;
         }

@@ -58,7 +58,9 @@ pub fn import(
     records: &[Record],
     now_ms: i64,
 ) -> Result<ImportSummary, PeopleStoreError> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: wait (busy_timeout) for another writer (ingest, a snapshot save) rather than fail on a
+    // read that a commit made stale meanwhile.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut current: HashMap<String, (i64, String)> = HashMap::new();
     {
         let mut st = tx.prepare("SELECT id, key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
