@@ -1,7 +1,7 @@
 //! The join, pure: each downtime event with who was on shift at its start, its required skills, who was
 //! qualified for each, whether it was covered, what was missing and who resolved it. Computed only from
 //! records valid at the event's start, so the result is a point-in-time fact that `store::people` keeps
-//! as an immutable snapshot (written by `query::Dataset::load`, whatever asks for the data).
+//! as an immutable snapshot (written by `query::Dataset::save_snapshot` after every load, whoever asks).
 //!
 //! A plain module both `store` (snapshots, alarm activations) and `report` import, so neither imports the
 //! other. Also here: [`AlarmStart`], the other plain fact the reports read.

@@ -5,7 +5,7 @@
 //!   function of each; [`run`] is the one dispatch every caller uses.
 //! - [`params`]: the URL (or flags) parsed into a [`Filter`] and [`Options`] within [`Bounds`].
 //! - [`dataset`]: the [`Dataset`] loaded from the store, joined, cached ([`Source`]); the join snapshot is
-//!   written there, on the one load path.
+//!   written there, by [`Dataset::save_snapshot`] after every load, whoever asked.
 //! - [`view`](mod@view): the dataset seen through a filter, and [`run`].
 //! - [`shift`]: the shift report (a page and an API call of its own, over the same dataset).
 //!
