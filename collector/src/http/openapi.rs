@@ -155,6 +155,11 @@ fn feed_examples() -> Option<(Value, Value)> {
     Some((full, min))
 }
 
+/// The values of an option, from the `clap::ValueEnum` its parsing uses.
+fn values<T: clap::ValueEnum>() -> Vec<String> {
+    T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
+}
+
 fn params(names: &[&str]) -> Vec<Value> {
     let describe = |n: &str| -> (&str, Value) {
         match n {
@@ -167,9 +172,9 @@ fn params(names: &[&str]) -> Vec<Value> {
             "format" => {
                 ("Response format (or send Accept: text/csv)", json!({ "type": "string", "enum": ["json", "csv"] }))
             }
-            "group" => ("Coverage rows per crew or per shift", json!({ "type": "string", "enum": ["crew", "shift"] })),
-            "dim" => ("MTTR grouping", json!({ "type": "string", "enum": ["asset", "skill", "shift", "crew"] })),
-            "by" => ("Pareto by asset or missing skill", json!({ "type": "string", "enum": ["asset", "skill"] })),
+            "group" => ("Coverage rows per crew or per shift", json!({ "type": "string", "enum": values::<GroupBy>() })),
+            "dim" => ("MTTR grouping", json!({ "type": "string", "enum": values::<Dim>() })),
+            "by" => ("Pareto by asset or missing skill", json!({ "type": "string", "enum": values::<ParetoBy>() })),
             "per_person" => ("One row per person × skill", json!({ "type": "string", "enum": ["true", "false"] })),
             "change" => ("person:skill:level adds, person:skill removes", json!({ "type": "string" })),
             "limit" => (
