@@ -21,6 +21,9 @@ pub struct Config {
     pub http: http::HttpConfig,
     #[serde(default)]
     pub people: people::PeopleConfig,
+    /// `[people]` validated once at load ([`people::PeopleConfig::validated`]): what runtime code reads.
+    #[serde(skip)]
+    pub people_settings: people::Settings,
 }
 
 impl Config {
@@ -38,13 +41,13 @@ impl Config {
     /// # Errors
     /// Every problem found, each with file, line and column.
     pub fn from_file(file: &ConfigFile) -> Result<Self, ConfigErrors> {
-        let config: Config = file.parse()?;
+        let mut config: Config = file.parse()?;
         let mut errors: Vec<ConfigError> = Vec::new();
         config.broker.validate(file, &mut errors);
         config.store.validate(file, &mut errors);
         config.ingest.validate(file, &mut errors);
         config.http.validate(file, &mut errors);
-        config.people.validate(file, &mut errors);
+        config.people_settings = config.people.validated(file, &mut errors);
         if errors.is_empty() {
             Ok(config)
         } else {

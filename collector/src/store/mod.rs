@@ -5,11 +5,13 @@
 //! `INSERT OR IGNORE`, dead letters, status, and the downtime rows the timeline changed), commits, and
 //! only then reports [`Committed`] outputs: the seqs now stored (for acks) and the downtime events that
 //! opened or closed (for the feed). Nothing is confirmed before it is durable. Readers open their own
-//! connections ([`open_reader`]); WAL lets them read while the writer writes.
+//! connections ([`open_reader`]); WAL lets them read while the writer writes. The read side (`query`, the
+//! dashboard, the API and the commands) reaches the store only through [`reads`].
 
 pub mod events;
 pub mod migrations;
 pub mod people;
+pub mod reads;
 
 use crate::timeline::{Changes, Downtime, Input, Timeline};
 use events::{DeadLetter, Rows};
