@@ -299,7 +299,7 @@ async fn bench_latency(samples: u64) {
         std::thread::spawn(move || {
             let mut seen = 0;
             while !stop.load(Ordering::Relaxed) {
-                let n = ingest::Metrics::get(&metrics.events_new);
+                let n = shiftlens_collector::metrics::Metrics::get(&metrics.events_new);
                 if n > seen {
                     let now = Instant::now();
                     committed_at.lock().unwrap().extend((seen..n).map(|_| now));

@@ -26,6 +26,7 @@
 use crate::broker::{self, Mode};
 use crate::fairness::{FairQueue, LogLimiter};
 use crate::feed::{self, LineOf};
+use crate::metrics::Metrics;
 use crate::store::events::{DeadLetter, Rows};
 use crate::store::{Committed, StoreError, WriteOp, Writer};
 use crate::Config;
@@ -36,7 +37,7 @@ use shiftlens_common::status::Status;
 use shiftlens_common::wire::{decode_batch, encode_ack};
 use shiftlens_common::{Ack, Limits, SiteId, Topic, SCHEMA_VERSION};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -70,26 +71,8 @@ impl IngestConfig {
     }
 }
 
-/// Counters, readable while running.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub batches: AtomicU64,
-    pub events_new: AtomicU64,
-    pub events_duplicate: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub dropped_overload: AtomicU64,
-    pub acks: AtomicU64,
-    pub feed_records: AtomicU64,
-}
-
-impl Metrics {
-    pub fn get(v: &AtomicU64) -> u64 {
-        v.load(Ordering::Relaxed)
-    }
-}
-
 fn inc(v: &AtomicU64, n: u64) {
-    v.fetch_add(n, Ordering::Relaxed);
+    Metrics::add(v, n);
 }
 
 /// A running collector core (broker, ingest, store).

@@ -10,6 +10,7 @@ pub mod fairness;
 pub mod feed;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod people;
 pub mod pki;
 pub mod report;

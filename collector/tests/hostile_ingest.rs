@@ -6,7 +6,8 @@
 
 mod support;
 
-use shiftlens_collector::ingest::{self, Collector, Metrics};
+use shiftlens_collector::ingest::{self, Collector};
+use shiftlens_collector::metrics::Metrics;
 use shiftlens_collector::{feed, Config};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::{AssetId, Batch, Event, EventBody, MachineState};

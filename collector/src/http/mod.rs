@@ -24,7 +24,7 @@ pub mod shift;
 pub mod views;
 pub mod whatif;
 
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
 use crate::Config;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
