@@ -423,14 +423,18 @@ pub struct Embedded {
     pub internal: SocketAddr,
 }
 
-/// Starts rumqttd on a private loopback port and the gate on `config.listen`.
+/// The gate's accept loop, for [`crate::topology`] to spawn (it spawns one task per connection).
+pub type GateTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// Starts rumqttd on a private loopback port (its own thread) and binds the gate on `config.listen`;
+/// the gate accepts once its [`GateTask`] is spawned.
 ///
 /// # Errors
 /// Bad TLS files, an address that cannot be bound, or rumqttd not coming up.
 pub async fn start_embedded(
     config: &BrokerConfig,
     rejected: mpsc::Sender<DeadLetter>,
-) -> Result<(Embedded, LocalLink), BrokerError> {
+) -> Result<(Embedded, LocalLink, GateTask), BrokerError> {
     let tls = match &config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(files)?))),
         None => None,
@@ -456,9 +460,8 @@ pub async fn start_embedded(
         limits: config.gate_limits(),
         logs: std::sync::Mutex::new(LogLimiter::new(LOG_EVERY, LOG_PEERS)),
     });
-    tokio::spawn(accept(listener, tls, gate, rejected));
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
-    Ok((Embedded { listen, internal }, link))
+    Ok((Embedded { listen, internal }, link, Box::pin(accept(listener, tls, gate, rejected))))
 }
 
 /// One WARN per client address per this long for refused gate connections (with a count of those held back).

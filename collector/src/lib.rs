@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: `broker` → `ingest` (decode, validate, dedup, ack after commit) → `store` →
 //! `timeline` (state intervals, downtime) → `people` + `report` (the join and its reports) → `http`.
-//! `report` and `timeline` are pure: plain data in, plain data out, no SQL and no I/O.
+//! `report` and `timeline` are pure: plain data in, plain data out, no SQL and no I/O. `topology` starts
+//! and stops everything (the only module that spawns); `main.rs` only parses the CLI and loads the config.
 
 pub mod broker;
 pub mod config;
@@ -16,5 +17,6 @@ pub mod pki;
 pub mod report;
 pub mod store;
 pub mod timeline;
+pub mod topology;
 
 pub use config::Config;
