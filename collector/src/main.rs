@@ -125,10 +125,8 @@ fn main() -> anyhow::Result<()> {
             let conn = store::open_reader(&config.store.path)?;
             let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
             let lines = feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?;
-            let line = |d: &shiftlens_collector::timeline::Downtime| {
-                lines.get(&(d.site.to_string(), d.asset.to_string())).cloned()
-            };
-            let records: Vec<feed::Record> = rows.iter().map(|d| feed::Record::new(d, line(d))).collect();
+            let records: Vec<feed::Record> =
+                rows.iter().map(|d| feed::Record::new(d, lines.line(&d.site, &d.asset))).collect();
             match format {
                 Format::Csv => print!("{}", feed::to_csv(&records)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
