@@ -44,6 +44,7 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::Packet;
 use serde::Deserialize;
 use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, HumanDuration, Spanned};
+use shiftlens_common::pem;
 use shiftlens_common::topic::{ALL_EVENTS, ALL_STATUS};
 use shiftlens_common::{GatewayId, SiteId, Topic};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -301,10 +302,10 @@ impl BrokerConfig {
 /// Why the broker or a TLS setup could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {what}")]
-    Pem { path: PathBuf, what: String },
+    #[error(transparent)]
+    Pem(#[from] shiftlens_common::pem::PemError),
+    #[error("{}: bad CA: {source}", path.display())]
+    Ca { path: PathBuf, source: rustls::Error },
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     #[error("TLS client verifier: {0}")]
@@ -321,29 +322,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, BrokerError> {
-    use rustls::pki_types::pem::PemObject;
-    let bad = |what: String| BrokerError::Pem { path: path.to_path_buf(), what };
-    let certs: Result<Vec<_>, _> = rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(format!("cannot read certificates: {e}")))?
-        .collect();
-    let certs = certs.map_err(|e| bad(format!("bad certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no certificate found".into()));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, BrokerError> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| BrokerError::Pem { path: path.to_path_buf(), what: format!("no usable private key: {e}") })
-}
-
 fn roots(ca: &Path) -> Result<rustls::RootCertStore, BrokerError> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in read_certs(ca)? {
-        roots.add(c).map_err(|e| BrokerError::Pem { path: ca.to_path_buf(), what: format!("bad CA: {e}") })?;
+    for c in pem::certificates("CA file", ca)? {
+        roots.add(c).map_err(|source| BrokerError::Ca { path: ca.to_path_buf(), source })?;
     }
     Ok(roots)
 }
@@ -359,7 +341,7 @@ pub fn server_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, BrokerError>
     Ok(rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(read_certs(&files.cert)?, read_key(&files.key)?)?)
+        .with_single_cert(pem::certificates("certificate", &files.cert)?, pem::private_key("key", &files.key)?)?)
 }
 
 /// A TLS client config that trusts `ca` and presents `cert`/`key` (used for an external broker, and by
@@ -371,7 +353,7 @@ pub fn client_tls(files: &TlsFiles) -> Result<rustls::ClientConfig, BrokerError>
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(&files.ca)?)
-        .with_client_auth_cert(read_certs(&files.cert)?, read_key(&files.key)?)?)
+        .with_client_auth_cert(pem::certificates("certificate", &files.cert)?, pem::private_key("key", &files.key)?)?)
 }
 
 /// The collector's MQTT client options for an external broker (with the embedded broker the collector
