@@ -39,10 +39,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// `[ingest]`
+/// `[ingest]` as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IngestConfig {
+pub struct RawIngestConfig {
     /// A gateway whose last status (birth or heartbeat) is older than this is marked offline: its assets
     /// are `unknown` from then on, as after its last will. Set it to a few times the agents' `heartbeat`.
     #[serde(default = "default_heartbeat_overdue")]
@@ -53,18 +53,33 @@ fn default_heartbeat_overdue() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(Duration::from_secs(90)))
 }
 
-impl Default for IngestConfig {
+impl Default for RawIngestConfig {
     fn default() -> Self {
         Self { heartbeat_overdue: default_heartbeat_overdue() }
     }
 }
 
-impl IngestConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+impl RawIngestConfig {
+    /// Checks the section, adding every problem to `errors`, and gives the validated config.
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> IngestConfig {
         let d = self.heartbeat_overdue.get_ref().0;
         if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
             errors.push(file.error_at(self.heartbeat_overdue.span(), "heartbeat_overdue must be between 1s and 1d"));
         }
+        IngestConfig { heartbeat_overdue: d }
+    }
+}
+
+/// `[ingest]`, validated.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// When a silent gateway is marked offline.
+    pub heartbeat_overdue: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { heartbeat_overdue: default_heartbeat_overdue().get_ref().0 }
     }
 }
 
@@ -168,7 +183,7 @@ pub async fn decode(inbox: Arc<Inbox>, writer: mpsc::Sender<WriteOp>, limits: Li
 
 /// The decode limits for a broker config: the batch limit is at most the largest packet the broker takes.
 pub fn limits(config: &BrokerConfig) -> Limits {
-    Limits { max_batch_bytes: config.max_packet_bytes().min(Limits::default().max_batch_bytes), ..Limits::default() }
+    Limits { max_batch_bytes: config.max_packet_bytes.min(Limits::default().max_batch_bytes), ..Limits::default() }
 }
 
 /// Hands the broker gate's rejections to the writer as dead letters.

@@ -96,7 +96,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         tokio::spawn(ingest::forward_dead_letters(rejected_rx, writer.tx.clone())),
         tokio::spawn(ingest::decode(inbox, writer.tx.clone(), ingest::limits(&config.broker))),
         tokio::spawn(ingest::retention(writer.tx.clone())),
-        tokio::spawn(ingest::heartbeat_sweep(writer.tx.clone(), config.ingest.heartbeat_overdue.get_ref().0)),
+        tokio::spawn(ingest::heartbeat_sweep(writer.tx.clone(), config.ingest.heartbeat_overdue)),
     ];
     let confirmer = tokio::spawn(ingest::confirm(committed_rx, uplink.clone(), metrics.clone(), line_of));
 

@@ -1,6 +1,9 @@
 //! `[broker]`: where the broker runs (embedded or external), TLS files, feed readers, the gate's connection
-//! budget, and the topic filters the collector subscribes to (built by `common::topic`). Validation has no
-//! I/O and names every problem with file:line:col.
+//! budget, and the topic filters the collector subscribes to (built by `common::topic`).
+//!
+//! Two steps: [`RawBrokerConfig`] is the section as written (serde, spans); [`RawBrokerConfig::validate`]
+//! checks it without I/O, names every problem with file:line:col, and gives the plain [`BrokerConfig`]
+//! that runtime code reads.
 
 use serde::Deserialize;
 use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, HumanDuration, Spanned};
@@ -14,10 +17,10 @@ use std::time::Duration;
 /// with room for HTTP and the store.
 pub const MAX_GATE_CONNECTIONS: usize = 20_000;
 
-/// `[broker]`
+/// `[broker]` as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BrokerConfig {
+pub struct RawBrokerConfig {
     #[serde(default)]
     pub mode: Mode,
     /// Embedded: where gateways connect.
@@ -129,7 +132,7 @@ fn default_handshake_timeout() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(GateLimits::default().handshake_timeout))
 }
 
-impl Default for BrokerConfig {
+impl Default for RawBrokerConfig {
     fn default() -> Self {
         Self {
             mode: Mode::Embedded,
@@ -155,8 +158,10 @@ fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-impl BrokerConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+impl RawBrokerConfig {
+    /// Checks the section, adding every problem to `errors`, and gives the validated config (its values
+    /// where the section is wrong are not meant to be used: the caller refuses the file).
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> BrokerConfig {
         match self.mode {
             Mode::Embedded => match self.listen.get_ref().parse::<SocketAddr>() {
                 Err(e) => errors.push(file.error_at(self.listen.span(), format!("listen: {e} (expected ip:port)"))),
@@ -216,22 +221,60 @@ impl BrokerConfig {
         if !(1..=300).contains(&secs) {
             errors.push(file.error_at(self.handshake_timeout.span(), "handshake_timeout must be between 1s and 300s"));
         }
-    }
-
-    /// The gate's connection budget (`max_handshakes` at most `max_connections`).
-    pub fn gate_limits(&self) -> GateLimits {
-        let max_connections = *self.max_connections.get_ref();
-        GateLimits {
-            max_connections,
-            max_handshakes: (*self.max_handshakes.get_ref()).min(max_connections),
-            handshake_timeout: self.handshake_timeout.get_ref().0,
+        let max_connections = conns.clamp(1, MAX_GATE_CONNECTIONS);
+        BrokerConfig {
+            mode: self.mode,
+            listen: self.listen.get_ref().parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1883))),
+            host: self.host.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default(),
+            port: self.port,
+            client_id: self.client_id.clone(),
+            share_group: self.share_group.clone(),
+            sites: self.sites.iter().filter_map(|s| SiteId::parse(s.get_ref().clone()).ok()).collect(),
+            tls: self.tls.clone(),
+            feed_readers: self.feed_readers.clone(),
+            legacy_site: self.legacy_site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok()),
+            max_packet_bytes: usize::try_from(self.max_packet.0).unwrap_or(usize::MAX),
+            gate: GateLimits {
+                max_connections,
+                max_handshakes: handshakes.clamp(1, MAX_GATE_CONNECTIONS).min(max_connections),
+                handshake_timeout: self.handshake_timeout.get_ref().0,
+            },
         }
     }
+}
 
-    pub fn max_packet_bytes(&self) -> usize {
-        usize::try_from(self.max_packet.0).unwrap_or(usize::MAX)
+/// `[broker]`, validated: what the broker, ingest and topology read.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub mode: Mode,
+    /// Embedded: where the gate listens.
+    pub listen: SocketAddr,
+    /// External: the broker's host (empty with the embedded broker) and port.
+    pub host: String,
+    pub port: u16,
+    /// External: the collector's MQTT client id and shared subscription group.
+    pub client_id: String,
+    pub share_group: String,
+    /// External: the sites this collector serves (all when empty).
+    pub sites: Vec<SiteId>,
+    pub tls: Option<TlsFiles>,
+    /// Embedded: identities that may only read the downtime feed.
+    pub feed_readers: Vec<String>,
+    /// Embedded with TLS: the site of gateway certificates that name none.
+    pub legacy_site: Option<SiteId>,
+    /// Largest MQTT packet accepted.
+    pub max_packet_bytes: usize,
+    /// Embedded: the gate's connection budget (`max_handshakes` at most `max_connections`).
+    pub gate: GateLimits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        RawBrokerConfig::default().validate(&ConfigFile::from_text("default", String::new()), &mut Vec::new())
     }
+}
 
+impl BrokerConfig {
     /// Topic filters the collector subscribes to.
     pub fn filters(&self) -> Vec<String> {
         match self.mode {
@@ -242,8 +285,7 @@ impl BrokerConfig {
             Mode::External => self
                 .sites
                 .iter()
-                .filter_map(|site| SiteId::parse(site.get_ref().clone()).ok())
-                .flat_map(|site| [topic::site_events(&site), topic::site_status(&site)])
+                .flat_map(|site| [topic::site_events(site), topic::site_status(site)])
                 .map(|f| topic::shared(&self.share_group, &f))
                 .collect(),
         }
@@ -258,7 +300,7 @@ mod tests {
     fn legacy_site_is_checked_and_only_for_the_embedded_broker_with_tls() {
         let check = |text: &str| {
             let file = ConfigFile::from_text("c.toml", text.to_string());
-            let config: crate::Config = file.parse().unwrap();
+            let config: crate::config::RawConfig = file.parse().unwrap();
             let mut errors = Vec::new();
             config.broker.validate(&file, &mut errors);
             errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
@@ -275,10 +317,10 @@ mod tests {
     fn the_gate_budget_is_range_checked_with_file_line_col() {
         let check = |text: &str| {
             let file = ConfigFile::from_text("c.toml", text.to_string());
-            let config: crate::Config = file.parse().unwrap();
+            let config: crate::config::RawConfig = file.parse().unwrap();
             let mut errors = Vec::new();
-            config.broker.validate(&file, &mut errors);
-            (errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(), config.broker.gate_limits())
+            let broker = config.broker.validate(&file, &mut errors);
+            (errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(), broker.gate)
         };
         let (errors, limits) = check("[broker]\n");
         assert!(errors.is_empty(), "{errors:?}");

@@ -10,8 +10,7 @@
 
 use super::{gate, server_tls, BrokerConfig, BrokerError};
 use crate::store::events::DeadLetter;
-use shiftlens_common::SiteId;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -54,26 +53,19 @@ pub async fn start_embedded(
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(files)?))),
         None => None,
     };
-    let listen_s = config.listen.get_ref().clone();
-    let addr: SocketAddr = listen_s
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| BrokerError::Address(listen_s.clone()))?;
-    let listener =
-        TcpListener::bind(addr).await.map_err(|source| BrokerError::Listen { addr: listen_s.clone(), source })?;
-    let listen = listener.local_addr().map_err(|source| BrokerError::Listen { addr: listen_s, source })?;
+    let bind_error = |source| BrokerError::Listen { addr: config.listen.to_string(), source };
+    let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+    let listen = listener.local_addr().map_err(bind_error)?;
     let secret: Arc<str> = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()).into();
     let (internal, link) =
-        start_rumqttd(config.max_packet_bytes() + 4096, config.gate_limits().max_connections + 64, &secret).await?;
-    let legacy_site = config.legacy_site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok());
+        start_rumqttd(config.max_packet_bytes + 4096, config.gate.max_connections + 64, &secret).await?;
     let gate = Arc::new(gate::Gate::new(
         config.feed_readers.clone(),
-        legacy_site,
+        config.legacy_site.clone(),
         internal,
         secret,
-        config.max_packet_bytes(),
-        config.gate_limits(),
+        config.max_packet_bytes,
+        config.gate,
     ));
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
     Ok((Embedded { listen, internal }, link, Box::pin(gate::accept(listener, tls, gate, rejected))))

@@ -48,7 +48,7 @@ pub mod embedded;
 pub mod gate;
 
 pub use acl::SITE_URI;
-pub use config::{BrokerConfig, GateLimits, Mode, TlsFiles, MAX_GATE_CONNECTIONS};
+pub use config::{BrokerConfig, GateLimits, Mode, RawBrokerConfig, TlsFiles, MAX_GATE_CONNECTIONS};
 pub use embedded::{start_embedded, Embedded, GateTask, LocalLink};
 
 use shiftlens_common::pem;
@@ -120,8 +120,7 @@ pub fn client_tls(files: &TlsFiles) -> Result<rustls::ClientConfig, BrokerError>
 /// # Errors
 /// Unreadable TLS files.
 pub fn client_options(config: &BrokerConfig) -> Result<rumqttc::MqttOptions, BrokerError> {
-    let host = config.host.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
-    let mut opts = rumqttc::MqttOptions::new(config.client_id.clone(), host, config.port);
+    let mut opts = rumqttc::MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     opts.set_clean_session(false);
     if let Some(files) = &config.tls {
         opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(
@@ -129,7 +128,7 @@ pub fn client_options(config: &BrokerConfig) -> Result<rumqttc::MqttOptions, Bro
         ))));
     }
     opts.set_keep_alive(Duration::from_secs(15));
-    opts.set_max_packet_size(config.max_packet_bytes() + 4096, config.max_packet_bytes() + 4096);
+    opts.set_max_packet_size(config.max_packet_bytes + 4096, config.max_packet_bytes + 4096);
     opts.set_inflight(100);
     Ok(opts)
 }
