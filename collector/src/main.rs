@@ -1,3 +1,6 @@
+//! The `shiftlens-collector` binary: the CLI only (clap). It parses the command line, loads and validates
+//! the config, and hands over: `run` to [`topology::run`], the other commands to their modules.
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shiftlens_collector::store::{self, events};
