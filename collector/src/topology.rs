@@ -1,10 +1,12 @@
 //! Wires the collector together and owns shutdown. The only module that spawns tasks.
 //!
 //! ```text
-//! gateways ──MQTT──► broker (gate ► rumqttd) ──► ingest MQTT loop ──Inbox (fair)──► decoder ──WriteOp──►
-//!   store writer thread ──commit──► SQLite                        dead letters of the gate ───┘   ▲
-//!        └──Committed──► confirmer ──ack, feed records──► broker            retention tick, sweep ┘
-//! HTTP (dashboard, API, /metrics) reads the store; the watchdog pings the writer.
+//! gateways ──MQTT──► gate ──► rumqttd ──► MQTT loop ──Inbox (fair, per sender)──► decoder ─┐
+//!                     └── refused publishes (dead letters) ─────────────────────────────────┤ WriteOp
+//!                                          retention tick (hourly), heartbeat sweep ────────┤ (bounded)
+//!                                                                                           ▼
+//! gateways ◄──acks── rumqttd ◄── confirmer ◄──Committed── store writer thread ──commit──► SQLite ◄── HTTP
+//! central IT ◄──downtime feed──┘                                      watchdog ──ping──┘
 //! ```
 //!
 //! Start ([`start`]): the store writer (it rebuilds the timeline from stored events), then the embedded
@@ -13,11 +15,11 @@
 //! are acknowledged, so nothing published from then on is dropped for want of a subscriber. [`run`] adds
 //! the HTTP server and the systemd watchdog, then waits for SIGTERM or Ctrl-C.
 //!
-//! Shutdown order ([`Collector::shutdown`]): the watchdog stops; the feeders stop (no new messages are
-//! taken); the writer commits everything already queued and ends; the confirmer publishes the acks and
-//! feed records of those commits and ends; then the MQTT connection closes. Nothing queued is dropped on a
-//! clean stop. The embedded broker's rumqttd thread and gate, and the HTTP server, end with the process
-//! (rumqttd has no shutdown).
+//! Shutdown order ([`run`], then [`Collector::shutdown`]): the watchdog stops; the feeders stop (no new
+//! messages are taken); the writer commits everything already queued and ends; the confirmer publishes the
+//! acks and feed records of those commits and ends; then the MQTT connection closes. Nothing queued is
+//! dropped on a clean stop. The embedded broker's rumqttd thread and gate, and the HTTP server, end with the
+//! process (rumqttd has no shutdown).
 
 use crate::broker::{self, Mode};
 use crate::feed::{self, LineOf};
