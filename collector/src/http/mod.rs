@@ -25,7 +25,7 @@ pub mod server;
 pub mod svg;
 pub mod views;
 
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
 use crate::query;
 use crate::Config;
 use axum::extract::{DefaultBodyLimit, Request};
