@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// `[health]`
@@ -262,14 +262,14 @@ impl Health {
     pub fn uplink_up(&self) {
         let mut u = self.uplink.lock().unwrap_or_else(PoisonError::into_inner);
         u.connected = true;
-        u.since_ms = Some(crate::outbox::now_ms());
+        u.since_ms = Some(shiftlens_common::clock::now_ms());
     }
 
     /// A connect failed, or the connection was lost: `reason` and `action` in plain words.
     pub fn uplink_failed(&self, reason: &str, action: &str) {
         let mut u = self.uplink.lock().unwrap_or_else(PoisonError::into_inner);
         if u.connected || u.since_ms.is_none() {
-            u.since_ms = Some(crate::outbox::now_ms());
+            u.since_ms = Some(shiftlens_common::clock::now_ms());
         }
         u.connected = false;
         u.last_error = Some(reason.to_string());
@@ -279,7 +279,8 @@ impl Health {
 
     /// The collector confirmed events.
     pub fn uplink_acked(&self) {
-        self.uplink.lock().unwrap_or_else(PoisonError::into_inner).last_ack_ms = Some(crate::outbox::now_ms());
+        self.uplink.lock().unwrap_or_else(PoisonError::into_inner).last_ack_ms =
+            Some(shiftlens_common::clock::now_ms());
     }
 
     pub fn uplink(&self) -> UplinkHealth {
@@ -293,9 +294,7 @@ impl Health {
 
     /// Looks at the clocks now; warns on a jump and when the clock becomes unsynchronised. Returns `clock_ok`.
     pub fn check_clock(&self) -> bool {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let wall_ms = shiftlens_common::clock::now_ms();
         let mono_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut guard = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         let (watch, was_unsynced) = &mut *guard;
@@ -438,7 +437,7 @@ async fn read_stats(outbox: &Arc<Mutex<Outbox>>) -> Option<Stats> {
 }
 
 fn now_wall_ms() -> i64 {
-    crate::outbox::now_ms()
+    shiftlens_common::clock::now_ms()
 }
 
 /// The online status (birth message and heartbeat).

@@ -58,7 +58,7 @@ impl Agent {
         let (outbox, run) = tokio::task::spawn_blocking(move || {
             let mut outbox = Outbox::open(&outbox_config)?;
             // A full disk must not keep the agent from starting: the writer holds events in memory meanwhile.
-            let run = outbox.begin_run(crate::outbox::now_ms(), &assets).unwrap_or_else(|e| {
+            let run = outbox.begin_run(shiftlens_common::clock::now_ms(), &assets).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot record this run in the outbox: a crash of this run will leave no gap mark");
                 crate::outbox::runs::RunStart {
                     reported: outbox.last_reported().unwrap_or_default(),
@@ -146,7 +146,7 @@ impl Agent {
             .map_err(|_| anyhow::anyhow!("the outbox writer panicked"))?;
         let outbox = self.outbox.clone();
         let ended = tokio::task::spawn_blocking(move || {
-            outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).end_run(crate::outbox::now_ms())
+            outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).end_run(shiftlens_common::clock::now_ms())
         })
         .await?;
         if let Err(e) = ended {
@@ -209,6 +209,38 @@ pub async fn run_with(config: Config, started: impl FnOnce()) -> anyhow::Result<
     agent.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The uplink's view of the outbox (see [`crate::uplink::Pending`]).
+impl crate::uplink::Pending for Outbox {
+    type Error = crate::outbox::OutboxError;
+    fn epoch(&self) -> u64 {
+        Outbox::epoch(self)
+    }
+    fn depth(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.stats()?.depth)
+    }
+    fn status(
+        &mut self,
+        sources: Vec<shiftlens_common::status::SourceHealth>,
+        now_ms: i64,
+    ) -> Result<shiftlens_common::status::Status, Self::Error> {
+        Ok(health::status(&self.stats()?, sources, now_ms))
+    }
+    fn read_after(
+        &mut self,
+        after: u64,
+        max_events: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<shiftlens_common::Event>, Self::Error> {
+        Outbox::read_after(self, after, max_events, max_bytes)
+    }
+    fn latest_states(&mut self, max_events: usize) -> Result<Vec<shiftlens_common::Event>, Self::Error> {
+        Outbox::latest_states(self, max_events)
+    }
+    fn delete(&mut self, ranges: &[(u64, u64)]) -> Result<(), Self::Error> {
+        Outbox::delete(self, ranges).map(drop)
+    }
 }
 
 /// Every asset a configured source feeds, in config order without repeats.

@@ -209,9 +209,7 @@ pub enum StartError {
     Broker(#[from] broker::BrokerError),
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use shiftlens_common::clock::now_ms;
 
 /// Starts the store writer, the embedded broker (unless external) and ingest. Returns once all are up
 /// (with the embedded broker: once ingest's subscriptions are acknowledged, so nothing published from

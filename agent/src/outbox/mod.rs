@@ -26,6 +26,7 @@ pub mod writer;
 use crate::Observation;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Deserialize;
+use shiftlens_common::clock::now_ms;
 use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, Spanned};
 use shiftlens_common::{AssetId, Event, EventBody, GapReason};
 use std::path::{Path, PathBuf};
@@ -608,11 +609,4 @@ fn set_aside_if_empty(path: &Path) {
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-}
-
-/// Wall clock, UTC milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

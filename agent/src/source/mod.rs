@@ -8,6 +8,7 @@ pub mod opcua;
 use crate::detect::{Detector, Sample};
 use crate::health::Health;
 use crate::{Observation, Reported};
+use shiftlens_common::clock::now_ms;
 use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -77,7 +78,7 @@ pub fn spawn_restored(
     for d in &config.modbus {
         let d = d.get_ref();
         let Some(line) = d.line() else { continue };
-        let mut polled = modbus::task::PolledDevice::new(d);
+        let mut polled = modbus::task::PolledDevice::new(d, tx.clone(), health.clone());
         polled.restore(reported);
         match lines.iter_mut().find(|(l, _)| *l == line) {
             Some((_, devs)) => devs.push(polled),
@@ -85,48 +86,87 @@ pub fn spawn_restored(
         }
     }
     for (line, devices) in lines {
-        tasks.push(tokio::spawn(modbus::task::run_devices(line, devices, tx.clone(), health.clone())));
+        tasks.push(tokio::spawn(modbus::task::run_devices(line, devices)));
     }
     for ep in &config.opcua {
         let ep = ep.get_ref();
         let (stx, srx) = mpsc::channel(1024);
         tasks.push(opcua::spawn(ep, stx));
-        let mut detector = Detector::new(ep.point_specs());
-        detector.restore(reported);
-        tasks.push(tokio::spawn(detect_task(detector, srx, tx.clone(), health.clone())));
+        let mut feed = Feed::new(Detector::new(ep.point_specs()), tx.clone(), health.clone());
+        feed.restore(reported);
+        tasks.push(tokio::spawn(detect_task(feed, srx)));
     }
     tasks
 }
 
-/// Runs a detector between a sample channel and the observation channel; ticks debounce timers while
-/// no samples arrive (subscriptions report only changes). Link samples go to `health` first.
-pub async fn detect_task(
-    mut detector: Detector,
-    mut rx: mpsc::Receiver<Sample>,
-    tx: mpsc::Sender<Observation>,
+/// Where every source hands its samples: link samples to [`Health::record`] first, then everything to the
+/// source's detector, whose observations go to the outbox's channel. Modbus feeds it from its poll task, OPC UA
+/// from the task behind its sample channel ([`detect_task`]); both call the same three methods and [`Feed::flush`].
+pub struct Feed {
+    detector: Detector,
     health: Health,
-) {
+    tx: mpsc::Sender<Observation>,
+    out: Vec<Observation>,
+}
+
+impl Feed {
+    pub fn new(detector: Detector, tx: mpsc::Sender<Observation>, health: Health) -> Self {
+        Self { detector, health, tx, out: Vec::new() }
+    }
+
+    /// Starts the detector's alarm flags from what was last reported (see [`Detector::restore`]).
+    pub fn restore(&mut self, reported: &Reported) {
+        self.detector.restore(reported);
+    }
+
+    /// Samples by point name, and link changes.
+    pub fn samples(&mut self, batch: Vec<Sample>) {
+        self.health.record(&batch);
+        self.out.extend(self.detector.apply(batch));
+    }
+
+    /// Values by point index, all read at `ts_ms` (a Modbus poll).
+    pub fn values(&mut self, ts_ms: i64, values: impl IntoIterator<Item = (usize, crate::detect::Value)>) {
+        self.out.extend(self.detector.apply_values(ts_ms, values));
+    }
+
+    /// Debounce timers that ran out by `now_ms`.
+    pub fn tick(&mut self, now_ms: i64) {
+        self.out.extend(self.detector.tick(now_ms));
+    }
+
+    /// Sends what the detector made; `false` once the observation channel is closed (the source should stop).
+    pub async fn flush(&mut self) -> bool {
+        for o in self.out.drain(..) {
+            if self.tx.send(o).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Runs a [`Feed`] behind a sample channel; ticks debounce timers while no samples arrive (subscriptions
+/// report only changes).
+pub async fn detect_task(mut feed: Feed, mut rx: mpsc::Receiver<Sample>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let out = tokio::select! {
+        tokio::select! {
             s = rx.recv() => match s {
                 Some(s) => {
                     let mut batch = vec![s];
                     while let Ok(s) = rx.try_recv() {
                         batch.push(s);
                     }
-                    health.record(&batch);
-                    detector.apply(batch)
+                    feed.samples(batch);
                 }
                 None => return,
             },
-            _ = tick.tick() => detector.tick(modbus::task::now_ms()),
-        };
-        for o in out {
-            if tx.send(o).await.is_err() {
-                return;
-            }
+            _ = tick.tick() => feed.tick(now_ms()),
+        }
+        if !feed.flush().await {
+            return;
         }
     }
 }

@@ -14,6 +14,8 @@ pub mod window;
 
 use serde::Deserialize;
 use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, HumanDuration, Spanned};
+use shiftlens_common::status::Status;
+use shiftlens_common::Event;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -224,31 +226,30 @@ impl UplinkConfig {
     }
 }
 
-/// Reconnect delays: doubling from `min` to `max`, each drawn uniformly from its upper half (jitter), so
-/// gateways that lost the same broker do not return in step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
+/// What the uplink needs of the store of unsent events, as blocking calls (run on the blocking pool).
+/// `topology` hands the outbox in behind this; the uplink never imports the outbox itself.
+pub trait Pending: Send + 'static {
+    type Error: fmt::Display + Send;
+    /// The store's epoch, named in every batch and ack.
+    fn epoch(&self) -> u64;
+    /// How many events wait.
+    fn depth(&mut self) -> Result<u64, Self::Error>;
+    /// The online status with the store's figures.
+    fn status(
+        &mut self,
+        sources: Vec<shiftlens_common::status::SourceHealth>,
+        now_ms: i64,
+    ) -> Result<Status, Self::Error>;
+    /// Up to `max_events` events (at most `max_bytes` stored bytes) after seq `after`, in seq order.
+    fn read_after(&mut self, after: u64, max_events: usize, max_bytes: u64) -> Result<Vec<Event>, Self::Error>;
+    /// Each asset's latest state event, at most `max_events`, sent ahead of a backlog.
+    fn latest_states(&mut self, max_events: usize) -> Result<Vec<Event>, Self::Error>;
+    /// Forgets the events the collector confirmed (inclusive seq ranges).
+    fn delete(&mut self, ranges: &[(u64, u64)]) -> Result<(), Self::Error>;
 }
 
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max: max.max(min), next: min }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// The next delay, given a random fraction in [0, 1).
-    pub fn next_delay(&mut self, random: f64) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
-    }
-}
+/// Reconnect delays (doubling with jitter): the one backoff in `common`.
+pub use shiftlens_common::clock::Backoff;
 
 #[cfg(test)]
 mod tests {
@@ -313,15 +314,5 @@ mod tests {
         );
         let c: UplinkConfig = file.parse().unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_jitter_in_the_upper_half() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
-        let ds: Vec<u64> = (0..6).map(|_| b.next_delay(1.0).as_millis() as u64).collect();
-        assert_eq!(ds, [1000, 2000, 4000, 8000, 8000, 8000]);
-        assert_eq!(b.next_delay(0.0), Duration::from_secs(4));
-        b.reset();
-        assert_eq!(b.next_delay(0.5), Duration::from_millis(750));
     }
 }

@@ -12,12 +12,12 @@
 
 use super::failure::{self, Failure, FailureLog};
 use super::window::Window;
-use super::{Backoff, Broker, UplinkConfig};
-use crate::health::{self, Health};
-use crate::outbox::{now_ms, Outbox, OutboxError};
+use super::{Backoff, Broker, Pending, UplinkConfig};
+use crate::health::Health;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS, TlsConfiguration, Transport,
 };
+use shiftlens_common::clock::now_ms;
 use shiftlens_common::status::Status;
 use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
 use std::path::Path;
@@ -150,10 +150,10 @@ enum Link {
 
 /// Runs the uplink until `shutdown` turns true (or its sender is dropped), then publishes the offline status
 /// and disconnects.
-pub async fn run(
+pub async fn run<P: Pending>(
     params: Params,
     options: MqttOptions,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: Arc<Mutex<P>>,
     mut committed: watch::Receiver<u64>,
     health: Health,
     warn_every: Duration,
@@ -244,7 +244,7 @@ async fn poll(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => None,
             Err(e) => {
-                let delay = backoff.next_delay(rand::random::<f64>());
+                let delay = backoff.next_delay();
                 tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
                 let f = failure::classify(&e, &broker.host, broker.port, connected);
                 connected = false;
@@ -265,10 +265,10 @@ async fn poll(
     }
 }
 
-struct Uplink {
+struct Uplink<P> {
     params: Params,
     client: AsyncClient,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: Arc<Mutex<P>>,
     health: Health,
     window: Window,
     epoch: u64,
@@ -279,7 +279,7 @@ struct Uplink {
     failures: FailureLog,
 }
 
-impl Uplink {
+impl<P: Pending> Uplink<P> {
     fn on_connect(&mut self) {
         let broker = self.params.config.broker.get_ref();
         match self.failures.connected(Instant::now()) {
@@ -326,7 +326,7 @@ impl Uplink {
     /// Runs a read on the outbox on the blocking pool.
     async fn with_outbox<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Outbox) -> Result<T, OutboxError> + Send + 'static,
+        f: impl FnOnce(&mut P) -> Result<T, P::Error> + Send + 'static,
     ) -> Option<T> {
         let outbox = self.outbox.clone();
         let r =
@@ -345,8 +345,8 @@ impl Uplink {
     }
 
     async fn publish_status(&mut self) {
-        let Some(stats) = self.with_outbox(|o| o.stats()).await else { return };
-        let mut status = health::status(&stats, self.health.sources(), now_ms());
+        let sources = self.health.sources();
+        let Some(mut status) = self.with_outbox(move |o| o.status(sources, now_ms())).await else { return };
         status.clock_ok = self.health.check_clock();
         if let Err(e) =
             self.client.try_publish(self.params.status_topic(), QoS::AtLeastOnce, true, status_json(&status))
@@ -382,7 +382,7 @@ impl Uplink {
             self.states_first = false;
             // Birth first, so the status shows the backlog at once.
             self.publish_status().await;
-            let backlog = self.with_outbox(|o| Ok(o.stats()?.depth)).await.unwrap_or(0);
+            let backlog = self.with_outbox(|o| o.depth()).await.unwrap_or(0);
             if backlog > max_events as u64 {
                 if let Some(states) = self.with_outbox(move |o| o.latest_states(max_events)).await {
                     // Untracked: these events are sent again in order with the backlog.
