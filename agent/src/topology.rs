@@ -9,6 +9,9 @@
 //! "agent was not running" events, see [`crate::outbox::runs`]), and the detectors start from the alarm flags
 //! last reported. Shutdown order: sources stop, the writer commits everything queued, the run is marked clean,
 //! then the uplink publishes the offline status and disconnects. Nothing in memory is dropped on a clean stop.
+//!
+//! The uplink reads the outbox only through [`crate::uplink::Pending`], implemented for the outbox here, so
+//! neither imports the other.
 
 use crate::health::{self, Health};
 use crate::outbox::{writer, Outbox};
@@ -74,7 +77,7 @@ impl Agent {
         let outbox = Arc::new(Mutex::new(outbox));
         let (tx, rx) = mpsc::channel(OBSERVATION_CHANNEL);
         let (committed_tx, committed) = watch::channel(0);
-        let writer = writer::spawn(outbox.clone(), rx, config.outbox.memory_bytes.get_ref().0, committed_tx)
+        let writer = writer::spawn(outbox.clone(), rx, config.outbox.memory_bytes.0, committed_tx)
             .context("cannot start the outbox writer")?;
         let health = Health::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -93,17 +96,17 @@ impl Agent {
             health::ReporterParams {
                 config: config.health.clone(),
                 outbox_path: config.outbox.path.clone(),
-                max_bytes: config.outbox.max_bytes.get_ref().0,
+                max_bytes: config.outbox.max_bytes.0,
                 site: config.site.to_string(),
                 gateway: config.gateway.to_string(),
-                broker: config.uplink.broker.get_ref().clone(),
+                broker: config.uplink.broker.clone(),
             },
             health.clone(),
             outbox.clone(),
             figures_tx,
             shutdown_rx.clone(),
         ));
-        let warn_every = config.health.warn_every.0;
+        let warn_every = config.health.warn_every;
         let uplink = tokio::spawn(mqtt::run(
             params,
             options,
@@ -246,8 +249,8 @@ impl crate::uplink::Pending for Outbox {
 /// Every asset a configured source feeds, in config order without repeats.
 fn fed_assets(config: &Config) -> Vec<shiftlens_common::AssetId> {
     let mut seen = std::collections::HashSet::new();
-    let modbus = config.modbus.iter().flat_map(|d| d.get_ref().assets());
-    let opcua = config.opcua.iter().flat_map(|e| e.get_ref().assets());
+    let modbus = config.modbus.iter().flat_map(|d| d.assets());
+    let opcua = config.opcua.iter().flat_map(|e| e.assets());
     modbus.chain(opcua).filter(|a| seen.insert(a.clone())).collect()
 }
 

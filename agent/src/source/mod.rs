@@ -1,6 +1,7 @@
 //! Sources: one task per Modbus line (an `ip:port` or serial port shared by its unit ids) and per OPC UA
-//! endpoint, each producing [`crate::detect::Sample`]s that a detector turns into observations. Every sample
-//! batch is shown to [`Health::record`] before the detector, so the status lists each source's link state.
+//! endpoint, each producing [`crate::detect::Sample`]s. Both hand them on the same way, through a [`Feed`]:
+//! link samples to [`Health::record`] first (so the status lists each source's link state), then the source's
+//! detector, whose observations go to the outbox's channel. Sources take validated config types only.
 
 pub mod modbus;
 pub mod opcua;
@@ -9,40 +10,15 @@ use crate::detect::{Detector, Sample};
 use crate::health::Health;
 use crate::{Observation, Reported};
 use shiftlens_common::clock::now_ms;
-use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
-use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Validates every source section: each protocol's own checks, plus source ids unique across protocols.
-pub fn validate(
-    modbus: &[Spanned<modbus::ModbusDevice>],
-    opcua: &[Spanned<opcua::OpcUaEndpoint>],
-    file: &ConfigFile,
-    errors: &mut Vec<ConfigError>,
-) {
-    modbus::validate(modbus, file, errors);
-    opcua::validate(opcua, file, errors);
-    let ids = modbus.iter().map(|d| &d.get_ref().id).chain(opcua.iter().map(|e| &e.get_ref().id));
-    for id in ids.filter(|id| id.get_ref() == shiftlens_common::AGENT_SOURCE) {
-        errors.push(file.error_at(id.span(), format!("source id {:?} is reserved for the agent itself", id.get_ref())));
-    }
-    let modbus_ids: HashSet<&String> = modbus.iter().map(|d| d.get_ref().id.get_ref()).collect();
-    for ep in opcua {
-        let id = &ep.get_ref().id;
-        if modbus_ids.contains(id.get_ref()) {
-            errors.push(file.error_at(id.span(), format!("source id {:?} is also a Modbus device id", id.get_ref())));
-        }
-    }
-}
-
 /// Modbus devices grouped by line, in config order: each group shares one connection.
-pub fn modbus_lines(devices: &[Spanned<modbus::ModbusDevice>]) -> Vec<(modbus::Line, Vec<modbus::ModbusDevice>)> {
+pub fn modbus_lines(devices: &[modbus::ModbusDevice]) -> Vec<(modbus::Line, Vec<modbus::ModbusDevice>)> {
     let mut lines: Vec<(modbus::Line, Vec<modbus::ModbusDevice>)> = Vec::new();
     for d in devices {
-        let d = d.get_ref();
-        let Some(line) = d.line() else { continue };
+        let line = d.line.clone();
         match lines.iter_mut().find(|(l, _)| *l == line) {
             Some((_, devs)) => devs.push(d.clone()),
             None => lines.push((line, vec![d.clone()])),
@@ -67,17 +43,16 @@ pub fn spawn_restored(
     reported: &Reported,
 ) -> Vec<JoinHandle<()>> {
     for d in &config.modbus {
-        health.register_source(d.get_ref().id.get_ref());
+        health.register_source(&d.id);
     }
     for ep in &config.opcua {
-        health.register_source(ep.get_ref().id.get_ref());
+        health.register_source(&ep.id);
     }
     let mut tasks = Vec::new();
     // Straight from the config to the pollers' compact form: no intermediate copy of the devices.
     let mut lines: Vec<(modbus::Line, Vec<modbus::task::PolledDevice>)> = Vec::new();
     for d in &config.modbus {
-        let d = d.get_ref();
-        let Some(line) = d.line() else { continue };
+        let line = d.line.clone();
         let mut polled = modbus::task::PolledDevice::new(d, tx.clone(), health.clone());
         polled.restore(reported);
         match lines.iter_mut().find(|(l, _)| *l == line) {
@@ -89,7 +64,6 @@ pub fn spawn_restored(
         tasks.push(tokio::spawn(modbus::task::run_devices(line, devices)));
     }
     for ep in &config.opcua {
-        let ep = ep.get_ref();
         let (stx, srx) = mpsc::channel(1024);
         tasks.push(opcua::spawn(ep, stx));
         let mut feed = Feed::new(Detector::new(ep.point_specs()), tx.clone(), health.clone());

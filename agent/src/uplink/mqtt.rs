@@ -73,7 +73,7 @@ impl Params {
         let broker = c.broker().map_err(UplinkError::Config)?;
         let id = c.client_id.clone().unwrap_or_else(|| format!("shiftlens-{}-{}", self.site, self.gateway));
         let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
-        o.set_keep_alive(c.keep_alive.0.max(Duration::from_secs(1)))
+        o.set_keep_alive(c.keep_alive.max(Duration::from_secs(1)))
             .set_clean_session(true)
             .set_max_packet_size(2 << 20, 2 << 20)
             .set_last_will(LastWill::new(
@@ -83,7 +83,7 @@ impl Params {
                 true,
             ));
         if let (Some(u), Some(p)) = (&c.username, &c.password) {
-            o.set_credentials(u.clone(), p.get_ref().0.clone());
+            o.set_credentials(u.clone(), p.0.clone());
         } else if let Some(u) = &c.username {
             o.set_credentials(u.clone(), "");
         }
@@ -166,14 +166,11 @@ pub async fn run<P: Pending>(
     net.set_connection_timeout(5);
     eventloop.set_network_options(net);
     let (link_tx, mut link_rx) = mpsc::channel(64);
-    let backoff = Backoff::new(params.config.reconnect_min.0, params.config.reconnect_max.0);
+    let backoff = Backoff::new(params.config.reconnect_min, params.config.reconnect_max);
     let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff, broker));
     let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
     let mut up = Uplink {
-        window: Window::new(
-            params.config.inflight_batches.get_ref() * params.config.batch_events.get_ref(),
-            params.config.ack_timeout.0,
-        ),
+        window: Window::new(params.config.inflight_batches * params.config.batch_events, params.config.ack_timeout),
         params,
         client,
         outbox,
@@ -203,7 +200,7 @@ pub async fn run<P: Pending>(
                     up.window.go_back();
                     up.states_first = true;
                 }
-                if up.connected && last_heartbeat.elapsed() >= up.params.config.heartbeat.0 {
+                if up.connected && last_heartbeat.elapsed() >= up.params.config.heartbeat {
                     last_heartbeat = Instant::now();
                     up.publish_status().await;
                 }
@@ -281,7 +278,7 @@ struct Uplink<P> {
 
 impl<P: Pending> Uplink<P> {
     fn on_connect(&mut self) {
-        let broker = self.params.config.broker.get_ref();
+        let broker = &self.params.config.broker;
         match self.failures.connected(Instant::now()) {
             Some((attempts, outage)) => tracing::info!(
                 broker = %broker,
@@ -303,7 +300,7 @@ impl<P: Pending> Uplink<P> {
     /// A failed connect or a lost connection: WARN (rate-limited) in plain words, and send again after the
     /// next connect.
     fn on_failure(&mut self, f: &Failure) {
-        let broker = self.params.config.broker.get_ref();
+        let broker = &self.params.config.broker;
         self.health.uplink_failed(&f.reason, f.action());
         if self.connected {
             tracing::warn!(broker = %broker, reason = %f.reason, action = f.action(), "broker connection lost; events stay in the outbox");
@@ -376,8 +373,8 @@ impl<P: Pending> Uplink<P> {
 
     /// Publishes batches while the window has room and the outbox has events after the cursor.
     async fn fill(&mut self) {
-        let max_events = *self.params.config.batch_events.get_ref();
-        let max_bytes = self.params.config.batch_bytes.get_ref().0;
+        let max_events = self.params.config.batch_events;
+        let max_bytes = self.params.config.batch_bytes;
         if self.states_first {
             self.states_first = false;
             // Birth first, so the status shows the backlog at once.

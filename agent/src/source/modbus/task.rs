@@ -155,31 +155,22 @@ pub struct PolledDevice {
 impl PolledDevice {
     /// Takes what polling needs from a validated device; its samples go through a [`Feed`] to `tx`.
     pub fn new(dev: &ModbusDevice, tx: mpsc::Sender<Observation>, health: Health) -> Self {
-        let registers: Vec<Register> = dev.points.iter().map(|p| p.get_ref().register()).collect();
+        let registers: Vec<Register> = dev.points.iter().map(|p| p.register).collect();
         let spans: Vec<_> = registers.iter().map(Register::span).collect();
         let plan = plan(&spans, dev.coalesce_gap);
-        let id = dev.id.get_ref().clone();
-        let detector = Detector::indexed(
-            &id,
-            dev.points.iter().map(|p| {
-                let p = p.get_ref();
-                (p.asset.clone(), p.meaning.get_ref().clone())
-            }),
-        );
+        let id = dev.id.clone();
+        let detector = Detector::indexed(&id, dev.points.iter().map(|p| (p.asset.clone(), p.meaning.clone())));
         Self {
             id,
-            unit: *dev.unit.get_ref(),
-            poll: dev.poll.get_ref().0,
-            timeout: dev.timeout.get_ref().0,
+            unit: dev.unit,
+            poll: dev.poll,
+            timeout: dev.timeout,
             assets: dev.assets(),
             registers,
             plan,
             feed: Feed::new(detector, tx, health),
             next_due: Instant::now(),
-            backoff: Backoff::new(
-                dev.poll.get_ref().0.clamp(Duration::from_millis(100), dev.backoff_max.0),
-                dev.backoff_max.0,
-            ),
+            backoff: Backoff::new(dev.poll.clamp(Duration::from_millis(100), dev.backoff_max), dev.backoff_max),
             connected: None,
         }
     }

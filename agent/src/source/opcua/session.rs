@@ -10,7 +10,7 @@
 
 use super::tracker::Tracker;
 use super::trust::check_trust;
-use super::{parse_node, Identity, NodeRef, OpcUaEndpoint};
+use super::{Identity, OpcUaEndpoint};
 use crate::detect::Sample;
 use futures::StreamExt;
 use opcua::client::{
@@ -84,8 +84,8 @@ fn build_client(ep: &OpcUaEndpoint) -> Result<Client, String> {
         .session_retry_limit(-1)
         .session_retry_initial(Duration::from_millis(500))
         .session_retry_max(Duration::from_secs(10))
-        .keep_alive_interval(ep.keep_alive.get_ref().0)
-        .request_timeout(ep.request_timeout.get_ref().0)
+        .keep_alive_interval(ep.keep_alive)
+        .request_timeout(ep.request_timeout)
         .max_failed_keep_alive_count(3)
         .recreate_subscriptions(false)
         .session_name(format!("shiftlens {}", ep.id()))
@@ -94,7 +94,7 @@ fn build_client(ep: &OpcUaEndpoint) -> Result<Client, String> {
 }
 
 fn identity(ep: &OpcUaEndpoint) -> Result<IdentityToken, String> {
-    Ok(match ep.identity.get_ref() {
+    Ok(match &ep.identity {
         Identity::Anonymous => IdentityToken::Anonymous,
         Identity::User { name, password_file: Some(f), .. } => {
             let pw =
@@ -111,8 +111,8 @@ fn identity(ep: &OpcUaEndpoint) -> Result<IdentityToken, String> {
 
 /// Fetches the server's endpoints, picks the configured one and checks its certificate is trusted.
 async fn pick_endpoint(ep: &OpcUaEndpoint, client: &Client) -> Result<EndpointDescription, String> {
-    let url = ep.endpoint.get_ref().as_str();
-    let endpoints = tokio::time::timeout(ep.request_timeout.get_ref().0 * 3, client.get_server_endpoints_from_url(url))
+    let url = ep.endpoint.as_str();
+    let endpoints = tokio::time::timeout(ep.request_timeout * 3, client.get_server_endpoints_from_url(url))
         .await
         .map_err(|_| format!("no answer to GetEndpoints from {url}"))?
         .map_err(|e| format!("cannot get endpoints from {url}: {e}"))?;
@@ -212,9 +212,11 @@ async fn subscribe(
     if let Some(id) = old {
         let _ = session.delete_subscription(id).await;
     }
-    let refs: Vec<NodeRef> = ep.points.iter().filter_map(|p| parse_node(p.get_ref().node.get_ref()).ok()).collect();
-    let namespaces =
-        if refs.iter().any(|r| r.namespace_uri.is_some()) { read_namespaces(&session).await? } else { Vec::new() };
+    let namespaces = if ep.points.iter().any(|p| p.node.namespace_uri.is_some()) {
+        read_namespaces(&session).await?
+    } else {
+        Vec::new()
+    };
     let callback = {
         let (tracker, tx) = (tracker.clone(), tx.clone());
         DataChangeCallback::new(move |dv: DataValue, item: &MonitoredItem| {
@@ -223,27 +225,27 @@ async fn subscribe(
         })
     };
     let id = session
-        .create_subscription(ep.publishing_interval.get_ref().0, 60, 10, 0, 0, true, callback)
+        .create_subscription(ep.publishing_interval, 60, 10, 0, 0, true, callback)
         .await
         .map_err(|e| format!("CreateSubscription failed: {e}"))?;
     let mut items = Vec::new();
-    for (i, (p, r)) in ep.points.iter().zip(&refs).enumerate() {
-        let p = p.get_ref();
+    for (i, p) in ep.points.iter().enumerate() {
+        let r = &p.node;
         let mut node = r.node.clone();
         if let Some(uri) = &r.namespace_uri {
             let Some(ns) = namespaces.iter().position(|n| n == uri) else {
-                error!(endpoint = %ep.id(), point = %p.name(), namespace = %uri, "namespace not on the server; point skipped");
+                error!(endpoint = %ep.id(), point = %p.name, namespace = %uri, "namespace not on the server; point skipped");
                 continue;
             };
             node.namespace = u16::try_from(ns).unwrap_or(u16::MAX);
         }
         let mut req: MonitoredItemCreateRequest = node.into();
         req.requested_parameters.client_handle = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        req.requested_parameters.sampling_interval = p.sampling.0.as_secs_f64() * 1000.0;
+        req.requested_parameters.sampling_interval = p.sampling.as_secs_f64() * 1000.0;
         req.requested_parameters.queue_size = 10;
         req.requested_parameters.discard_oldest = true;
         // Always an explicit filter: without one async-opcua reports value changes only, not status changes.
-        let deadband = *p.deadband.get_ref();
+        let deadband = p.deadband;
         req.requested_parameters.filter = ExtensionObject::from_message(DataChangeFilter {
             trigger: DataChangeTrigger::StatusValue,
             deadband_type: if deadband > 0.0 { DeadbandType::Absolute } else { DeadbandType::None } as u32,
@@ -258,7 +260,7 @@ async fn subscribe(
     for (req, res) in items.iter().zip(results) {
         if res.result.status_code.is_bad() {
             let i = req.requested_parameters.client_handle as usize - 1;
-            let name = ep.points.get(i).map_or("?", |p| p.get_ref().name());
+            let name = ep.points.get(i).map_or("?", |p| p.name.as_str());
             error!(endpoint = %ep.id(), point = %name, node = %req.item_to_monitor.node_id, status = %res.result.status_code, "server refused the monitored item");
             let dv = DataValue { status: Some(res.result.status_code), ..Default::default() };
             emit(&tx, lock(&tracker).data(i, &dv));

@@ -45,8 +45,7 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(ep: &OpcUaEndpoint) -> Self {
-        let points: Vec<(String, AssetId)> =
-            ep.points.iter().map(|p| (p.get_ref().name().to_string(), p.get_ref().asset.clone())).collect();
+        let points: Vec<(String, AssetId)> = ep.points.iter().map(|p| (p.name.clone(), p.asset.clone())).collect();
         Self {
             source: ep.id().to_string(),
             assets: ep.assets(),
@@ -130,14 +129,14 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::opcua::tests::{check, POINT};
+    use crate::config::opcua::tests::{check, POINT};
     use crate::source::opcua::OpcUaEndpoint;
 
     fn endpoint() -> OpcUaEndpoint {
         let text = format!(
             "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\n{POINT}[[opcua.points]]\nnode = \"i=2\"\nname = \"b\"\nasset = \"a2\"\nmeaning = \"info\"\n"
         );
-        check(&text).unwrap().remove(0).into_inner()
+        check(&text).unwrap().remove(0).into_inner().validated()
     }
 
     fn dv(v: u16, status: StatusCode) -> DataValue {

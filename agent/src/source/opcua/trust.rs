@@ -61,13 +61,11 @@ pub(super) fn check_trust(ep: &OpcUaEndpoint, client: &Client, der: &[u8]) -> Re
     let trusted = store.trusted_certs_dir().join(&info.file_name);
     let rejected = store.rejected_certs_dir().join(&info.file_name);
     if let Some(pin) = &ep.server_fingerprint {
-        let want = parse_fingerprint(pin.get_ref());
+        let want = parse_fingerprint(pin);
         if want.map(|w| w.as_slice() == Sha256::digest(der).as_slice()) != Some(true) {
             return Err(format!(
                 "server certificate {} has SHA-256 {}, which does not match the pinned server_fingerprint {}",
-                info.subject,
-                info.sha256,
-                pin.get_ref()
+                info.subject, info.sha256, pin
             ));
         }
         if !trusted.exists() {
