@@ -124,9 +124,7 @@ impl Uplink {
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+use shiftlens_common::clock::now_ms;
 
 /// The collector's connection to the broker and the task that reads it: rumqttd's in-process link with
 /// the embedded broker, an MQTT client with an external one. The task subscribes to `filters` and says on

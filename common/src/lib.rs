@@ -3,6 +3,7 @@
 //! Nothing here does I/O beyond reading a config file: no tokio, no SQLite, no MQTT. The agent and
 //! the collector depend on this crate and never on each other.
 
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ids;

@@ -8,7 +8,7 @@
 //!
 //! Every problem is reported at once, each located at the option it is about.
 
-use super::Config;
+use super::RawConfig as Config;
 use crate::source::opcua::Identity;
 use shiftlens_common::config::{ConfigError, ConfigFile};
 use std::ops::Range;

@@ -34,15 +34,12 @@ use crate::people::import::{ImportError, Kind as CsvKind};
 use crate::report::Report;
 use crate::store::reads::{self, Gateway};
 use serde_json::Value;
+use shiftlens_common::clock::now_ms;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A report's headline figures.
 pub type Summary = BTreeMap<String, Value>;
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// One report as a request asks for it: the cached dataset, `params` parsed and bounded, [`run`].
 /// Blocks (call it off the async threads).
