@@ -31,7 +31,7 @@ pub struct Config {
     pub broker: broker::BrokerConfig,
     pub store: store::StoreConfig,
     pub ingest: ingest::IngestConfig,
-    pub http: http::HttpConfig,
+    pub http: http::Http,
     pub people: people::PeopleConfig,
     /// `[people]` validated once at load ([`people::PeopleConfig::validated`]): what runtime code reads.
     pub people_settings: people::Settings,
@@ -57,10 +57,10 @@ impl Config {
         let broker = raw.broker.validate(file, &mut errors);
         let store = raw.store.validate(file, &mut errors);
         let ingest = raw.ingest.validate(file, &mut errors);
-        raw.http.validate(file, &mut errors);
+        let http = raw.http.validated(file, &mut errors);
         let people_settings = raw.people.validated(file, &mut errors);
         if errors.is_empty() {
-            Ok(Config { broker, store, ingest, http: raw.http, people: raw.people, people_settings })
+            Ok(Config { broker, store, ingest, http, people: raw.people, people_settings })
         } else {
             errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(errors))

@@ -45,14 +45,8 @@ impl LineMap {
 /// # Errors
 /// SQLite failures or a stored asset record that does not read back.
 pub fn load_lines(conn: &Connection) -> Result<LineMap, Box<dyn std::error::Error + Send + Sync>> {
-    let kind = crate::people::import::Kind::Assets.name();
-    let mut st = conn.prepare("SELECT body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
-    let mut lines = LineMap::default();
-    for body in st.query_map([kind], |r| r.get::<_, String>(0))? {
-        let a: crate::people::model::Asset = serde_json::from_str(&body?)?;
-        lines.0.insert((a.site, a.id), a.line);
-    }
-    Ok(lines)
+    let assets = crate::store::people::current_assets(conn)?;
+    Ok(LineMap(assets.into_iter().map(|a| ((a.site, a.id), a.line)).collect()))
 }
 
 /// How often the cached map asks the store whether an import happened (one indexed `MAX(id)`).

@@ -20,6 +20,11 @@
 //! acks and feed records of those commits and ends; then the MQTT connection closes. Nothing queued is
 //! dropped on a clean stop. The embedded broker's rumqttd thread and gate, and the HTTP server, end with the
 //! process (rumqttd has no shutdown).
+//!
+//! Below the components started here, three keep short-lived workers of their own, by design: the HTTP
+//! server and the gate one task per connection, and the read side's cache (`query::Source`) one thread per
+//! background reload and join-snapshot save, so no page waits for a rebuild. None outlives a request's
+//! purpose or holds state that shutdown must drain (the snapshot is rewritten from stored events).
 
 use crate::broker::{self, Mode};
 use crate::feed::{self, LineOf};
@@ -194,9 +199,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("broker listening on {addr}");
     }
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
-    let addr = http::serve_with(config.http.bind.get_ref(), http::router(state), config.http.limits())
+    let addr = http::serve_with(&config.http.bind.to_string(), http::router(state), config.http.limits)
         .await
-        .with_context(|| format!("cannot listen on {}", config.http.bind.get_ref()))?;
+        .with_context(|| format!("cannot listen on {}", config.http.bind))?;
     println!("http listening on {addr}");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let watchdog = tokio::spawn(watchdog(collector.probe()));

@@ -123,7 +123,7 @@ impl World {
         let cfg = Config::from_file(&ConfigFile::from_text(dir.path().join("collector.toml"), text)).unwrap();
         let collector = topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
         let state = http::AppState::new(&cfg, Some(collector.metrics.clone())).unwrap();
-        let web = http::serve_with("127.0.0.1:0", http::router(state), cfg.http.limits()).await.unwrap();
+        let web = http::serve_with("127.0.0.1:0", http::router(state), cfg.http.limits).await.unwrap();
         let gate = collector.broker.unwrap();
         let mut good = agent(gate, &pki, "good");
         assert!(wait_for(&mut good, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());

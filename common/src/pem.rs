@@ -32,7 +32,7 @@ pub fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDe
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(e.to_string()))?;
     if certs.is_empty() {
-        return Err(bad("no certificate".into()));
+        return Err(bad("holds no PEM certificate".into()));
     }
     Ok(certs)
 }
@@ -45,7 +45,7 @@ pub fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'sta
     PrivateKeyDer::from_pem_slice(&read(what, path)?).map_err(|e| PemError::Bad {
         what,
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: format!("is not a PEM private key ({e})"),
     })
 }
 
@@ -82,7 +82,7 @@ EwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgZ3mY8v3Ff6l3mG3x8m9w0n2k
         assert!(e.starts_with(&format!("cannot read CA file {}", missing.display())), "{e}");
         let empty = file(&dir, "empty.pem", "not PEM at all\n");
         let e = certificates("client certificate", &empty).unwrap_err().to_string();
-        assert_eq!(e, format!("client certificate {}: no certificate", empty.display()));
+        assert_eq!(e, format!("client certificate {}: holds no PEM certificate", empty.display()));
         let e = private_key("client key", &empty).unwrap_err().to_string();
         assert!(e.starts_with(&format!("client key {}: ", empty.display())), "{e}");
         let one = file(&dir, "one.pem", CERT);

@@ -84,7 +84,7 @@ pub fn downtime_feed(source: &Arc<Source>, q: &Params) -> Result<(Vec<feed::Reco
     let records: Vec<feed::Record> = matching()
         .skip(o.offset)
         .take(o.limit.unwrap_or(bounds.max_rows))
-        .map(|(d, _)| feed::Record::new(d, ds.people.asset(d.asset.as_str()).map(|a| a.line.clone())))
+        .map(|(d, _)| feed::Record::new(d, ds.people.line_of(d.site.as_str(), d.asset.as_str()).map(str::to_owned)))
         .collect();
     Ok((records, total))
 }

@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the collector")?;
     let broker = collector.broker.context("the demo's broker is embedded")?;
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
-    let bind = config.http.bind.get_ref().clone();
+    let bind = config.http.bind.to_string();
     let web = http::serve(&bind, http::router(state))
         .await
         .with_context(|| format!("cannot listen on {bind}: is another program using port {port}? Try --port 8081"))?;
