@@ -847,8 +847,12 @@ impl Gate {
                         for f in &s.filters {
                             let ok = match Topic::parse(&f.path) {
                                 Ok(Topic::Ack { site, gateway }) => !reader && who.owns(&site, &gateway),
-                                Ok(Topic::Downtime { .. }) => reader,
-                                _ => reader && f.path == "shiftlens/v1/+/downtime",
+                                Ok(Topic::Downtime { .. } | Topic::Escalations { .. }) => reader,
+                                _ => {
+                                    reader
+                                        && (f.path == "shiftlens/v1/+/downtime"
+                                            || f.path == "shiftlens/v1/+/escalations")
+                                }
                             };
                             if !ok {
                                 return Err(GateError::Refused(format!(

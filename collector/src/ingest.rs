@@ -106,6 +106,20 @@ pub struct Collector {
     mqtt: tokio::task::JoinHandle<()>,
     confirmer: tokio::task::JoinHandle<()>,
     uplink: Uplink,
+    /// Counts committed downtime changes (opened, closed, retracted): escalation wakes on it.
+    downtime_changes: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Publishes through the collector's broker connection (escalation's MQTT channel).
+#[derive(Clone)]
+pub struct Publisher(Uplink);
+
+impl Publisher {
+    /// # Errors
+    /// The broker connection refused the publish.
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        self.0.publish(topic, payload).await
+    }
 }
 
 /// How the collector publishes acks and feed records: rumqttd's in-process link (embedded broker) or its
@@ -148,6 +162,16 @@ impl WriterProbe {
 }
 
 impl Collector {
+    /// A publisher on the collector's broker connection.
+    pub fn publisher(&self) -> Publisher {
+        Publisher(self.uplink.clone())
+    }
+
+    /// Changes when a downtime change is committed (a wake-up; the store holds the changes).
+    pub fn downtime_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.downtime_changes.clone()
+    }
+
     /// A handle for liveness checks. Drop it before [`Collector::shutdown`]: it keeps the writer open.
     pub fn probe(&self) -> WriterProbe {
         WriterProbe { tx: self.writer_tx.clone() }
@@ -318,7 +342,8 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     }));
 
     // Confirmer.
-    let confirmer = tokio::spawn(confirm(committed_rx, uplink.clone(), metrics.clone(), line_of));
+    let (changes_tx, downtime_changes) = tokio::sync::watch::channel(0u64);
+    let confirmer = tokio::spawn(confirm(committed_rx, uplink.clone(), metrics.clone(), line_of, changes_tx));
 
     // Gateways may connect to the embedded broker once this returns (and READY=1 is sent): until ingest's
     // subscriptions exist, the broker would drop what they publish (they resend after their ack timeout).
@@ -338,6 +363,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         mqtt,
         confirmer,
         uplink,
+        downtime_changes,
     })
 }
 
@@ -536,8 +562,17 @@ pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) 
     }
 }
 
-async fn confirm(mut rx: mpsc::Receiver<Committed>, uplink: Uplink, m: Arc<Metrics>, line_of: LineOf) {
+async fn confirm(
+    mut rx: mpsc::Receiver<Committed>,
+    uplink: Uplink,
+    m: Arc<Metrics>,
+    line_of: LineOf,
+    changes: tokio::sync::watch::Sender<u64>,
+) {
     while let Some(c) = rx.recv().await {
+        if matches!(c, Committed::Downtime(_) | Committed::Retracted(_)) {
+            changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         match c {
             Committed::Stored { site, gateway, epoch, seqs, new } => {
                 inc(&m.batches, 1);

@@ -148,6 +148,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // Tests and operators read this line to find the bound port.
         println!("broker listening on {addr}");
     }
+    let escalation = match &config.escalation {
+        Some(e) => Some(
+            shiftlens_collector::escalate::start(
+                e.resolved(),
+                &config.store.path,
+                config.people.resolved(),
+                Some(collector.publisher()),
+                collector.downtime_changes(),
+            )
+            .context("starting escalation")?,
+        ),
+        None => None,
+    };
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
     let addr = http::serve_with(config.http.bind.get_ref(), http::router(state), config.http.limits())
         .await
@@ -163,6 +176,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
     let _ = watchdog.await;
+    if let Some(e) = escalation {
+        // Deliveries in flight stay `pending` in the store and are sent after the next start.
+        e.abort();
+    }
     collector.shutdown(Duration::from_secs(10)).await.context("stopping the store writer")?;
     tracing::info!("stopped cleanly");
     Ok(())

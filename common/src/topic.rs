@@ -5,6 +5,7 @@
 //! shiftlens/v1/{site}/{gateway}/status   JSON, retained birth, heartbeat, last will
 //! shiftlens/v1/{site}/{gateway}/ack      CBOR acks from the collector
 //! shiftlens/v1/{site}/downtime           JSON downtime feed for central IT
+//! shiftlens/v1/{site}/escalations        JSON escalation messages (schema shiftlens.escalation/1)
 //! ```
 
 use crate::ids::{GatewayId, SiteId};
@@ -19,6 +20,7 @@ pub enum Topic {
     Status { site: SiteId, gateway: GatewayId },
     Ack { site: SiteId, gateway: GatewayId },
     Downtime { site: SiteId },
+    Escalations { site: SiteId },
 }
 
 /// Why a topic is not one of ours.
@@ -50,10 +52,11 @@ impl Topic {
         let gw = |s: &str| GatewayId::parse(s).map_err(|e| err(e.to_string()));
         match parts.as_slice() {
             [s, "downtime"] => Ok(Topic::Downtime { site: site(s)? }),
+            [s, "escalations"] => Ok(Topic::Escalations { site: site(s)? }),
             [s, g, "events"] => Ok(Topic::Events { site: site(s)?, gateway: gw(g)? }),
             [s, g, "status"] => Ok(Topic::Status { site: site(s)?, gateway: gw(g)? }),
             [s, g, "ack"] => Ok(Topic::Ack { site: site(s)?, gateway: gw(g)? }),
-            _ => Err(err("expected {site}/{gateway}/events|status|ack or {site}/downtime".into())),
+            _ => Err(err("expected {site}/{gateway}/events|status|ack or {site}/downtime|escalations".into())),
         }
     }
 }
@@ -65,6 +68,7 @@ impl fmt::Display for Topic {
             Topic::Status { site, gateway } => write!(f, "{PREFIX}/{site}/{gateway}/status"),
             Topic::Ack { site, gateway } => write!(f, "{PREFIX}/{site}/{gateway}/ack"),
             Topic::Downtime { site } => write!(f, "{PREFIX}/{site}/downtime"),
+            Topic::Escalations { site } => write!(f, "{PREFIX}/{site}/escalations"),
         }
     }
 }
@@ -85,6 +89,7 @@ mod tests {
             Topic::Status { site: site.clone(), gateway: gateway.clone() },
             Topic::Ack { site: site.clone(), gateway: gateway.clone() },
             Topic::Downtime { site: site.clone() },
+            Topic::Escalations { site: site.clone() },
         ] {
             assert_eq!(Topic::parse(&t.to_string()).unwrap(), t);
         }

@@ -291,7 +291,8 @@ fn the_on_call_csv_is_parsed_with_located_errors_that_never_repeat_an_address() 
                ghost,pager,x,a,,,\n\
                nina,email,nina at plant,,boss,2025-03-03,\n\
                sam,mqtt,sam-1,Bad Site,,2025-03-04,2025-03-03\n";
-    let e: Vec<String> = parse(Kind::OnCall, "on-call.csv", bad, &known).unwrap_err().iter().map(|e| e.to_string()).collect();
+    let e: Vec<String> =
+        parse(Kind::OnCall, "on-call.csv", bad, &known).unwrap_err().iter().map(|e| e.to_string()).collect();
     for want in [
         "on-call.csv:2:person: unknown person \"ghost\"",
         "on-call.csv:2:channel: unknown channel \"pager\"",

@@ -7,6 +7,7 @@
 //! opened or closed (for the feed). Nothing is confirmed before it is durable. Readers open their own
 //! connections ([`open_reader`]); WAL lets them read while the writer writes.
 
+pub mod escalations;
 pub mod events;
 pub mod migrations;
 pub mod people;
