@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod data;
 pub mod error;
+pub mod escalations;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
@@ -195,6 +196,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hosts: Arc<guard::Hosts>,
     pub request_timeout: Duration,
+    /// `[escalation]` is configured (the live board says whether it is on).
+    pub escalation: bool,
 }
 
 impl AppState {
@@ -215,6 +218,7 @@ impl AppState {
                 config.http.public_names.iter().map(|n| n.get_ref().as_str()),
             )),
             request_timeout: config.http.request_timeout.get_ref().0,
+            escalation: config.escalation.is_some(),
         })
     }
 }
@@ -228,6 +232,7 @@ pub fn router(state: AppState) -> Router {
         .merge(shift::routes())
         .merge(whatif::routes())
         .merge(metrics::routes())
+        .merge(escalations::routes())
         .fallback(views::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn(server_timing))
