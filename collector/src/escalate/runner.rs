@@ -327,17 +327,17 @@ impl Inner {
                     tracing::info!(stop = %key, rung = job.message.rung, channel = job.channel.as_str(), attempt, "escalation sent");
                     return;
                 }
-                Err(e) if attempt >= self.cfg.max_attempts => {
-                    self.finish(job.id, "dead", Some(e.clone())).await;
-                    tracing::error!(stop = %key, rung = job.message.rung, channel = job.channel.as_str(), attempts = attempt, error = %e, "escalation not delivered after every attempt: kept as a dead letter, someone must call");
-                    return;
-                }
                 Err(e) => {
-                    tracing::warn!(stop = %key, rung = job.message.rung, channel = job.channel.as_str(), attempt, error = %e, "escalation delivery failed; retrying");
                     let me = self.clone();
                     let err = e.clone();
                     let _ =
                         tokio::task::spawn_blocking(move || me.with_db(|c| db::attempt_failed(c, job.id, &err))).await;
+                    if attempt >= self.cfg.max_attempts {
+                        self.finish(job.id, "dead", Some(e.clone())).await;
+                        tracing::error!(stop = %key, rung = job.message.rung, channel = job.channel.as_str(), attempts = attempt, error = %e, "escalation not delivered after every attempt: kept as a dead letter, someone must call");
+                        return;
+                    }
+                    tracing::warn!(stop = %key, rung = job.message.rung, channel = job.channel.as_str(), attempt, error = %e, "escalation delivery failed; retrying");
                     // Doubling up to retry_max, each pause drawn from its upper half (jitter).
                     let jitter = 0.5 + 0.5 * (rand::rng().next_u32() as f64 / f64::from(u32::MAX));
                     tokio::time::sleep(delay.mul_f64(jitter)).await;
