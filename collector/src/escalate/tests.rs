@@ -135,7 +135,7 @@ fn an_uncovered_stop_first_asks_the_best_ranked_qualified_person_never_an_absent
     // tech-b has the highest level; tech-a holds a certificate and is on site a but level 3 < 4; nick (3,
     // site a, next shift) after tech-a (3, certificate, on shift); nina (2) last; eve is absent.
     assert_eq!(ids, [("tech-b", "on_shift"), ("tech-a", "on_shift"), ("nick", "next_shift"), ("nina", "on_call")]);
-    let plan = plan(&cfg(), &p, &[s.clone()], &History::default(), &ALL, s.start_ms + 500);
+    let plan = plan(&cfg(), &p, std::slice::from_ref(&s), &History::default(), &ALL, s.start_ms + 500);
     assert_eq!(who(&plan), [(0, Some("tech-b".into()))]);
     let a = &plan.actions[0];
     assert_eq!((a.target, a.reason, a.skills.clone()), (Target::Qualified, Reason::Uncovered, vec!["plc".into()]));
@@ -154,29 +154,29 @@ fn rungs_follow_their_delays_each_once_then_the_supervisor_and_stop_at_an_acknow
     let (p, s) = (plant(), stop());
     let mut hist = History::default();
     let t0 = s.start_ms;
-    let first = plan(&cfg(), &p, &[s.clone()], &hist, &ALL, t0);
+    let first = plan(&cfg(), &p, std::slice::from_ref(&s), &hist, &ALL, t0);
     hist.claimed.push(claimed(&first.actions[0], t0));
     // Nothing more before the second rung's delay, however often it is asked.
     for t in [t0, t0 + M, t0 + 10 * M - 1] {
-        let again = plan(&cfg(), &p, &[s.clone()], &hist, &ALL, t);
+        let again = plan(&cfg(), &p, std::slice::from_ref(&s), &hist, &ALL, t);
         assert!(again.actions.is_empty(), "at +{} ms", t - t0);
         assert_eq!(again.next_due_ms, Some(t0 + 10 * M));
     }
-    let second = plan(&cfg(), &p, &[s.clone()], &hist, &ALL, t0 + 10 * M);
+    let second = plan(&cfg(), &p, std::slice::from_ref(&s), &hist, &ALL, t0 + 10 * M);
     assert_eq!(who(&second), [(1, Some("tech-a".into()))]);
     hist.claimed.push(claimed(&second.actions[0], t0 + 10 * M));
-    let third = plan(&cfg(), &p, &[s.clone()], &hist, &ALL, t0 + 20 * M);
+    let third = plan(&cfg(), &p, std::slice::from_ref(&s), &hist, &ALL, t0 + 20 * M);
     assert_eq!(who(&third), [(2, Some("sam".into()))]);
     assert_eq!(third.actions[0].target, Target::Supervisor);
     hist.claimed.push(claimed(&third.actions[0], t0 + 20 * M));
     // The ladder is done.
-    let after = plan(&cfg(), &p, &[s.clone()], &hist, &ALL, t0 + 5 * H);
+    let after = plan(&cfg(), &p, std::slice::from_ref(&s), &hist, &ALL, t0 + 5 * H);
     assert_eq!(after, Plan::default());
 
     // Acknowledged after the first rung: nothing more.
     let mut acked = History { claimed: vec![claimed(&first.actions[0], t0)], ..History::default() };
     acked.acked.insert(s.key.clone());
-    assert_eq!(plan(&cfg(), &p, &[s.clone()], &acked, &ALL, t0 + 30 * M), Plan::default());
+    assert_eq!(plan(&cfg(), &p, std::slice::from_ref(&s), &acked, &ALL, t0 + 30 * M), Plan::default());
     // A closed stop is not among the open stops: nothing.
     assert_eq!(plan(&cfg(), &p, &[], &History::default(), &ALL, t0 + 30 * M), Plan::default());
 }
@@ -189,10 +189,10 @@ fn covered_stops_escalate_only_on_costly_assets_after_the_configured_duration() 
     c.min_cost_per_hour = 500.0;
     let covered = Stop { covered: Some(true), missing: vec![], cost_per_hour: 800.0, ..stop() };
     let t0 = covered.start_ms;
-    let early = plan(&c, &p, &[covered.clone()], &History::default(), &ALL, t0 + 29 * M);
+    let early = plan(&c, &p, std::slice::from_ref(&covered), &History::default(), &ALL, t0 + 29 * M);
     assert!(early.actions.is_empty());
     assert_eq!(early.next_due_ms, Some(t0 + 30 * M));
-    let due = plan(&c, &p, &[covered.clone()], &History::default(), &ALL, t0 + 30 * M);
+    let due = plan(&c, &p, std::slice::from_ref(&covered), &History::default(), &ALL, t0 + 30 * M);
     assert_eq!(due.actions.len(), 1);
     assert_eq!((due.actions[0].reason, due.actions[0].skills.clone()), (Reason::Long, vec!["plc".into()]));
     let cheap = Stop { cost_per_hour: 100.0, ..covered.clone() };
@@ -230,7 +230,7 @@ fn rate_limits_pass_over_a_busy_person_and_hold_a_busy_site() {
         }],
         ..History::default()
     };
-    assert_eq!(who(&plan(&c, &p, &[s1.clone()], &busy, &ALL, t)), [(0, Some("tech-a".into()))]);
+    assert_eq!(who(&plan(&c, &p, std::slice::from_ref(&s1), &busy, &ALL, t)), [(0, Some("tech-a".into()))]);
     // A site at its limit waits until the oldest message leaves the window.
     c.per_person = 10;
     c.per_site = 1;
@@ -244,7 +244,7 @@ fn rate_limits_pass_over_a_busy_person_and_hold_a_busy_site() {
         }],
         ..History::default()
     };
-    let held = plan(&c, &p, &[s1.clone()], &site_busy, &ALL, t);
+    let held = plan(&c, &p, std::slice::from_ref(&s1), &site_busy, &ALL, t);
     assert!(held.actions.is_empty());
     assert_eq!(held.next_due_ms, Some(t - 59 * M + H + 1));
     assert_eq!(who(&plan(&c, &p, &[s1], &site_busy, &ALL, t + M + 1)), [(0, Some("tech-b".into()))]);
@@ -254,7 +254,7 @@ fn rate_limits_pass_over_a_busy_person_and_hold_a_busy_site() {
 fn a_rung_with_nobody_reachable_is_recorded_as_skipped_and_the_ladder_moves_on() {
     let p = plant();
     let s = Stop { required: vec![req("welding", 1)], missing: vec!["welding".into()], ..stop() };
-    let first = plan(&cfg(), &p, &[s.clone()], &History::default(), &ALL, s.start_ms);
+    let first = plan(&cfg(), &p, std::slice::from_ref(&s), &History::default(), &ALL, s.start_ms);
     assert_eq!(who(&first), [(0, None)]);
     // Contacts on a channel that is not configured cannot be reached: with e-mail only, nina (webhook,
     // on call) is not a candidate.
@@ -271,7 +271,7 @@ fn a_rung_with_nobody_reachable_is_recorded_as_skipped_and_the_ladder_moves_on()
             at_ms: 0,
         });
     }
-    let sup = plan(&cfg(), &p, &[s.clone()], &late, &[Channel::Email], s.start_ms + H);
+    let sup = plan(&cfg(), &p, std::slice::from_ref(&s), &late, &[Channel::Email], s.start_ms + H);
     assert_eq!(who(&sup), [(2, None)]);
 }
 
