@@ -128,7 +128,12 @@ fn main() -> anyhow::Result<()> {
             let line = |d: &shiftlens_collector::timeline::Downtime| {
                 lines.get(&(d.site.to_string(), d.asset.to_string())).cloned()
             };
-            let records: Vec<feed::Record> = rows.iter().map(|d| feed::Record::new(d, line(d))).collect();
+            let acks = store::escalations::ack_times(&conn).unwrap_or_default();
+            let ack = |d: &shiftlens_collector::timeline::Downtime| {
+                acks.get(&shiftlens_collector::report::join::event_key(d)).copied()
+            };
+            let records: Vec<feed::Record> =
+                rows.iter().map(|d| feed::Record::new(d, line(d)).with_ack(d, ack(d))).collect();
             match format {
                 Format::Csv => print!("{}", feed::to_csv(&records)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),

@@ -344,6 +344,30 @@ async fn an_uncovered_stop_climbs_the_ladder_until_acknowledged_and_the_link_wor
     let (status, board) = c.call("GET", &format!("http://{http}/escalations")).await;
     assert_eq!(status, 200);
     assert!(board.contains("tech2 at") && board.contains("rung 1: tech"), "{board}");
+
+    // Once the stop ends, the feed splits its time to restoration at the acknowledgement.
+    publish_state(&mut a, 2, MachineState::Running).await;
+    let url = format!("http://{http}/api/v1/downtime?from={}&to={}", start - 3_600_000, start + 86_400_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(WAIT);
+    let record = loop {
+        let (_, text) = c.call("GET", &url).await;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        // Chunked or not, the JSON array is the part between the first '[' and the last ']'.
+        let json = body.get(body.find('[').unwrap_or(0)..=body.rfind(']').unwrap_or(0)).unwrap_or("[]");
+        let records: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+        if let Some(r) = records.into_iter().find(|r| !r["repair_s"].is_null()) {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no record with repair_s: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (resp, rep, total) = (
+        record["response_s"].as_f64().unwrap(),
+        record["repair_s"].as_f64().unwrap(),
+        record["duration_s"].as_f64().unwrap(),
+    );
+    assert!((resp + rep - total).abs() < 0.002, "{record}");
+    assert!((resp * 1000.0 - response as f64).abs() < 1.0, "{record}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,3 +306,47 @@ fn the_on_call_csv_is_parsed_with_located_errors_that_never_repeat_an_address() 
     }
     assert!(e.iter().all(|x| !x.contains("nina at plant")), "{e:#?}");
 }
+
+#[test]
+fn acknowledged_stops_split_mttr_into_response_and_repair() {
+    use crate::report::{join, mttr, Input};
+    use crate::timeline::Downtime;
+    use shiftlens_common::{AssetId, GatewayId, SiteId};
+    let mut p = plant();
+    p.assets.push(Asset {
+        id: "press-1".into(),
+        site: "a".into(),
+        line: "l1".into(),
+        cost_per_hour: 100.0,
+        requires: vec![req("plc", 2)],
+    });
+    let p = p.rebuilt();
+    let d = |start: i64, end: i64| Downtime {
+        site: SiteId::parse("a").unwrap(),
+        gateway: GatewayId::parse("gw").unwrap(),
+        asset: AssetId::parse("press-1").unwrap(),
+        start_ms: start,
+        end_ms: Some(end),
+        reason: None,
+        first_out: None,
+        data_gap: false,
+    };
+    let stops = [d(DAY + 7 * H, DAY + 9 * H), d(DAY + 12 * H, DAY + 13 * H), d(DAY + 14 * H, DAY + 15 * H)];
+    let mut events = join::join(&p, &stops);
+    // Acknowledged after 30 and 10 minutes; the third never was.
+    events[0].ack_ms = Some(DAY + 7 * H + 30 * M);
+    events[1].ack_ms = Some(DAY + 12 * H + 10 * M);
+    assert_eq!(events[0].response_repair_h(), Some((0.5, 1.5)));
+    let inp = Input { people: &p, events: &events, from_ms: DAY, to_ms: DAY + 24 * H };
+    let r = mttr::report(&inp, mttr::Dim::Asset);
+    let col = |name: &str| r.columns.iter().position(|c| c == name).unwrap();
+    let row = &r.rows[0];
+    assert_eq!(row[col("acknowledged_n")], 2);
+    // Response (0.5 + 1/6) / 2 = 0.33 h; repair (1.5 + 5/6) / 2 = 1.17 h.
+    assert_eq!((row[col("response_mean_h")].as_f64(), row[col("repair_mean_h")].as_f64()), (Some(0.33), Some(1.17)));
+    // The feed record carries the same split.
+    let rec = crate::feed::Record::new(&stops[0], None).with_ack(&stops[0], events[0].ack_ms);
+    assert_eq!((rec.response_s, rec.repair_s), (Some(1800.0), Some(5400.0)));
+    let plain = serde_json::to_value(crate::feed::Record::new(&stops[2], None)).unwrap();
+    assert!(plain["response_s"].is_null() && plain["acknowledged"].is_null(), "null when not acknowledged: {plain}");
+}

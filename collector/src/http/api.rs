@@ -265,7 +265,9 @@ async fn downtime(
         let records: Vec<feed::Record> = matching()
             .skip(o.offset)
             .take(o.limit.unwrap_or(bounds.max_rows))
-            .map(|(d, _)| feed::Record::new(d, ds.people.asset(d.asset.as_str()).map(|a| a.line.clone())))
+            .map(|(d, e)| {
+                feed::Record::new(d, ds.people.asset(d.asset.as_str()).map(|a| a.line.clone())).with_ack(d, e.ack_ms)
+            })
             .collect();
         Ok::<_, AppError>((records, total))
     })

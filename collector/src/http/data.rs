@@ -131,7 +131,9 @@ impl Dataset {
     pub fn load(conn: &Connection, settings: Settings) -> Result<Self, AppError> {
         let people = db::load(conn, settings).map_err(AppError::store)?;
         let downtime = events::query_downtime(conn, &events::DowntimeFilter::default()).map_err(AppError::store)?;
-        Ok(Self::new(people, downtime, None))
+        let mut d = Self::new(people, downtime, None);
+        store::escalations::fill_acks(conn, &mut d.events);
+        Ok(d)
     }
 
     /// Alarm activations (empty until [`Source::ensure_alarms`]).

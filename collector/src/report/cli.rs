@@ -130,9 +130,10 @@ impl ReportArgs {
                 &events::DowntimeFilter { site: None, asset: None, from_ms: Some(from_ms), to_ms: Some(to_ms) },
             )?,
         };
-        let joined = r::join(&p, &downtime);
+        let mut joined = r::join(&p, &downtime);
         let rev = db::data_revision(&conn)?;
         let saved = db::save_snapshots(&mut conn, rev, &joined, chrono::Utc::now().timestamp_millis())?;
+        crate::store::escalations::fill_acks(&conn, &mut joined);
         let inp = Input { people: &p, events: &joined, from_ms, to_ms };
         let mut rep = match self.name {
             Name::Join => r::join::report(&inp),

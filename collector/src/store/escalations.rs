@@ -338,6 +338,20 @@ pub fn ack_times(conn: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
     rows.collect()
 }
 
+/// Sets `ack_ms` of each event from the escalation acknowledgements (by key). A store without the tables
+/// (not yet migrated) leaves them unset.
+pub fn fill_acks(conn: &Connection, events: &mut [crate::report::JoinedEvent]) {
+    match ack_times(conn) {
+        Ok(acks) if !acks.is_empty() => {
+            for e in events {
+                e.ack_ms = acks.get(&e.key).copied();
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "no escalation acknowledgements read"),
+    }
+}
+
 /// One message as the board shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BoardMessage {
