@@ -12,7 +12,7 @@ mod support;
 
 use shiftlens_collector::escalate::{self, config::Rung, Target};
 use shiftlens_collector::people::import::{self, Kind};
-use shiftlens_collector::{feed, ingest};
+use shiftlens_collector::{feed, topology};
 use shiftlens_common::{AssetId, Batch, Event, EventBody, MachineState};
 use std::time::{Duration, Instant};
 use support::*;
@@ -73,7 +73,7 @@ async fn run(stops: u64) {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "bench-secret").unwrap();
 
-    let collector = ingest::start(&config, feed::no_lines()).await.unwrap();
+    let collector = topology::start(&config, feed::no_lines()).await.unwrap();
     let mut settings = escalate::Settings::new("http://127.0.0.1:9");
     settings.rungs = vec![Rung { after_ms: 0, to: Target::Qualified }];
     settings.per_person = u32::MAX;
@@ -82,7 +82,7 @@ async fn run(stops: u64) {
     let task = escalate::start(
         settings,
         &config.store.path,
-        config.people.resolved(),
+        config.people_settings.clone(),
         Some(collector.publisher()),
         collector.downtime_changes(),
     )

@@ -20,7 +20,6 @@ use rumqttc::{
 };
 use shiftlens_common::status::Status;
 use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -30,10 +29,8 @@ use tokio::sync::{mpsc, watch};
 pub enum UplinkError {
     #[error("invalid uplink config: {0}")]
     Config(String),
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
-    #[error("{what} {}: {detail}", path.display())]
-    Pem { what: &'static str, path: std::path::PathBuf, detail: String },
+    #[error(transparent)]
+    Pem(#[from] shiftlens_common::pem::PemError),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -94,44 +91,20 @@ impl Params {
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, UplinkError> {
-    std::fs::read(path).map_err(|source| UplinkError::Read { what, path: path.to_path_buf(), source })
-}
-
 fn tls_config(c: &UplinkConfig, _broker: &Broker) -> Result<TlsConfiguration, UplinkError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use shiftlens_common::pem;
     install_crypto_provider();
-    let pem_err = |what, path: &Path, e: rustls::pki_types::pem::Error| UplinkError::Pem {
-        what,
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    };
     let ca_path = c.ca.as_deref().ok_or_else(|| UplinkError::Config("mqtts:// needs `ca`".into()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&read("CA file", ca_path)?) {
-        roots.add(cert.map_err(|e| pem_err("CA file", ca_path, e))?)?;
-    }
-    if roots.is_empty() {
-        return Err(UplinkError::Pem { what: "CA file", path: ca_path.to_path_buf(), detail: "no certificate".into() });
+    for cert in pem::certificates("CA file", ca_path)? {
+        roots.add(cert)?;
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match (&c.cert, &c.key) {
-        (Some(cert_path), Some(key_path)) => {
-            let certs = CertificateDer::pem_slice_iter(&read("client certificate", cert_path)?)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| pem_err("client certificate", cert_path, e))?;
-            if certs.is_empty() {
-                return Err(UplinkError::Pem {
-                    what: "client certificate",
-                    path: cert_path.clone(),
-                    detail: "no certificate".into(),
-                });
-            }
-            let key = PrivateKeyDer::from_pem_slice(&read("client key", key_path)?)
-                .map_err(|e| pem_err("client key", key_path, e))?;
-            builder.with_client_auth_cert(certs, key)?
-        }
+        (Some(cert_path), Some(key_path)) => builder.with_client_auth_cert(
+            pem::certificates("client certificate", cert_path)?,
+            pem::private_key("client key", key_path)?,
+        )?,
         _ => builder.with_no_client_auth(),
     };
     Ok(TlsConfiguration::Rustls(Arc::new(config)))

@@ -278,16 +278,9 @@ pub fn split_url(url: &str) -> Option<(bool, String, u16, String)> {
 }
 
 impl EscalationConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        if let Err(e) = self.settings(file) {
-            errors.extend(e);
-        }
-    }
-
-    /// The checked settings of a config that passed validation (defaults where it would not).
-    pub fn resolved(&self) -> Settings {
-        self.settings(&ConfigFile::from_text("escalation", ""))
-            .unwrap_or_else(|_| Settings::new(self.public_url.get_ref()))
+    /// The checked settings, or `None` with every problem added to `errors`.
+    pub fn validated(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Option<Settings> {
+        self.settings(file).map_err(|e| errors.extend(e)).ok()
     }
 
     /// The checked settings.
@@ -442,7 +435,7 @@ mod tests {
     fn escalation_is_off_unless_configured_and_its_defaults_are_the_documented_ladder() {
         assert!(load("").unwrap().escalation.is_none());
         let c = load("[escalation]\npublic_url = \"https://sl.example\"\n[escalation.mqtt]\n").unwrap();
-        let s = c.escalation.unwrap().resolved();
+        let s = c.escalation.unwrap();
         assert_eq!(s.rungs, super::default_rungs());
         assert!(s.mqtt && s.webhook.is_none());
         assert_eq!((s.per_person, s.per_site, s.window_ms), (4, 30, 3_600_000));

@@ -11,7 +11,7 @@
 use super::channels::{self, smtp::Smtp, webhook::Webhook, Message, To};
 use super::config::Settings;
 use super::ladder::{self, Action, Stop};
-use crate::ingest::Publisher;
+use crate::ingest::Uplink as Publisher;
 use crate::people::{Channel, Personnel};
 use crate::report::join;
 use crate::store::{escalations as db, people as people_store, StoreError};

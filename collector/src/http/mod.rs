@@ -1,31 +1,33 @@
 //! HTTP: the API under `/api/v1/`, the supervisor dashboard, `/healthz` and Prometheus `/metrics`, from one
 //! axum router. Bound to loopback by default; any other address needs API tokens ([`auth`]).
 //!
-//! Layout: [`data`] loads personnel, downtime, alarms and the join from the store into a cached
-//! [`data::Dataset`] and applies the URL filters; [`api`] and [`views`] turn the same
-//! [`Report`](crate::report::Report)s into JSON/CSV and HTML, so a page and its API call always show the same
-//! numbers; [`openapi`] builds its document from the endpoint table the router is built from. Every
-//! response carries `Server-Timing: app;dur=<ms>` (the handler's time), which the benchmark reads.
+//! Layout: axum only. Each handler is extractor → one call into the read side ([`crate::query`], run
+//! off the async threads by [`error::blocking`]) → template or JSON. [`api`] serves the reports of
+//! [`query::CATALOGUE`] as JSON/CSV and [`pages`] as HTML, both through [`query::run`], so a page and its
+//! API call always show the same numbers; [`openapi`] builds its document from the same catalogue. Page
+//! parts: [`views`] (shared page parts, tables and their wording), [`svg`] (chart geometry), [`pages`]
+//! (one file per page family). Every response carries `Server-Timing: app;dur=<ms>` (the handler's
+//! time), which the benchmark reads.
 //!
-//! Hostile input is bounded before any work is sized from it: [`data::Bounds`] (window, rows, offset, time
+//! Hostile input is bounded before any work is sized from it: [`query::Bounds`] (window, rows, offset, time
 //! range) in the parsing of every request's parameters; [`guard`] (Host allowlist, cross-site check of every
 //! state-changing request, request timeout) around every route; [`server`] (header timeout, connection cap,
 //! stalled writes) under the router. The `[http]` keys and their defaults are in docs/config-reference.md.
 
 pub mod api;
 pub mod auth;
-pub mod data;
 pub mod error;
 pub mod escalations;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod server;
-pub mod shift;
+pub mod svg;
 pub mod views;
-pub mod whatif;
 
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
+use crate::query;
 use crate::Config;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
@@ -92,10 +94,10 @@ fn default_bind() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:8080".into())
 }
 fn default_max_window() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(data::DEFAULT_MAX_WINDOW_DAYS * 86_400)))
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(query::DEFAULT_MAX_WINDOW_DAYS * 86_400)))
 }
 fn default_max_rows() -> Spanned<usize> {
-    Spanned::new(0..0, data::DEFAULT_MAX_ROWS)
+    Spanned::new(0..0, query::DEFAULT_MAX_ROWS)
 }
 fn default_header_timeout() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(Limits::default().header_timeout))
@@ -162,7 +164,7 @@ impl HttpConfig {
         };
         let days = |d: &Spanned<HumanDuration>| d.get_ref().0.as_secs() / 86_400;
         let secs = |d: &Spanned<HumanDuration>| d.get_ref().0.as_secs();
-        range("max_window", self.max_window.span(), days(&self.max_window), 1, data::MAX_WINDOW_DAYS, "d");
+        range("max_window", self.max_window.span(), days(&self.max_window), 1, query::MAX_WINDOW_DAYS, "d");
         range("max_rows", self.max_rows.span(), *self.max_rows.get_ref() as u64, 1, 1_000_000, "");
         range("header_timeout", self.header_timeout.span(), secs(&self.header_timeout), 1, 600, "s");
         range("request_timeout", self.request_timeout.span(), secs(&self.request_timeout), 1, 3600, "s");
@@ -179,8 +181,8 @@ impl HttpConfig {
     }
 
     /// The bounds on what one request may ask for.
-    pub fn bounds(&self) -> data::Bounds {
-        data::Bounds {
+    pub fn bounds(&self) -> query::Bounds {
+        query::Bounds {
             max_window_ms: i64::try_from(self.max_window.get_ref().0.as_millis()).unwrap_or(i64::MAX),
             max_rows: *self.max_rows.get_ref(),
         }
@@ -191,7 +193,7 @@ impl HttpConfig {
 /// allowlist and the request timeout.
 #[derive(Clone)]
 pub struct AppState {
-    pub data: Arc<data::Source>,
+    pub data: Arc<query::Source>,
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<Metrics>,
     pub hosts: Arc<guard::Hosts>,
@@ -208,7 +210,7 @@ impl AppState {
     pub fn new(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Self, auth::AuthError> {
         Ok(Self {
             data: Arc::new(
-                data::Source::new(config.store.path.clone(), config.people.resolved())
+                query::Source::new(config.store.path.clone(), config.people_settings.clone())
                     .with_bounds(config.http.bounds()),
             ),
             auth: Arc::new(auth::Auth::from_config(&config.http)?),
@@ -228,9 +230,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
-        .merge(views::routes())
-        .merge(shift::routes())
-        .merge(whatif::routes())
+        .merge(pages::routes())
         .merge(metrics::routes())
         .merge(escalations::routes())
         .fallback(views::not_found)

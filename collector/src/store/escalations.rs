@@ -340,7 +340,7 @@ pub fn ack_times(conn: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
 
 /// Sets `ack_ms` of each event from the escalation acknowledgements (by key). A store without the tables
 /// (not yet migrated) leaves them unset.
-pub fn fill_acks(conn: &Connection, events: &mut [crate::report::JoinedEvent]) {
+pub fn fill_acks(conn: &Connection, events: &mut [crate::join::JoinedEvent]) {
     match ack_times(conn) {
         Ok(acks) if !acks.is_empty() => {
             for e in events {

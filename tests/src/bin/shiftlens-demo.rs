@@ -22,7 +22,7 @@ use shiftlens_collector::people::import::Kind;
 use shiftlens_collector::pki::{self, Ca};
 use shiftlens_collector::store::{self, events};
 use shiftlens_collector::timeline::Downtime;
-use shiftlens_collector::{feed, http, ingest};
+use shiftlens_collector::{feed, http, topology};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::{GatewayId, SiteId};
 use shiftlens_sim::{modbus, opcua, plant::Plant, scenario::Scenario};
@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     if !cli.no_history {
         seed_history(&config.store.path, history, days)?;
     }
-    let collector = ingest::start(&config, feed::AssetLines::line_of(&config.store.path))
+    let collector = topology::start(&config, feed::AssetLines::line_of(&config.store.path))
         .await
         .context("starting the collector")?;
     let broker = collector.broker.context("the demo's broker is embedded")?;

@@ -2,7 +2,7 @@
 //! through the collector's own broker connection (QoS 1 with an external broker), for plants that route
 //! alerts through their own systems. Feed readers (`[broker] feed_readers`) may subscribe to it.
 
-use crate::ingest::Publisher;
+use crate::ingest::Uplink as Publisher;
 use shiftlens_common::{SiteId, Topic};
 
 /// Publishes `body` for `site`.
