@@ -132,10 +132,8 @@ fn main() -> anyhow::Result<()> {
             let ack = |d: &shiftlens_collector::timeline::Downtime| {
                 acks.get(&shiftlens_collector::join::event_key(d)).copied()
             };
-            let records: Vec<feed::Record> = rows
-                .iter()
-                .map(|d| feed::Record::new(d, lines.line(&d.site, &d.asset)).with_ack(d, ack(d)))
-                .collect();
+            let records: Vec<feed::Record> =
+                rows.iter().map(|d| feed::Record::new(d, lines.line(&d.site, &d.asset)).with_ack(d, ack(d))).collect();
             match format {
                 Format::Csv => print!("{}", feed::to_csv(&records)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
