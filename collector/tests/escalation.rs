@@ -124,7 +124,7 @@ async fn receiver(tx: mpsc::UnboundedSender<Got>) -> Receiver {
 /// The plant: press-1 at plant-a needs PLC level 2; op1 is on shift without it, so a stop is uncovered;
 /// tech (PLC 4, e-mail) starts the next shift in 30 minutes, tech2 (PLC 3, webhook) is on call, sam is the
 /// on-call supervisor (webhook).
-fn import_people(db: &Path, now: i64) {
+fn import_people(db: &Path, now: i64, tech_contact: &str) {
     let t = |ms: i64| shiftlens_collector::feed::rfc3339(ms);
     let (from, to, next) = (t(now - 3_600_000), t(now + 10 * 3_600_000), t(now + 1_800_000));
     let files = [
@@ -145,7 +145,7 @@ fn import_people(db: &Path, now: i64) {
         (
             Kind::OnCall,
             format!(
-                "person,channel,address,site,role,start,end\ntech,email,tech@plant.example,plant-a,,,\n\
+                "person,channel,address,site,role,start,end\ntech,{tech_contact},plant-a,,,\n\
                  tech2,webhook,pager-2,plant-a,,{from},{to}\nsam,webhook,pager-9,plant-a,supervisor,{from},{to}\n"
             ),
         ),
@@ -169,6 +169,11 @@ struct Plant {
 }
 
 async fn plant(second_after: &str, supervisor_after: &str) -> Plant {
+    plant_with(second_after, supervisor_after, false).await
+}
+
+/// With `mqtt`: tech is reached over MQTT, bodies are pseudonymised, and `it-feed` may subscribe.
+async fn plant_with(second_after: &str, supervisor_after: &str, mqtt: bool) -> Plant {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
@@ -183,16 +188,19 @@ async fn plant(second_after: &str, supervisor_after: &str) -> Plant {
          [[escalation.rungs]]\nafter = \"{second_after}\"\nto = \"qualified\"\n\
          [[escalation.rungs]]\nafter = \"{supervisor_after}\"\nto = \"supervisor\"\n\
          [escalation.webhook]\nurl = \"http://{}/hook\"\nsecret_file = \"{}\"\n\
-         [escalation.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"shiftlens@plant.example\"\n",
-        config_text(dir.path(), &pki.leaf("localhost"), ""),
+         [escalation.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"shiftlens@plant.example\"\n{}",
+        config_text(dir.path(), &pki.leaf("localhost"), if mqtt { "feed_readers = [\"it-feed\"]" } else { "" }),
         hook.addr,
         secret.display(),
-        smtp.port
+        smtp.port,
+        if mqtt { "[escalation.mqtt]\n" } else { "" },
     );
+    let text = if mqtt { text.replace("max_attempts = 3\n", "max_attempts = 3\npseudonymize = true\n") } else { text };
     let cfg = dir.path().join("collector.toml");
     std::fs::write(&cfg, text).unwrap();
     let db = dir.path().join("collector.db");
-    import_people(&db, chrono::Utc::now().timestamp_millis());
+    let tech = if mqtt { "mqtt,radio-7" } else { "email,tech@plant.example" };
+    import_people(&db, chrono::Utc::now().timestamp_millis(), tech);
     Plant { dir, pki, cfg, db, got, hook, _smtp: smtp }
 }
 
@@ -433,4 +441,32 @@ async fn a_webhook_receiver_that_keeps_failing_gets_retries_then_a_dead_letter()
     assert_eq!(attempts, 3);
     assert!(error.contains("500"), "{error}");
     assert!(p.hook.attempts.load(Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_channel_publishes_on_the_sites_escalations_topic_without_personal_data() {
+    let p = plant_with("60s", "60s", true).await;
+    let (_child, broker, _) = spawn_collector(&p.cfg).await;
+    let reader_files = p.pki.leaf("it-feed");
+    let topic = shiftlens_common::Topic::Escalations { site: site() }.to_string();
+    let mut reader = connect(options(broker, "it-feed", &p.pki.ca, Some(&reader_files)), vec![topic.clone()], false);
+    assert!(wait_for(&mut reader, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let mut a = connected_agent(broker, &p.pki).await;
+    let start = publish_state(&mut a, 1, MachineState::Down).await;
+    let body = wait_for(&mut reader, WAIT, |s| match s {
+        Seen::Message(t, body) if t == topic => Some(body),
+        _ => None,
+    })
+    .await
+    .expect("no escalation on the MQTT topic");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["schema"], "shiftlens.escalation/1");
+    assert_eq!(v["id"], format!("plant-a/press-1/{start}#0"));
+    assert_eq!((v["reason"].as_str(), v["skills"][0].as_str()), (Some("uncovered"), Some("plc")));
+    // Pseudonymised: a pseudonym, no address, no person id anywhere in the body.
+    let to = &v["to"];
+    assert!(to["person"].as_str().unwrap().starts_with("P-"), "{v}");
+    assert!(to.get("address").is_none(), "{v}");
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("radio-7") && !text.contains("\"tech\""), "{text}");
 }
