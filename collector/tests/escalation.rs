@@ -41,7 +41,7 @@ fn free_port() -> u16 {
 }
 
 const SMTP_SERVER: &str = r#"
-import sys, time, email
+import sys, time, email, ssl
 from aiosmtpd.controller import Controller
 class H:
     async def handle_DATA(self, server, session, envelope):
@@ -49,17 +49,28 @@ class H:
         body = msg.get_payload(decode=True).decode("utf8", "replace").replace("\r", "").replace("\n", "\\n")
         print("MAIL", envelope.rcpt_tos[0], body, flush=True)
         return "250 OK"
-c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
+if len(sys.argv) > 3:
+    # STARTTLS required, with the test PKI's server certificate.
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]), tls_context=ctx, require_starttls=True)
+else:
+    c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
 c.start()
 print("READY", flush=True)
 while True:
     time.sleep(3600)
 "#;
 
-async fn smtp_server(tx: mpsc::UnboundedSender<Got>) -> Smtp {
+/// `tls`: the server certificate and key; the server then requires STARTTLS.
+async fn smtp_server(tx: mpsc::UnboundedSender<Got>, tls: Option<&shiftlens_collector::broker::TlsFiles>) -> Smtp {
     let port = free_port();
+    let mut args = vec!["-c".to_string(), SMTP_SERVER.to_string(), port.to_string()];
+    if let Some(t) = tls {
+        args.extend([t.cert.display().to_string(), t.key.display().to_string()]);
+    }
     let mut child = Command::new("python3")
-        .args(["-c", SMTP_SERVER, &port.to_string()])
+        .args(&args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -169,16 +180,19 @@ struct Plant {
 }
 
 async fn plant(second_after: &str, supervisor_after: &str) -> Plant {
-    plant_with(second_after, supervisor_after, false).await
+    plant_with(second_after, supervisor_after, false, false).await
 }
 
 /// With `mqtt`: tech is reached over MQTT, bodies are pseudonymised, and `it-feed` may subscribe.
-async fn plant_with(second_after: &str, supervisor_after: &str, mqtt: bool) -> Plant {
+/// With `smtp_tls`: the SMTP server requires STARTTLS with a certificate of the test CA, which the
+/// collector trusts through `[escalation.smtp] ca`.
+async fn plant_with(second_after: &str, supervisor_after: &str, mqtt: bool, smtp_tls: bool) -> Plant {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
     let (tx, got) = mpsc::unbounded_channel();
-    let smtp = smtp_server(tx.clone()).await;
+    let smtp_files = smtp_tls.then(|| pki.leaf("smtp"));
+    let smtp = smtp_server(tx.clone(), smtp_files.as_ref()).await;
     let hook = receiver(tx).await;
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
@@ -195,6 +209,10 @@ async fn plant_with(second_after: &str, supervisor_after: &str, mqtt: bool) -> P
         smtp.port,
         if mqtt { "[escalation.mqtt]\n" } else { "" },
     );
+    let text = match &smtp_files {
+        Some(f) => text.replace("tls = \"none\"\n", &format!("tls = \"starttls\"\nca = \"{}\"\n", f.ca.display())),
+        None => text,
+    };
     let text = if mqtt { text.replace("max_attempts = 3\n", "max_attempts = 3\npseudonymize = true\n") } else { text };
     let cfg = dir.path().join("collector.toml");
     std::fs::write(&cfg, text).unwrap();
@@ -445,7 +463,7 @@ async fn a_webhook_receiver_that_keeps_failing_gets_retries_then_a_dead_letter()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mqtt_channel_publishes_on_the_sites_escalations_topic_without_personal_data() {
-    let p = plant_with("60s", "60s", true).await;
+    let p = plant_with("60s", "60s", true, false).await;
     let (_child, broker, _) = spawn_collector(&p.cfg).await;
     let reader_files = p.pki.leaf("it-feed");
     let topic = shiftlens_common::Topic::Escalations { site: site() }.to_string();
@@ -469,4 +487,16 @@ async fn the_mqtt_channel_publishes_on_the_sites_escalations_topic_without_perso
     assert!(to.get("address").is_none(), "{v}");
     let text = String::from_utf8_lossy(&body);
     assert!(!text.contains("radio-7") && !text.contains("\"tech\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_goes_over_starttls_to_a_server_that_requires_it() {
+    let mut p = plant_with("60s", "60s", false, true).await;
+    let (_child, broker, _) = spawn_collector(&p.cfg).await;
+    let mut a = connected_agent(broker, &p.pki).await;
+    let start = publish_state(&mut a, 1, MachineState::Down).await;
+    let got = next(&mut p).await;
+    assert_eq!((got.channel, got.id), ("email", format!("plant-a/press-1/{start}#0")));
+    let sent = "SELECT COUNT(*) FROM escalation WHERE state = 'sent' AND channel = 'email'";
+    assert!(eventually(WAIT, || count(&p.db, sent) == 1).await);
 }
