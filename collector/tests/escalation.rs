@@ -427,16 +427,24 @@ async fn a_collector_killed_between_rungs_sends_each_rung_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_that_closes_before_the_next_rung_gets_nothing_more() {
     let mut p = plant("3s", "3s").await;
-    let (_child, broker, _) = spawn_collector(&p.cfg).await;
+    let (_child, broker, http) = spawn_collector(&p.cfg).await;
     let mut a = connected_agent(broker, &p.pki).await;
     let start = publish_state(&mut a, 1, MachineState::Down).await;
-    assert_eq!(next(&mut p).await.channel, "email");
+    let first = next(&mut p).await;
+    assert_eq!(first.channel, "email");
     publish_state(&mut a, 2, MachineState::Running).await;
     assert!(eventually(WAIT, || count(&p.db, "SELECT COUNT(*) FROM downtime WHERE end_ms IS NOT NULL") == 1).await);
     let due = start + 3_000 + 2 * 5_000;
     assert!(eventually(WAIT, || chrono::Utc::now().timestamp_millis() > due).await);
     assert!(p.got.try_recv().is_err());
     assert_eq!(count(&p.db, "SELECT COUNT(*) FROM escalation"), 1);
+    // The link of the ended stop acknowledges nothing.
+    let c = http_client();
+    let (status, page) = c.call("GET", &link(&first, http)).await;
+    assert!(status == 200 && page.contains("Stop is over") && !page.contains("ack-confirm"), "{page}");
+    let (status, page) = c.call("POST", &link(&first, http)).await;
+    assert_eq!(status, 409, "{page}");
+    assert_eq!(count(&p.db, "SELECT COUNT(*) FROM escalation_ack"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,6 +189,16 @@ async fn use_token(st: &AppState, token: &str, via: &'static str) -> Result<(Sta
                 response_s: None,
             },
         ),
+        AckOutcome::StopOver => (
+            StatusCode::CONFLICT,
+            AckAnswer {
+                outcome: "stop_over",
+                message: "This stop has ended; nothing to acknowledge.".into(),
+                stop: None,
+                person: None,
+                response_s: None,
+            },
+        ),
         AckOutcome::Unknown => (StatusCode::NOT_FOUND, unknown),
     })
 }
@@ -201,6 +211,7 @@ async fn ack_form(State(st): State<AppState>, Path(token): Path<String>) -> Resu
         "already_acknowledged" => "Already acknowledged",
         "used" => "Link already used",
         "expired" => "Link expired",
+        "stop_over" => "Stop is over",
         _ => "Unknown link",
     };
     let page = AckPage {

@@ -296,6 +296,8 @@ pub enum AckOutcome {
     Used {
         at_ms: i64,
     },
+    /// The stop has ended: nothing to acknowledge (the token stays unused).
+    StopOver,
 }
 
 /// Uses a token: single use, before its expiry. The first acknowledgement of a stop is recorded with who
@@ -311,6 +313,9 @@ pub fn acknowledge(conn: &mut Connection, hash: &[u8; 32], via: &str, now_ms: i6
     }
     if now_ms >= t.expires_ms {
         return Ok(AckOutcome::Expired);
+    }
+    if !t.stop_open && t.acked.is_none() {
+        return Ok(AckOutcome::StopOver);
     }
     tx.execute("UPDATE escalation SET token_used_ms = ?2 WHERE id = ?1", params![t.id, now_ms])?;
     let outcome = match t.acked {
