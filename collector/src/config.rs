@@ -63,7 +63,13 @@ impl Config {
         let ingest = raw.ingest.validate(file, &mut errors);
         raw.http.validate(file, &mut errors);
         let people_settings = raw.people.validated(file, &mut errors);
-        let escalation = raw.escalation.as_ref().and_then(|e| e.validated(file, &mut errors));
+        let escalation = raw.escalation.as_ref().and_then(|e| {
+            let hosts = http::guard::Hosts::new(
+                raw.http.bind.get_ref(),
+                raw.http.public_names.iter().map(|n| n.get_ref().as_str()),
+            );
+            e.validated(file, &hosts, &mut errors)
+        });
         if errors.is_empty() {
             Ok(Config { broker, store, ingest, http: raw.http, people: raw.people, people_settings, escalation })
         } else {

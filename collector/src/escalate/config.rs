@@ -278,9 +278,27 @@ pub fn split_url(url: &str) -> Option<(bool, String, u16, String)> {
 }
 
 impl EscalationConfig {
-    /// The checked settings, or `None` with every problem added to `errors`.
-    pub fn validated(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Option<Settings> {
-        self.settings(file).map_err(|e| errors.extend(e)).ok()
+    /// The checked settings, or `None` with every problem added to `errors`. `hosts` are the dashboard's
+    /// names: the acknowledge links' host must be one of them, or the Host check would refuse every link.
+    pub fn validated(
+        &self,
+        file: &ConfigFile,
+        hosts: &crate::http::guard::Hosts,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Settings> {
+        let s = self.settings(file).map_err(|e| errors.extend(e)).ok()?;
+        let authority = split_url(&s.public_url).map(|(_, host, port, _)| format!("{host}:{port}"));
+        if authority.as_deref().is_some_and(|a| !hosts.allows(a)) {
+            errors.push(file.error_at(
+                self.public_url.span(),
+                format!(
+                    "public_url {:?}: its host is not one of the dashboard's names, so every acknowledge link would be refused: add it to [http] public_names",
+                    self.public_url.get_ref()
+                ),
+            ));
+            return None;
+        }
+        Some(s)
     }
 
     /// The checked settings.
@@ -434,7 +452,8 @@ mod tests {
     #[test]
     fn escalation_is_off_unless_configured_and_its_defaults_are_the_documented_ladder() {
         assert!(load("").unwrap().escalation.is_none());
-        let c = load("[escalation]\npublic_url = \"https://sl.example\"\n[escalation.mqtt]\n").unwrap();
+        let c = load("[http]\npublic_names = [\"sl.example\"]\n[escalation]\npublic_url = \"https://sl.example\"\n[escalation.mqtt]\n")
+            .unwrap();
         let s = c.escalation.unwrap();
         assert_eq!(s.rungs, super::default_rungs());
         assert!(s.mqtt && s.webhook.is_none());
@@ -460,8 +479,16 @@ mod tests {
         ] {
             assert!(e.contains(want), "missing {want:?} in\n{e}");
         }
-        let e = load("[escalation]\npublic_url = \"https://x.example\"\n").unwrap_err();
+        let e = load("[escalation]\npublic_url = \"https://sl.example\"\n").unwrap_err();
         assert!(e.contains("c.toml:2:14: [escalation] has no channel"), "{e}");
-        assert!(load("[escalation]\npublic_url = \"https://x.example\"\nbogus = 1\n[escalation.mqtt]\n").is_err());
+        assert!(load("[escalation]\npublic_url = \"https://sl.example\"\nbogus = 1\n[escalation.mqtt]\n").is_err());
+        // The links' host must be a name of the dashboard.
+        let e = load("[escalation]\npublic_url = \"https://other.example/sl\"\n[escalation.mqtt]\n").unwrap_err();
+        assert!(
+            e.contains(
+                "c.toml:2:14: public_url \"https://other.example/sl\": its host is not one of the dashboard's names"
+            ),
+            "{e}"
+        );
     }
 }
