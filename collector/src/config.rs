@@ -4,7 +4,7 @@
 //! reads: plain types (no spans) for `[broker]`, `[store]` and `[ingest]`. Each section's types live with
 //! the component that uses it.
 
-use crate::{broker, http, ingest, people, store};
+use crate::{broker, escalate, http, ingest, people, store};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile};
 use std::path::Path;
@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub http: http::HttpConfig,
     #[serde(default)]
     pub people: people::PeopleConfig,
+    /// Off unless the section is present.
+    pub escalation: Option<escalate::EscalationConfig>,
 }
 
 /// The validated collector config.
@@ -35,6 +37,8 @@ pub struct Config {
     pub people: people::PeopleConfig,
     /// `[people]` validated once at load ([`people::PeopleConfig::validated`]): what runtime code reads.
     pub people_settings: people::Settings,
+    /// `[escalation]` validated; `None` = escalation off.
+    pub escalation: Option<escalate::Settings>,
 }
 
 impl Config {
@@ -59,8 +63,15 @@ impl Config {
         let ingest = raw.ingest.validate(file, &mut errors);
         let http = raw.http.validated(file, &mut errors);
         let people_settings = raw.people.validated(file, &mut errors);
+        let escalation = raw.escalation.as_ref().and_then(|e| {
+            let hosts = http::guard::Hosts::new(
+                &http.bind.to_string(),
+                http.public_names.iter().map(String::as_str),
+            );
+            e.validated(file, &hosts, &mut errors)
+        });
         if errors.is_empty() {
-            Ok(Config { broker, store, ingest, http, people: raw.people, people_settings })
+            Ok(Config { broker, store, ingest, http, people: raw.people, people_settings, escalation })
         } else {
             errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(errors))

@@ -147,6 +147,15 @@ pub struct Record {
     pub first_out_alarm: Option<FirstOutAlarm>,
     pub data_gap: bool,
     pub gateway: String,
+    /// When an escalation of the stop was acknowledged (docs/escalation.md); `null` when none was.
+    #[serde(default)]
+    pub acknowledged: Option<String>,
+    /// `acknowledged - start` in seconds (response); `null` when not acknowledged.
+    #[serde(default)]
+    pub response_s: Option<f64>,
+    /// `end - acknowledged` in seconds (repair); `null` while open or not acknowledged.
+    #[serde(default)]
+    pub repair_s: Option<f64>,
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2025-03-04T05:06:07.089Z`. Always an RFC 3339 date: a time outside
@@ -197,7 +206,21 @@ impl Record {
             }),
             data_gap: d.data_gap,
             gateway: d.gateway.to_string(),
+            acknowledged: None,
+            response_s: None,
+            repair_s: None,
         }
+    }
+
+    /// With the split of the time to restoration at the escalation's acknowledgement `ack_ms`.
+    pub fn with_ack(mut self, d: &Downtime, ack_ms: Option<i64>) -> Self {
+        if let Some(ack) = ack_ms {
+            let ack = ack.max(d.start_ms);
+            self.acknowledged = Some(rfc3339(ack));
+            self.response_s = Some((ack - d.start_ms) as f64 / 1000.0);
+            self.repair_s = d.end_ms.map(|e| (e - ack).max(0) as f64 / 1000.0);
+        }
+        self
     }
 }
 

@@ -111,7 +111,11 @@ impl Uplink {
         }
     }
 
-    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    /// Publishes one message (QoS 1 with an external broker).
+    ///
+    /// # Errors
+    /// The client's request queue or the in-process link refused it.
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
         match self {
             Uplink::Client(c) => c.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| e.to_string()),
             Uplink::Local(tx) => tx
@@ -422,8 +426,18 @@ pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) 
 
 /// The confirmer: for what the writer committed, publishes the ack and the downtime feed records, and
 /// counts. Ends when the writer is gone and everything it committed is published.
-pub async fn confirm(mut rx: mpsc::Receiver<Committed>, uplink: Uplink, m: Arc<Metrics>, line_of: LineOf) {
+/// `changes` counts committed downtime changes (opened, closed, retracted): escalation wakes on it.
+pub async fn confirm(
+    mut rx: mpsc::Receiver<Committed>,
+    uplink: Uplink,
+    m: Arc<Metrics>,
+    line_of: LineOf,
+    changes: tokio::sync::watch::Sender<u64>,
+) {
     while let Some(c) = rx.recv().await {
+        if matches!(c, Committed::Downtime(_) | Committed::Retracted(_)) {
+            changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         match c {
             Committed::Stored { site, gateway, epoch, seqs, new } => {
                 inc(&m.batches, 1);

@@ -50,12 +50,24 @@ pub struct JoinedEvent {
     pub missing: Vec<String>,
     pub resolver: Option<String>,
     pub work_order: Option<String>,
+    /// When an escalation of this stop was acknowledged (docs/escalation.md): splits TTR into response and
+    /// repair. Filled in from the store after the join; not part of the snapshot (it is not known at the start).
+    #[serde(skip)]
+    pub ack_ms: Option<i64>,
 }
 
 impl JoinedEvent {
     /// TTR in hours for closed events.
     pub fn ttr_h(&self) -> Option<f64> {
         self.end_ms.map(|e| (e - self.start_ms) as f64 / HOUR_MS)
+    }
+
+    /// Response (start → acknowledged) and repair (acknowledged → end) in hours, for closed acknowledged
+    /// events (ISO 22400's parts of the time to restoration).
+    pub fn response_repair_h(&self) -> Option<(f64, f64)> {
+        let (ack, end) = (self.ack_ms?, self.end_ms?);
+        let ack = ack.clamp(self.start_ms, end);
+        Some(((ack - self.start_ms) as f64 / HOUR_MS, (end - ack) as f64 / HOUR_MS))
     }
 
     /// The `covered` column's word: `yes`, `no`, or `no roster` when nobody was scheduled.
@@ -133,6 +145,7 @@ pub fn join_one(p: &Personnel, d: &Downtime) -> JoinedEvent {
         required,
         resolver: wo.and_then(|w| w.resolved_by.clone()),
         work_order: wo.map(|w| w.ticket.clone()),
+        ack_ms: None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod escalate;
 pub mod fairness;
 pub mod feed;
 pub mod http;

@@ -128,8 +128,12 @@ fn main() -> anyhow::Result<()> {
             let conn = store::open_reader(&config.store.path)?;
             let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
             let lines = feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?;
+            let acks = store::escalations::ack_times(&conn).unwrap_or_default();
+            let ack = |d: &shiftlens_collector::timeline::Downtime| {
+                acks.get(&shiftlens_collector::join::event_key(d)).copied()
+            };
             let records: Vec<feed::Record> =
-                rows.iter().map(|d| feed::Record::new(d, lines.line(&d.site, &d.asset))).collect();
+                rows.iter().map(|d| feed::Record::new(d, lines.line(&d.site, &d.asset)).with_ack(d, ack(d))).collect();
             match format {
                 Format::Csv => print!("{}", feed::to_csv(&records)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),

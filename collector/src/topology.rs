@@ -56,6 +56,8 @@ pub struct Collector {
     mqtt: JoinHandle<()>,
     confirmer: JoinHandle<()>,
     uplink: Uplink,
+    /// Changes when a downtime change is committed: escalation wakes on it.
+    downtime_changes: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Why the collector could not start.
@@ -105,7 +107,8 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         tokio::spawn(ingest::retention(writer.tx.clone())),
         tokio::spawn(ingest::heartbeat_sweep(writer.tx.clone(), config.ingest.heartbeat_overdue)),
     ];
-    let confirmer = tokio::spawn(ingest::confirm(committed_rx, uplink.clone(), metrics.clone(), line_of));
+    let (changes_tx, downtime_changes) = tokio::sync::watch::channel(0u64);
+    let confirmer = tokio::spawn(ingest::confirm(committed_rx, uplink.clone(), metrics.clone(), line_of, changes_tx));
 
     // Gateways may connect to the embedded broker once this returns (and READY=1 is sent): until ingest's
     // subscriptions exist, the broker would drop what they publish (they resend after their ack timeout).
@@ -125,10 +128,21 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         mqtt,
         confirmer,
         uplink,
+        downtime_changes,
     })
 }
 
 impl Collector {
+    /// The collector's own broker connection, to publish on (escalation's MQTT channel).
+    pub fn publisher(&self) -> Uplink {
+        self.uplink.clone()
+    }
+
+    /// Changes when a downtime change is committed (a wake-up; the store holds the changes).
+    pub fn downtime_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.downtime_changes.clone()
+    }
+
     /// A handle for liveness checks. Drop it before [`Collector::shutdown`]: it keeps the writer open.
     pub fn probe(&self) -> WriterProbe {
         WriterProbe { tx: self.writer_tx.clone() }
@@ -198,6 +212,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = collector.broker {
         println!("broker listening on {addr}");
     }
+    // Escalation of uncovered stops while they happen (docs/escalation.md), when configured.
+    let escalation = match &config.escalation {
+        Some(e) => Some(
+            crate::escalate::start(
+                e.clone(),
+                &config.store.path,
+                config.people_settings.clone(),
+                Some(collector.publisher()),
+                collector.downtime_changes(),
+            )
+            .context("starting escalation")?,
+        ),
+        None => None,
+    };
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
     let addr = http::serve_with(&config.http.bind.to_string(), http::router(state), config.http.limits)
         .await
@@ -213,6 +241,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
     let _ = watchdog.await;
+    if let Some(e) = escalation {
+        // Deliveries in flight stay `pending` in the store and are sent after the next start.
+        e.abort();
+    }
     collector.shutdown(Duration::from_secs(10)).await.context("stopping the store writer")?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -351,6 +351,7 @@ fn the_cli_imports_the_samples_and_prints_reports() {
         "alarm-classes",
         "initiatives",
         "work-orders",
+        "on-call",
     ] {
         let file = samples.join(format!("{kind}.csv"));
         let (ok, out, err) = run(&["import", kind, file.to_str().unwrap()]);

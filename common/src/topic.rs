@@ -5,6 +5,7 @@
 //! shiftlens/v1/{site}/{gateway}/status   JSON, retained birth, heartbeat, last will
 //! shiftlens/v1/{site}/{gateway}/ack      CBOR acks from the collector
 //! shiftlens/v1/{site}/downtime           JSON downtime feed for central IT
+//! shiftlens/v1/{site}/escalations        JSON escalation messages (schema shiftlens.escalation/1)
 //! ```
 
 use crate::ids::{GatewayId, SiteId};
@@ -19,6 +20,7 @@ pub enum Topic {
     Status { site: SiteId, gateway: GatewayId },
     Ack { site: SiteId, gateway: GatewayId },
     Downtime { site: SiteId },
+    Escalations { site: SiteId },
 }
 
 /// Why a topic is not one of ours.
@@ -35,6 +37,8 @@ pub const ALL_EVENTS: &str = "shiftlens/v1/+/+/events";
 pub const ALL_STATUS: &str = "shiftlens/v1/+/+/status";
 /// Subscription filter for every site's downtime feed.
 pub const ALL_DOWNTIME: &str = "shiftlens/v1/+/downtime";
+/// Subscription filter for every site's escalation messages (feed readers may subscribe).
+pub const ALL_ESCALATIONS: &str = "shiftlens/v1/+/escalations";
 
 /// Subscription filter for the event batches of every gateway of one site.
 pub fn site_events(site: &SiteId) -> String {
@@ -67,10 +71,11 @@ impl Topic {
         let gw = |s: &str| GatewayId::parse(s).map_err(|e| err(e.to_string()));
         match parts.as_slice() {
             [s, "downtime"] => Ok(Topic::Downtime { site: site(s)? }),
+            [s, "escalations"] => Ok(Topic::Escalations { site: site(s)? }),
             [s, g, "events"] => Ok(Topic::Events { site: site(s)?, gateway: gw(g)? }),
             [s, g, "status"] => Ok(Topic::Status { site: site(s)?, gateway: gw(g)? }),
             [s, g, "ack"] => Ok(Topic::Ack { site: site(s)?, gateway: gw(g)? }),
-            _ => Err(err("expected {site}/{gateway}/events|status|ack or {site}/downtime".into())),
+            _ => Err(err("expected {site}/{gateway}/events|status|ack or {site}/downtime|escalations".into())),
         }
     }
 }
@@ -82,6 +87,7 @@ impl fmt::Display for Topic {
             Topic::Status { site, gateway } => write!(f, "{PREFIX}/{site}/{gateway}/status"),
             Topic::Ack { site, gateway } => write!(f, "{PREFIX}/{site}/{gateway}/ack"),
             Topic::Downtime { site } => write!(f, "{PREFIX}/{site}/downtime"),
+            Topic::Escalations { site } => write!(f, "{PREFIX}/{site}/escalations"),
         }
     }
 }
@@ -102,6 +108,7 @@ mod tests {
             Topic::Status { site: site.clone(), gateway: gateway.clone() },
             Topic::Ack { site: site.clone(), gateway: gateway.clone() },
             Topic::Downtime { site: site.clone() },
+            Topic::Escalations { site: site.clone() },
         ] {
             assert_eq!(Topic::parse(&t.to_string()).unwrap(), t);
         }

@@ -126,7 +126,9 @@ pub fn allows(who: &Identity, role: Role, request: Request<'_>) -> bool {
             matches!(Topic::parse(f), Ok(Topic::Ack { site, gateway }) if who.owns(&site, &gateway))
         }
         (Role::FeedReader, Request::Subscribe(f)) => {
-            matches!(Topic::parse(f), Ok(Topic::Downtime { .. })) || f == topic::ALL_DOWNTIME
+            matches!(Topic::parse(f), Ok(Topic::Downtime { .. } | Topic::Escalations { .. }))
+                || f == topic::ALL_DOWNTIME
+                || f == topic::ALL_ESCALATIONS
         }
         (Role::FeedReader, Request::LastWill(_) | Request::Publish(_)) => false,
     }
@@ -204,6 +206,10 @@ mod tests {
             (&a, Gateway, Subscribe("#"), false),
             (&a, FeedReader, Subscribe("shiftlens/v1/a/downtime"), true),
             (&a, FeedReader, Subscribe(topic::ALL_DOWNTIME), true),
+            (&a, FeedReader, Subscribe("shiftlens/v1/a/escalations"), true),
+            (&a, FeedReader, Subscribe(topic::ALL_ESCALATIONS), true),
+            (&a, Gateway, Subscribe("shiftlens/v1/a/escalations"), false),
+            (&a, FeedReader, Publish("shiftlens/v1/a/escalations"), false),
             (&a, FeedReader, Subscribe("shiftlens/v1/#"), false),
             (&a, FeedReader, Subscribe("shiftlens/v1/a/gw-1/ack"), false),
             (&a, FeedReader, Subscribe(topic::ALL_EVENTS), false),

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod escalations;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
@@ -240,6 +241,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hosts: Arc<guard::Hosts>,
     pub request_timeout: Duration,
+    /// `[escalation]` is configured (the live board says whether it is on).
+    pub escalation: bool,
 }
 
 impl AppState {
@@ -260,6 +263,7 @@ impl AppState {
                 config.http.public_names.iter().map(String::as_str),
             )),
             request_timeout: config.http.limits.request_timeout,
+            escalation: config.escalation.is_some(),
         })
     }
 }
@@ -271,6 +275,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(pages::routes())
         .merge(metrics::routes())
+        .merge(escalations::routes())
         .fallback(views::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .layer(axum::middleware::from_fn(server_timing))

@@ -150,7 +150,7 @@ fn feed_examples() -> Option<(Value, Value)> {
         data_gap: false,
     };
     let min = Downtime { end_ms: None, reason: None, first_out: None, ..full.clone() };
-    let full = serde_json::to_value(feed::Record::new(&full, Some("l".into()))).ok()?;
+    let full = serde_json::to_value(feed::Record::new(&full, Some("l".into())).with_ack(&full, Some(31_000))).ok()?;
     let min = serde_json::to_value(feed::Record::new(&min, None)).ok()?;
     Some((full, min))
 }

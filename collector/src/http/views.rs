@@ -124,7 +124,9 @@ pub(crate) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Na
         .filter_map(|d| d.page.map(|path| (d, path)))
         .map(|(d, path)| Link { href: link(path, &keep, &[]), label: d.short.into(), on: path == current })
         .collect();
-    for (href, label) in [("/shift", "Shift report"), ("/whatif", "What if"), ("/gateways", "Gateways")] {
+    for (href, label) in
+        [("/shift", "Shift report"), ("/whatif", "What if"), ("/gateways", "Gateways"), ("/escalations", "Live board")]
+    {
         items.push(Link { href: href.into(), label: label.into(), on: current == href });
     }
     if p.role == auth::Role::Admin {
@@ -363,6 +365,9 @@ const HEADINGS: &[(&str, &str)] = &[
     ("after_ci_low_h", "After: 95% CI low (h)"),
     ("after_ci_high_h", "After: 95% CI high (h)"),
     ("hours_saved", "Hours saved"),
+    ("acknowledged_n", "Acknowledged escalations"),
+    ("response_mean_h", "Response, mean (h)"),
+    ("repair_mean_h", "Repair, mean (h)"),
     ("metric", "Measure"),
     ("before", "Before"),
     ("after", "After"),

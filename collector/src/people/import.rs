@@ -24,10 +24,11 @@ pub enum Kind {
     AlarmClasses,
     Initiatives,
     WorkOrders,
+    OnCall,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::People,
         Kind::Skills,
         Kind::PersonSkills,
@@ -37,6 +38,7 @@ impl Kind {
         Kind::AlarmClasses,
         Kind::Initiatives,
         Kind::WorkOrders,
+        Kind::OnCall,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Kind {
             Kind::AlarmClasses => "alarm-classes",
             Kind::Initiatives => "initiatives",
             Kind::WorkOrders => "work-orders",
+            Kind::OnCall => "on-call",
         }
     }
 
@@ -69,6 +72,7 @@ impl Kind {
             Kind::AlarmClasses => (&["class", "requires"], &[]),
             Kind::Initiatives => (&["id", "name", "go_live", "needs"], &[]),
             Kind::WorkOrders => (&["ticket", "asset", "opened"], &["closed", "resolved_by"]),
+            Kind::OnCall => (&["person", "channel", "address"], &["site", "role", "start", "end"]),
         }
     }
 }
@@ -299,6 +303,61 @@ impl<'a> Ctx<'a> {
                 }
                 emit(w.ticket.clone(), &w)
             }
+            Kind::OnCall => {
+                let person = self.person(r, "person");
+                let channel = match r.get("channel") {
+                    "webhook" => Some(Channel::Webhook),
+                    "email" => Some(Channel::Email),
+                    "mqtt" => Some(Channel::Mqtt),
+                    other => r.fail("channel", format!("unknown channel {other:?}: expected webhook, email or mqtt")),
+                };
+                let address = r.required("address");
+                if let (Some(Channel::Email), Some(a)) = (channel, &address) {
+                    if !valid_mailbox(a) {
+                        // The address itself is personal data: not repeated in the message.
+                        r.bad("address", "not an e-mail address (name@domain)".into());
+                    }
+                }
+                if address.as_ref().is_some_and(|a| a.len() > 256 || a.chars().any(char::is_control)) {
+                    r.bad("address", "must be at most 256 characters without control characters".into());
+                }
+                let role = match r.get("role") {
+                    "" | "technician" => Some(OnCallRole::Technician),
+                    "supervisor" => Some(OnCallRole::Supervisor),
+                    other => r.fail("role", format!("unknown role {other:?}: expected technician or supervisor")),
+                };
+                let site = Some(r.get("site").to_string()).filter(|s| !s.is_empty());
+                if let Some(s) = &site {
+                    if let Err(e) = shiftlens_common::SiteId::parse(s.clone()) {
+                        r.bad("site", e.to_string());
+                    }
+                }
+                let start_ms = r.opt_time("start")?;
+                let end_ms = r.opt_time("end")?;
+                match (start_ms, end_ms) {
+                    (Some(s), Some(e)) if e <= s => r.bad("end", "end must be after start".into()),
+                    (Some(_), None) => r.bad("end", "an on-call window needs both start and end".into()),
+                    (None, Some(_)) => r.bad("start", "an on-call window needs both start and end".into()),
+                    _ => {}
+                }
+                let c = OnCall {
+                    person: person?,
+                    channel: channel?,
+                    address: address?,
+                    site,
+                    role: role?,
+                    start_ms,
+                    end_ms,
+                };
+                let key = format!(
+                    "{}/{}/{}@{}",
+                    c.person,
+                    c.channel.as_str(),
+                    c.site.as_deref().unwrap_or("*"),
+                    start_ms.map_or(String::new(), |t| t.to_string())
+                );
+                emit(key, &c)
+            }
         }
     }
 
@@ -459,6 +518,21 @@ impl Row<'_> {
     }
 }
 
+/// A plain check of `local@domain` (no spaces, one `@`, a dot in the domain); the SMTP server has the last word.
+fn valid_mailbox(a: &str) -> bool {
+    match a.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !a.chars().any(|c| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';'))
+                && !domain.contains('@')
+        }
+        None => false,
+    }
+}
+
 /// A date (local midnight), a local date-time, or an RFC 3339 instant, as UTC ms.
 pub fn parse_time(tz: chrono_tz::Tz, v: &str) -> Option<i64> {
     if let Ok(d) = DateTime::parse_from_rfc3339(v) {
@@ -490,6 +564,7 @@ pub fn load_into(p: &mut Personnel, kind: Kind, bodies: Vec<serde_json::Value>) 
         Kind::AlarmClasses => p.alarm_classes = de(bodies)?,
         Kind::Initiatives => p.initiatives = de(bodies)?,
         Kind::WorkOrders => p.work_orders = de(bodies)?,
+        Kind::OnCall => p.on_call = de(bodies)?,
     }
     Ok(())
 }

@@ -12,8 +12,8 @@ pub mod model;
 pub mod roster;
 
 pub use model::{
-    cert_valid_at, AlarmClass, Asset, Initiative, Need, OnShift, Person, PersonSkill, Personnel, Requirement,
-    RosterEntry, RosterKind, Rotation, Skill, WorkOrder,
+    cert_valid_at, AlarmClass, Asset, Channel, Initiative, Need, OnCall, OnCallRole, OnShift, Person, PersonSkill,
+    Personnel, Requirement, RosterEntry, RosterKind, Rotation, Skill, WorkOrder,
 };
 
 use chrono::NaiveTime;

@@ -119,6 +119,64 @@ pub struct Rotation {
     pub cycle: String,
 }
 
+/// How a person is reached when a stop is escalated to them (`on-call.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// The `[escalation.webhook]` endpoint; `address` names the recipient for the plant's alerting system.
+    Webhook,
+    /// E-mail over `[escalation.smtp]`; `address` is the mailbox.
+    Email,
+    /// The `shiftlens/v1/{site}/escalations` topic; `address` names the recipient for the plant's system.
+    Mqtt,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+            Channel::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// What an on-call row makes a person: a technician (the qualified rungs) or a supervisor (the last rung).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCallRole {
+    #[default]
+    Technician,
+    Supervisor,
+}
+
+/// A contact and, with `start`/`end`, an on-call window (`on-call.csv`). A row without a window is the
+/// person's standing contact, used when they are reached on shift or on their next shift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnCall {
+    pub person: String,
+    pub channel: Channel,
+    /// Personal data: never logged.
+    pub address: String,
+    /// The site the person is on call for (and counts as "same site" for); `None` = any site.
+    pub site: Option<String>,
+    pub role: OnCallRole,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+impl OnCall {
+    /// An on-call window covering t (a standing contact covers no instant).
+    pub fn on_call_at(&self, t: i64) -> bool {
+        matches!((self.start_ms, self.end_ms), (Some(s), Some(e)) if s <= t && t < e)
+    }
+
+    /// The row speaks for `site` (its site, or any site when none is given).
+    pub fn serves(&self, site: &str) -> bool {
+        self.site.as_deref().is_none_or(|s| s == site)
+    }
+}
+
 /// Everything imported, as plain data, with lookup indexes built by [`Personnel::new`].
 #[derive(Debug, Clone, Default)]
 pub struct Personnel {
@@ -132,6 +190,7 @@ pub struct Personnel {
     pub work_orders: Vec<WorkOrder>,
     pub roster: Vec<RosterEntry>,
     pub rotations: Vec<Rotation>,
+    pub on_call: Vec<OnCall>,
     idx: Index,
 }
 

@@ -97,7 +97,9 @@ impl Dataset {
             Some(d) => d,
             None => r.downtime()?,
         };
-        Ok(Self::new(people, downtime, None))
+        let mut d = Self::new(people, downtime, None);
+        r.fill_acks(&mut d.events);
+        Ok(d)
     }
 
     /// Saves the join as the store's snapshot: each event whose join is new or changed since the last save

@@ -84,7 +84,10 @@ pub fn downtime_feed(source: &Arc<Source>, q: &Params) -> Result<(Vec<feed::Reco
     let records: Vec<feed::Record> = matching()
         .skip(o.offset)
         .take(o.limit.unwrap_or(bounds.max_rows))
-        .map(|(d, _)| feed::Record::new(d, ds.people.line_of(d.site.as_str(), d.asset.as_str()).map(str::to_owned)))
+        .map(|(d, e)| {
+            feed::Record::new(d, ds.people.line_of(d.site.as_str(), d.asset.as_str()).map(str::to_owned))
+                .with_ack(d, e.ack_ms)
+        })
         .collect();
     Ok((records, total))
 }

@@ -19,6 +19,11 @@ pub fn show(p: &Personnel, id: &str) -> String {
     if !p.settings.pseudonymize {
         return id.to_string();
     }
+    pseudonym(id)
+}
+
+/// The stable pseudonym of a person id (`P-xxxxxx`), the same in reports and escalation messages.
+pub fn pseudonym(id: &str) -> String {
     let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("P-{:06x}", h & 0xff_ffff)
 }

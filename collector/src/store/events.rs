@@ -331,7 +331,7 @@ pub struct DowntimeFilter {
     pub to_ms: Option<i64>,
 }
 
-fn downtime_row(r: &Row<'_>) -> rusqlite::Result<Option<Downtime>> {
+pub(crate) fn downtime_row(r: &Row<'_>) -> rusqlite::Result<Option<Downtime>> {
     let site = SiteId::parse(r.get::<_, String>(0)?);
     let asset = AssetId::parse(r.get::<_, String>(1)?);
     let gateway = GatewayId::parse(r.get::<_, String>(4)?);

@@ -9,6 +9,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("sql/001_events.sql")),
         M::up(include_str!("sql/002_people.sql")),
         M::up(include_str!("sql/003_gateway_identity.sql")),
+        M::up(include_str!("sql/004_escalations_escalate.sql")),
     ])
 }
 

@@ -9,6 +9,7 @@
 //! dashboard, the API and the commands) reaches the store only through [`reads`].
 
 mod config;
+pub mod escalations;
 pub mod events;
 pub mod migrations;
 pub mod people;

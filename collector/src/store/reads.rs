@@ -71,6 +71,11 @@ impl Reader {
         Ok(events::query_downtime(&self.conn, &events::DowntimeFilter::default())?)
     }
 
+    /// Sets each event's escalation acknowledgement (`ack_ms`, docs/escalation.md).
+    pub fn fill_acks(&self, events: &mut [crate::join::JoinedEvent]) {
+        super::escalations::fill_acks(&self.conn, events);
+    }
+
     /// Alarm activations in `[from, to)`, sorted by time.
     ///
     /// # Errors
