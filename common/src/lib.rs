@@ -6,6 +6,7 @@
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod sparkplug;
 pub mod status;
 pub mod topic;
 pub mod wire;
