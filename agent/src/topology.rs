@@ -13,6 +13,7 @@
 use crate::health::{self, Health};
 use crate::outbox::{writer, Outbox};
 use crate::uplink::mqtt::{self, Params};
+use crate::uplink::sparkplug::{self, Protocol};
 use crate::{source, Config, Observation, Reported};
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
@@ -104,15 +105,27 @@ impl Agent {
             shutdown_rx.clone(),
         ));
         let warn_every = config.health.warn_every.0;
-        let uplink = tokio::spawn(mqtt::run(
-            params,
-            options,
-            outbox.clone(),
-            committed.clone(),
-            health.clone(),
-            warn_every,
-            shutdown_rx,
-        ));
+        let uplink = match config.uplink.protocol.get_ref() {
+            Protocol::Native => tokio::spawn(mqtt::run(
+                params,
+                options,
+                outbox.clone(),
+                committed.clone(),
+                health.clone(),
+                warn_every,
+                shutdown_rx,
+            )),
+            Protocol::Sparkplug => {
+                let sp = sparkplug::SparkplugParams::new(config, run.reported.clone());
+                let task =
+                    sparkplug::run(sp, outbox.clone(), committed.clone(), health.clone(), warn_every, shutdown_rx);
+                tokio::spawn(async move {
+                    if let Err(e) = task.await {
+                        tracing::error!(error = %e, "Sparkplug uplink stopped");
+                    }
+                })
+            }
+        };
         let reported = run.reported;
         Ok(Self {
             observations: tx,

@@ -10,6 +10,7 @@
 
 pub mod failure;
 pub mod mqtt;
+pub mod sparkplug;
 pub mod window;
 
 use serde::Deserialize;
@@ -23,6 +24,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
+    /// `native` (ShiftLens batches, collector-confirmed delete; the default) or `sparkplug` (Sparkplug B v1.0).
+    #[serde(default = "sparkplug::default_protocol")]
+    pub protocol: Spanned<sparkplug::Protocol>,
+    /// `[uplink.sparkplug]`: group id and primary host, for `protocol = "sparkplug"`.
+    pub sparkplug: Option<Spanned<sparkplug::SparkplugConfig>>,
     /// `mqtts://host:8883` (TLS) or `mqtt://127.0.0.1:1883` (plaintext, loopback only unless `insecure`).
     pub broker: Spanned<String>,
     /// Allows plaintext to a non-loopback broker and TLS without a client certificate.
@@ -152,6 +158,8 @@ impl UplinkConfig {
     /// A config for `broker` with the defaults otherwise (plaintext, so loopback only).
     pub fn plain(broker: &str) -> Self {
         Self {
+            protocol: Spanned::new(0..0, sparkplug::Protocol::Native),
+            sparkplug: None,
             broker: Spanned::new(0..0, broker.to_string()),
             insecure: false,
             ca: None,
@@ -221,6 +229,7 @@ impl UplinkConfig {
         if !(1..=64).contains(self.inflight_batches.get_ref()) {
             errors.push(at(self.inflight_batches.span(), "inflight_batches must be between 1 and 64".into()));
         }
+        sparkplug::validate(self, file, errors);
     }
 }
 
