@@ -418,9 +418,30 @@ pub struct LocalLink {
 pub struct Embedded {
     /// Where gateways connect (the gate), with the port really bound.
     pub listen: SocketAddr,
+    /// The login to `internal` (for the Sparkplug host application's own client); not shown by `Debug`.
+    secret: InternalSecret,
     /// rumqttd's private loopback port, for the gate (it requires a per-start random login known only to
     /// the gate).
     pub internal: SocketAddr,
+}
+
+#[derive(Clone)]
+struct InternalSecret(Arc<str>);
+
+impl std::fmt::Debug for InternalSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Embedded {
+    /// MQTT options for an in-process client of rumqttd's private port, logged in with the per-start secret
+    /// (the Sparkplug host application, which needs a retained STATE and a last will).
+    pub fn internal_client(&self, client_id: &str) -> rumqttc::MqttOptions {
+        let mut o = rumqttc::MqttOptions::new(client_id, self.internal.ip().to_string(), self.internal.port());
+        o.set_credentials(INTERNAL_USER, self.secret.0.as_ref());
+        o
+    }
 }
 
 /// Starts rumqttd on a private loopback port and the gate on `config.listen`.
@@ -451,14 +472,14 @@ pub async fn start_embedded(
         readers: config.feed_readers.clone(),
         legacy_site: config.legacy_site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok()),
         internal,
-        secret,
+        secret: secret.clone(),
         max: config.max_packet_bytes(),
         limits: config.gate_limits(),
         logs: std::sync::Mutex::new(LogLimiter::new(LOG_EVERY, LOG_PEERS)),
     });
     tokio::spawn(accept(listener, tls, gate, rejected));
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
-    Ok((Embedded { listen, internal }, link))
+    Ok((Embedded { listen, internal, secret: InternalSecret(secret) }, link))
 }
 
 /// One WARN per client address per this long for refused gate connections (with a count of those held back).
@@ -737,7 +758,7 @@ fn own_topic(topic: &str, who: &Identity, allow_events: bool) -> bool {
     match Topic::parse(topic) {
         Ok(Topic::Events { site, gateway }) => allow_events && who.owns(&site, &gateway),
         Ok(Topic::Status { site, gateway }) => who.owns(&site, &gateway),
-        _ => false,
+        _ => crate::sparkplug::acl::edge_may_publish(topic, &who.id, who.site.as_ref()),
     }
 }
 
@@ -848,7 +869,8 @@ impl Gate {
                             let ok = match Topic::parse(&f.path) {
                                 Ok(Topic::Ack { site, gateway }) => !reader && who.owns(&site, &gateway),
                                 Ok(Topic::Downtime { .. }) => reader,
-                                _ => reader && f.path == "shiftlens/v1/+/downtime",
+                                _ if reader => f.path == "shiftlens/v1/+/downtime",
+                                _ => crate::sparkplug::acl::edge_may_subscribe(&f.path, &who.id, who.site.as_ref()),
                             };
                             if !ok {
                                 return Err(GateError::Refused(format!(

@@ -2,7 +2,7 @@
 //! (`deny_unknown_fields`), then validated without I/O; every problem is reported at once as
 //! `file:line:col: message`. Each section's type lives with the component that uses it.
 
-use crate::{broker, http, ingest, people, store};
+use crate::{broker, http, ingest, people, sparkplug, store};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile};
 use std::path::Path;
@@ -21,6 +21,9 @@ pub struct Config {
     pub http: http::HttpConfig,
     #[serde(default)]
     pub people: people::PeopleConfig,
+    /// `[sparkplug]`: the Sparkplug B host application (off when absent).
+    #[serde(default)]
+    pub sparkplug: Option<sparkplug::SparkplugConfig>,
 }
 
 impl Config {
@@ -45,6 +48,9 @@ impl Config {
         config.ingest.validate(file, &mut errors);
         config.http.validate(file, &mut errors);
         config.people.validate(file, &mut errors);
+        if let Some(s) = &config.sparkplug {
+            s.validate(file, &mut errors);
+        }
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -317,6 +317,15 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         }
     }));
 
+    // Sparkplug host application.
+    if let Some(sp) = &config.sparkplug {
+        let options = match &embedded {
+            Some(e) => e.internal_client(&format!("sparkplug-host:{}", sp.host_id.get_ref())),
+            None => crate::sparkplug::external_options(&config.broker, sp)?,
+        };
+        feeders.push(crate::sparkplug::spawn(sp, options, writer.tx.clone()));
+    }
+
     // Confirmer.
     let confirmer = tokio::spawn(confirm(committed_rx, uplink.clone(), metrics.clone(), line_of));
 

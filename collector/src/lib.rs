@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod people;
 pub mod pki;
 pub mod report;
+pub mod sparkplug;
 pub mod store;
 pub mod timeline;
 
