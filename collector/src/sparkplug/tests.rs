@@ -141,3 +141,17 @@ fn shiftlens_metric_names_need_no_map_and_ids_are_made_valid() {
     assert_eq!(gateway_id("Edge Node/1").unwrap().as_str(), "edge-node-1");
     assert_eq!(asset_id("Press #7").unwrap().as_str(), "Press--7");
 }
+
+#[test]
+fn the_commented_example_in_collector_example_toml_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("# [sparkplug]\n").unwrap();
+    let example: String = text[start..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = config(&example).unwrap();
+    assert_eq!(c.map.len(), 3);
+}
