@@ -140,8 +140,11 @@ enum Link {
     Acked(Vec<u64>),
 }
 
-/// Outbox seqs of each publish request, in request order (None for births and deaths).
-type Tags = Arc<Mutex<VecDeque<Option<Vec<u64>>>>>;
+/// Outbox seqs of each publish request, in request order (None for births and deaths), with the number of
+/// lost connections the uplink task had seen when it made the request. A request made before the task learnt
+/// of a loss may still go out on the next connection, before its birth: its PUBACK deletes nothing (the
+/// events are sent again after the birth).
+type Tags = Arc<Mutex<VecDeque<(u64, Option<Vec<u64>>)>>>;
 
 fn will(topic: &str, bd_seq: u64) -> LastWill {
     LastWill::new(topic, Edge::death(bd_seq, now_ms()), QoS::AtLeastOnce, false)
@@ -228,6 +231,7 @@ pub async fn run(
         need_birth: false,
         born: false,
         historical_upto: 0,
+        losses: 0,
         failures: FailureLog::new(warn_every),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -284,6 +288,7 @@ struct Poller {
 async fn poll(mut p: Poller) {
     let mut connected = false;
     let mut inflight: HashMap<u16, Vec<u64>> = HashMap::new();
+    let mut losses = 0u64;
     loop {
         let link = match p.eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -299,8 +304,8 @@ async fn poll(mut p: Poller) {
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let tag = p.tags.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
-                if let Some(Some(seqs)) = tag {
-                    if pkid != 0 {
+                if let Some((seen, Some(seqs))) = tag {
+                    if pkid != 0 && seen == losses {
                         inflight.insert(pkid, seqs);
                     }
                 }
@@ -319,11 +324,19 @@ async fn poll(mut p: Poller) {
                 }
                 connected = false;
                 inflight.clear();
+                losses += 1;
+                {
+                    // The outbox resends; rumqttc need not replay its own copies. Requests still queued are
+                    // dropped with their tags, under the lock the uplink holds while it queues one, so the
+                    // tags stay in step with the requests.
+                    let mut tags = p.tags.lock().unwrap_or_else(PoisonError::into_inner);
+                    p.eventloop.clean();
+                    p.eventloop.pending.clear();
+                    tags.clear();
+                }
                 if p.tx.send(Link::Down(f)).await.is_err() {
                     return;
                 }
-                // The outbox resends; rumqttc need not replay its own copies (their tags were taken).
-                p.eventloop.pending.clear();
                 tokio::time::sleep(delay).await;
                 None
             }
@@ -354,6 +367,8 @@ struct Uplink {
     born: bool,
     /// Events up to this seq were stored before the current birth: sent with `is_historical`.
     historical_upto: u64,
+    /// Lost connections seen (see [`Tags`]).
+    losses: u64,
     failures: FailureLog,
 }
 
@@ -406,6 +421,7 @@ impl Uplink {
         }
         self.connected = false;
         self.born = false;
+        self.losses += 1;
         self.window.go_back();
     }
 
@@ -460,11 +476,13 @@ impl Uplink {
     /// Publishes one message, tagged with its seqs; false when the request queue is full.
     fn publish(&self, m: &Message) -> bool {
         let tag = (!m.seqs.is_empty()).then(|| m.seqs.clone());
-        self.tags.lock().unwrap_or_else(PoisonError::into_inner).push_back(tag);
+        let mut tags = self.tags.lock().unwrap_or_else(PoisonError::into_inner);
         match self.client.try_publish(m.topic.clone(), QoS::AtLeastOnce, false, m.payload.clone()) {
-            Ok(()) => true,
+            Ok(()) => {
+                tags.push_back((self.losses, tag));
+                true
+            }
             Err(e) => {
-                self.tags.lock().unwrap_or_else(PoisonError::into_inner).pop_back();
                 tracing::debug!(error = %e, "MQTT request queue full; publishing later");
                 false
             }
