@@ -255,7 +255,13 @@ impl Host {
         let birth = matches!(kind, MessageType::NBirth | MessageType::DBirth);
         let dev = device.map(str::to_string);
         let mut events: Vec<Event> = Vec::new();
+        let max_string = shiftlens_common::Limits::default().max_string_len;
         for m in &payload.metrics {
+            // The native codec's bound on strings holds here too: longer names and texts are not used.
+            if m.name.as_ref().is_some_and(|n| n.len() > max_string) || m.as_str().is_some_and(|v| v.len() > max_string)
+            {
+                continue;
+            }
             let known = match (&m.name, m.alias) {
                 (Some(name), alias) => {
                     let datatype =

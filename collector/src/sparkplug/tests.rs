@@ -157,3 +157,20 @@ fn the_commented_example_in_collector_example_toml_is_valid() {
     let c = config(&example).unwrap();
     assert_eq!(c.map.len(), 3);
 }
+
+#[test]
+fn oversized_names_and_texts_are_not_used() {
+    let mut h = Host::new(&config("[sparkplug]\nhost_id = \"h\"\ngroups = [\"g\"]\n").unwrap());
+    h.apply("g", MessageType::NBirth, "gw", None, &payload(Some(0), vec![]), 0);
+    let long = "x".repeat(2000);
+    let db = payload(
+        Some(1),
+        vec![
+            Metric::boolean(Some(&format!("alarm/{long}")), Some(1), 1_700_000_000_000, Some(true)),
+            Metric::string(Some("reason"), Some(2), 1_700_000_000_000, Some(&long)),
+            Metric::string(Some("state"), Some(3), 1_700_000_000_000, Some("down")),
+        ],
+    );
+    let e = events(&h.apply("g", MessageType::DBirth, "gw", Some("press"), &db, 0));
+    assert_eq!(e, [EventBody::State { state: MachineState::Down, reason: None }]);
+}
