@@ -591,3 +591,28 @@ mod tests {
         assert!(e[0].contains("only used with protocol = \"sparkplug\""), "{e:?}");
     }
 }
+
+#[cfg(test)]
+mod catalogue_tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_names_each_asset_and_every_alarm_its_points_can_raise() {
+        let text = "site = \"plant-a\"\ngateway = \"gw-1\"\n[uplink]\nbroker = \"mqtt://localhost\"\n\
+            protocol = \"sparkplug\"\n[[modbus]]\nid = \"plc\"\naddress = \"127.0.0.1:502\"\n\
+            [[modbus.points]]\nname = \"st\"\nasset = \"press-1\"\ntable = \"holding\"\naddress = 0\ntype = \"u16\"\n\
+            meaning = { state = { codes = { 1 = \"running\" } } }\n\
+            [[modbus.points]]\nname = \"e\"\nasset = \"press-1\"\ntable = \"coil\"\naddress = 1\ntype = \"bool\"\n\
+            meaning = { alarm = { id = \"ESTOP\" } }\n\
+            [[modbus.points]]\nname = \"w\"\nasset = \"oven-1\"\ntable = \"holding\"\naddress = 2\ntype = \"u16\"\n\
+            meaning = { alarm_word = { bits = { 0 = { id = \"E1\" }, 3 = { id = \"E4\" } } } }\n";
+        let config = Config::from_file(&ConfigFile::from_text("agent.toml", text)).unwrap();
+        assert_eq!(
+            catalogue(&config),
+            [
+                ("oven-1".to_string(), vec!["E1".to_string(), "E4".to_string()]),
+                ("press-1".to_string(), vec!["ESTOP".to_string()])
+            ]
+        );
+    }
+}
