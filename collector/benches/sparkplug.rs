@@ -11,7 +11,7 @@
 mod support;
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use shiftlens_collector::{feed, ingest, Config};
+use shiftlens_collector::{feed, topology, Config};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::sparkplug::proto::{Metric, Payload};
 use shiftlens_common::sparkplug::{self as sp, MessageType, SpTopic};
@@ -94,7 +94,7 @@ async fn main() {
         db.display().to_string()
     );
     let config = Config::from_file(&ConfigFile::from_text(dir.path().join("c.toml"), text)).unwrap();
-    let collector = ingest::start(&config, feed::no_lines()).await.unwrap();
+    let collector = topology::start(&config, feed::no_lines()).await.unwrap();
     let port = collector.broker.unwrap().port();
     let messages = total / per_message / NODES as u64;
     let births = (NODES * ASSETS) as i64;

@@ -10,7 +10,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use shiftlens_collector::{feed, ingest, Config};
+use shiftlens_collector::{feed, topology, Config};
 use shiftlens_common::config::ConfigFile;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -134,7 +134,7 @@ async fn a_tahu_edge_node_s_machine_states_become_downtime_and_its_death_makes_t
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("collector.db");
-    let collector = ingest::start(&collector_config(dir.path()), feed::no_lines()).await.unwrap();
+    let collector = topology::start(&collector_config(dir.path()), feed::no_lines()).await.unwrap();
     let port = collector.broker.unwrap().port();
     let mut edge = Edge::start(port, "line-3");
     assert!(eventually(WAIT_S, || edge.count(&json!({"event": "connected"})) == 1).await, "Tahu did not connect");
@@ -168,7 +168,7 @@ async fn a_seq_gap_gets_a_rebirth_request_that_tahu_s_client_receives() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("collector.db");
-    let collector = ingest::start(&collector_config(dir.path()), feed::no_lines()).await.unwrap();
+    let collector = topology::start(&collector_config(dir.path()), feed::no_lines()).await.unwrap();
     let port = collector.broker.unwrap().port();
     let mut edge = Edge::start(port, "line-4");
     assert!(eventually(WAIT_S, || edge.count(&json!({"event": "connected"})) == 1).await, "Tahu did not connect");

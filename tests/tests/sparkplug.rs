@@ -4,7 +4,7 @@
 
 use shiftlens_agent::topology::Agent;
 use shiftlens_agent::Observation;
-use shiftlens_collector::{feed, ingest};
+use shiftlens_collector::{feed, topology};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::{Alarm, AssetId, EventBody, MachineState};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ async fn an_agent_in_sparkplug_mode_feeds_the_collector_s_host_application() {
     );
     let config =
         shiftlens_collector::Config::from_file(&ConfigFile::from_text(dir.path().join("c.toml"), text)).unwrap();
-    let collector = ingest::start(&config, feed::no_lines()).await.unwrap();
+    let collector = topology::start(&config, feed::no_lines()).await.unwrap();
     let port = collector.broker.unwrap().port();
     let agent_text = format!(
         "site = \"plant-a\"\ngateway = \"gw-1\"\n[outbox]\npath = {:?}\n[uplink]\nbroker = \"mqtt://127.0.0.1:{port}\"\n\

@@ -20,13 +20,13 @@ pub mod edge;
 use super::failure::{self, Failure, FailureLog};
 use super::mqtt::{Params, UplinkError};
 use super::window::Window;
-use super::{Backoff, Broker, UplinkConfig};
+use super::{Backoff, Broker, Pending, UplinkConfig};
 use crate::health::Health;
-use crate::outbox::{now_ms, Outbox, OutboxError};
 use crate::{Config, Reported};
 use edge::{Edge, Message};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
+use shiftlens_common::clock::now_ms;
 use shiftlens_common::config::{ConfigError, ConfigFile, Spanned};
 use shiftlens_common::sparkplug::{self as sp, SpTopic};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -49,10 +49,10 @@ pub fn default_protocol() -> Spanned<Protocol> {
     Spanned::new(0..0, Protocol::Native)
 }
 
-/// `[uplink.sparkplug]`
+/// `[uplink.sparkplug]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SparkplugConfig {
+pub struct RawSparkplugConfig {
     /// The Sparkplug group id; default: the site id.
     pub group_id: Option<Spanned<String>>,
     /// The primary host application's id: while `spBv1.0/STATE/{host_id}` says offline, events stay in the
@@ -60,8 +60,21 @@ pub struct SparkplugConfig {
     pub host_id: Option<Spanned<String>>,
 }
 
-/// Checks `protocol` and `[uplink.sparkplug]`.
-pub fn validate(c: &UplinkConfig, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+/// `[uplink.sparkplug]`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sparkplug {
+    pub group_id: Option<String>,
+    pub host_id: Option<String>,
+}
+
+impl RawSparkplugConfig {
+    pub fn validated(self) -> Sparkplug {
+        Sparkplug { group_id: self.group_id.map(Spanned::into_inner), host_id: self.host_id.map(Spanned::into_inner) }
+    }
+}
+
+/// Checks `protocol` and `[uplink.sparkplug]` of the raw `[uplink]`.
+pub fn validate(c: &crate::config::sections::RawUplinkConfig, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
     let Some(s) = &c.sparkplug else { return };
     if *c.protocol.get_ref() != Protocol::Sparkplug {
         errors.push(file.error_at(s.span(), "[uplink.sparkplug] is only used with protocol = \"sparkplug\""));
@@ -81,12 +94,8 @@ pub fn catalogue(config: &Config) -> Vec<(String, Vec<String>)> {
     let points = config
         .modbus
         .iter()
-        .flat_map(|d| {
-            d.get_ref().points.iter().map(|p| (p.get_ref().asset.clone(), p.get_ref().meaning.get_ref().clone()))
-        })
-        .chain(config.opcua.iter().flat_map(|e| {
-            e.get_ref().points.iter().map(|p| (p.get_ref().asset.clone(), p.get_ref().meaning.get_ref().clone()))
-        }));
+        .flat_map(|d| d.points.iter().map(|p| (p.asset.clone(), p.meaning.clone())))
+        .chain(config.opcua.iter().flat_map(|e| e.points.iter().map(|p| (p.asset.clone(), p.meaning.clone()))));
     for (asset, meaning) in points {
         let alarms = out.entry(asset.to_string()).or_default();
         match meaning {
@@ -117,11 +126,11 @@ pub struct SparkplugParams {
 impl SparkplugParams {
     /// From the agent config.
     pub fn new(config: &Config, reported: Reported) -> Self {
-        let s = config.uplink.sparkplug.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default();
+        let s = config.uplink.sparkplug.clone().unwrap_or_default();
         Self {
             mqtt: Params { config: config.uplink.clone(), site: config.site.clone(), gateway: config.gateway.clone() },
-            group: s.group_id.map_or_else(|| config.site.to_string(), |g| g.into_inner()),
-            host: s.host_id.map(Spanned::into_inner),
+            group: s.group_id.unwrap_or_else(|| config.site.to_string()),
+            host: s.host_id,
             catalogue: catalogue(config),
             reported,
         }
@@ -155,9 +164,9 @@ fn will(topic: &str, bd_seq: u64) -> LastWill {
 ///
 /// # Errors
 /// The MQTT options cannot be made (unreadable TLS files) or the outbox cannot be read.
-pub async fn run(
+pub async fn run<P: Pending>(
     params: SparkplugParams,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: Arc<Mutex<P>>,
     committed: watch::Receiver<u64>,
     health: Health,
     warn_every: Duration,
@@ -171,7 +180,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || o.lock().unwrap_or_else(PoisonError::into_inner).sparkplug_bd_seq())
             .await
             .map_err(|e| UplinkError::Config(e.to_string()))?
-            .map_err(|e: OutboxError| UplinkError::Config(e.to_string()))?;
+            .map_err(|e| UplinkError::Config(format!("cannot read the Sparkplug bdSeq from the outbox: {e}")))?;
     let bd_seq = last_bd.map_or(0, |b| (b + 1) % 256);
     let mut edge = Edge::new(&params.group, params.mqtt.gateway.as_str(), params.catalogue.clone());
     // The alarm flags last reported are the births' starting values.
@@ -213,11 +222,11 @@ pub async fn run(
         death_topic,
         command_topic: edge.command_topic(),
         state_topic: state_topic.clone(),
-        backoff: Backoff::new(config.reconnect_min.0, config.reconnect_max.0),
+        backoff: Backoff::new(config.reconnect_min, config.reconnect_max),
         broker,
     }));
     let mut up = Uplink {
-        window: Window::new(config.inflight_batches.get_ref() * config.batch_events.get_ref(), config.ack_timeout.0),
+        window: Window::new(config.inflight_batches * config.batch_events, config.ack_timeout),
         config,
         edge,
         client,
@@ -315,7 +324,7 @@ async fn poll(mut p: Poller) {
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => None,
             Err(e) => {
-                let delay = p.backoff.next_delay(rand::random::<f64>());
+                let delay = p.backoff.next_delay();
                 tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
                 let f = failure::classify(&e, &p.broker.host, p.broker.port, connected);
                 if connected {
@@ -349,12 +358,12 @@ async fn poll(mut p: Poller) {
     }
 }
 
-struct Uplink {
+struct Uplink<P> {
     config: UplinkConfig,
     edge: Edge,
     client: AsyncClient,
     tags: Tags,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: Arc<Mutex<P>>,
     health: Health,
     committed: watch::Receiver<u64>,
     window: Window,
@@ -372,9 +381,9 @@ struct Uplink {
     failures: FailureLog,
 }
 
-impl Uplink {
+impl<P: Pending> Uplink<P> {
     async fn on_connect(&mut self, bd_seq: u64) {
-        let broker = self.config.broker.get_ref();
+        let broker = &self.config.broker;
         match self.failures.connected(Instant::now()) {
             Some((attempts, outage)) => tracing::info!(
                 broker = %broker, failed_attempts = attempts, outage_s = outage.as_secs(),
@@ -407,7 +416,7 @@ impl Uplink {
     }
 
     fn on_failure(&mut self, f: &Failure) {
-        let broker = self.config.broker.get_ref();
+        let broker = &self.config.broker;
         self.health.uplink_failed(&f.reason, f.action());
         if self.connected {
             tracing::warn!(broker = %broker, reason = %f.reason, action = f.action(), "broker connection lost; events stay in the outbox");
@@ -455,7 +464,7 @@ impl Uplink {
 
     async fn with_outbox<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Outbox) -> Result<T, OutboxError> + Send + 'static,
+        f: impl FnOnce(&mut P) -> Result<T, P::Error> + Send + 'static,
     ) -> Option<T> {
         let outbox = self.outbox.clone();
         let r =
@@ -491,7 +500,7 @@ impl Uplink {
 
     /// NBIRTH and every DBIRTH, with each asset's latest stored state.
     async fn birth(&mut self) -> bool {
-        let max = *self.config.batch_events.get_ref();
+        let max = self.config.batch_events;
         let latest = self.with_outbox(move |o| o.latest_states(max)).await.unwrap_or_default();
         self.edge.learn(&latest);
         self.edge.observe(&latest);
@@ -514,8 +523,8 @@ impl Uplink {
         if self.need_birth && !self.birth().await {
             return;
         }
-        let max_events = *self.config.batch_events.get_ref();
-        let max_bytes = self.config.batch_bytes.get_ref().0;
+        let max_events = self.config.batch_events;
+        let max_bytes = self.config.batch_bytes;
         while self.born && self.window.has_room() {
             let after = self.window.cursor();
             let Some(events) = self.with_outbox(move |o| o.read_after(after, max_events, max_bytes)).await else {
@@ -573,7 +582,7 @@ mod tests {
     fn the_sparkplug_section_needs_the_protocol_and_valid_ids() {
         #[derive(Deserialize)]
         struct T {
-            uplink: UplinkConfig,
+            uplink: crate::config::sections::RawUplinkConfig,
         }
         let check = |text: &str| {
             let file = ConfigFile::from_text("agent.toml", text);
