@@ -7,7 +7,9 @@
 //!
 //! Policy ([`allows`]):
 //! - a gateway may publish only `shiftlens/v1/{site}/{gateway}/events|status` of its own site and gateway,
-//!   set only its own status topic as last will, and subscribe only to its own `.../ack`;
+//!   set only its own status topic as last will, and subscribe only to its own `.../ack`; as a Sparkplug
+//!   edge node, besides, its own edge node's topics and commands and hosts' STATE
+//!   ([`crate::sparkplug::acl`]);
 //! - a feed reader may only subscribe to the downtime feed (`shiftlens/v1/+/downtime` or one site's),
 //!   never publish nor set a last will.
 
