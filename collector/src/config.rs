@@ -25,7 +25,7 @@ pub struct RawConfig {
     pub people: people::PeopleConfig,
     /// `[sparkplug]`: the Sparkplug B host application (off when absent).
     #[serde(default)]
-    pub sparkplug: Option<sparkplug::SparkplugConfig>,
+    pub sparkplug: Option<sparkplug::RawSparkplugConfig>,
 }
 
 /// The validated collector config.
@@ -38,8 +38,8 @@ pub struct Config {
     pub people: people::PeopleConfig,
     /// `[people]` validated once at load ([`people::PeopleConfig::validated`]): what runtime code reads.
     pub people_settings: people::Settings,
-    /// `[sparkplug]`, checked by [`sparkplug::SparkplugConfig::validate`].
-    pub sparkplug: Option<sparkplug::SparkplugConfig>,
+    /// `[sparkplug]`, validated.
+    pub sparkplug: Option<sparkplug::Sparkplug>,
 }
 
 impl Config {
@@ -68,7 +68,15 @@ impl Config {
             s.validate(file, &mut errors);
         }
         if errors.is_empty() {
-            Ok(Config { broker, store, ingest, http, people: raw.people, people_settings, sparkplug: raw.sparkplug })
+            Ok(Config {
+                broker,
+                store,
+                ingest,
+                http,
+                people: raw.people,
+                people_settings,
+                sparkplug: raw.sparkplug.map(sparkplug::RawSparkplugConfig::validated),
+            })
         } else {
             errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(errors))

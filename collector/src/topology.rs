@@ -107,7 +107,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     ];
     if let Some(sp) = &config.sparkplug {
         let options = match &embedded {
-            Some(e) => e.internal_client(&format!("sparkplug-host:{}", sp.host_id.get_ref())),
+            Some(e) => e.internal_client(&format!("sparkplug-host:{}", sp.host_id)),
             None => crate::sparkplug::external_options(&config.broker, sp)?,
         };
         feeders.push(crate::sparkplug::spawn(sp, options, writer.tx.clone()));

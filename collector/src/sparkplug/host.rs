@@ -13,7 +13,7 @@
 //!   twice (a broker redelivering after a collector crash) give the same keys;
 //! - edge node ids become gateway ids and device ids asset ids by [`gateway_id`] and [`asset_id`].
 
-use super::{MapEntry, Meaning, SparkplugConfig};
+use super::{Mapping, Meaning, Sparkplug};
 use shiftlens_common::sparkplug::metric;
 use shiftlens_common::sparkplug::proto::{Metric, Payload};
 use shiftlens_common::sparkplug::MessageType;
@@ -90,7 +90,7 @@ struct Node {
 #[derive(Debug)]
 pub struct Host {
     site: Option<SiteId>,
-    map: Vec<MapEntry>,
+    map: Vec<Mapping>,
     nodes: HashMap<(String, String), Node>,
 }
 
@@ -122,12 +122,8 @@ enum Mapped {
 }
 
 impl Host {
-    pub fn new(config: &SparkplugConfig) -> Self {
-        Self {
-            site: config.site.as_ref().and_then(|s| SiteId::parse(s.get_ref().clone()).ok()),
-            map: config.map.iter().map(|m| m.get_ref().clone()).collect(),
-            nodes: HashMap::new(),
-        }
+    pub fn new(config: &Sparkplug) -> Self {
+        Self { site: config.site.clone(), map: config.map.clone(), nodes: HashMap::new() }
     }
 
     /// The nodes with a birth and no death since: (site, gateway).
@@ -330,14 +326,14 @@ impl Host {
 }
 
 /// What a metric means: the first `[[sparkplug.map]]` entry for it, else ShiftLens's own metric names.
-fn self_map(map: &[MapEntry], node: &str, device: Option<&str>, name: &str, m: &Metric) -> Option<Mapped> {
+fn self_map(map: &[Mapping], node: &str, device: Option<&str>, name: &str, m: &Metric) -> Option<Mapped> {
     let entry = map.iter().find(|e| {
-        e.metric.get_ref() == name
+        e.metric == name
             && e.node.as_deref().is_none_or(|n| n == node)
             && e.device.as_deref().is_none_or(|d| Some(d) == device)
     });
     if let Some(e) = entry {
-        return match &e.meaning() {
+        return match &e.meaning {
             Meaning::State { codes, default } => {
                 let key = m.as_i64().map(|v| v.to_string()).or_else(|| m.as_str().map(str::to_string))?;
                 codes

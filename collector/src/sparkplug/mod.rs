@@ -34,10 +34,10 @@ use tokio::sync::mpsc;
 /// How often a live edge node's status is refreshed.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// `[sparkplug]`
+/// `[sparkplug]` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SparkplugConfig {
+pub struct RawSparkplugConfig {
     /// This host application's id: the collector publishes `spBv1.0/STATE/{host_id}`.
     pub host_id: Spanned<String>,
     /// Sparkplug group ids to read (`spBv1.0/{group}/#` each).
@@ -80,7 +80,25 @@ fn default_severity() -> u16 {
     500
 }
 
-/// A map entry's meaning (valid after [`SparkplugConfig::validate`]).
+/// `[sparkplug]`, validated: what runtime code reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sparkplug {
+    pub host_id: String,
+    pub groups: Vec<String>,
+    pub site: Option<SiteId>,
+    pub map: Vec<Mapping>,
+}
+
+/// One `[[sparkplug.map]]` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub metric: String,
+    pub node: Option<String>,
+    pub device: Option<String>,
+    pub meaning: Meaning,
+}
+
+/// A map entry's meaning.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Meaning {
     State { codes: BTreeMap<String, MachineState>, default: Option<MachineState> },
@@ -108,7 +126,27 @@ impl MapEntry {
     }
 }
 
-impl SparkplugConfig {
+impl RawSparkplugConfig {
+    /// The validated section (after [`Self::validate`] found nothing).
+    pub fn validated(self) -> Sparkplug {
+        Sparkplug {
+            host_id: self.host_id.into_inner(),
+            groups: self.groups.into_inner().into_iter().map(Spanned::into_inner).collect(),
+            site: self.site.and_then(|s| SiteId::parse(s.into_inner()).ok()),
+            map: self
+                .map
+                .into_iter()
+                .map(Spanned::into_inner)
+                .map(|m| Mapping {
+                    meaning: m.meaning(),
+                    metric: m.metric.into_inner(),
+                    node: m.node,
+                    device: m.device,
+                })
+                .collect(),
+        }
+    }
+
     pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
         let mut err = |span: std::ops::Range<usize>, msg: String| errors.push(file.error_at(span, msg));
         if let Err(e) = sp::check_id(self.host_id.get_ref()) {
@@ -191,7 +229,7 @@ fn status(online: bool, ts_ms: i64) -> Status {
 /// Unreadable TLS files.
 pub fn external_options(
     broker: &crate::broker::BrokerConfig,
-    _config: &SparkplugConfig,
+    _config: &Sparkplug,
 ) -> Result<MqttOptions, crate::broker::BrokerError> {
     let mut o = crate::broker::client_options(broker)?;
     o.set_client_id(format!("{}-sparkplug-host", broker.client_id));
@@ -201,16 +239,16 @@ pub fn external_options(
 /// Starts the host application on `options` (its client id and login; the last will is set here). It feeds
 /// `writer` until aborted.
 pub fn spawn(
-    config: &SparkplugConfig,
+    config: &Sparkplug,
     mut options: MqttOptions,
     writer: mpsc::Sender<WriteOp>,
 ) -> tokio::task::JoinHandle<()> {
-    let host_id = config.host_id.get_ref().clone();
+    let host_id = config.host_id.clone();
     let state_topic = SpTopic::State { host: host_id }.to_string();
     options.set_last_will(LastWill::new(&state_topic, sp::state_json(false, now_ms()), QoS::AtLeastOnce, true));
     options.set_keep_alive(Duration::from_secs(5));
     options.set_clean_session(true);
-    let filters: Vec<String> = config.groups.get_ref().iter().map(|g| sp::group_filter(g.get_ref())).collect();
+    let filters: Vec<String> = config.groups.iter().map(|g| sp::group_filter(g)).collect();
     let mut host = Host::new(config);
     tokio::spawn(async move {
         let (client, mut eventloop) = AsyncClient::new(options, 1024);

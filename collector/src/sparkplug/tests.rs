@@ -3,17 +3,17 @@ use super::*;
 use shiftlens_common::sparkplug::proto::{DataType, Value};
 use shiftlens_common::EventBody;
 
-fn config(text: &str) -> Result<SparkplugConfig, Vec<String>> {
+fn config(text: &str) -> Result<Sparkplug, Vec<String>> {
     #[derive(Deserialize)]
     struct T {
-        sparkplug: SparkplugConfig,
+        sparkplug: RawSparkplugConfig,
     }
     let file = ConfigFile::from_text("collector.toml", text);
     let t: T = file.parse().map_err(|e| vec![e.to_string()])?;
     let mut errors = Vec::new();
     t.sparkplug.validate(&file, &mut errors);
     if errors.is_empty() {
-        Ok(t.sparkplug)
+        Ok(t.sparkplug.validated())
     } else {
         Err(errors.iter().map(ToString::to_string).collect())
     }
