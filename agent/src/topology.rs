@@ -16,6 +16,7 @@
 use crate::health::{self, Health};
 use crate::outbox::{writer, Outbox};
 use crate::uplink::mqtt::{self, Params};
+use crate::uplink::sparkplug::{self, Protocol};
 use crate::{source, Config, Observation, Reported};
 use anyhow::Context;
 use std::sync::{Arc, Mutex};
@@ -107,15 +108,27 @@ impl Agent {
             shutdown_rx.clone(),
         ));
         let warn_every = config.health.warn_every;
-        let uplink = tokio::spawn(mqtt::run(
-            params,
-            options,
-            outbox.clone(),
-            committed.clone(),
-            health.clone(),
-            warn_every,
-            shutdown_rx,
-        ));
+        let uplink = match config.uplink.protocol {
+            Protocol::Native => tokio::spawn(mqtt::run(
+                params,
+                options,
+                outbox.clone(),
+                committed.clone(),
+                health.clone(),
+                warn_every,
+                shutdown_rx,
+            )),
+            Protocol::Sparkplug => {
+                let sp = sparkplug::SparkplugParams::new(config, run.reported.clone());
+                let task =
+                    sparkplug::run(sp, outbox.clone(), committed.clone(), health.clone(), warn_every, shutdown_rx);
+                tokio::spawn(async move {
+                    if let Err(e) = task.await {
+                        tracing::error!(error = %e, "Sparkplug uplink stopped");
+                    }
+                })
+            }
+        };
         let reported = run.reported;
         Ok(Self {
             observations: tx,
@@ -243,6 +256,12 @@ impl crate::uplink::Pending for Outbox {
     }
     fn delete(&mut self, ranges: &[(u64, u64)]) -> Result<(), Self::Error> {
         Outbox::delete(self, ranges).map(drop)
+    }
+    fn sparkplug_bd_seq(&mut self) -> Result<Option<u64>, Self::Error> {
+        Outbox::sparkplug_bd_seq(self)
+    }
+    fn set_sparkplug_bd_seq(&mut self, bd_seq: u64) -> Result<(), Self::Error> {
+        Outbox::set_sparkplug_bd_seq(self, bd_seq)
     }
 }
 

@@ -4,7 +4,7 @@
 //! reads: plain types (no spans) for `[broker]`, `[store]` and `[ingest]`. Each section's types live with
 //! the component that uses it.
 
-use crate::{broker, escalate, http, ingest, people, store};
+use crate::{broker, escalate, http, ingest, people, sparkplug, store};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile};
 use std::path::Path;
@@ -25,6 +25,9 @@ pub struct RawConfig {
     pub people: people::PeopleConfig,
     /// Off unless the section is present.
     pub escalation: Option<escalate::EscalationConfig>,
+    /// `[sparkplug]`: the Sparkplug B host application (off when absent).
+    #[serde(default)]
+    pub sparkplug: Option<sparkplug::RawSparkplugConfig>,
 }
 
 /// The validated collector config.
@@ -39,6 +42,8 @@ pub struct Config {
     pub people_settings: people::Settings,
     /// `[escalation]` validated; `None` = escalation off.
     pub escalation: Option<escalate::Settings>,
+    /// `[sparkplug]`, validated.
+    pub sparkplug: Option<sparkplug::Sparkplug>,
 }
 
 impl Config {
@@ -70,8 +75,20 @@ impl Config {
             );
             e.validated(file, &hosts, &mut errors)
         });
+        if let Some(s) = &raw.sparkplug {
+            s.validate(file, &mut errors);
+        }
         if errors.is_empty() {
-            Ok(Config { broker, store, ingest, http, people: raw.people, people_settings, escalation })
+            Ok(Config {
+                broker,
+                store,
+                ingest,
+                http,
+                people: raw.people,
+                people_settings,
+                escalation,
+                sparkplug: raw.sparkplug.map(sparkplug::RawSparkplugConfig::validated),
+            })
         } else {
             errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(errors))

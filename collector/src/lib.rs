@@ -20,6 +20,7 @@ pub mod people;
 pub mod pki;
 pub mod query;
 pub mod report;
+pub mod sparkplug;
 pub mod store;
 pub mod timeline;
 pub mod topology;

@@ -101,12 +101,19 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
     let (uplink, mqtt) = ingest::connect(&config.broker, local, subscribed_tx, metrics.clone(), inbox.clone())?;
     let mqtt = tokio::spawn(mqtt);
-    let feeders = vec![
+    let mut feeders = vec![
         tokio::spawn(ingest::forward_dead_letters(rejected_rx, writer.tx.clone())),
         tokio::spawn(ingest::decode(inbox, writer.tx.clone(), ingest::limits(&config.broker))),
         tokio::spawn(ingest::retention(writer.tx.clone())),
         tokio::spawn(ingest::heartbeat_sweep(writer.tx.clone(), config.ingest.heartbeat_overdue)),
     ];
+    if let Some(sp) = &config.sparkplug {
+        let options = match &embedded {
+            Some(e) => e.internal_client(&format!("sparkplug-host:{}", sp.host_id)),
+            None => crate::sparkplug::external_options(&config.broker, sp)?,
+        };
+        feeders.push(crate::sparkplug::spawn(sp, options, writer.tx.clone()));
+    }
     let (changes_tx, downtime_changes) = tokio::sync::watch::channel(0u64);
     let confirmer = tokio::spawn(ingest::confirm(committed_rx, uplink.clone(), metrics.clone(), line_of, changes_tx));
 

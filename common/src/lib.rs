@@ -8,6 +8,7 @@ pub mod config;
 pub mod event;
 pub mod ids;
 pub mod pem;
+pub mod sparkplug;
 pub mod status;
 pub mod topic;
 pub mod wire;

@@ -6,6 +6,7 @@
 
 mod demo;
 mod restart_truth;
+mod sparkplug;
 
 use serde_json::Value;
 use shiftlens_collector::pki::{Ca, Kind};

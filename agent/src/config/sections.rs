@@ -216,6 +216,11 @@ pub struct RawUplinkConfig {
     pub reconnect_min: HumanDuration,
     #[serde(default = "d_reconnect_max")]
     pub reconnect_max: HumanDuration,
+    /// `native` (ShiftLens batches, collector-confirmed delete; the default) or `sparkplug` (Sparkplug B v1.0).
+    #[serde(default = "crate::uplink::sparkplug::default_protocol")]
+    pub protocol: Spanned<crate::uplink::sparkplug::Protocol>,
+    /// `[uplink.sparkplug]`: group id and primary host, for `protocol = "sparkplug"`.
+    pub sparkplug: Option<Spanned<crate::uplink::sparkplug::RawSparkplugConfig>>,
 }
 
 fn d_keep_alive() -> HumanDuration {
@@ -271,6 +276,8 @@ impl RawUplinkConfig {
             heartbeat: self.heartbeat.0,
             reconnect_min: self.reconnect_min.0,
             reconnect_max: self.reconnect_max.0,
+            protocol: self.protocol.into_inner(),
+            sparkplug: self.sparkplug.map(|s| s.into_inner().validated()),
         }
     }
 
@@ -316,6 +323,7 @@ impl RawUplinkConfig {
         if !(1..=64).contains(self.inflight_batches.get_ref()) {
             errors.push(at(self.inflight_batches.span(), "inflight_batches must be between 1 and 64".into()));
         }
+        crate::uplink::sparkplug::validate(self, file, errors);
     }
 }
 

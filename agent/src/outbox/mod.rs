@@ -21,6 +21,7 @@
 
 pub mod runs;
 mod schema;
+mod sparkplug;
 pub mod writer;
 
 use crate::Observation;

@@ -10,6 +10,7 @@
 
 pub mod failure;
 pub mod mqtt;
+pub mod sparkplug;
 pub mod window;
 
 use serde::Deserialize;
@@ -40,6 +41,10 @@ pub struct UplinkConfig {
     pub heartbeat: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// `native` (the default) or `sparkplug`.
+    pub protocol: sparkplug::Protocol,
+    /// `[uplink.sparkplug]`, when given.
+    pub sparkplug: Option<sparkplug::Sparkplug>,
 }
 
 /// A password: shown as `***` in debug output and logs.
@@ -122,6 +127,8 @@ impl UplinkConfig {
             heartbeat: Duration::from_secs(30),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
+            protocol: sparkplug::Protocol::Native,
+            sparkplug: None,
         }
     }
 
@@ -154,6 +161,15 @@ pub trait Pending: Send + 'static {
     fn latest_states(&mut self, max_events: usize) -> Result<Vec<Event>, Self::Error>;
     /// Forgets the events the collector confirmed (inclusive seq ranges).
     fn delete(&mut self, ranges: &[(u64, u64)]) -> Result<(), Self::Error>;
+    /// The Sparkplug bdSeq of the last session that reached the broker (kept for the Sparkplug uplink).
+    fn sparkplug_bd_seq(&mut self) -> Result<Option<u64>, Self::Error> {
+        Ok(None)
+    }
+    /// Records the Sparkplug bdSeq of a session that reached the broker.
+    fn set_sparkplug_bd_seq(&mut self, bd_seq: u64) -> Result<(), Self::Error> {
+        let _ = bd_seq;
+        Ok(())
+    }
 }
 
 /// Reconnect delays (doubling with jitter): the one backoff in `common`.

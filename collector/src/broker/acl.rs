@@ -7,7 +7,9 @@
 //!
 //! Policy ([`allows`]):
 //! - a gateway may publish only `shiftlens/v1/{site}/{gateway}/events|status` of its own site and gateway,
-//!   set only its own status topic as last will, and subscribe only to its own `.../ack`;
+//!   set only its own status topic as last will, and subscribe only to its own `.../ack`; as a Sparkplug
+//!   edge node, besides, its own edge node's topics and commands and hosts' STATE
+//!   ([`crate::sparkplug::acl`]);
 //! - a feed reader may only subscribe to the downtime feed (`shiftlens/v1/+/downtime` or one site's),
 //!   never publish nor set a last will.
 
@@ -95,7 +97,7 @@ fn own_topic(topic: &str, who: &Identity, allow_events: bool) -> bool {
     match Topic::parse(topic) {
         Ok(Topic::Events { site, gateway }) => allow_events && who.owns(&site, &gateway),
         Ok(Topic::Status { site, gateway }) => who.owns(&site, &gateway),
-        _ => false,
+        _ => crate::sparkplug::acl::edge_may_publish(topic, &who.id, who.site.as_ref()),
     }
 }
 
@@ -124,6 +126,7 @@ pub fn allows(who: &Identity, role: Role, request: Request<'_>) -> bool {
         (Role::Gateway, Request::Publish(t)) => own_topic(t, who, true),
         (Role::Gateway, Request::Subscribe(f)) => {
             matches!(Topic::parse(f), Ok(Topic::Ack { site, gateway }) if who.owns(&site, &gateway))
+                || crate::sparkplug::acl::edge_may_subscribe(f, &who.id, who.site.as_ref())
         }
         (Role::FeedReader, Request::Subscribe(f)) => {
             matches!(Topic::parse(f), Ok(Topic::Downtime { .. } | Topic::Escalations { .. }))

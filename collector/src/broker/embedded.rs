@@ -35,6 +35,27 @@ pub struct Embedded {
     /// rumqttd's private loopback port, for the gate (it requires a per-start random login known only to
     /// the gate).
     pub internal: SocketAddr,
+    /// The login to `internal` (for the Sparkplug host application's own client); not shown by `Debug`.
+    secret: InternalSecret,
+}
+
+#[derive(Clone)]
+struct InternalSecret(Arc<str>);
+
+impl std::fmt::Debug for InternalSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Embedded {
+    /// MQTT options for an in-process client of rumqttd's private port, logged in with the per-start secret
+    /// (the Sparkplug host application, which needs a retained STATE and a last will).
+    pub fn internal_client(&self, client_id: &str) -> rumqttc::MqttOptions {
+        let mut o = rumqttc::MqttOptions::new(client_id, self.internal.ip().to_string(), self.internal.port());
+        o.set_credentials(INTERNAL_USER, self.secret.0.as_ref());
+        o
+    }
 }
 
 /// The gate's accept loop, for [`crate::topology`] to spawn (it spawns one task per connection).
@@ -63,12 +84,16 @@ pub async fn start_embedded(
         config.feed_readers.clone(),
         config.legacy_site.clone(),
         internal,
-        secret,
+        secret.clone(),
         config.max_packet_bytes,
         config.gate,
     ));
     tracing::info!(%listen, tls = config.tls.is_some(), "embedded MQTT broker listening");
-    Ok((Embedded { listen, internal }, link, Box::pin(gate::accept(listener, tls, gate, rejected))))
+    Ok((
+        Embedded { listen, internal, secret: InternalSecret(secret) },
+        link,
+        Box::pin(gate::accept(listener, tls, gate, rejected)),
+    ))
 }
 
 async fn start_rumqttd(
