@@ -89,6 +89,40 @@ impl Figure {
     }
 }
 
+/// Every figure key with its words, in the report's order (the page shows the words, the API the key).
+pub const FIGURES: [(&str, &str); 25] = [
+    ("alarms", "alarms raised"),
+    ("operators_mean", "operators on shift per line, mean"),
+    ("per_operator_10min_mean", "alarms per operator per 10 min, mean"),
+    ("per_operator_10min_peak", "alarms per operator per 10 min, peak"),
+    ("per_operator_hour_mean", "alarms per operator per hour, mean"),
+    ("per_operator_hour_peak", "alarms per operator per hour, peak"),
+    ("flood_windows_pct", "10-min windows in flood (%)"),
+    ("alarms_without_operator", "alarms with no operator on shift"),
+    ("top10_share_pct", "share of the 10 most frequent alarms (%)"),
+    ("bad_actor", "bad actor (activations)"),
+    ("chattering_alarms", "chattering alarms"),
+    ("stale_alarms", "stale alarms"),
+    ("stale_standing_max_per_day", "stale alarms standing, most on one day"),
+    ("shelved", "activations shelved"),
+    ("suppressed", "activations suppressed"),
+    ("priority_high_pct", "high priority (%)"),
+    ("priority_medium_pct", "medium priority (%)"),
+    ("priority_low_pct", "low priority (%)"),
+    ("priority_unknown_pct", "priority unknown (%)"),
+    ("acked_pct", "acknowledged (%)"),
+    ("ack_time_median_s", "time to acknowledge, median (s)"),
+    ("ack_time_p90_s", "time to acknowledge, 90th percentile (s)"),
+    ("status_ok", "ok"),
+    ("status_not_met", "not met"),
+    ("status_no_data", "no data"),
+];
+
+/// The words of a figure key or status, if it is one.
+pub fn label(key: &str) -> Option<&'static str> {
+    FIGURES.iter().find(|(k, _)| *k == key).map(|(_, w)| *w)
+}
+
 /// Per scope sums.
 #[derive(Default, Clone)]
 struct Acc {
