@@ -261,8 +261,9 @@ pub(crate) fn table(r: &Report, w: &Words) -> Table {
                     };
                     match worded {
                         Some(t) if t != raw => {
-                            let class =
-                                if matches!(v, Value::Number(_)) && c != "days_left" { class } else { "words".into() };
+                            // A status worded (alarm load's `not_met`) keeps its colour.
+                            let keep = (matches!(v, Value::Number(_)) && c != "days_left") || c == "status";
+                            let class = if keep { class } else { "words".into() };
                             Cell { col: c.clone(), text: t, value: Some(raw), class }
                         }
                         _ => Cell { col: c.clone(), text: raw, value: None, class },
