@@ -238,71 +238,72 @@ pub fn alarm_load(inp: &Input, keys: &[AlarmKey], alarms: &[AlarmRecord]) -> Vec
     crews.push("none".into());
     let scope_of = |crew: &str| crews.iter().position(|c| c == crew).map_or(crews.len(), |i| i + 1);
 
-    // Operators per line and the crew, per window (sampled at its start, constant between roster cuts).
+    let ns = crews.len() + 1;
+    let mut acc: Vec<Acc> = vec![Acc::default(); ns];
+    let mut key_counts: Vec<u32> = vec![0; ns * keys.len()];
+    let mut chatter: Vec<bool> = vec![false; ns * keys.len()];
+    let mut prev: Vec<[i64; 2]> = vec![[i64::MIN; 2]; keys.len()];
+    let mut stale_spans: Vec<(i64, i64)> = Vec::new();
+    // One pass over the windows in time order, each with its alarms; memory is per line, not per window.
+    // Operators per line and the crew are sampled at a window's start and change only at roster cuts.
     let cuts = coverage::cuts(p, from, to);
     let mut qual = Qualified::new(inp);
-    let mut ops: Vec<u32> = vec![0; nw * nl];
-    let mut crew_of: Vec<usize> = vec![0; nw];
-    let (mut seg, mut seg_ops, mut seg_scope) = (usize::MAX, vec![0u32; nl], crews.len());
+    let (mut seg, mut ops, mut scope) = (usize::MAX, vec![0u32; nl], crews.len());
+    let mut counts = vec![0u32; nl];
+    // Per line: the hour's sum of alarms per operator, and whether it had an operator; the hour's crew.
+    let (mut hour, mut hour_scope) = (vec![(0.0f64, false); nl], scope);
+    let mut next = alarms.partition_point(|a| a.raised_ms < from);
     for w in 0..nw {
         let ws = from + w as i64 * WINDOW_MS;
-        let s = cuts.partition_point(|c| *c <= ws).saturating_sub(1);
-        if s != seg || w == 0 {
-            seg = s;
+        let sg = cuts.partition_point(|c| *c <= ws).saturating_sub(1);
+        if sg != seg {
+            seg = sg;
             let on = p.on_shift(ws);
-            seg_ops.iter_mut().for_each(|n| *n = 0);
+            ops.iter_mut().for_each(|n| *n = 0);
             for o in &on {
-                for (n, q) in seg_ops.iter_mut().zip(qual.at(inp, o.person, &lines, ws)) {
+                for (n, q) in ops.iter_mut().zip(qual.at(inp, o.person, &lines, ws)) {
                     *n += u32::from(*q);
                 }
             }
             let scheduled = p.slots_at(ws).into_iter().map(|(s, _)| s.crew).min();
             let crew = scheduled.or_else(|| on.iter().find_map(|o| o.crew.map(str::to_string)));
-            seg_scope = scope_of(crew.as_deref().unwrap_or("none"));
+            scope = scope_of(crew.as_deref().unwrap_or("none"));
         }
-        ops[w * nl..(w + 1) * nl].copy_from_slice(&seg_ops);
-        crew_of[w] = seg_scope;
-    }
-
-    let ns = crews.len() + 1;
-    let mut acc: Vec<Acc> = vec![Acc::default(); ns];
-    let mut counts: Vec<u32> = vec![0; nw * nl];
-    let mut key_counts: Vec<u32> = vec![0; ns * keys.len()];
-    let mut chatter: Vec<bool> = vec![false; ns * keys.len()];
-    let mut prev: Vec<[i64; 2]> = vec![[i64::MIN; 2]; keys.len()];
-    let mut stale_spans: Vec<(i64, i64)> = Vec::new();
-    for a in alarms {
-        let Some(w) = usize::try_from((a.raised_ms - from) / WINDOW_MS).ok().filter(|w| *w < nw) else { continue };
-        let (k, line) = (a.key as usize, lines.of_key[a.key as usize]);
-        counts[w * nl + line] += 1;
-        let chattering = prev[k][0] != i64::MIN && a.raised_ms - prev[k][0] <= CHATTER_SPAN_MS;
-        prev[k] = [prev[k][1], a.raised_ms];
-        let end = a.cleared_ms.unwrap_or(to);
-        if end - a.raised_ms > STALE_MS {
-            stale_spans.push((a.raised_ms + STALE_MS, end));
+        if w % 6 == 0 {
+            hour_scope = scope;
         }
-        for s in [0, crew_of[w]] {
-            let x = &mut acc[s];
-            x.alarms += 1;
-            x.unstaffed_alarms += u64::from(ops[w * nl + line] == 0);
-            x.stale += u64::from(end - a.raised_ms > STALE_MS);
-            x.shelved += u64::from(a.shelved);
-            x.suppressed += u64::from(a.suppressed);
-            x.priority[prio_index(a.priority)] += 1;
-            if let Some(t) = a.acked_ms {
-                x.acked += 1;
-                x.ack_s.push((t - a.raised_ms) as f64 / 1000.0);
+        let we = (ws + WINDOW_MS).min(to);
+        while let Some(a) = alarms.get(next).filter(|a| a.raised_ms < we) {
+            next += 1;
+            let (k, line) = (a.key as usize, lines.of_key[a.key as usize]);
+            counts[line] += 1;
+            let chattering = prev[k][0] != i64::MIN && a.raised_ms - prev[k][0] <= CHATTER_SPAN_MS;
+            prev[k] = [prev[k][1], a.raised_ms];
+            let end = a.cleared_ms.unwrap_or(to);
+            if end - a.raised_ms > STALE_MS {
+                stale_spans.push((a.raised_ms + STALE_MS, end));
             }
-            key_counts[s * keys.len() + k] += 1;
-            chatter[s * keys.len() + k] |= chattering;
+            for s in [0, scope] {
+                let x = &mut acc[s];
+                x.alarms += 1;
+                x.unstaffed_alarms += u64::from(ops[line] == 0);
+                x.stale += u64::from(end - a.raised_ms > STALE_MS);
+                x.shelved += u64::from(a.shelved);
+                x.suppressed += u64::from(a.suppressed);
+                x.priority[prio_index(a.priority)] += 1;
+                if let Some(t) = a.acked_ms {
+                    x.acked += 1;
+                    x.ack_s.push((t - a.raised_ms) as f64 / 1000.0);
+                }
+                key_counts[s * keys.len() + k] += 1;
+                chatter[s * keys.len() + k] |= chattering;
+            }
         }
-    }
-    // Rates per (line, window) and per (line, hour); an hour belongs to the crew of its first window.
-    let mut hour = vec![(0.0f64, false); nl];
-    for w in 0..nw {
+        // Rates per (line, window) and per (line, hour).
         for l in 0..nl {
-            let (n, k) = (counts[w * nl + l], ops[w * nl + l]);
-            for s in [0, crew_of[w]] {
+            let (n, k) = (counts[l], ops[l]);
+            counts[l] = 0;
+            for s in [0, scope] {
                 let x = &mut acc[s];
                 x.line_windows += 1;
                 x.flood += u64::from(n > FLOOD_ABOVE);
@@ -320,10 +321,9 @@ pub fn alarm_load(inp: &Input, keys: &[AlarmKey], alarms: &[AlarmRecord]) -> Vec
             }
         }
         if w % 6 == 5 || w + 1 == nw {
-            let s = crew_of[w - w % 6];
             for h in &mut hour {
                 if h.1 {
-                    for s in [0, s] {
+                    for s in [0, hour_scope] {
                         acc[s].staffed_hours += 1;
                         acc[s].hour_sum += h.0;
                         acc[s].hour_peak = acc[s].hour_peak.max(h.0);

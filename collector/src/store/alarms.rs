@@ -61,22 +61,35 @@ fn attributes(w: &Wire) -> Attributes {
     }
 }
 
+/// One alarm event, compact, for sorting by time.
+struct Edge {
+    ts_ms: i64,
+    key: u32,
+    active: bool,
+    a: Attributes,
+}
+
 /// Every alarm activation raised before `to_ms`, sorted by raise time, with its keys interned. Rows that
 /// are not a readable alarm body are skipped (ingest stored only decoded events).
+///
+/// The table is read in its key's order (site, gateway, epoch, seq: no index lookup per row, no sort of the
+/// bodies in SQLite) into compact edges, which a stable sort then puts in time order: events at the same
+/// instant keep the agent's order, as `ORDER BY ts_ms, gateway, epoch, seq` would within a site (alarms of
+/// different sites never meet: the key holds the site).
 ///
 /// # Errors
 /// SQLite failures.
 pub fn alarm_records(conn: &Connection, to_ms: i64) -> rusqlite::Result<Alarms> {
+    // `+ts_ms`: a table scan, not the time index (which would look every row up by its key); the ORDER BY
+    // is the table's key, so SQLite sorts nothing.
     let mut st = conn.prepare(
-        "SELECT site, asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms < ?1
-         ORDER BY ts_ms, gateway, epoch, seq",
+        "SELECT site, asset, ts_ms, body FROM events WHERE kind = 'alarm' AND +ts_ms < ?1
+         ORDER BY site, gateway, epoch, seq",
     )?;
     let mut rows = st.query(params![to_ms])?;
     let mut out = Alarms::default();
     let mut index: HashMap<Box<str>, u32> = HashMap::new();
-    // Per key: its activation still open, and its latest activation (an acknowledgement may follow the clear).
-    let mut open: Vec<Option<usize>> = Vec::new();
-    let mut last: Vec<Option<usize>> = Vec::new();
+    let mut edges: Vec<Edge> = Vec::new();
     let mut buf = String::new();
     while let Some(r) = rows.next()? {
         let ts_ms: i64 = r.get(2)?;
@@ -87,22 +100,27 @@ pub fn alarm_records(conn: &Connection, to_ms: i64) -> rusqlite::Result<Alarms> 
         let Ok(Body { alarm: w }) = serde_json::from_str::<Body>(body) else { continue };
         buf.clear();
         let _ = write!(buf, "{site}\u{1f}{asset}\u{1f}{}", w.id);
-        let k = match index.get(buf.as_str()) {
-            Some(&k) => k as usize,
+        let key = match index.get(buf.as_str()) {
+            Some(&k) => k,
             None => {
-                let k = out.keys.len();
-                index.insert(buf.as_str().into(), k as u32);
+                let k = out.keys.len() as u32;
+                index.insert(buf.as_str().into(), k);
                 out.keys.push(AlarmKey { site: site.into(), asset: asset.into(), alarm: w.id.to_string() });
-                open.push(None);
-                last.push(None);
                 k
             }
         };
-        let a = attributes(&w);
-        let current = match (w.active, open[k]) {
+        edges.push(Edge { ts_ms, key, active: w.active, a: attributes(&w) });
+    }
+    edges.sort_by_key(|e| e.ts_ms);
+    // Per key: its activation still open, and its latest activation (an acknowledgement may follow the clear).
+    let mut open: Vec<Option<usize>> = vec![None; out.keys.len()];
+    let mut last: Vec<Option<usize>> = vec![None; out.keys.len()];
+    for Edge { ts_ms, key, active, a } in edges {
+        let k = key as usize;
+        let current = match (active, open[k]) {
             (true, None) => {
                 out.records.push(AlarmRecord {
-                    key: k as u32,
+                    key,
                     raised_ms: ts_ms,
                     cleared_ms: None,
                     acked_ms: None,
@@ -127,7 +145,7 @@ pub fn alarm_records(conn: &Connection, to_ms: i64) -> rusqlite::Result<Alarms> 
                 rec.acked_ms = Some(ts_ms);
             }
             // Shelving and suppression count while the alarm is active (or as it clears).
-            if w.active || rec.cleared_ms == Some(ts_ms) {
+            if active || rec.cleared_ms == Some(ts_ms) {
                 rec.shelved |= a.shelved;
                 rec.suppressed |= a.suppressed;
             }
