@@ -15,7 +15,6 @@ use rusqlite::{params, Connection};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write;
 
 /// A stored alarm body, `{"alarm": {...}}`, borrowed from the row.
 #[derive(Deserialize)]
@@ -99,7 +98,9 @@ pub fn alarm_records(conn: &Connection, to_ms: i64) -> rusqlite::Result<Alarms> 
         };
         let Ok(Body { alarm: w }) = serde_json::from_str::<Body>(body) else { continue };
         buf.clear();
-        let _ = write!(buf, "{site}\u{1f}{asset}\u{1f}{}", w.id);
+        for part in [site, "\u{1f}", asset, "\u{1f}", &w.id] {
+            buf.push_str(part);
+        }
         let key = match index.get(buf.as_str()) {
             Some(&k) => k,
             None => {
