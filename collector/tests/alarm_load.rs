@@ -6,7 +6,7 @@
 mod http_support;
 mod support;
 
-use shiftlens_collector::{feed, ingest};
+use shiftlens_collector::{feed, topology};
 use shiftlens_common::{Alarm, AssetId, Batch, Event, EventBody};
 use std::collections::BTreeSet;
 use support::*;
@@ -65,7 +65,7 @@ async fn alarm_load_from_published_alarms_is_the_same_in_the_api_the_command_and
     import(&toml, "assets", "id,site,line,cost_per_hour,requires\npress-1,plant-a,line1,1000,s7:3\n");
 
     let cfg = config(dir.path(), &server, "");
-    let collector = ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
+    let collector = topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
     let mut a = agent(collector.broker.unwrap(), &pki, "gw-1");
     assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
     let mut edges: Vec<(i64, &str, bool)> = Vec::new();

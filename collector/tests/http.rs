@@ -189,9 +189,9 @@ fn config_refuses_a_network_bind_without_tokens_and_bad_hashes() {
 fn config_range_checks_the_http_limits_and_public_names_by_position() {
     let load = |text: &str| Config::from_file(&ConfigFile::from_text("collector.toml", text.to_string()));
     let c = load("[http]\n").unwrap();
-    let l = c.http.limits();
+    let l = c.http.limits;
     assert_eq!((l.header_timeout.as_secs(), l.request_timeout.as_secs(), l.max_connections), (10, 60, 256));
-    assert_eq!((c.http.bounds().max_window_ms / 86_400_000, c.http.bounds().max_rows), (1096, 10_000));
+    assert_eq!((c.http.bounds.max_window_ms / 86_400_000, c.http.bounds.max_rows), (1096, 10_000));
     let e = load("[http]\nmax_rows = 0\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"2h\"\nmax_window = \"100000d\"\npublic_names = [\"https://x.example/\"]\n")
         .unwrap_err()
         .to_string();
@@ -207,7 +207,7 @@ fn config_range_checks_the_http_limits_and_public_names_by_position() {
     }
     let ok = load("[http]\npublic_names = [\"dashboard.plant.example\", \"10.0.0.5:8443\"]\nmax_window = \"30d\"\n")
         .unwrap();
-    assert_eq!(ok.http.bounds().max_window_ms, 30 * 86_400_000);
+    assert_eq!(ok.http.bounds.max_window_ms, 30 * 86_400_000);
 }
 
 fn tokens(dir: &std::path::Path) -> String {
@@ -444,7 +444,7 @@ async fn the_report_command_and_the_api_show_the_same_rows_for_every_catalogue_r
 fn the_example_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.http.bind.get_ref(), "127.0.0.1:8080");
+    assert_eq!(c.http.bind.to_string(), "127.0.0.1:8080");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use shiftlens_collector::query::Dataset;
 use shiftlens_collector::store::events::{query_downtime, DowntimeFilter, Rows};
 use shiftlens_collector::store::{open_reader, Committed, StoreConfig, WriteOp, Writer};
 use shiftlens_collector::timeline::{Downtime, FirstOut};
-use shiftlens_common::config::{HumanDuration, Spanned};
+use shiftlens_common::config::HumanDuration;
 use shiftlens_common::{Alarm, AssetId, Batch, Event, EventBody, GatewayId, MachineState, SiteId};
 use std::path::Path;
 use std::time::Duration;
@@ -54,7 +54,7 @@ fn downtime(asset: &str, start_ms: i64, end_ms: i64, reason: Option<&str>) -> Do
 
 fn config(db: &Path) -> StoreConfig {
     let retention = HumanDuration(Duration::from_secs(RETENTION_H as u64 * 3600));
-    StoreConfig { path: db.to_path_buf(), retention: Spanned::new(0..0, retention), ..StoreConfig::default() }
+    StoreConfig { path: db.to_path_buf(), retention: retention.0, ..StoreConfig::default() }
 }
 
 /// Sends `op` and waits until the transaction that took it has committed (a ping queued after it is

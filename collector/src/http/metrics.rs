@@ -5,7 +5,7 @@
 use super::auth::Viewer;
 use super::error::ApiError;
 use super::AppState;
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;

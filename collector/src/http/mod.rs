@@ -25,7 +25,7 @@ pub mod server;
 pub mod svg;
 pub mod views;
 
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
 use crate::query;
 use crate::Config;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -123,27 +123,73 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[http]` as runtime code reads it: checked, without spans.
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub bind: SocketAddr,
+    pub tokens: Vec<Token>,
+    pub public_names: Vec<String>,
+    /// The server's timeouts and connection cap.
+    pub limits: Limits,
+    /// The bounds on what one request may ask for.
+    pub bounds: query::Bounds,
+}
+
+/// One configured API token: its holder, role and where its SHA-256 comes from.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: auth::Role,
+    pub key: TokenKey,
+}
+
+/// A token's SHA-256, given in the config or read from a file at start.
+#[derive(Debug, Clone)]
+pub enum TokenKey {
+    Sha256([u8; 32]),
+    File(PathBuf),
+}
+
 impl HttpConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        match self.bind.get_ref().parse::<SocketAddr>() {
-            Err(e) => errors.push(file.error_at(self.bind.span(), format!("bind: {e} (expected ip:port)"))),
-            Ok(a) if !a.ip().is_loopback() && self.tokens.is_empty() => errors.push(file.error_at(
-                self.bind.span(),
-                format!("bind {a} is not a loopback address: add [[http.tokens]] so the dashboard is not open to the network"),
-            )),
-            Ok(_) => {}
-        }
+    /// The checked `[http]`; each problem is added to `errors` at its place in `file`.
+    pub fn validated(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Http {
+        let bind = match self.bind.get_ref().parse::<SocketAddr>() {
+            Err(e) => {
+                errors.push(file.error_at(self.bind.span(), format!("bind: {e} (expected ip:port)")));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+            Ok(a) if !a.ip().is_loopback() && self.tokens.is_empty() => {
+                errors.push(file.error_at(
+                    self.bind.span(),
+                    format!("bind {a} is not a loopback address: add [[http.tokens]] so the dashboard is not open to the network"),
+                ));
+                a
+            }
+            Ok(a) => a,
+        };
         let mut names = HashSet::new();
+        let mut tokens = Vec::new();
         for t in &self.tokens {
             if !names.insert(t.name.get_ref().as_str()) {
                 errors.push(file.error_at(t.name.span(), format!("token name {:?} is used twice", t.name.get_ref())));
             }
-            match (&t.sha256, &t.file) {
-                (Some(h), None) if auth::parse_hash(h.get_ref()).is_none() => errors
-                    .push(file.error_at(h.span(), "sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)")),
-                (Some(_), None) | (None, Some(_)) => {}
-                _ => errors.push(file.error_at(t.name.span(), "give exactly one of sha256 or file for this token")),
-            }
+            let key = match (&t.sha256, &t.file) {
+                (Some(h), None) => match auth::parse_hash(h.get_ref()) {
+                    Some(hash) => TokenKey::Sha256(hash),
+                    None => {
+                        errors.push(
+                            file.error_at(h.span(), "sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)"),
+                        );
+                        continue;
+                    }
+                },
+                (None, Some(f)) => TokenKey::File(f.get_ref().clone()),
+                _ => {
+                    errors.push(file.error_at(t.name.span(), "give exactly one of sha256 or file for this token"));
+                    continue;
+                }
+            };
+            tokens.push(Token { name: t.name.get_ref().clone(), role: t.role, key });
         }
         for n in &self.public_names {
             if guard::split_host(n.get_ref()).is_none() {
@@ -168,22 +214,19 @@ impl HttpConfig {
         range("header_timeout", self.header_timeout.span(), secs(&self.header_timeout), 1, 600, "s");
         range("request_timeout", self.request_timeout.span(), secs(&self.request_timeout), 1, 3600, "s");
         range("max_connections", self.max_connections.span(), *self.max_connections.get_ref() as u64, 1, 65_535, "");
-    }
-
-    /// The server's timeouts and connection cap.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            header_timeout: self.header_timeout.get_ref().0,
-            request_timeout: self.request_timeout.get_ref().0,
-            max_connections: *self.max_connections.get_ref(),
-        }
-    }
-
-    /// The bounds on what one request may ask for.
-    pub fn bounds(&self) -> query::Bounds {
-        query::Bounds {
-            max_window_ms: i64::try_from(self.max_window.get_ref().0.as_millis()).unwrap_or(i64::MAX),
-            max_rows: *self.max_rows.get_ref(),
+        Http {
+            bind,
+            tokens,
+            public_names: self.public_names.iter().map(|n| n.get_ref().clone()).collect(),
+            limits: Limits {
+                header_timeout: self.header_timeout.get_ref().0,
+                request_timeout: self.request_timeout.get_ref().0,
+                max_connections: *self.max_connections.get_ref(),
+            },
+            bounds: query::Bounds {
+                max_window_ms: i64::try_from(self.max_window.get_ref().0.as_millis()).unwrap_or(i64::MAX),
+                max_rows: *self.max_rows.get_ref(),
+            },
         }
     }
 }
@@ -208,15 +251,15 @@ impl AppState {
         Ok(Self {
             data: Arc::new(
                 query::Source::new(config.store.path.clone(), config.people_settings.clone())
-                    .with_bounds(config.http.bounds()),
+                    .with_bounds(config.http.bounds),
             ),
             auth: Arc::new(auth::Auth::from_config(&config.http)?),
             metrics: metrics.unwrap_or_default(),
             hosts: Arc::new(guard::Hosts::new(
-                config.http.bind.get_ref(),
-                config.http.public_names.iter().map(|n| n.get_ref().as_str()),
+                &config.http.bind.to_string(),
+                config.http.public_names.iter().map(String::as_str),
             )),
-            request_timeout: config.http.request_timeout.get_ref().0,
+            request_timeout: config.http.limits.request_timeout,
         })
     }
 }

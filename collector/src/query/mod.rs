@@ -34,15 +34,12 @@ use crate::people::import::{ImportError, Kind as CsvKind};
 use crate::report::Report;
 use crate::store::reads::{self, Gateway};
 use serde_json::Value;
+use shiftlens_common::clock::now_ms;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A report's headline figures.
 pub type Summary = BTreeMap<String, Value>;
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// One report as a request asks for it: the cached dataset, `params` parsed and bounded, [`run`].
 /// Blocks (call it off the async threads).
@@ -87,7 +84,7 @@ pub fn downtime_feed(source: &Arc<Source>, q: &Params) -> Result<(Vec<feed::Reco
     let records: Vec<feed::Record> = matching()
         .skip(o.offset)
         .take(o.limit.unwrap_or(bounds.max_rows))
-        .map(|(d, _)| feed::Record::new(d, ds.people.asset(d.asset.as_str()).map(|a| a.line.clone())))
+        .map(|(d, _)| feed::Record::new(d, ds.people.line_of(d.site.as_str(), d.asset.as_str()).map(str::to_owned)))
         .collect();
     Ok((records, total))
 }

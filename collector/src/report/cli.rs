@@ -107,7 +107,7 @@ impl ReportArgs {
         // `[http] max_window`, so no report sizes its work from an unchecked number.
         let params = Params { from: self.from.clone(), to: self.to.clone(), ..Params::default() };
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let window = Filter::parse(&params, &settings, now_ms, &cfg.http.bounds())
+        let window = Filter::parse(&params, &settings, now_ms, &cfg.http.bounds)
             .map_err(|e| anyhow::anyhow!("report --from/--to: {}", e.message()))?;
         let kind = match self.name {
             Name::Report(k) => k,

@@ -122,6 +122,26 @@ pub fn data_revision(conn: &Connection) -> Result<i64, PeopleStoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM people_import", [], |r| r.get(0))?)
 }
 
+/// The current asset records (the assets import only): what the live feed's line lookup needs.
+///
+/// # Errors
+/// SQLite failures, or a stored asset record that does not read back.
+pub fn current_assets(conn: &Connection) -> Result<Vec<crate::people::model::Asset>, PeopleStoreError> {
+    let kind = Kind::Assets.name();
+    let mut st = conn.prepare("SELECT key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
+    let rows = st.query_map([kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, body) = row?;
+        out.push(serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body {
+            kind: kind.to_string(),
+            key,
+            source,
+        })?);
+    }
+    Ok(out)
+}
+
 /// Loads the current records of every kind.
 ///
 /// # Errors
