@@ -494,3 +494,60 @@ pub fn report(inp: &Input, alarms: &[AlarmRecord], figures: &[Figure]) -> Report
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::people::{Personnel, Settings};
+
+    fn rec(key: u32, raised_ms: i64) -> AlarmRecord {
+        AlarmRecord {
+            key,
+            raised_ms,
+            cleared_ms: Some(raised_ms + 1),
+            acked_ms: None,
+            priority: Priority::Unknown,
+            shelved: false,
+            suppressed: false,
+        }
+    }
+
+    fn figure(figs: &[Figure], name: &str) -> Option<f64> {
+        figs.iter().find(|f| f.crew == "all" && f.figure == name).and_then(|f| f.actual)
+    }
+
+    /// Boundaries: 10 alarms in a window are no flood, 11 are; three raises exactly 60 s apart end to end
+    /// chatter, 60.001 s do not; without a roster every alarm is raised with no operator.
+    #[test]
+    fn flood_is_above_ten_and_chattering_is_three_within_sixty_seconds() {
+        let p = Personnel::new(Settings::default()).rebuilt();
+        let inp = Input { people: &p, events: &[], from_ms: 0, to_ms: 3 * WINDOW_MS };
+        let k = |a: &str| AlarmKey { site: "s".into(), asset: "x".into(), alarm: a.into() };
+        let keys = [k("A"), k("B"), k("C")];
+        let mut a: Vec<AlarmRecord> = (0..10).map(|i| rec(0, i * 1_000)).collect();
+        a.extend((0..11).map(|i| rec(0, WINDOW_MS + i * 1_000)));
+        a.extend([rec(1, 2 * WINDOW_MS), rec(1, 2 * WINDOW_MS + 30_000), rec(1, 2 * WINDOW_MS + 60_000)]);
+        a.extend([rec(2, 2 * WINDOW_MS), rec(2, 2 * WINDOW_MS + 30_000), rec(2, 2 * WINDOW_MS + 60_001)]);
+        a.sort_by_key(|r| r.raised_ms);
+        let figs = alarm_load(&inp, &keys, &a);
+        assert_eq!(figure(&figs, "flood_windows_pct"), Some(100.0 / 3.0));
+        // A chatters too: its raises are a second apart.
+        assert_eq!(figure(&figs, "chattering_alarms"), Some(2.0));
+        let ch = figs.iter().find(|f| f.figure == "chattering_alarms").map(|f| f.detail.clone());
+        assert_eq!(ch.as_deref(), Some("s/x/A, s/x/B"));
+        assert_eq!(figure(&figs, "alarms_without_operator"), Some(27.0));
+        assert_eq!(figure(&figs, "per_operator_10min_mean"), None, "no window had an operator");
+        let mean = figs.iter().find(|f| f.figure == "per_operator_10min_mean").map(Figure::status);
+        assert_eq!(mean, Some("no_data"));
+        assert_eq!(figure(&figs, "priority_unknown_pct"), Some(100.0));
+        assert_eq!(figure(&figs, "top10_share_pct"), Some(100.0));
+    }
+
+    #[test]
+    fn targets_are_met_at_their_bound_and_within_their_tolerance() {
+        assert!(Target::AtMost(1.0).met(1.0) && !Target::AtMost(1.0).met(1.001));
+        assert!(Target::About(80.0, 5.0).met(75.0) && !Target::About(80.0, 5.0).met(74.9));
+        assert_eq!(Target::About(5.0, 5.0).text(), "≈ 5 (± 5)");
+        assert_eq!(Target::AtMost(10.0).text(), "≤ 10");
+    }
+}
