@@ -353,6 +353,12 @@ fn alarm_load_figures_per_crew_and_operator_are_as_computed_by_hand() {
         is(crew, "flood_windows_pct", flood);
         is(crew, "alarms_without_operator", 0.0);
     }
+    // Needed skills s7:3 and vfd:3: day shifts hold both (a1, a2), nights only s7 (b1).
+    is("A", "per_operator_10min_mean_all_covered", 6.5 / 72.0);
+    assert_eq!(get("A", "per_operator_10min_mean_skills_missing"), None);
+    is("B", "per_operator_10min_mean_skills_missing", 4.0 / 72.0);
+    is("all", "per_operator_10min_mean_skills_missing", 4.0 / 72.0);
+    assert_eq!(get("B", "per_operator_10min_mean_all_covered"), None);
     let actors: Vec<(&str, Option<f64>)> = figs
         .iter()
         .filter(|f| f.crew == "all" && f.figure == "bad_actor")

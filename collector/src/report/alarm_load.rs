@@ -14,7 +14,8 @@
 //!   Counted at the start of each window.
 //! - **Alarms per operator** in a window = activations raised at the line in it ÷ its operators; the mean
 //!   is over the (line, window) pairs with an operator, the peak their maximum; per hour is the sum of the
-//!   six windows' figures. Alarms raised while a line had no operator are counted apart.
+//!   six windows' figures. Alarms raised while a line had no operator are counted apart. The mean is also
+//!   split by the competency on shift (every skill the plant needs held by someone on shift, or not).
 //! - **Flood**: a (line, window) with more than 10 activations (the standard's console is a line here).
 //! - **Chattering**: an alarm with 3 or more activations within 60 s; **stale**: active over 24 h (still
 //!   active ones until `to`).
@@ -90,11 +91,13 @@ impl Figure {
 }
 
 /// Every figure key with its words, in the report's order (the page shows the words, the API the key).
-pub const FIGURES: [(&str, &str); 25] = [
+pub const FIGURES: [(&str, &str); 27] = [
     ("alarms", "alarms raised"),
     ("operators_mean", "operators on shift per line, mean"),
     ("per_operator_10min_mean", "alarms per operator per 10 min, mean"),
     ("per_operator_10min_peak", "alarms per operator per 10 min, peak"),
+    ("per_operator_10min_mean_all_covered", "alarms per operator per 10 min, mean, every needed skill on shift"),
+    ("per_operator_10min_mean_skills_missing", "alarms per operator per 10 min, mean, a needed skill missing"),
     ("per_operator_hour_mean", "alarms per operator per hour, mean"),
     ("per_operator_hour_peak", "alarms per operator per hour, peak"),
     ("flood_windows_pct", "10-min windows in flood (%)"),
@@ -131,6 +134,9 @@ struct Acc {
     staffed_windows: u64,
     operators: u64,
     rate_sum: f64,
+    /// Sum of rates and (line, window) pairs by the competency on shift: every needed skill, or not.
+    band_sum: [f64; 2],
+    band_windows: [u64; 2],
     rate_peak: f64,
     staffed_hours: u64,
     hour_sum: f64,
@@ -158,6 +164,8 @@ fn prio_index(p: Priority) -> usize {
 struct Lines {
     of_key: Vec<usize>,
     requires: Vec<Vec<Requirement>>,
+    /// The skills the plant needs (the competency split, as in the coverage and gaps reports).
+    needed: Vec<Requirement>,
 }
 
 fn lines(inp: &Input, keys: &[AlarmKey]) -> Lines {
@@ -184,7 +192,7 @@ fn lines(inp: &Input, keys: &[AlarmKey]) -> Lines {
         });
         of_key.push(i);
     }
-    Lines { of_key, requires }
+    Lines { of_key, requires, needed: crate::report::needed_skills(p) }
 }
 
 /// Per (person), whether they operate each line, valid until their next qualification change.
@@ -209,7 +217,8 @@ impl<'a> Qualified<'a> {
         Self { changes, cache: HashMap::new() }
     }
 
-    /// Whether `person` operates each line at t (times asked must not decrease).
+    /// Whether `person` operates each line at t, then whether they hold each needed skill (times asked must
+    /// not decrease).
     fn at(&mut self, inp: &Input<'a>, person: &'a str, lines: &Lines, t: i64) -> &[bool] {
         let fresh = self.cache.get(person).is_some_and(|(until, _)| t < *until);
         if !fresh {
@@ -218,6 +227,7 @@ impl<'a> Qualified<'a> {
                 .requires
                 .iter()
                 .map(|req| req.is_empty() || req.iter().any(|r| inp.people.qualified(person, r, t)))
+                .chain(lines.needed.iter().map(|r| inp.people.qualified(person, r, t)))
                 .collect();
             self.cache.insert(person, (until.unwrap_or(i64::MAX), flags));
         }
@@ -248,7 +258,8 @@ pub fn alarm_load(inp: &Input, keys: &[AlarmKey], alarms: &[AlarmRecord]) -> Vec
     // Operators per line and the crew are sampled at a window's start and change only at roster cuts.
     let cuts = coverage::cuts(p, from, to);
     let mut qual = Qualified::new(inp);
-    let (mut seg, mut ops, mut scope) = (usize::MAX, vec![0u32; nl], crews.len());
+    let (mut seg, mut ops, mut scope, mut band) = (usize::MAX, vec![0u32; nl], crews.len(), 0);
+    let mut covered = vec![false; lines.needed.len()];
     let mut counts = vec![0u32; nl];
     // Per line: the hour's sum of alarms per operator, and whether it had an operator; the hour's crew.
     let (mut hour, mut hour_scope) = (vec![(0.0f64, false); nl], scope);
@@ -260,11 +271,17 @@ pub fn alarm_load(inp: &Input, keys: &[AlarmKey], alarms: &[AlarmRecord]) -> Vec
             seg = sg;
             let on = p.on_shift(ws);
             ops.iter_mut().for_each(|n| *n = 0);
+            covered.iter_mut().for_each(|c| *c = false);
             for o in &on {
-                for (n, q) in ops.iter_mut().zip(qual.at(inp, o.person, &lines, ws)) {
+                let flags = qual.at(inp, o.person, &lines, ws);
+                for (n, q) in ops.iter_mut().zip(flags) {
                     *n += u32::from(*q);
                 }
+                for (c, q) in covered.iter_mut().zip(flags.get(nl..).unwrap_or_default()) {
+                    *c |= *q;
+                }
             }
+            band = usize::from(!covered.iter().all(|c| *c));
             let scheduled = p.slots_at(ws).into_iter().map(|(s, _)| s.crew).min();
             let crew = scheduled.or_else(|| on.iter().find_map(|o| o.crew.map(str::to_string)));
             scope = scope_of(crew.as_deref().unwrap_or("none"));
@@ -312,6 +329,8 @@ pub fn alarm_load(inp: &Input, keys: &[AlarmKey], alarms: &[AlarmRecord]) -> Vec
                     x.staffed_windows += 1;
                     x.operators += u64::from(k);
                     x.rate_sum += r;
+                    x.band_sum[band] += r;
+                    x.band_windows[band] += 1;
                     x.rate_peak = x.rate_peak.max(r);
                 }
             }
@@ -368,6 +387,16 @@ pub fn alarm_load(inp: &Input, keys: &[AlarmKey], alarms: &[AlarmRecord]) -> Vec
             Some(Target::AtMost(1.0)),
         );
         f("per_operator_10min_peak", String::new(), Some(x.rate_peak), Some(Target::AtMost(10.0)));
+        for (b, name) in
+            ["per_operator_10min_mean_all_covered", "per_operator_10min_mean_skills_missing"].into_iter().enumerate()
+        {
+            f(
+                name,
+                format!("{} line-windows", x.band_windows[b]),
+                ratio(x.band_sum[b], x.band_windows[b]),
+                Some(Target::AtMost(1.0)),
+            );
+        }
         f(
             "per_operator_hour_mean",
             "manageable up to 12".into(),
