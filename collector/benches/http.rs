@@ -31,7 +31,7 @@ async fn run(size: Size) {
     println!(
         "seeded {} downtime events, {} alarms, {} people, {} assets in {:.1} s",
         plant.downtime.len(),
-        plant.alarms.len(),
+        plant.alarms.records.len(),
         plant.people.people.len(),
         plant.people.assets.len(),
         t.elapsed().as_secs_f64()

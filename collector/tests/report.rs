@@ -17,7 +17,7 @@ use shiftlens_collector::people::import::Kind;
 use shiftlens_collector::people::{Initiative, Need, PersonSkill, Personnel, Settings};
 use shiftlens_collector::report::coverage::{self, GroupBy, Status};
 use shiftlens_collector::report::*;
-use shiftlens_collector::report::{alarms::AlarmStart, join::Baselines, mttr::Dim, pareto::ParetoBy};
+use shiftlens_collector::report::{join::Baselines, mttr::Dim, pareto::ParetoBy};
 use shiftlens_collector::timeline::Downtime;
 
 /// 30.44 days: exactly one month for the per-month figures.
@@ -294,18 +294,156 @@ fn what_if_shows_the_change_in_coverage_and_avoidable_hours() {
     assert!("a1".parse::<whatif::Change>().is_err() && "a1:s7:9".parse::<whatif::Change>().is_err());
 }
 
+/// The alarm-load figures of one day (2026-03-05) against hand computation. Line 1 (press-1 s7:3, filler-1
+/// vfd:3) is operated on day shifts (crew A, 06-18) by a1 (s7) and a2 (vfd, certificate valid): 2
+/// operators; on nights (crew B) by b1: 1 operator. 72 ten-minute windows each.
+///   P1 press-1: 12 raises 07:00..07:11 a minute apart, low priority, acked after 30 s (even) or 60 s (odd)
+///   F2 filler-1: 1 raise 07:05, high, acked after 600 s, shelved → window 07:00 holds 11: a flood
+///   F1 filler-1: 3 raises 19:00:00, :20, :40, medium, suppressed → chattering
+///   P2 press-1: 1 raise 00:30, cleared next day 01:00 (24.5 h), no attributes (Modbus) → stale
 #[test]
-fn alarm_load_is_per_ten_minutes_per_operator_split_by_competency() {
+fn alarm_load_figures_per_crew_and_operator_are_as_computed_by_hand() {
+    use shiftlens_collector::join::{AlarmKey, AlarmRecord, Priority};
     let p = people();
-    let mut alarms: Vec<AlarmStart> =
-        (0..12).map(|i| AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T07:00") + i * 60_000 }).collect();
-    alarms.extend((0..3).map(|i| AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T19:00") + i * 60_000 }));
-    let rows = alarms::alarm_load(&input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00")), &alarms);
-    let got: Vec<(&str, &str, usize, usize)> =
-        rows.iter().map(|r| (r.crew.as_str(), r.competency.as_str(), r.shifts, r.alarms)).collect();
-    assert_eq!(got, [("A", "all_covered", 1, 12), ("B", "skills_missing", 1, 3)]);
-    assert!(close(rows[0].mean_per_10min_per_operator, 12.0 / 72.0 / 2.0));
-    assert!(close(rows[1].mean_per_10min_per_operator, 3.0 / 72.0) && close(rows[1].skill_share, 0.5));
+    let key = |asset: &str, alarm: &str| AlarmKey { site: "plant-a".into(), asset: asset.into(), alarm: alarm.into() };
+    let keys = [key("press-1", "P1"), key("filler-1", "F1"), key("filler-1", "F2"), key("press-1", "P2")];
+    let rec = |key: u32, raised: i64, cleared: i64, acked: Option<i64>, priority| AlarmRecord {
+        key,
+        raised_ms: raised,
+        cleared_ms: Some(cleared),
+        acked_ms: acked,
+        priority,
+        shelved: false,
+        suppressed: false,
+    };
+    let mut a: Vec<AlarmRecord> = (0..12)
+        .map(|i| {
+            let r = t("2026-03-05T07:00") + i * 60_000;
+            rec(0, r, r + 45_000, Some(r + if i % 2 == 0 { 30_000 } else { 60_000 }), Priority::Low)
+        })
+        .collect();
+    let f2 = t("2026-03-05T07:05");
+    a.push(AlarmRecord { shelved: true, ..rec(2, f2, f2 + 700_000, Some(f2 + 600_000), Priority::High) });
+    for s in [0, 20_000, 40_000] {
+        let r = t("2026-03-05T19:00") + s;
+        a.push(AlarmRecord { suppressed: true, ..rec(1, r, r + 5_000, None, Priority::Medium) });
+    }
+    a.push(rec(3, t("2026-03-05T00:30"), t("2026-03-06T01:00"), None, Priority::Unknown));
+    a.sort_by_key(|r| r.raised_ms);
+    let inp = input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00"));
+    let figs = alarm_load::alarm_load(&inp, &keys, &a);
+    let get = |crew: &str, figure: &str| {
+        figs.iter().find(|f| f.crew == crew && f.figure == figure).unwrap_or_else(|| panic!("{crew} {figure}")).actual
+    };
+    let is = |crew: &str, figure: &str, want: f64| {
+        let got = get(crew, figure).unwrap();
+        assert!(close(got, want), "{crew} {figure}: {got} != {want}");
+    };
+    for (crew, alarms, ops, mean10, peak10, mean_h, peak_h, flood) in [
+        ("all", 17.0, 1.5, 10.5 / 144.0, 5.5, 10.5 / 24.0, 6.5, 100.0 / 144.0),
+        ("A", 13.0, 2.0, 6.5 / 72.0, 5.5, 6.5 / 12.0, 6.5, 100.0 / 72.0),
+        ("B", 4.0, 1.0, 4.0 / 72.0, 3.0, 4.0 / 12.0, 3.0, 0.0),
+    ] {
+        is(crew, "alarms", alarms);
+        is(crew, "operators_mean", ops);
+        is(crew, "per_operator_10min_mean", mean10);
+        is(crew, "per_operator_10min_peak", peak10);
+        is(crew, "per_operator_hour_mean", mean_h);
+        is(crew, "per_operator_hour_peak", peak_h);
+        is(crew, "flood_windows_pct", flood);
+        is(crew, "alarms_without_operator", 0.0);
+    }
+    // Needed skills s7:3 and vfd:3: day shifts hold both (a1, a2), nights only s7 (b1).
+    is("A", "per_operator_10min_mean_all_covered", 6.5 / 72.0);
+    assert_eq!(get("A", "per_operator_10min_mean_skills_missing"), None);
+    is("B", "per_operator_10min_mean_skills_missing", 4.0 / 72.0);
+    is("all", "per_operator_10min_mean_skills_missing", 4.0 / 72.0);
+    assert_eq!(get("B", "per_operator_10min_mean_all_covered"), None);
+    let actors: Vec<(&str, Option<f64>)> = figs
+        .iter()
+        .filter(|f| f.crew == "all" && f.figure == "bad_actor")
+        .map(|f| (f.detail.as_str(), f.actual))
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            ("plant-a/press-1/P1", Some(12.0)),
+            ("plant-a/filler-1/F1", Some(3.0)),
+            ("plant-a/filler-1/F2", Some(1.0)),
+            ("plant-a/press-1/P2", Some(1.0))
+        ]
+    );
+    is("all", "top10_share_pct", 100.0);
+    is("all", "chattering_alarms", 1.0);
+    is("B", "chattering_alarms", 1.0);
+    is("A", "chattering_alarms", 0.0);
+    assert!(figs.iter().any(|f| f.figure == "chattering_alarms" && f.detail == "plant-a/filler-1/F1"));
+    is("all", "stale_alarms", 1.0);
+    is("B", "stale_alarms", 1.0);
+    // P2 becomes stale at 00:30 the next day, after the window: none standing on 03-05.
+    is("all", "stale_standing_max_per_day", 0.0);
+    is("all", "shelved", 1.0);
+    is("all", "suppressed", 3.0);
+    is("all", "priority_high_pct", 100.0 / 16.0);
+    is("all", "priority_medium_pct", 300.0 / 16.0);
+    is("all", "priority_low_pct", 1200.0 / 16.0);
+    is("all", "priority_unknown_pct", 100.0 / 17.0);
+    is("all", "acked_pct", 1300.0 / 17.0);
+    // Ack times (s): 30 ×6, 60 ×6, 600: median the 7th = 60; p90 at position 10.8 = 60.
+    is("all", "ack_time_median_s", 60.0);
+    is("all", "ack_time_p90_s", 60.0);
+    is("A", "ack_time_median_s", 60.0);
+    assert_eq!(get("B", "ack_time_median_s"), None, "B acknowledged nothing");
+    let status =
+        |crew: &str, figure: &str| figs.iter().find(|f| f.crew == crew && f.figure == figure).unwrap().status();
+    assert_eq!(status("all", "per_operator_10min_mean"), "ok");
+    assert_eq!(status("A", "flood_windows_pct"), "not_met");
+    assert_eq!(status("all", "flood_windows_pct"), "ok");
+    assert_eq!(status("all", "top10_share_pct"), "not_met");
+    assert_eq!(status("all", "priority_low_pct"), "ok");
+    assert_eq!(status("B", "chattering_alarms"), "not_met");
+    assert_eq!(status("all", "stale_alarms"), "");
+    let rep = alarm_load::report(&inp, &a, &figs);
+    assert!(rep.notes.iter().any(|n| n.starts_with("1 of 17 activations carry no priority")), "{:?}", rep.notes);
+}
+
+/// Operators are those on shift qualified for a skill the line needs: when a1 is absent (03-06) only a2
+/// operates line 1 by day; once a2's VFD certificate lapses (03-10 12:00) nobody does in the afternoon,
+/// and an alarm then is counted as raised without an operator.
+#[test]
+fn alarm_load_counts_operators_from_roster_and_qualifications() {
+    use shiftlens_collector::join::{AlarmKey, AlarmRecord, Priority};
+    let p = people();
+    let keys = [AlarmKey { site: "plant-a".into(), asset: "filler-1".into(), alarm: "F".into() }];
+    let rec = |raised: i64| AlarmRecord {
+        key: 0,
+        raised_ms: raised,
+        cleared_ms: Some(raised + 1000),
+        acked_ms: None,
+        priority: Priority::Unknown,
+        shelved: false,
+        suppressed: false,
+    };
+    let day = |d: &str| input(&p, &[], &format!("{d}T06:00"), t(&format!("{d}T18:00")));
+    let one = [rec(t("2026-03-06T08:00"))];
+    let figs = alarm_load::alarm_load(&day("2026-03-06"), &keys, &one);
+    let get =
+        |figs: &[alarm_load::Figure], f: &str| figs.iter().find(|x| x.crew == "A" && x.figure == f).unwrap().actual;
+    assert_eq!(get(&figs, "operators_mean"), Some(1.0), "a1 absent: a2 alone (vfd)");
+    assert_eq!(get(&figs, "per_operator_10min_peak"), Some(1.0));
+    let late = [rec(t("2026-03-10T13:00"))];
+    let figs = alarm_load::alarm_load(&day("2026-03-10"), &keys, &late);
+    // Morning windows (36 of 72) have a1 and a2 (vfd valid); after 12:00 only a1 (s7) is on shift for this line.
+    assert_eq!(get(&figs, "operators_mean"), Some(1.5));
+    assert_eq!(get(&figs, "alarms_without_operator"), Some(0.0), "a1 holds s7, a skill of line 1");
+    // A line needing only vfd (filler-1 moved to its own line): nobody operates it after the lapse.
+    let mut q = people();
+    q.assets[1].line = "line2".into();
+    let q = q.rebuilt();
+    let inp = Input { people: &q, ..day("2026-03-10") };
+    let figs = alarm_load::alarm_load(&inp, &keys, &late);
+    assert_eq!(get(&figs, "alarms_without_operator"), Some(1.0));
+    assert_eq!(get(&figs, "operators_mean"), Some(1.0), "36 windows with a2; after the lapse none");
 }
 
 #[test]
@@ -470,20 +608,17 @@ fn weeks_are_calendar_weeks_of_the_site_time_zone() {
 fn empty_alarm_load_and_empty_windows_explain_themselves() {
     let p = people();
     let day = input(&p, &[], "2026-03-05T00:00", t("2026-03-06T00:00"));
-    let says = |alarms: &[AlarmStart], p: &Personnel, needle: &str| {
+    let says = |p: &Personnel, needle: &str| {
         let inp = Input { people: p, ..day };
-        let rep = alarms::report(&inp, &alarms::alarm_load(&inp, alarms));
+        let rep = alarm_load::report(&inp, &[], &alarm_load::alarm_load(&inp, &[], &[]));
         assert!(rep.notes.iter().any(|n| n.contains(needle)), "{needle}: {:?}", rep.notes);
     };
-    says(&[], &p, "all zeros: no alarm became active");
+    says(&p, "all zeros: no alarm became active");
     let mut no_rota = people();
     no_rota.rotations.clear();
+    no_rota.roster.clear();
     let no_rota = no_rota.rebuilt();
-    says(&[], &no_rota, "import rotation.csv");
-    let one = [AlarmStart { asset: "press-1".into(), ts_ms: t("2026-03-05T07:00") }];
-    let inp = Input { people: &p, ..day };
-    let rep = alarms::report(&inp, &alarms::alarm_load(&inp, &one));
-    assert!(!rep.notes.iter().any(|n| n.contains("all zeros")), "{:?}", rep.notes);
+    says(&no_rota, "import rotation.csv");
     // Rounding never gives -0: an empty window reads 0.0.
     for (x, d) in [(-0.0, 1), (-0.04, 1), (-1e-12, 2)] {
         assert_eq!(num(x, d).to_string(), "0.0", "{x}");

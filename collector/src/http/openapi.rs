@@ -40,7 +40,7 @@ fn scalar() -> Value {
 
 /// The columns of a report under every option: (all columns in first-seen order, columns always present).
 fn columns(kind: Kind) -> (Vec<String>, BTreeSet<String>) {
-    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Vec::new()));
+    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Default::default()));
     let f = Filter { site: None, line: None, asset: None, crew: None, from_ms: 0, to_ms: 86_400_000 };
     let base = Options { change: "p:s:1".parse().ok(), ..Options::default() };
     let variants = vec![
@@ -301,7 +301,7 @@ fn empty_filter() -> Filter {
 }
 
 fn empty_output(kind: Kind) -> Output {
-    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Vec::new()));
+    let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Default::default()));
     let f = empty_filter();
     let o = Options { change: "p:s:1".parse().ok(), ..Options::default() };
     query::run(&ds, kind, &f, &o, f.to_ms)

@@ -242,6 +242,10 @@ pub(crate) fn table(r: &Report, w: &Words) -> Table {
                         ("person" | "resolver", Value::String(id)) => w.person(id),
                         ("on_shift", Value::String(ids)) => w.list(ids, |x| w.person(x), ", "),
                         ("skill" | "missing_skill", Value::String(id)) => w.skill(id),
+                        ("figure", Value::String(k)) => crate::report::alarm_load::label(k).map(str::to_string),
+                        ("status", Value::String(k)) if r.name == "alarm-load" => {
+                            crate::report::alarm_load::label(&format!("status_{k}")).map(str::to_string)
+                        }
                         ("missing", Value::String(ids)) => w.list(ids, |x| w.skill(x), ", "),
                         // "p0003 (level 2), p0007 (level 1)": each leading id named.
                         ("closest", Value::String(list)) => {
@@ -259,8 +263,9 @@ pub(crate) fn table(r: &Report, w: &Words) -> Table {
                     };
                     match worded {
                         Some(t) if t != raw => {
-                            let class =
-                                if matches!(v, Value::Number(_)) && c != "days_left" { class } else { "words".into() };
+                            // A status worded (alarm load's `not_met`) keeps its colour.
+                            let keep = (matches!(v, Value::Number(_)) && c != "days_left") || c == "status";
+                            let class = if keep { class } else { "words".into() };
                             Cell { col: c.clone(), text: t, value: Some(raw), class }
                         }
                         _ => Cell { col: c.clone(), text: raw, value: None, class },
@@ -281,6 +286,7 @@ pub(crate) fn table(r: &Report, w: &Words) -> Table {
 /// Column headers in words, with units; `¤` stands for the configured currency. The API's JSON keys and
 /// CSV headers stay the keys (they are an interface); a key not listed here is shown with its `_` as spaces.
 const HEADINGS: &[(&str, &str)] = &[
+    ("actual", "Actual"),
     ("agent_version", "Agent version"),
     ("alarms", "Alarms"),
     ("asset", "Asset"),
@@ -299,12 +305,14 @@ const HEADINGS: &[(&str, &str)] = &[
     ("crew", "Crew"),
     ("cumulative", "Cumulative share"),
     ("date", "Date"),
+    ("detail", "Of what"),
     ("days_left", "When"),
     ("downtime_h", "Downtime"),
     ("dropped", "Dropped events"),
     ("event", "Event"),
     ("events", "Events"),
     ("expires", "Expires"),
+    ("figure", "Figure"),
     ("gateway", "Gateway"),
     ("group", "Group"),
     ("have", "Qualified"),
@@ -345,6 +353,7 @@ const HEADINGS: &[(&str, &str)] = &[
     ("sources_connected", "Sources connected"),
     ("start", "Start"),
     ("status", "Status"),
+    ("target", "Target (ISA-18.2 / EEMUA 191)"),
     ("thin_hours", "Hours with one qualified"),
     ("ttr_h", "Time to repair"),
     ("uncovered_events", "Uncovered events"),

@@ -181,13 +181,13 @@ pub const CATALOGUE: [Entry; 12] = [
         page: Some("/alarm-load"),
         title: "Alarm load per operator",
         short: "Alarm load",
-        summary: "Alarm activations per 10 minutes per operator on shift, by crew and competency",
+        summary: "Alarm management figures per ISA-18.2 / EEMUA 191 beside their targets, for the plant and per crew: alarms per operator on shift per 10 minutes and per hour (mean, peak), flood windows, bad actors, chattering and stale alarms, shelved, suppressed, priority mix, time to acknowledge",
         options: &[],
         toggle: None,
         reads_requirements: true,
         make: |v, _| {
             let inp = v.input();
-            r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &v.alarms)).into()
+            r::alarm_load::report(&inp, &v.alarms, &r::alarm_load::alarm_load(&inp, v.alarm_keys, &v.alarms)).into()
         },
     },
     Entry {

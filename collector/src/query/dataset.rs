@@ -16,7 +16,7 @@
 
 use super::params::Bounds;
 use super::QueryError;
-use crate::join::{self, AlarmStart, JoinedEvent};
+use crate::join::{self, AlarmRecord, Alarms, JoinedEvent};
 use crate::people::{Personnel, Settings};
 use crate::store::people::SnapshotSummary;
 use crate::store::reads::{self, Gateway, Reader};
@@ -37,8 +37,8 @@ pub struct Dataset {
     /// Downtime events sorted by start, and their join in the same order.
     pub downtime: Vec<Downtime>,
     pub events: Vec<JoinedEvent>,
-    /// Alarm activations sorted by time, read when first needed.
-    pub alarms: OnceLock<Vec<AlarmStart>>,
+    /// Alarm activations with their attributes, sorted by raise time, read when first needed.
+    pub alarms: OnceLock<Alarms>,
     /// Sites, lines, assets and crews, sorted, for the filter bar.
     pub choices: Choices,
     /// When it was built (UTC ms).
@@ -63,7 +63,7 @@ fn sorted(v: impl Iterator<Item = String>) -> Vec<String> {
 
 impl Dataset {
     /// Joins `downtime` to `people`; `alarms` when already known.
-    pub fn new(people: Personnel, mut downtime: Vec<Downtime>, alarms: Option<Vec<AlarmStart>>) -> Self {
+    pub fn new(people: Personnel, mut downtime: Vec<Downtime>, alarms: Option<Alarms>) -> Self {
         downtime.sort_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));
         let events = join::join(&people, &downtime);
         let mut assets = sorted(people.assets.iter().map(|a| a.id.clone()));
@@ -80,7 +80,7 @@ impl Dataset {
         };
         let cell = OnceLock::new();
         if let Some(mut a) = alarms {
-            a.sort_by_key(|a| a.ts_ms);
+            a.records.sort_by_key(|r| r.raised_ms);
             let _ = cell.set(a);
         }
         Self { people, downtime, events, alarms: cell, choices, built_ms: chrono::Utc::now().timestamp_millis() }
@@ -117,16 +117,27 @@ impl Dataset {
     /// Store reads.
     pub fn read_alarms(&self, db: &Path) -> Result<(), QueryError> {
         if self.alarms.get().is_none() {
-            let mut a = Reader::open(db)?.alarm_starts(i64::MIN, i64::MAX)?;
-            a.sort_by_key(|a| a.ts_ms);
+            let t = std::time::Instant::now();
+            let a = Reader::open(db)?.alarms(i64::MAX)?;
+            tracing::info!(
+                activations = a.records.len(),
+                alarms = a.keys.len(),
+                ms = t.elapsed().as_millis() as u64,
+                "alarm activations loaded"
+            );
             let _ = self.alarms.set(a);
         }
         Ok(())
     }
 
-    /// Alarm activations (empty until [`Dataset::read_alarms`]).
-    pub fn alarms(&self) -> &[AlarmStart] {
-        self.alarms.get().map_or(&[], Vec::as_slice)
+    /// Alarm activations sorted by raise time (empty until [`Dataset::read_alarms`]).
+    pub fn alarms(&self) -> &[AlarmRecord] {
+        self.alarms.get().map_or(&[], |a| a.records.as_slice())
+    }
+
+    /// The alarms the activations' `key`s index.
+    pub fn alarm_keys(&self) -> &[join::AlarmKey] {
+        self.alarms.get().map_or(&[], |a| a.keys.as_slice())
     }
 }
 

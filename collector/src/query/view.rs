@@ -5,7 +5,7 @@ use super::catalogue::{entry, Kind};
 use super::dataset::Dataset;
 use super::params::{Filter, Options};
 use super::Summary;
-use crate::join::{AlarmStart, JoinedEvent};
+use crate::join::{AlarmKey, AlarmRecord, JoinedEvent};
 use crate::people::Personnel;
 use crate::report::{Input, Report};
 use serde_json::Value;
@@ -17,7 +17,10 @@ pub struct View<'a> {
     /// requirements (coverage, gaps, recertification, alarm load, what-if).
     pub people: Cow<'a, Personnel>,
     pub events: Cow<'a, [JoinedEvent]>,
-    pub alarms: Cow<'a, [AlarmStart]>,
+    /// Alarm activations raised in the window on assets in scope, sorted by raise time.
+    pub alarms: Cow<'a, [AlarmRecord]>,
+    /// The alarms their `key`s index.
+    pub alarm_keys: &'a [AlarmKey],
     pub filter: &'a Filter,
     /// Assets in scope (for availability).
     pub assets: usize,
@@ -39,7 +42,9 @@ pub fn view<'a>(ds: &'a Dataset, f: &'a Filter, kind: Kind, now_ms: i64) -> View
         Cow::Borrowed(window)
     };
     let all = ds.alarms();
-    let awindow = &all[all.partition_point(|a| a.ts_ms < f.from_ms)..all.partition_point(|a| a.ts_ms < f.to_ms)];
+    let (lo, hi) = (all.partition_point(|a| a.raised_ms < f.from_ms), all.partition_point(|a| a.raised_ms < f.to_ms));
+    let awindow = &all[lo..hi.max(lo)];
+    let alarm_keys = ds.alarm_keys();
     let in_scope = |site: &str, id: &str| f.asset_in_scope(&ds.people, site, id);
     let assets = match ds.people.assets.len() {
         0 => ds.choices.assets.len(),
@@ -50,14 +55,15 @@ pub fn view<'a>(ds: &'a Dataset, f: &'a Filter, kind: Kind, now_ms: i64) -> View
     if f.scopes_assets() {
         let keep: std::collections::HashSet<&str> =
             ds.people.assets.iter().filter(|a| in_scope(&a.site, &a.id)).map(|a| a.id.as_str()).collect();
-        alarms = Cow::Owned(awindow.iter().filter(|a| keep.contains(a.asset.as_str())).cloned().collect());
+        let key_kept: Vec<bool> = alarm_keys.iter().map(|k| keep.contains(k.asset.as_str())).collect();
+        alarms = Cow::Owned(awindow.iter().filter(|a| key_kept[a.key as usize]).copied().collect());
         if entry(kind).reads_requirements {
             let mut p = ds.people.clone();
             p.assets.retain(|a| keep.contains(a.id.as_str()));
             people = Cow::Owned(p.rebuilt());
         }
     }
-    View { people, events, alarms, filter: f, assets, ds, now_ms }
+    View { people, events, alarms, alarm_keys, filter: f, assets, ds, now_ms }
 }
 
 impl View<'_> {

@@ -6,7 +6,7 @@
 //!
 //! Every report takes an [`Input`]: the personnel, the joined events and the analysis window.
 
-pub mod alarms;
+pub mod alarm_load;
 pub mod cli;
 pub mod coverage;
 pub mod gaps;

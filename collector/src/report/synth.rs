@@ -3,8 +3,8 @@
 //! certificates (some expiring mid-year), absences, work orders, downtime events and alarm activations.
 //! Deterministic for a seed.
 
+use crate::join::{AlarmKey, AlarmRecord, Alarms, Priority};
 use crate::people::*;
-use crate::report::alarms::AlarmStart;
 use crate::report::stats::Rng;
 use crate::timeline::{Downtime, FirstOut};
 use chrono::NaiveDate;
@@ -29,8 +29,9 @@ impl Size {
 pub struct Plant {
     pub people: Personnel,
     pub downtime: Vec<Downtime>,
-    /// Sorted by time.
-    pub alarms: Vec<AlarmStart>,
+    /// Alarm activations sorted by raise time: 40 alarms per asset, a few of them bad actors, no two
+    /// activations of one alarm overlapping.
+    pub alarms: Alarms,
     pub from_ms: i64,
     pub to_ms: i64,
 }
@@ -189,13 +190,7 @@ pub fn year(seed: u64, size: Size) -> Plant {
         }
     }
     downtime.sort_by_key(|d| d.start_ms);
-    let mut alarms: Vec<AlarmStart> = (0..size.alarms)
-        .map(|_| AlarmStart {
-            asset: p.assets[rng.below(size.assets.max(1))].id.clone(),
-            ts_ms: from_ms + (rng.unit() * span as f64) as i64,
-        })
-        .collect();
-    alarms.sort_by_key(|a| a.ts_ms);
+    let alarms = alarms(&mut rng, &p, size.alarms, from_ms, span);
     p.initiatives = vec![Initiative {
         id: "opcua-rollout".into(),
         name: "OPC UA rollout".into(),
@@ -206,4 +201,74 @@ pub fn year(seed: u64, size: Size) -> Plant {
         ],
     }];
     Plant { people: p.rebuilt(), downtime, alarms, from_ms, to_ms }
+}
+
+/// Alarms per asset in the generated plant.
+const ALARMS_PER_ASSET: usize = 40;
+
+/// `n` activations over `[from_ms, from_ms + span)`: alarm picked with a skew (the ten most frequent take
+/// about a quarter), priorities about 5/20/70 % high/medium/low and 5 % unknown (Modbus, never
+/// acknowledged), most acknowledged within minutes, a few shelved, suppressed or standing for days. An
+/// activation clears before the next one of its alarm is raised.
+fn alarms(rng: &mut Rng, p: &Personnel, n: usize, from_ms: i64, span: i64) -> Alarms {
+    let nkeys = p.assets.len() * ALARMS_PER_ASSET;
+    if nkeys == 0 {
+        return Alarms::default();
+    }
+    let keys: Vec<AlarmKey> = (0..nkeys)
+        .map(|i| AlarmKey {
+            site: p.assets[i % p.assets.len()].site.clone(),
+            asset: p.assets[i % p.assets.len()].id.clone(),
+            alarm: format!("AL{}", i / p.assets.len()),
+        })
+        .collect();
+    let mut records: Vec<AlarmRecord> = (0..n)
+        .map(|_| {
+            let key = ((nkeys as f64 * rng.unit().powi(4)) as usize).min(nkeys - 1) as u32;
+            let raised_ms = from_ms + (rng.unit() * span as f64) as i64;
+            let long = rng.below(1000);
+            let duration = 1_000
+                + match long {
+                    0 => 86_400_000 + rng.below(2 * 86_400_000) as i64,
+                    1..=99 => rng.below(8 * 3_600_000) as i64,
+                    _ => rng.below(600_000) as i64,
+                };
+            let priority = match rng.below(100) {
+                0..=4 => Priority::High,
+                5..=24 => Priority::Medium,
+                25..=94 => Priority::Low,
+                _ => Priority::Unknown,
+            };
+            let acked = priority != Priority::Unknown && rng.below(10) < 9;
+            AlarmRecord {
+                key,
+                raised_ms,
+                cleared_ms: Some(raised_ms + duration),
+                acked_ms: acked.then(|| raised_ms + 1_000 + (rng.unit().powi(2) * 600_000.0) as i64),
+                priority,
+                shelved: priority != Priority::Unknown && rng.below(100) == 0,
+                suppressed: priority != Priority::Unknown && rng.below(50) == 0,
+            }
+        })
+        .collect();
+    records.sort_by_key(|r| (r.raised_ms, r.key));
+    // Clear each activation before its alarm's next one (and at least 1 ms after its raise).
+    let mut next: Vec<i64> = vec![i64::MAX; nkeys];
+    for r in records.iter_mut().rev() {
+        let k = r.key as usize;
+        if let Some(c) = r.cleared_ms.as_mut() {
+            *c = (*c).min(next[k] - 1).max(r.raised_ms + 1);
+        }
+        if next[k] <= r.raised_ms {
+            r.raised_ms = next[k] - 2;
+            r.cleared_ms = Some(next[k] - 1);
+        }
+        if let (Some(a), Some(c)) = (r.acked_ms.as_mut(), r.cleared_ms) {
+            *a = (*a).clamp(r.raised_ms, c);
+        }
+        next[k] = r.raised_ms;
+    }
+    records.retain(|r| r.cleared_ms.is_some_and(|c| c > r.raised_ms));
+    records.sort_by_key(|r| (r.raised_ms, r.key));
+    Alarms { keys, records }
 }

@@ -8,6 +8,7 @@
 //! connections ([`open_reader`]); WAL lets them read while the writer writes. The read side (`query`, the
 //! dashboard, the API and the commands) reaches the store only through [`reads`].
 
+pub mod alarms;
 mod config;
 pub mod escalations;
 pub mod events;

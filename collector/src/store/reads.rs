@@ -6,7 +6,7 @@
 
 use super::people::{self as db, ImportSummary, PeopleStoreError, Snapshot, SnapshotSummary};
 use super::{events, StoreError};
-use crate::join::{AlarmStart, JoinedEvent};
+use crate::join::{AlarmStart, Alarms, JoinedEvent};
 use crate::people::import::{self, ImportError, Kind};
 use crate::people::{Personnel, Settings};
 use crate::timeline::Downtime;
@@ -82,6 +82,14 @@ impl Reader {
     /// SQLite failures.
     pub fn alarm_starts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AlarmStart>, ReadError> {
         Ok(db::alarm_starts(&self.conn, from_ms, to_ms)?)
+    }
+
+    /// Alarm activations raised before `to_ms` with their attributes, keys interned, sorted by raise time.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn alarms(&self, to_ms: i64) -> Result<Alarms, ReadError> {
+        Ok(super::alarms::alarm_records(&self.conn, to_ms)?)
     }
 
     /// Every stored revision of one event's join, oldest first.

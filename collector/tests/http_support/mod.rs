@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary and the bench use a different part
 
 use shiftlens_collector::http::{self, AppState};
+use shiftlens_collector::join::{AlarmKey, Alarms, Priority};
 use shiftlens_collector::people::import::{Kind, Record};
 use shiftlens_collector::report::synth::{self, Plant, Size};
 use shiftlens_collector::store::{self, events, people as db};
@@ -59,13 +60,12 @@ pub fn seed(path: &Path, plant: &Plant) {
     }
     {
         let mut ins = tx
-            .prepare("INSERT INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms) VALUES ('gw-1', 1, ?1, 'plant-a', ?2, ?3, 'alarm', ?4, ?3)")
+            .prepare("INSERT INTO events (gateway, epoch, seq, site, asset, ts_ms, kind, body, received_ms) VALUES ('gw-1', 1, ?1, ?2, ?3, ?4, 'alarm', ?5, ?4)")
             .unwrap();
-        // One alarm id per activation: an `active` for an alarm already active is not a new activation.
-        for (i, a) in plant.alarms.iter().enumerate() {
-            let body = serde_json::json!({ "alarm": { "id": format!("AL{i}"), "active": true, "severity": 500, "text": "alarm" } })
-                .to_string();
-            ins.execute(rusqlite::params![i as i64, a.asset, a.ts_ms, body]).unwrap();
+        let mut seq = 0i64;
+        for (k, ts, body) in alarm_events(&plant.alarms) {
+            seq += 1;
+            ins.execute(rusqlite::params![seq, k.site, k.asset, ts, body]).unwrap();
         }
     }
     let site = SiteId::parse("plant-a").unwrap();
@@ -79,6 +79,41 @@ pub fn seed(path: &Path, plant: &Plant) {
     events::upsert_status(&tx, &site, &GatewayId::parse("gw-1").unwrap(), &status(true, 1234), now - 5_000).unwrap();
     events::upsert_status(&tx, &site, &GatewayId::parse("gw-2").unwrap(), &status(false, 0), now - 3_600_000).unwrap();
     tx.commit().unwrap();
+}
+
+/// The stored alarm events (raise, acknowledgement, clear) of `alarms`, as the agent's alarm bodies with
+/// the OPC UA A&C attributes (none for activations of unknown priority, as from Modbus), in time order.
+pub fn alarm_events(alarms: &Alarms) -> Vec<(&AlarmKey, i64, String)> {
+    let mut out = Vec::with_capacity(alarms.records.len() * 3);
+    for r in &alarms.records {
+        let k = &alarms.keys[r.key as usize];
+        let body = |active: bool, acked: bool| {
+            let mut a = serde_json::json!({ "id": k.alarm, "active": active, "severity": 500, "text": "alarm" });
+            let priority = match r.priority {
+                Priority::High => "high",
+                Priority::Medium => "medium",
+                Priority::Low => "low",
+                Priority::Unknown => return serde_json::json!({ "alarm": a }).to_string(),
+            };
+            a["priority"] = priority.into();
+            a["acked"] = acked.into();
+            a["shelved"] = r.shelved.into();
+            a["suppressed"] = r.suppressed.into();
+            serde_json::json!({ "alarm": a }).to_string()
+        };
+        out.push((k, r.raised_ms, body(true, false)));
+        match (r.acked_ms, r.cleared_ms) {
+            (Some(a), Some(c)) if a < c => {
+                out.push((k, a, body(true, true)));
+                out.push((k, c, body(false, true)));
+            }
+            (a, Some(c)) => out.push((k, c, body(false, a.is_some()))),
+            (Some(a), None) => out.push((k, a, body(true, true))),
+            (None, None) => {}
+        }
+    }
+    out.sort_by_key(|e| e.1);
+    out
 }
 
 /// A validated config for a store file, with extra `[http]` lines (tokens).

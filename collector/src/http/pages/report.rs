@@ -200,6 +200,21 @@ fn charts(kind: Kind, r: &Report) -> Vec<String> {
                 " h",
             )]
         }
+        Kind::AlarmLoad => {
+            let (f, a, crew) = (col(r, "figure"), col(r, "actual"), col(r, "crew"));
+            let data = r
+                .rows
+                .iter()
+                .filter(|x| text(x, f) == "per_operator_10min_mean")
+                .map(|x| (text(x, crew), vec![number(x, a), 1.0]))
+                .collect();
+            vec![hbars(
+                "Alarms per operator per 10 minutes, mean, against the target of 1",
+                &[("uncovered", "actual"), ("covered", "target")],
+                data,
+                "",
+            )]
+        }
         _ => Vec::new(),
     }
 }
