@@ -33,6 +33,8 @@ enum Command {
     Report(shiftlens_collector::report::cli::ReportArgs),
     /// A small CA for plants without their own: init, issue gateway/feed-reader/server certificates, list.
     Pki(shiftlens_collector::pki::PkiArgs),
+    /// Copy a SQLite store into PostgreSQL (resumable; counts checked at the end).
+    Migrate(shiftlens_collector::store::pg::migrate::MigrateArgs),
     /// Export data from the store.
     Export {
         #[command(subcommand)]
@@ -89,6 +91,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Import(args) => {
             println!("{}", args.run()?);
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            print!("{}", args.run()?);
             Ok(())
         }
         Command::Report(args) => {
