@@ -195,3 +195,99 @@ async fn migrate_copies_a_sqlite_store_resumably_and_the_bi_view_matches_the_fee
     assert_eq!(first_difference.map(|i| (got[i], want[i].as_str())), None);
     assert_eq!(got.len(), want.len());
 }
+
+/// Like an agent: publishes every batch not yet fully acked, waits for progress (5 s), and again, until
+/// every seq is acked; returns the seqs acked.
+async fn deliver(a: &mut TestClient, gw: &str, batches: &[shiftlens_common::Batch], acked: &mut BTreeSet<u64>) {
+    let epoch = batches[0].epoch;
+    let all: BTreeSet<u64> = batches.iter().flat_map(|b| b.events.iter().map(|e| e.seq)).collect();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3 * WAIT);
+    while !all.is_subset(acked) {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {} acked", acked.len(), all.len());
+        for b in batches.iter().filter(|b| !b.events.iter().all(|e| acked.contains(&e.seq))) {
+            publish_batch(a, gw, b).await;
+        }
+        let before = acked.len();
+        wait_for(a, 5, |s| {
+            if let Seen::Ack(ack) = s {
+                if ack.epoch == epoch {
+                    for &(lo, hi) in &ack.ranges {
+                        acked.extend(lo..=hi);
+                    }
+                }
+            }
+            (acked.len() > before && all.is_subset(acked)).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The downtime rows of a database, read through the collector's own PostgreSQL code.
+async fn downtime_in(pg: &PgCluster, db: &str) -> Vec<shiftlens_collector::timeline::Downtime> {
+    use shiftlens_collector::store::pg::{sql, Target};
+    let target = Target::new(&pg.url(db), Some(&pg.password_file()), None).unwrap();
+    let client = target.connect().await.unwrap();
+    sql::all_downtime(&client).await.unwrap()
+}
+
+/// The downtime a single timeline computes from `batches` (the single-collector result).
+fn expected_downtime(batches: &[shiftlens_common::Batch]) -> Vec<shiftlens_collector::timeline::Downtime> {
+    use shiftlens_collector::timeline::{Input, Timeline};
+    let mut t = Timeline::new(60_000);
+    for b in batches {
+        for e in &b.events {
+            t.apply(Input::Event {
+                site: b.site.clone(),
+                gateway: b.gateway.clone(),
+                epoch: b.epoch,
+                event: e.clone(),
+            });
+        }
+    }
+    let mut d = t.downtimes();
+    d.sort_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_during_ingest_stops_acks_loses_nothing_and_ingest_resumes() {
+    init_logs();
+    let pg = PgCluster::start(false);
+    let name = "restart";
+    pg.create_db(name);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let c = ingest::start(&pg_config(&pg, dir.path(), &pki, name), feed::no_lines()).await.unwrap();
+    let batches: Vec<_> = (0..100).map(|i| batch("gw-1", 9, i * 100 + 1, 100)).collect();
+    let mut a = agent(c.broker.unwrap(), &pki, "gw-1");
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    let mut acked = BTreeSet::new();
+    for b in &batches[..50] {
+        publish_batch(&a, "gw-1", b).await;
+    }
+    assert!(wait_acked(&mut a, 9, &(1..=100).collect(), &mut acked, WAIT).await);
+    pg.pg_ctl_stop();
+    // Whatever was acked before the database went away must still be there after it is back.
+    for b in &batches[50..] {
+        publish_batch(&a, "gw-1", b).await;
+    }
+    let acked_while_going_down = {
+        // Drain what is already on its way (acks of commits that made it before the stop).
+        wait_for(&mut a, 2, |s| {
+            if let Seen::Ack(ack) = s {
+                for &(lo, hi) in &ack.ranges {
+                    acked.extend(lo..=hi);
+                }
+            }
+            None::<()>
+        })
+        .await;
+        acked.clone()
+    };
+    assert!(acked_while_going_down.len() < 10_000, "the stop came too late to prove anything");
+    pg.pg_ctl_start();
+    deliver(&mut a, "gw-1", &batches, &mut acked).await;
+    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq) FROM shiftlens.events"), "10000|10000");
+    assert_eq!(downtime_in(&pg, name).await, expected_downtime(&batches));
+    c.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
+}

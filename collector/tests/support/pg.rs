@@ -48,8 +48,8 @@ fn free_port() -> u16 {
 }
 
 impl PgCluster {
-    /// Creates and starts a cluster. `durable`: fsync and synchronous commit as in production (benches);
-    /// off for tests, which never crash the machine.
+    /// Creates and starts a cluster. `durable`: fsync as in production (benches); off for tests, which
+    /// never crash the machine.
     pub fn start(durable: bool) -> Self {
         let bin = bin_dir().expect("PostgreSQL's initdb not found (install Debian's postgresql; .ci/run does)");
         let dir = tempfile::Builder::new().prefix("shiftlens-pg-").tempdir().unwrap();
@@ -78,6 +78,8 @@ impl PgCluster {
         let conf = if durable {
             "shared_buffers = 256MB\nmax_wal_size = 2GB\n"
         } else {
+            // synchronous_commit off on the server, as a DBA might set it: the collector turns it on for its
+            // own sessions, or a server killed by `pg_ctl stop -m immediate` would lose acked commits.
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
         };
         let extra =

@@ -137,7 +137,9 @@ impl Target {
             .keepalives_idle(Duration::from_secs(30))
             .tcp_user_timeout(Duration::from_secs(30))
             .application_name("shiftlens-collector")
-            .options("-c search_path=shiftlens");
+            // Acks rest on commits being durable: a server (or DBA) default of synchronous_commit = off
+            // would let a server crash lose commits already acked.
+            .options("-c search_path=shiftlens -c synchronous_commit=on");
         Ok(Self { config, tls, at })
     }
 
