@@ -291,3 +291,77 @@ async fn a_database_restart_during_ingest_stops_acks_loses_nothing_and_ingest_re
     assert_eq!(downtime_in(&pg, name).await, expected_downtime(&batches));
     c.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
 }
+
+/// Waits until the database's downtime rows equal `want` (the owner applies other collectors' rows within
+/// its tick); returns the last rows read.
+async fn downtime_becomes(
+    pg: &PgCluster,
+    db: &str,
+    want: &[shiftlens_collector::timeline::Downtime],
+) -> Vec<shiftlens_collector::timeline::Downtime> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(WAIT);
+    loop {
+        let got = downtime_in(pg, db).await;
+        if got == want || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn spawn_collector(config: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = broker_addr(&mut child).await;
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_collectors_killed_mid_ingest_the_other_takes_the_site_and_downtime_equals_one_timeline() {
+    init_logs();
+    let pg = PgCluster::start(false);
+    let name = "two_collectors";
+    pg.create_db(name);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pki = Pki::new(d1.path(), "plant");
+    let (c1, c2) = (d1.path().join("collector.toml"), d2.path().join("collector.toml"));
+    std::fs::write(&c1, pg_config_text(&pg, d1.path(), &pki, name)).unwrap();
+    std::fs::write(&c2, pg_config_text(&pg, d2.path(), &pki, name)).unwrap();
+    let (mut first, addr1) = spawn_collector(&c1).await;
+    let (_second, addr2) = spawn_collector(&c2).await;
+    let batches: Vec<_> = (0..200).map(|i| batch("gw-1", 4, i * 50 + 1, 50)).collect();
+    let (mut a1, mut a2) = (agent(addr1, &pki, "gw-1"), agent(addr2, &pki, "gw-1"));
+    for a in [&mut a1, &mut a2] {
+        assert!(wait_for(a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+    }
+    // The first batch goes to the first collector, which so becomes the site's owner; then each batch
+    // reaches one or the other, as with a shared subscription.
+    let mut acked = BTreeSet::new();
+    publish_batch(&a1, "gw-1", &batches[0]).await;
+    assert!(wait_acked(&mut a1, 4, &(1..=50).collect(), &mut acked, WAIT).await);
+    for (i, b) in batches.iter().enumerate().skip(1) {
+        publish_batch(if i % 2 == 0 { &a1 } else { &a2 }, "gw-1", b).await;
+    }
+    // Kill the owner as soon as more acks came: it dies mid-ingest with batches in flight.
+    assert!(wait_acked(&mut a1, 4, &(1..=150).filter(|s| (s - 1) / 50 % 2 == 0).collect(), &mut acked, WAIT).await);
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    drop(a1);
+    assert!(acked.len() < 10_000, "the kill came too late to prove anything");
+    // The agent resends what is not acked to the survivor.
+    deliver(&mut a2, "gw-1", &batches, &mut acked).await;
+    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq) FROM shiftlens.events"), "10000|10000");
+    let want = expected_downtime(&batches);
+    assert_eq!(downtime_becomes(&pg, name, &want).await, want);
+    assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.downtime_v1"), want.len().to_string());
+}

@@ -302,3 +302,95 @@ pub async fn all_downtime(c: &impl GenericClient) -> Result<Vec<Downtime>> {
         })
         .collect())
 }
+
+/// The id of the current transaction (assigned now if it has none yet): rows it writes carry it in `xid`.
+///
+/// # Errors
+/// Statement failures.
+pub async fn current_xid(tx: &Transaction<'_>) -> Result<i64> {
+    Ok(tx.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await?.get(0))
+}
+
+/// Every transaction with an id below the returned one has ended: rows they committed are all visible
+/// to any later statement, and no row with a smaller `xid` can appear any more.
+///
+/// # Errors
+/// Statement failures.
+pub async fn settled_xid(c: &impl GenericClient) -> Result<i64> {
+    Ok(c.query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", &[]).await?.get(0))
+}
+
+/// Records the sites of this transaction's batches (the candidates for ownership).
+///
+/// # Errors
+/// Statement failures.
+pub async fn note_sites(tx: &Transaction<'_>, sites: &[&str]) -> Result<()> {
+    if !sites.is_empty() {
+        tx.execute("INSERT INTO sites (site) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", &[&sites]).await?;
+    }
+    Ok(())
+}
+
+/// Every site that has sent events.
+///
+/// # Errors
+/// Statement failures.
+pub async fn all_sites(c: &impl GenericClient) -> Result<Vec<String>> {
+    Ok(c.query("SELECT site FROM sites ORDER BY site", &[]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+/// Takes `site`'s ownership lock on this session if no other session holds it; true when held now.
+///
+/// # Errors
+/// Statement failures.
+pub async fn try_own(c: &impl GenericClient, site: &str) -> Result<bool> {
+    Ok(c.query_one("SELECT pg_try_advisory_lock(hashtextextended('shiftlens.site:' || $1, 0))", &[&site]).await?.get(0))
+}
+
+/// Timeline inputs of `site` committed in the `xid` ranges `[lo, hi)` given (events and offline marks), in
+/// commit order as far as it is known (by xid, then as stored).
+///
+/// # Errors
+/// Statement failures; unreadable rows are skipped with a warning.
+pub async fn inputs_in(c: &impl GenericClient, site: &str, lo: &[i64], hi: &[i64]) -> Result<Vec<Input>> {
+    let rows = c
+        .query(
+            "SELECT e.gateway, e.epoch, e.seq, e.asset, e.ts_ms, e.body, e.xid, 0 AS k
+               FROM unnest($2::int8[], $3::int8[]) AS r(lo, hi)
+               JOIN events e ON e.site = $1 AND e.xid >= r.lo AND e.xid < r.hi
+             UNION ALL
+             SELECT o.gateway, 0, 0, '', o.ts_ms, NULL, o.xid, 1
+               FROM unnest($2::int8[], $3::int8[]) AS r(lo, hi)
+               JOIN gateway_offline o ON o.site = $1 AND o.xid >= r.lo AND o.xid < r.hi
+             ORDER BY 7, 8",
+            &[&site, &lo, &hi],
+        )
+        .await?;
+    let Ok(site) = SiteId::parse(site) else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let Ok(gateway) = GatewayId::parse(r.get::<_, String>(0)) else { continue };
+        if r.get::<_, i32>(7) == 1 {
+            out.push(Input::Offline { site: site.clone(), gateway, ts_ms: r.get(4) });
+            continue;
+        }
+        let body: Option<&str> = r.get(5);
+        let (Ok(asset), Some(Ok(body))) =
+            (AssetId::parse(r.get::<_, String>(3)), body.map(serde_json::from_str::<EventBody>))
+        else {
+            tracing::warn!("skipping an unreadable stored event");
+            continue;
+        };
+        let event = Event { seq: r.get::<_, i64>(2) as u64, ts_ms: r.get(4), asset, body };
+        out.push(Input::Event { site: site.clone(), gateway, epoch: r.get::<_, i64>(1) as u64, event });
+    }
+    Ok(out)
+}
+
+/// The downtime rows of one site.
+///
+/// # Errors
+/// Statement failures.
+pub async fn site_downtime(c: &impl GenericClient, site: &str) -> Result<Vec<Downtime>> {
+    Ok(all_downtime(c).await?.into_iter().filter(|d| d.site.as_str() == site).collect())
+}

@@ -12,8 +12,8 @@ CREATE TABLE events (
     kind        text    NOT NULL,  -- state | alarm | source | gap
     body        text    NOT NULL,  -- JSON of the event body
     received_ms bigint  NOT NULL,
-    -- The inserting transaction: a site's timeline owner reads, in order, what every collector committed.
-    xid         xid8    NOT NULL DEFAULT pg_current_xact_id(),
+    -- The inserting transaction: a site's timeline owner reads what every collector committed, by xid.
+    xid         bigint  NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     PRIMARY KEY (site, gateway, epoch, seq)
 );
 CREATE INDEX events_ts ON events (ts_ms);
@@ -43,8 +43,10 @@ CREATE TABLE gateway_offline (
     site    text   NOT NULL,
     gateway text   NOT NULL,
     ts_ms   bigint NOT NULL,
+    xid     bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     PRIMARY KEY (site, gateway, ts_ms)
 );
+CREATE INDEX gateway_offline_site_xid ON gateway_offline (site, xid);
 
 -- Derived from events by the timeline of the collector that owns the site; rewritten when it changes.
 CREATE TABLE downtime (
@@ -93,12 +95,11 @@ $$ BEGIN RAISE EXCEPTION 'join snapshots are immutable'; END $$;
 CREATE TRIGGER join_snapshot_immutable BEFORE UPDATE OR DELETE ON join_snapshot
     FOR EACH ROW EXECUTE FUNCTION join_snapshot_immutable();
 
--- Several collectors share one database: the collector holding a site's lease is the only one that runs
--- that site's timeline and writes its downtime rows. A lease not renewed before `expires_ms` may be taken.
-CREATE TABLE site_lease (
-    site       text   PRIMARY KEY,
-    holder     text   NOT NULL,
-    expires_ms bigint NOT NULL
+-- Every site that has sent events. Several collectors share one database: the one holding a site's
+-- advisory lock (on its writer's session) is the only one that runs the site's timeline and writes its
+-- downtime rows; a collector that dies loses its locks with its session, and another takes them over.
+CREATE TABLE sites (
+    site text PRIMARY KEY
 );
 
 -- `shiftlens-collector migrate`: how far a copy from SQLite got, per table (the last key copied, as JSON).
