@@ -150,6 +150,7 @@ async fn bench_store(n: u64, pg: Option<&support::pg::PgCluster>) {
     let batches: Vec<Batch> = events.chunks(1000).map(|c| Batch::new(site(), gateway("gw-0"), 1, c.to_vec())).collect();
     let nb = batches.len();
     let cpu = Cpu::now();
+    let server_cpu = pg.map(|pg| pg.server_cpu_s());
     let start = Instant::now();
     let tx = writer.tx.clone();
     tokio::spawn(async move {
@@ -171,6 +172,10 @@ async fn bench_store(n: u64, pg: Option<&support::pg::PgCluster>) {
         n as f64 / s
     );
     println!("  {}", cpu_note(n, cpu.since()));
+    if let (Some(pg), Some(before)) = (pg, server_cpu) {
+        let s = pg.server_cpu_s() - before;
+        println!("  PostgreSQL server CPU: {s:.2} s ({:.1} µs/event)", s * 1e6 / n as f64);
+    }
     drop(writer.tx);
     tokio::task::spawn_blocking(move || writer.thread.join().unwrap()).await.unwrap();
 }

@@ -128,9 +128,14 @@ fn main() -> anyhow::Result<()> {
                 from_ms: time(from)?,
                 to_ms: time(to)?,
             };
-            let conn = store::open_reader(&config.store.path)?;
-            let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
-            let lines = feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?;
+            let (rows, lines) = if config.store.backend == store::Backend::Postgres {
+                let reader = store::pg::read::Reader::open(&store::pg::Target::from_store(&config.store)?)?;
+                (reader.downtime(&filter)?, reader.lines()?)
+            } else {
+                let conn = store::open_reader(&config.store.path)?;
+                let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
+                (rows, feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?)
+            };
             let line = |d: &shiftlens_collector::timeline::Downtime| {
                 lines.get(&(d.site.to_string(), d.asset.to_string())).cloned()
             };
@@ -148,7 +153,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed first, so a SIGTERM during startup is not fatal either.
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let lines = feed::AssetLines::line_of(&config.store.path);
+    let lines = match config.store.backend {
+        store::Backend::Sqlite => feed::AssetLines::line_of(&config.store.path),
+        store::Backend::Postgres => store::pg::read::line_of(&store::pg::Target::from_store(&config.store)?),
+    };
     let collector = ingest::start(&config, lines).await.context("starting the collector")?;
     if let Some(addr) = collector.broker {
         // Tests and operators read this line to find the bound port.

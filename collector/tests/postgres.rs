@@ -194,6 +194,24 @@ async fn migrate_copies_a_sqlite_store_resumably_and_the_bi_view_matches_the_fee
     let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
     assert_eq!(first_difference.map(|i| (got[i], want[i].as_str())), None);
     assert_eq!(got.len(), want.len());
+
+    // `export downtime` reads the same records from either store.
+    let lite_cfg = dir.path().join("lite.toml");
+    std::fs::write(&lite_cfg, format!("[store]\npath = \"{}\"\n", db.display())).unwrap();
+    let pg_cfg = dir.path().join("pg.toml");
+    std::fs::write(&pg_cfg, pg.store_toml(name)).unwrap();
+    let export = |cfg: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+            .args(["export", "downtime", "--format", "csv", "--from", "2023-11-15T00:00:00Z", "--config"])
+            .arg(cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (from_lite, from_pg) = (export(&lite_cfg), export(&pg_cfg));
+    assert!(from_lite.lines().count() > 100 && from_lite.contains(",line-3,"), "{}", from_lite.len());
+    assert!(from_lite == from_pg, "exports differ");
 }
 
 /// Like an agent: publishes every batch not yet fully acked, waits for progress (5 s), and again, until

@@ -134,6 +134,24 @@ impl PgCluster {
         );
     }
 
+    /// CPU seconds used so far by the server's running processes (postmaster and its children), for
+    /// benches: from `/proc`, 10 ms ticks.
+    pub fn server_cpu_s(&self) -> f64 {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap_or_default();
+        let pid: u32 = pid.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        let mut ticks = 0.0;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let this: u32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+            let ppid: u32 = fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            if pid != 0 && (this == pid || ppid == pid) {
+                ticks += fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
+            }
+        }
+        ticks / 100.0
+    }
+
     /// The password file a collector's `password_file` can name (readable by this process).
     pub fn password_file(&self) -> PathBuf {
         self.dir.path().join("pw")

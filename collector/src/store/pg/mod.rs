@@ -8,6 +8,7 @@
 //! - [`writer`]: the writer thread, with the same [`WriteOp`](super::WriteOp) in and
 //!   [`Committed`](super::Committed) out as SQLite's, so acks still go out only after a commit;
 //! - [`sql`]: the statements;
+//! - [`read`]: blocking reads for the dashboard, the CLI and the feed's line lookup;
 //! - [`migrate`]: copying a SQLite store into PostgreSQL (`shiftlens-collector migrate`).
 //!
 //! The password is never kept in the config nor in a value that is logged: [`Target`]'s `Debug` shows the
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod migrate;
 pub mod migrations;
+pub mod read;
 pub mod sql;
 pub mod writer;
 

@@ -1,13 +1,15 @@
 -- The PostgreSQL store: the same data model as the SQLite schema after its migrations 001-003 (events,
 -- dead letters, gateway status, offline marks, downtime, people records, join snapshots), in the schema
 -- `shiftlens`. epoch and seq are u64 on the wire, stored as the same 64 bits in a signed bigint, as in SQLite.
+-- Ids (site, gateway, asset: [a-z0-9_-]) compare bytewise (COLLATE "C") whatever the database's locale:
+-- the same order as SQLite's, and key comparisons several times cheaper than a linguistic collation.
 
 CREATE TABLE events (
-    site        text    NOT NULL,
-    gateway     text    NOT NULL,
+    site        text    COLLATE "C" NOT NULL,
+    gateway     text    COLLATE "C" NOT NULL,
     epoch       bigint  NOT NULL,
     seq         bigint  NOT NULL,
-    asset       text    NOT NULL,
+    asset       text    COLLATE "C" NOT NULL,
     ts_ms       bigint  NOT NULL,
     kind        text    NOT NULL,  -- state | alarm | source | gap
     body        text    NOT NULL,  -- JSON of the event body
@@ -33,8 +35,8 @@ CREATE TABLE dead_letters (
 );
 
 CREATE TABLE gateways (
-    site         text    NOT NULL,
-    gateway      text    NOT NULL,
+    site         text    COLLATE "C" NOT NULL,
+    gateway      text    COLLATE "C" NOT NULL,
     online       boolean NOT NULL,
     last_seen_ms bigint  NOT NULL,
     status       text    NOT NULL,  -- the last status message, JSON
@@ -42,8 +44,8 @@ CREATE TABLE gateways (
 );
 
 CREATE TABLE gateway_offline (
-    site    text   NOT NULL,
-    gateway text   NOT NULL,
+    site    text   COLLATE "C" NOT NULL,
+    gateway text   COLLATE "C" NOT NULL,
     ts_ms   bigint NOT NULL,
     xid     bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     PRIMARY KEY (site, gateway, ts_ms)
@@ -52,11 +54,11 @@ CREATE INDEX gateway_offline_site_xid ON gateway_offline (site, xid);
 
 -- Derived from events by the timeline of the collector that owns the site; rewritten when it changes.
 CREATE TABLE downtime (
-    site       text    NOT NULL,
-    asset      text    NOT NULL,
+    site       text    COLLATE "C" NOT NULL,
+    asset      text    COLLATE "C" NOT NULL,
     start_ms   bigint  NOT NULL,
     end_ms     bigint,             -- NULL while open
-    gateway    text    NOT NULL,
+    gateway    text    COLLATE "C" NOT NULL,
     reason     text,
     first_out  text,               -- JSON of the first-out alarm
     data_gap   boolean NOT NULL,
@@ -101,7 +103,7 @@ CREATE TRIGGER join_snapshot_immutable BEFORE UPDATE OR DELETE ON join_snapshot
 -- advisory lock (on its writer's session) is the only one that runs the site's timeline and writes its
 -- downtime rows; a collector that dies loses its locks with its session, and another takes them over.
 CREATE TABLE sites (
-    site text PRIMARY KEY
+    site text COLLATE "C" PRIMARY KEY
 );
 
 -- `shiftlens-collector migrate`: how far a copy from SQLite got, per table (the last key copied, as JSON).
