@@ -24,6 +24,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+use shiftlens_agent::config::modbus::RawModbusDevice;
 use shiftlens_agent::source::modbus::{task::run_line, ModbusDevice};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -152,7 +153,8 @@ fn device_text(addr: &str, d: usize) -> String {
 }
 
 fn device(addr: &str, d: usize) -> ModbusDevice {
-    toml::from_str(&device_text(addr, d)).unwrap()
+    let raw: RawModbusDevice = toml::from_str(&device_text(addr, d)).unwrap();
+    raw.validated().unwrap()
 }
 
 /// The points of device `d` as a register map (`points_csv`).

@@ -2,36 +2,56 @@
 //! register maps (`points_csv`) read next to it, then validated without I/O; every problem is reported at once
 //! as `file:line:col: message` (for a register map: `file:row:column`).
 //!
-//! Each section's type lives with the component that uses it; this module only assembles them.
+//! Two steps: [`RawConfig`] is the file as written (serde, `Spanned` where validation needs a location); after
+//! validation passes it becomes [`Config`], plain types that runtime code uses (no spans past this module).
+//! Each section's types (raw and validated) live with the component that uses them; this module only
+//! assembles them.
 
 pub mod check;
+pub mod modbus;
+pub mod opcua;
 pub mod ranges;
+pub mod register_map;
+pub mod sections;
 mod split;
 
 use crate::{health, outbox, source, uplink};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile, Spanned};
 use shiftlens_common::{GatewayId, SiteId};
+use std::collections::HashSet;
 use std::path::Path;
+
+/// The validated agent config: what `run`, `probe` and `trust` use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub site: SiteId,
+    pub gateway: GatewayId,
+    pub outbox: outbox::OutboxConfig,
+    pub uplink: uplink::UplinkConfig,
+    /// Modbus TCP and RTU devices.
+    pub modbus: Vec<source::modbus::ModbusDevice>,
+    /// OPC UA server endpoints.
+    pub opcua: Vec<source::opcua::OpcUaEndpoint>,
+    /// State file, delivery warnings, backlog alert, metrics endpoint.
+    pub health: health::HealthConfig,
+}
 
 /// The whole agent config as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct RawConfig {
     pub site: SiteId,
     pub gateway: GatewayId,
     #[serde(default)]
-    pub outbox: outbox::OutboxConfig,
-    pub uplink: uplink::UplinkConfig,
-    /// Modbus TCP and RTU devices.
+    pub outbox: sections::RawOutboxConfig,
+    pub uplink: sections::RawUplinkConfig,
     #[serde(default)]
-    pub modbus: Vec<Spanned<source::modbus::ModbusDevice>>,
-    /// OPC UA server endpoints.
+    pub modbus: Vec<Spanned<modbus::RawModbusDevice>>,
     #[serde(default)]
-    pub opcua: Vec<Spanned<source::opcua::OpcUaEndpoint>>,
-    /// State file, delivery warnings, backlog alert, metrics endpoint.
+    pub opcua: Vec<Spanned<opcua::RawOpcUaEndpoint>>,
     #[serde(default)]
-    pub health: health::HealthConfig,
+    pub health: sections::RawHealthConfig,
 }
 
 impl Config {
@@ -49,9 +69,24 @@ impl Config {
     /// # Errors
     /// Every problem found, each with file, line and column.
     pub fn from_file(file: &ConfigFile) -> Result<Self, ConfigErrors> {
-        match Self::parse_and_validate(file) {
-            (Some(config), errors) if errors.is_empty() => Ok(config),
+        match RawConfig::parse_and_validate(file) {
+            (Some(config), errors) if errors.is_empty() => Ok(config.validated()),
             (_, errors) => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+impl RawConfig {
+    /// The validated config (after [`Self::parse_and_validate`] found no problem).
+    pub fn validated(self) -> Config {
+        Config {
+            site: self.site,
+            gateway: self.gateway,
+            outbox: self.outbox.validated(),
+            uplink: self.uplink.validated(),
+            modbus: self.modbus.into_iter().filter_map(|d| d.into_inner().validated()).collect(),
+            opcua: self.opcua.into_iter().map(|e| e.into_inner().validated()).collect(),
+            health: self.health.validated(),
         }
     }
 
@@ -79,7 +114,7 @@ impl Config {
         // Ranges are checked on the document, so that they are reported even when the typed parse fails.
         let mut range_errors = Vec::new();
         ranges::check(doc.get_ref(), file, &mut range_errors);
-        let config = match Config::deserialize(toml::de::Deserializer::from(doc)) {
+        let config = match RawConfig::deserialize(toml::de::Deserializer::from(doc)) {
             Ok(c) => c,
             Err(e) => {
                 // The typed parse stops at its first mistake; each section parsed on its own finds one in each.
@@ -106,15 +141,37 @@ impl Config {
         }
         let mut errors: Vec<ConfigError> = Vec::new();
         // Register maps are read (row by row) before validation, which then sees every point.
-        source::modbus::register_map::load(&mut config.modbus, file, &mut errors);
+        register_map::load(&mut config.modbus, file, &mut errors);
         config.outbox.validate(file, &mut errors);
         config.uplink.validate(file, &mut errors);
         config.health.validate(file, &mut errors);
-        source::validate(&config.modbus, &config.opcua, file, &mut errors);
+        validate_sources(&config.modbus, &config.opcua, file, &mut errors);
         // A component's own message about a value wins over the generic range message at the same place.
         range_errors.retain(|r| !errors.iter().any(|e| e.path == r.path && (e.line, e.col) == (r.line, r.col)));
         errors.extend(range_errors);
         (Some(config), sorted(file, errors))
+    }
+}
+
+/// Validates every source section: each protocol's own checks, plus source ids unique across protocols.
+fn validate_sources(
+    modbus: &[Spanned<modbus::RawModbusDevice>],
+    opcua: &[Spanned<opcua::RawOpcUaEndpoint>],
+    file: &ConfigFile,
+    errors: &mut Vec<ConfigError>,
+) {
+    modbus::validate(modbus, file, errors);
+    opcua::validate(opcua, file, errors);
+    let ids = modbus.iter().map(|d| &d.get_ref().id).chain(opcua.iter().map(|e| &e.get_ref().id));
+    for id in ids.filter(|id| id.get_ref() == shiftlens_common::AGENT_SOURCE) {
+        errors.push(file.error_at(id.span(), format!("source id {:?} is reserved for the agent itself", id.get_ref())));
+    }
+    let modbus_ids: HashSet<&String> = modbus.iter().map(|d| d.get_ref().id.get_ref()).collect();
+    for ep in opcua {
+        let id = &ep.get_ref().id;
+        if modbus_ids.contains(id.get_ref()) {
+            errors.push(file.error_at(id.span(), format!("source id {:?} is also a Modbus device id", id.get_ref())));
+        }
     }
 }
 
@@ -131,15 +188,15 @@ fn section_errors(file: &ConfigFile) -> Vec<ConfigError> {
         let found: Vec<toml::de::Error> = match key.get_ref().as_ref() {
             "site" => one::<SiteId>(value).into_iter().collect(),
             "gateway" => one::<GatewayId>(value).into_iter().collect(),
-            "outbox" => one::<outbox::OutboxConfig>(value).into_iter().collect(),
-            "uplink" => one::<uplink::UplinkConfig>(value).into_iter().collect(),
-            "health" => one::<health::HealthConfig>(value).into_iter().collect(),
+            "outbox" => one::<sections::RawOutboxConfig>(value).into_iter().collect(),
+            "uplink" => one::<sections::RawUplinkConfig>(value).into_iter().collect(),
+            "health" => one::<sections::RawHealthConfig>(value).into_iter().collect(),
             section @ ("modbus" | "opcua") => match value.into_inner() {
                 DeValue::Array(items) => items
                     .into_iter()
                     .filter_map(|v| match section {
-                        "modbus" => one::<source::modbus::ModbusDevice>(v),
-                        _ => one::<source::opcua::OpcUaEndpoint>(v),
+                        "modbus" => one::<modbus::RawModbusDevice>(v),
+                        _ => one::<opcua::RawOpcUaEndpoint>(v),
                     })
                     .collect(),
                 _ => Vec::new(),

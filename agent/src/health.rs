@@ -18,70 +18,36 @@ pub mod state;
 use crate::detect::Sample;
 use crate::outbox::{Outbox, Stats};
 use serde::{Deserialize, Serialize};
-use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::status::{SourceHealth, Status};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// `[health]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[health]`, validated.
+#[derive(Debug, Clone)]
 pub struct HealthConfig {
-    /// Local Prometheus endpoint (`GET /metrics`), e.g. `"127.0.0.1:9101"`; off when absent.
-    pub listen: Option<Spanned<String>>,
-    /// Allows `listen` on an address other than loopback.
-    #[serde(default)]
-    pub allow_remote: bool,
-    /// The state file `status` reads; default next to the outbox ([`state::state_path`]).
+    pub listen: Option<SocketAddr>,
     pub state_file: Option<PathBuf>,
-    /// How often the state file (and the endpoint's figures) is refreshed.
-    #[serde(default = "d_state_interval")]
-    pub state_interval: Spanned<HumanDuration>,
-    /// While the broker cannot be reached, at most one WARN per this interval (a new reason is logged at once).
-    #[serde(default = "d_warn_every")]
-    pub warn_every: HumanDuration,
-    /// ERROR when the outbox holds more than this percentage of `[outbox] max_bytes` (1-100).
-    #[serde(default = "d_alert_percent")]
-    pub outbox_alert_percent: Spanned<u8>,
-    /// ERROR when the oldest unsent event is older than this.
-    #[serde(default = "d_alert_age")]
-    pub outbox_alert_age: HumanDuration,
-    /// While the backlog stays over a threshold, the ERROR is repeated at this interval.
-    #[serde(default = "d_alert_every")]
-    pub alert_every: HumanDuration,
-}
-
-fn d_state_interval() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(5)))
-}
-fn d_warn_every() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-fn d_alert_percent() -> Spanned<u8> {
-    Spanned::new(0..0, 80)
-}
-fn d_alert_age() -> HumanDuration {
-    HumanDuration(Duration::from_secs(3600))
-}
-fn d_alert_every() -> HumanDuration {
-    HumanDuration(Duration::from_secs(900))
+    pub state_interval: Duration,
+    pub warn_every: Duration,
+    pub outbox_alert_percent: u8,
+    pub outbox_alert_age: Duration,
+    pub alert_every: Duration,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             listen: None,
-            allow_remote: false,
             state_file: None,
-            state_interval: d_state_interval(),
-            warn_every: d_warn_every(),
-            outbox_alert_percent: d_alert_percent(),
-            outbox_alert_age: d_alert_age(),
-            alert_every: d_alert_every(),
+            state_interval: Duration::from_secs(5),
+            warn_every: Duration::from_secs(60),
+            outbox_alert_percent: 80,
+            outbox_alert_age: Duration::from_secs(3600),
+            alert_every: Duration::from_secs(900),
         }
     }
 }
@@ -92,39 +58,9 @@ impl HealthConfig {
         self.state_file.clone().unwrap_or_else(|| state::state_path(outbox))
     }
 
-    /// The endpoint's address (valid after [`Self::validate`] passed).
+    /// The endpoint's address.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen.as_ref().and_then(|l| l.get_ref().parse().ok())
-    }
-
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        if let Some(l) = &self.listen {
-            match l.get_ref().parse::<SocketAddr>() {
-                Err(_) => errors.push(file.error_at(
-                    l.span(),
-                    format!("[health] listen {:?} must be ip:port, e.g. \"127.0.0.1:9101\"", l.get_ref()),
-                )),
-                Ok(a) if !a.ip().is_loopback() && !self.allow_remote => errors.push(file.error_at(
-                    l.span(),
-                    format!("[health] listen {a} is not a loopback address: set allow_remote = true to serve it there"),
-                )),
-                Ok(_) => {}
-            }
-        }
-        let interval = self.state_interval.get_ref().0;
-        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&interval) {
-            errors.push(
-                file.error_at(self.state_interval.span(), "[health] state_interval must be between 100ms and 60s"),
-            );
-        }
-        if !(1..=100).contains(self.outbox_alert_percent.get_ref()) {
-            errors.push(
-                file.error_at(
-                    self.outbox_alert_percent.span(),
-                    "[health] outbox_alert_percent must be between 1 and 100",
-                ),
-            );
-        }
+        self.listen
     }
 }
 
@@ -262,14 +198,14 @@ impl Health {
     pub fn uplink_up(&self) {
         let mut u = self.uplink.lock().unwrap_or_else(PoisonError::into_inner);
         u.connected = true;
-        u.since_ms = Some(crate::outbox::now_ms());
+        u.since_ms = Some(shiftlens_common::clock::now_ms());
     }
 
     /// A connect failed, or the connection was lost: `reason` and `action` in plain words.
     pub fn uplink_failed(&self, reason: &str, action: &str) {
         let mut u = self.uplink.lock().unwrap_or_else(PoisonError::into_inner);
         if u.connected || u.since_ms.is_none() {
-            u.since_ms = Some(crate::outbox::now_ms());
+            u.since_ms = Some(shiftlens_common::clock::now_ms());
         }
         u.connected = false;
         u.last_error = Some(reason.to_string());
@@ -279,7 +215,8 @@ impl Health {
 
     /// The collector confirmed events.
     pub fn uplink_acked(&self) {
-        self.uplink.lock().unwrap_or_else(PoisonError::into_inner).last_ack_ms = Some(crate::outbox::now_ms());
+        self.uplink.lock().unwrap_or_else(PoisonError::into_inner).last_ack_ms =
+            Some(shiftlens_common::clock::now_ms());
     }
 
     pub fn uplink(&self) -> UplinkHealth {
@@ -293,9 +230,7 @@ impl Health {
 
     /// Looks at the clocks now; warns on a jump and when the clock becomes unsynchronised. Returns `clock_ok`.
     pub fn check_clock(&self) -> bool {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let wall_ms = shiftlens_common::clock::now_ms();
         let mono_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut guard = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         let (watch, was_unsynced) = &mut *guard;
@@ -334,11 +269,11 @@ pub async fn reporter(
 ) {
     let path = params.config.state_file(&params.outbox_path);
     let mut alert = backlog::BacklogAlert::new(
-        *params.config.outbox_alert_percent.get_ref(),
-        params.config.outbox_alert_age.0,
-        params.config.alert_every.0,
+        params.config.outbox_alert_percent,
+        params.config.outbox_alert_age,
+        params.config.alert_every,
     );
-    let mut tick = tokio::time::interval(params.config.state_interval.get_ref().0);
+    let mut tick = tokio::time::interval(params.config.state_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats = Stats::default();
     let mut write_failed = false;
@@ -375,7 +310,7 @@ pub async fn reporter(
             running,
             pid: std::process::id(),
             written_ms: now,
-            interval_ms: u64::try_from(params.config.state_interval.get_ref().0.as_millis()).unwrap_or(u64::MAX),
+            interval_ms: u64::try_from(params.config.state_interval.as_millis()).unwrap_or(u64::MAX),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             site: params.site.clone(),
             gateway: params.gateway.clone(),
@@ -438,7 +373,7 @@ async fn read_stats(outbox: &Arc<Mutex<Outbox>>) -> Option<Stats> {
 }
 
 fn now_wall_ms() -> i64 {
-    crate::outbox::now_ms()
+    shiftlens_common::clock::now_ms()
 }
 
 /// The online status (birth message and heartbeat).
@@ -499,32 +434,6 @@ mod tests {
         assert_eq!(h.sources(), [sh("opc-1", false, None), sh("plc-1", true, None)]);
         h.record(&[link("plc-1", false, Some("no answer within 200ms")), link("opc-1", true, None)]);
         assert_eq!(h.sources(), [sh("opc-1", true, None), sh("plc-1", false, Some("no answer within 200ms"))]);
-    }
-
-    #[test]
-    fn health_config_is_checked_with_locations() {
-        let check = |text: &str| {
-            let file = ConfigFile::from_text("agent.toml", text);
-            let c: HealthConfig = file.parse().unwrap_or_else(|e| panic!("{e}"));
-            let mut errors = Vec::new();
-            c.validate(&file, &mut errors);
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
-        };
-        assert!(check("").is_empty());
-        assert!(check("listen = \"127.0.0.1:9101\"").is_empty());
-        assert!(check("listen = \"[::1]:9101\"").is_empty());
-        assert!(check("listen = \"0.0.0.0:9101\"\nallow_remote = true").is_empty());
-        assert_eq!(
-            check("listen = \"0.0.0.0:9101\""),
-            ["agent.toml:1:10: [health] listen 0.0.0.0:9101 is not a loopback address: set allow_remote = true to serve it there"]
-        );
-        assert_eq!(check("listen = \"localhost\"").len(), 1);
-        let e = check("state_interval = \"10ms\"\noutbox_alert_percent = 0");
-        assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].starts_with("agent.toml:1:18: [health] state_interval"), "{e:?}");
-        assert!(e[1].starts_with("agent.toml:2:24: [health] outbox_alert_percent"), "{e:?}");
-        let d = HealthConfig::default();
-        assert_eq!((d.listen_addr(), *d.outbox_alert_percent.get_ref()), (None, 80));
     }
 
     const T: i64 = 1_750_000_000_000; // mid-2025

@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             let (text, running) = shiftlens_agent::health::state::status(
                 &config.outbox.path,
                 &config.health.state_file(&config.outbox.path),
-                shiftlens_agent::outbox::now_ms(),
+                shiftlens_common::clock::now_ms(),
             );
             print!("{text}");
             if running {

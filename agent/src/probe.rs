@@ -69,12 +69,12 @@ impl Report {
 pub async fn run(config: &Config) -> Report {
     let mut set = JoinSet::new();
     for (i, d) in config.modbus.iter().enumerate() {
-        let d = d.get_ref().clone();
+        let d = d.clone();
         set.spawn(async move { (i, probe_modbus(&d).await) });
     }
     let n = config.modbus.len();
     for (i, ep) in config.opcua.iter().enumerate() {
-        let ep = ep.get_ref().clone();
+        let ep = ep.clone();
         set.spawn(async move { (n + i, probe_opcua(&ep).await) });
     }
     let mut parts = BTreeMap::new();
@@ -106,21 +106,11 @@ fn row(device: &str, asset: &str, point: &str, meaning: &Meaning) -> Row {
 }
 
 async fn probe_modbus(dev: &ModbusDevice) -> Part {
-    let id = dev.id.get_ref().clone();
-    let mut rows: Vec<Row> = dev
-        .points
-        .iter()
-        .map(|p| {
-            let p = p.get_ref();
-            row(&id, p.asset.as_str(), p.name.get_ref(), p.meaning.get_ref())
-        })
-        .collect();
-    let limit = dev.timeout.get_ref().0;
-    let unit = *dev.unit.get_ref();
-    let Some(line) = dev.line() else {
-        rows.iter_mut().for_each(|r| r.status = "no address".into());
-        return (rows, Some((id, "no address".into())));
-    };
+    let id = dev.id.clone();
+    let mut rows: Vec<Row> = dev.points.iter().map(|p| row(&id, p.asset.as_str(), &p.name, &p.meaning)).collect();
+    let limit = dev.timeout;
+    let unit = dev.unit;
+    let line = dev.line.clone();
     let mut ctx = match connect(&line, unit, limit).await {
         Ok(c) => c,
         Err(e) => {
@@ -129,7 +119,7 @@ async fn probe_modbus(dev: &ModbusDevice) -> Part {
         }
     };
     ctx.set_slave(Slave(unit));
-    let registers: Vec<Register> = dev.points.iter().map(|p| p.get_ref().register()).collect();
+    let registers: Vec<Register> = dev.points.iter().map(|p| p.register).collect();
     let spans: Vec<_> = registers.iter().map(Register::span).collect();
     let mut answered = false;
     let mut last_error = String::new();
@@ -175,17 +165,10 @@ async fn probe_modbus(dev: &ModbusDevice) -> Part {
 
 async fn probe_opcua(ep: &OpcUaEndpoint) -> Part {
     let id = ep.id().to_string();
-    let mut rows: Vec<Row> = ep
-        .points
-        .iter()
-        .map(|p| {
-            let p = p.get_ref();
-            row(&id, p.asset.as_str(), p.name(), p.meaning.get_ref())
-        })
-        .collect();
+    let mut rows: Vec<Row> = ep.points.iter().map(|p| row(&id, p.asset.as_str(), &p.name, &p.meaning)).collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let task = opcua::spawn(ep, tx);
-    let wait = ep.request_timeout.get_ref().0.max(Duration::from_secs(1)) * 3;
+    let wait = ep.request_timeout.max(Duration::from_secs(1)) * 3;
     let mut error = None;
     let deadline = tokio::time::Instant::now() + wait;
     while rows.iter().any(|r| r.status.is_empty()) {

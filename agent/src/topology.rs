@@ -9,6 +9,9 @@
 //! "agent was not running" events, see [`crate::outbox::runs`]), and the detectors start from the alarm flags
 //! last reported. Shutdown order: sources stop, the writer commits everything queued, the run is marked clean,
 //! then the uplink publishes the offline status and disconnects. Nothing in memory is dropped on a clean stop.
+//!
+//! The uplink reads the outbox only through [`crate::uplink::Pending`], implemented for the outbox here, so
+//! neither imports the other.
 
 use crate::health::{self, Health};
 use crate::outbox::{writer, Outbox};
@@ -58,7 +61,7 @@ impl Agent {
         let (outbox, run) = tokio::task::spawn_blocking(move || {
             let mut outbox = Outbox::open(&outbox_config)?;
             // A full disk must not keep the agent from starting: the writer holds events in memory meanwhile.
-            let run = outbox.begin_run(crate::outbox::now_ms(), &assets).unwrap_or_else(|e| {
+            let run = outbox.begin_run(shiftlens_common::clock::now_ms(), &assets).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot record this run in the outbox: a crash of this run will leave no gap mark");
                 crate::outbox::runs::RunStart {
                     reported: outbox.last_reported().unwrap_or_default(),
@@ -74,7 +77,7 @@ impl Agent {
         let outbox = Arc::new(Mutex::new(outbox));
         let (tx, rx) = mpsc::channel(OBSERVATION_CHANNEL);
         let (committed_tx, committed) = watch::channel(0);
-        let writer = writer::spawn(outbox.clone(), rx, config.outbox.memory_bytes.get_ref().0, committed_tx)
+        let writer = writer::spawn(outbox.clone(), rx, config.outbox.memory_bytes.0, committed_tx)
             .context("cannot start the outbox writer")?;
         let health = Health::default();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -93,17 +96,17 @@ impl Agent {
             health::ReporterParams {
                 config: config.health.clone(),
                 outbox_path: config.outbox.path.clone(),
-                max_bytes: config.outbox.max_bytes.get_ref().0,
+                max_bytes: config.outbox.max_bytes.0,
                 site: config.site.to_string(),
                 gateway: config.gateway.to_string(),
-                broker: config.uplink.broker.get_ref().clone(),
+                broker: config.uplink.broker.clone(),
             },
             health.clone(),
             outbox.clone(),
             figures_tx,
             shutdown_rx.clone(),
         ));
-        let warn_every = config.health.warn_every.0;
+        let warn_every = config.health.warn_every;
         let uplink = tokio::spawn(mqtt::run(
             params,
             options,
@@ -146,7 +149,7 @@ impl Agent {
             .map_err(|_| anyhow::anyhow!("the outbox writer panicked"))?;
         let outbox = self.outbox.clone();
         let ended = tokio::task::spawn_blocking(move || {
-            outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).end_run(crate::outbox::now_ms())
+            outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).end_run(shiftlens_common::clock::now_ms())
         })
         .await?;
         if let Err(e) = ended {
@@ -211,11 +214,43 @@ pub async fn run_with(config: Config, started: impl FnOnce()) -> anyhow::Result<
     Ok(())
 }
 
+/// The uplink's view of the outbox (see [`crate::uplink::Pending`]).
+impl crate::uplink::Pending for Outbox {
+    type Error = crate::outbox::OutboxError;
+    fn epoch(&self) -> u64 {
+        Outbox::epoch(self)
+    }
+    fn depth(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.stats()?.depth)
+    }
+    fn status(
+        &mut self,
+        sources: Vec<shiftlens_common::status::SourceHealth>,
+        now_ms: i64,
+    ) -> Result<shiftlens_common::status::Status, Self::Error> {
+        Ok(health::status(&self.stats()?, sources, now_ms))
+    }
+    fn read_after(
+        &mut self,
+        after: u64,
+        max_events: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<shiftlens_common::Event>, Self::Error> {
+        Outbox::read_after(self, after, max_events, max_bytes)
+    }
+    fn latest_states(&mut self, max_events: usize) -> Result<Vec<shiftlens_common::Event>, Self::Error> {
+        Outbox::latest_states(self, max_events)
+    }
+    fn delete(&mut self, ranges: &[(u64, u64)]) -> Result<(), Self::Error> {
+        Outbox::delete(self, ranges).map(drop)
+    }
+}
+
 /// Every asset a configured source feeds, in config order without repeats.
 fn fed_assets(config: &Config) -> Vec<shiftlens_common::AssetId> {
     let mut seen = std::collections::HashSet::new();
-    let modbus = config.modbus.iter().flat_map(|d| d.get_ref().assets());
-    let opcua = config.opcua.iter().flat_map(|e| e.get_ref().assets());
+    let modbus = config.modbus.iter().flat_map(|d| d.assets());
+    let opcua = config.opcua.iter().flat_map(|e| e.assets());
     modbus.chain(opcua).filter(|a| seen.insert(a.clone())).collect()
 }
 

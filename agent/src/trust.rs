@@ -52,7 +52,7 @@ pub fn trust_endpoint(ep: &OpcUaEndpoint, fingerprint: Option<&str>) -> Result<S
                 "no rejected certificate in {}: let the agent connect to {} once (run it) so the server's \
                  certificate is saved there",
                 rejected_dir.display(),
-                ep.endpoint.get_ref()
+                ep.endpoint
             )))
         }
         (0, Some(_)) => {
@@ -88,7 +88,7 @@ pub fn trust_endpoint(ep: &OpcUaEndpoint, fingerprint: Option<&str>) -> Result<S
 }
 
 fn pick<'a>(config: &'a Config, id: Option<&str>) -> Result<&'a OpcUaEndpoint, TrustError> {
-    let eps: Vec<&OpcUaEndpoint> = config.opcua.iter().map(|e| e.get_ref()).collect();
+    let eps: Vec<&OpcUaEndpoint> = config.opcua.iter().collect();
     let ids = || eps.iter().map(|e| e.id()).collect::<Vec<_>>().join(", ");
     match (id, eps.as_slice()) {
         (_, []) => Err(TrustError("the config has no [[opcua]] endpoint".into())),

@@ -26,9 +26,7 @@ const DEBOUNCE_MS: i64 = 2000;
 /// Generous: the wait ends with the observation.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn now_ms() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
+use shiftlens_common::clock::now_ms;
 
 fn alarm(o: &Observation, id: &str) -> Option<bool> {
     match &o.body {

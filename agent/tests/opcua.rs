@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde::Deserialize;
+use shiftlens_agent::config::opcua::{validate, RawOpcUaEndpoint};
 use shiftlens_agent::detect::{Sample, Value};
 use shiftlens_agent::source::opcua::{self, OpcUaEndpoint};
 use shiftlens_agent::trust::trust_endpoint;
@@ -45,7 +46,7 @@ fn port_socket(addr: SocketAddr) -> TcpSocket {
 
 #[derive(Deserialize)]
 struct Section {
-    opcua: Vec<Spanned<OpcUaEndpoint>>,
+    opcua: Vec<Spanned<RawOpcUaEndpoint>>,
 }
 
 /// An endpoint for `url` with a state and an alarm-word point of asset `press1`; `extra` adds settings.
@@ -79,9 +80,9 @@ meaning = {{ alarm_word = {{ bits = {{ 0 = {{ id = "E1", text = "Guard open" }} 
     let file = ConfigFile::from_text("agent.toml", text);
     let section: Section = file.parse().unwrap();
     let mut errors = Vec::new();
-    opcua::validate(&section.opcua, &file, &mut errors);
+    validate(&section.opcua, &file, &mut errors);
     assert!(errors.is_empty(), "{errors:?}");
-    section.opcua.into_iter().next().unwrap().into_inner()
+    section.opcua.into_iter().next().unwrap().into_inner().validated()
 }
 
 const NONE: &str = r#"security_policy = "none"
@@ -115,9 +116,7 @@ fn is_link(s: &Sample, up: bool) -> bool {
     matches!(s, Sample::Link { connected, .. } if *connected == up)
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
+use shiftlens_common::clock::now_ms;
 
 #[tokio::test]
 async fn plant_changes_flow_as_samples_with_source_timestamps() {

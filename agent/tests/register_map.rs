@@ -91,19 +91,11 @@ fn a_register_map_gives_the_same_points_as_the_toml_form() {
     std::fs::write(dir.path().join("toml.toml"), format!("{HEADER}{SAME_AS_TOML}")).unwrap();
     let from_toml = Config::load(&dir.path().join("toml.toml")).unwrap();
     let summary = |c: &Config| -> Vec<String> {
-        c.modbus[0]
-            .get_ref()
-            .points
-            .iter()
-            .map(|p| {
-                let p = p.get_ref();
-                format!("{} {} {:?} {:?}", p.name.get_ref(), p.asset, p.register(), p.meaning.get_ref())
-            })
-            .collect()
+        c.modbus[0].points.iter().map(|p| format!("{} {} {:?} {:?}", p.name, p.asset, p.register, p.meaning)).collect()
     };
     assert_eq!(summary(&from_csv).len(), 5);
     assert_eq!(summary(&from_csv), summary(&from_toml));
-    assert_eq!(from_csv.modbus[0].get_ref().assets(), from_toml.modbus[0].get_ref().assets());
+    assert_eq!(from_csv.modbus[0].assets(), from_toml.modbus[0].assets());
 }
 
 #[test]
@@ -113,8 +105,7 @@ fn a_register_map_adds_to_toml_points_and_is_found_next_to_the_config() {
     let path = write(dir.path(), &format!("{MEANINGS}\n{extra}"), GOOD_CSV);
     // From another working directory: the path is relative to the config file.
     let config = Config::load(&path).unwrap();
-    let names: Vec<&str> =
-        config.modbus[0].get_ref().points.iter().map(|p| p.get_ref().name.get_ref().as_str()).collect();
+    let names: Vec<&str> = config.modbus[0].points.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["mode", "state", "guard", "oil", "count", "estop"]);
 }
 
@@ -207,5 +198,5 @@ fn the_documented_register_map_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "meanings = { press_state = { state = { preset = \"packml\" } } }", csv);
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.modbus[0].get_ref().points.len(), 3);
+    assert_eq!(config.modbus[0].points.len(), 3);
 }

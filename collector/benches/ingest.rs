@@ -25,7 +25,7 @@
 mod support;
 
 use shiftlens_collector::timeline::{Input, Timeline};
-use shiftlens_collector::{feed, ingest};
+use shiftlens_collector::{feed, topology};
 use shiftlens_common::{Alarm, AssetId, Batch, Event, EventBody, GatewayId, MachineState, SiteId};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -205,7 +205,7 @@ async fn bench_ingest(n: u64, link: Link) {
             shiftlens_collector::Config::from_file(&file).unwrap()
         }
     };
-    let collector = ingest::start(&cfg, feed::no_lines()).await.unwrap();
+    let collector = topology::start(&cfg, feed::no_lines()).await.unwrap();
     let addr = collector.broker.unwrap();
     let per_gw = n / gateways;
     // Connect and encode first: the figure is about moving batches into the store, not about encoding.
@@ -306,7 +306,7 @@ async fn bench_latency(samples: u64) {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
-    let collector = ingest::start(&config(dir.path(), &pki.leaf("localhost"), ""), feed::no_lines()).await.unwrap();
+    let collector = topology::start(&config(dir.path(), &pki.leaf("localhost"), ""), feed::no_lines()).await.unwrap();
     let gw = "gw-lat";
     let mut a = agent(collector.broker.unwrap(), &pki, gw);
     wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.unwrap();
@@ -319,7 +319,7 @@ async fn bench_latency(samples: u64) {
         std::thread::spawn(move || {
             let mut seen = 0;
             while !stop.load(Ordering::Relaxed) {
-                let n = ingest::Metrics::get(&metrics.events_new);
+                let n = shiftlens_collector::metrics::Metrics::get(&metrics.events_new);
                 if n > seen {
                     let now = Instant::now();
                     committed_at.lock().unwrap().extend((seen..n).map(|_| now));

@@ -1,6 +1,8 @@
-//! The collector's config file (`/etc/shiftlens/collector.toml`): parsed with serde
-//! (`deny_unknown_fields`), then validated without I/O; every problem is reported at once as
-//! `file:line:col: message`. Each section's type lives with the component that uses it.
+//! The collector's config file (`/etc/shiftlens/collector.toml`), in two steps: [`RawConfig`] is the file
+//! as written (serde, `deny_unknown_fields`, spans); [`Config::from_file`] validates it without I/O,
+//! reporting every problem at once as `file:line:col: message`, and gives the [`Config`] that runtime code
+//! reads: plain types (no spans) for `[broker]`, `[store]` and `[ingest]`. Each section's types live with
+//! the component that uses it.
 
 use crate::{broker, http, ingest, people, store};
 use serde::Deserialize;
@@ -8,19 +10,31 @@ use shiftlens_common::config::{ConfigError, ConfigErrors, ConfigFile};
 use std::path::Path;
 
 /// The whole collector config as written in the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct RawConfig {
     #[serde(default)]
-    pub broker: broker::BrokerConfig,
+    pub broker: broker::RawBrokerConfig,
     #[serde(default)]
-    pub store: store::StoreConfig,
+    pub store: store::RawStoreConfig,
     #[serde(default)]
-    pub ingest: ingest::IngestConfig,
+    pub ingest: ingest::RawIngestConfig,
     #[serde(default)]
     pub http: http::HttpConfig,
     #[serde(default)]
     pub people: people::PeopleConfig,
+}
+
+/// The validated collector config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub broker: broker::BrokerConfig,
+    pub store: store::StoreConfig,
+    pub ingest: ingest::IngestConfig,
+    pub http: http::Http,
+    pub people: people::PeopleConfig,
+    /// `[people]` validated once at load ([`people::PeopleConfig::validated`]): what runtime code reads.
+    pub people_settings: people::Settings,
 }
 
 impl Config {
@@ -38,15 +52,15 @@ impl Config {
     /// # Errors
     /// Every problem found, each with file, line and column.
     pub fn from_file(file: &ConfigFile) -> Result<Self, ConfigErrors> {
-        let config: Config = file.parse()?;
+        let raw: RawConfig = file.parse()?;
         let mut errors: Vec<ConfigError> = Vec::new();
-        config.broker.validate(file, &mut errors);
-        config.store.validate(file, &mut errors);
-        config.ingest.validate(file, &mut errors);
-        config.http.validate(file, &mut errors);
-        config.people.validate(file, &mut errors);
+        let broker = raw.broker.validate(file, &mut errors);
+        let store = raw.store.validate(file, &mut errors);
+        let ingest = raw.ingest.validate(file, &mut errors);
+        let http = raw.http.validated(file, &mut errors);
+        let people_settings = raw.people.validated(file, &mut errors);
         if errors.is_empty() {
-            Ok(config)
+            Ok(Config { broker, store, ingest, http, people: raw.people, people_settings })
         } else {
             errors.sort_by_key(|e| (e.line, e.col));
             Err(ConfigErrors(errors))

@@ -29,21 +29,37 @@ pub fn no_lines() -> LineOf {
 }
 
 /// The (site, asset) → line map of the current assets import (`assets.csv`, stored by the people store).
-pub type LineMap = HashMap<(String, String), String>;
+#[derive(Debug, Clone, Default)]
+pub struct LineMap(HashMap<(String, String), String>);
+
+impl LineMap {
+    /// The map of these asset records (the current assets import).
+    pub fn from_assets(assets: Vec<crate::people::model::Asset>) -> Self {
+        Self(assets.into_iter().map(|a| ((a.site, a.id), a.line)).collect())
+    }
+
+    /// Assets in the map.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The line of `asset` at `site`, `None` when the assets import does not name it: the one way an
+    /// asset's line is looked up for the feed (live records, `export downtime`).
+    pub fn line(&self, site: &SiteId, asset: &AssetId) -> Option<String> {
+        self.0.get(&(site.to_string(), asset.to_string())).cloned()
+    }
+}
 
 /// Reads the line of every current asset from a store (only the asset records).
 ///
 /// # Errors
 /// SQLite failures or a stored asset record that does not read back.
 pub fn load_lines(conn: &Connection) -> Result<LineMap, Box<dyn std::error::Error + Send + Sync>> {
-    let kind = crate::people::import::Kind::Assets.name();
-    let mut st = conn.prepare("SELECT body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
-    let mut lines = LineMap::new();
-    for body in st.query_map([kind], |r| r.get::<_, String>(0))? {
-        let a: crate::people::model::Asset = serde_json::from_str(&body?)?;
-        lines.insert((a.site, a.id), a.line);
-    }
-    Ok(lines)
+    Ok(LineMap::from_assets(crate::store::people::current_assets(conn)?))
 }
 
 /// How often the cached map asks the store whether an import happened (one indexed `MAX(id)`).
@@ -96,8 +112,9 @@ impl AssetLines {
         c.lines.clone()
     }
 
+    /// The line of `asset` at `site` ([`LineMap::line`] on the current map).
     pub fn get(&self, site: &SiteId, asset: &AssetId) -> Option<String> {
-        self.lines().get(&(site.to_string(), asset.to_string())).cloned()
+        self.lines().line(site, asset)
     }
 
     fn refresh(&self, c: &mut LinesCache) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -109,7 +126,7 @@ impl AssetLines {
         if revision != c.revision {
             c.lines = Arc::new(load_lines(conn)?);
             c.revision = revision;
-            tracing::info!(revision, assets = c.lines.len(), "asset lines loaded for the downtime feed");
+            tracing::info!(revision, assets = c.lines.0.len(), "asset lines loaded for the downtime feed");
         }
         Ok(())
     }

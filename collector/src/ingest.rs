@@ -1,50 +1,48 @@
 //! Ingest: subscribe, decode, validate, hand to the store, ack after commit.
 //!
-//! Tasks (wired by [`start`]):
-//! - the MQTT loop reads the collector's connection to the broker (rumqttd's in-process link with the
-//!   embedded broker, an MQTT client with an external one) and never blocks: publishes go to a fair queue with one
-//!   bounded queue per sender (topic prefix `shiftlens/v1/{site}/{gateway}`), served round-robin; when a
-//!   sender's queue is full its message is dropped with a warning (its agent resends it because it was
-//!   never acked; dedup makes the resend harmless), so a flooding gateway overflows only its own queue;
-//! - the decoder strictly decodes batches (`decode_batch` with limits), checks that the topic's site and
+//! The tasks below are started by [`crate::topology`], which also owns their shutdown order:
+//! - [`connect`]'s MQTT loop reads the collector's connection to the broker (rumqttd's in-process link with
+//!   the embedded broker, an MQTT client with an external one) and never blocks: publishes go to a fair
+//!   queue ([`Inbox`]) with one bounded queue per sender (topic prefix `shiftlens/v1/{site}/{gateway}`),
+//!   served round-robin; when a sender's queue is full its message is dropped with a warning (its agent
+//!   resends it because it was never acked; dedup makes the resend harmless), so a flooding gateway
+//!   overflows only its own queue;
+//! - the [`decode`]r strictly decodes batches (`decode_batch` with limits), checks that the topic's site and
 //!   gateway are the payload's, and hands batches and status messages to the store writer; anything
 //!   that fails goes to the dead-letter table (topic, time, reason, size, first bytes), is counted and
 //!   logged with its topic (at most one line per sender per [`LOG_EVERY`], saying how many were
 //!   suppressed; the metric counts every one), and ingest carries on. It hands over one op at a time
 //!   into the writer's short queue, so another gateway's batch waits behind at most one op of each sender
 //!   plus that queue;
-//! - the confirmer reads what the writer committed and only then publishes the ack
+//! - the [`confirm`]er reads what the writer committed and only then publishes the ack
 //!   (`shiftlens/v1/{site}/{gateway}/ack`, all seqs of the batch including duplicates already stored)
 //!   and the downtime feed records;
-//! - the heartbeat sweep marks offline every gateway whose last status is older than
-//!   `[ingest] heartbeat_overdue` (a gateway that went silent without a last will), as a last will does.
-//!
-//! [`Collector::shutdown`] stops taking new messages, lets the writer commit everything already queued,
-//! lets the confirmer publish the acks and feed records of those commits, then disconnects. A
-//! [`WriterProbe`] proves the writer still commits (the systemd watchdog).
+//! - the [`heartbeat_sweep`] marks offline every gateway whose last status is older than
+//!   `[ingest] heartbeat_overdue` (a gateway that went silent without a last will), as a last will does;
+//! - [`retention`] asks the writer to prune hourly; [`forward_dead_letters`] stores the broker gate's
+//!   rejections.
 
-use crate::broker::{self, Mode};
+use crate::broker::{self, BrokerConfig};
 use crate::fairness::{FairQueue, LogLimiter};
 use crate::feed::{self, LineOf};
+use crate::metrics::Metrics;
 use crate::store::events::{DeadLetter, Rows};
-use crate::store::{Committed, StoreError, WriteOp, Writer};
-use crate::Config;
+use crate::store::{Committed, WriteOp};
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::status::Status;
 use shiftlens_common::wire::{decode_batch, encode_ack};
 use shiftlens_common::{Ack, Limits, SiteId, Topic, SCHEMA_VERSION};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// `[ingest]`
+/// `[ingest]` as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IngestConfig {
+pub struct RawIngestConfig {
     /// A gateway whose last status (birth or heartbeat) is older than this is marked offline: its assets
     /// are `unknown` from then on, as after its last will. Set it to a few times the agents' `heartbeat`.
     #[serde(default = "default_heartbeat_overdue")]
@@ -55,63 +53,44 @@ fn default_heartbeat_overdue() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(Duration::from_secs(90)))
 }
 
-impl Default for IngestConfig {
+impl Default for RawIngestConfig {
     fn default() -> Self {
         Self { heartbeat_overdue: default_heartbeat_overdue() }
     }
 }
 
-impl IngestConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+impl RawIngestConfig {
+    /// Checks the section, adding every problem to `errors`, and gives the validated config.
+    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> IngestConfig {
         let d = self.heartbeat_overdue.get_ref().0;
         if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
             errors.push(file.error_at(self.heartbeat_overdue.span(), "heartbeat_overdue must be between 1s and 1d"));
         }
+        IngestConfig { heartbeat_overdue: d }
     }
 }
 
-/// Counters, readable while running.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub batches: AtomicU64,
-    pub events_new: AtomicU64,
-    pub events_duplicate: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub dropped_overload: AtomicU64,
-    pub acks: AtomicU64,
-    pub feed_records: AtomicU64,
+/// `[ingest]`, validated.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// When a silent gateway is marked offline.
+    pub heartbeat_overdue: Duration,
 }
 
-impl Metrics {
-    pub fn get(v: &AtomicU64) -> u64 {
-        v.load(Ordering::Relaxed)
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { heartbeat_overdue: default_heartbeat_overdue().get_ref().0 }
     }
 }
 
 fn inc(v: &AtomicU64, n: u64) {
-    v.fetch_add(n, Ordering::Relaxed);
-}
-
-/// A running collector core (broker, ingest, store).
-pub struct Collector {
-    /// Where gateways connect, when the broker is embedded.
-    pub broker: Option<SocketAddr>,
-    /// The embedded broker's private loopback port (behind the gate; it requires a per-start secret).
-    pub broker_internal: Option<SocketAddr>,
-    pub metrics: Arc<Metrics>,
-    writer_tx: mpsc::Sender<WriteOp>,
-    writer: std::thread::JoinHandle<()>,
-    /// Tasks that feed the writer: aborted first on shutdown.
-    feeders: Vec<tokio::task::JoinHandle<()>>,
-    mqtt: tokio::task::JoinHandle<()>,
-    confirmer: tokio::task::JoinHandle<()>,
-    uplink: Uplink,
+    Metrics::add(v, n);
 }
 
 /// How the collector publishes acks and feed records: rumqttd's in-process link (embedded broker) or its
 /// MQTT client (external broker).
 #[derive(Clone)]
-enum Uplink {
+pub enum Uplink {
     Client(AsyncClient),
     /// `LinkTx::publish` waits only for room in the router's channel (the router thread never waits on
     /// its links), so calling it from a task is brief.
@@ -119,6 +98,19 @@ enum Uplink {
 }
 
 impl Uplink {
+    /// Stops publishing: an MQTT client disconnects (true: its event loop then ends by itself once it has
+    /// sent what was queued); the in-process link has nothing to flush (false: stop its loop).
+    pub async fn disconnect(&self) -> bool {
+        match self {
+            Uplink::Client(client) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+                true
+            }
+            // What the confirmer published is already in the router.
+            Uplink::Local(_) => false,
+        }
+    }
+
     async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
         match self {
             Uplink::Client(c) => c.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| e.to_string()),
@@ -132,213 +124,102 @@ impl Uplink {
     }
 }
 
-/// Asks the store writer whether it still commits (see [`WriteOp::Ping`]).
-#[derive(Clone)]
-pub struct WriterProbe {
-    tx: mpsc::Sender<WriteOp>,
-}
+use shiftlens_common::clock::now_ms;
 
-impl WriterProbe {
-    /// True when the writer committed a transaction carrying this probe within `timeout`.
-    pub async fn alive(&self, timeout: Duration) -> bool {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let asked = async { self.tx.send(WriteOp::Ping(reply)).await.is_ok() && answer.await.is_ok() };
-        tokio::time::timeout(timeout, asked).await.unwrap_or(false)
-    }
-}
-
-impl Collector {
-    /// A handle for liveness checks. Drop it before [`Collector::shutdown`]: it keeps the writer open.
-    pub fn probe(&self) -> WriterProbe {
-        WriterProbe { tx: self.writer_tx.clone() }
-    }
-
-    /// Stops cleanly: no new messages are taken, everything already queued for the writer is committed,
-    /// the acks and feed records of those commits are published, then the MQTT client disconnects.
-    /// Waits at most `deadline` for the writer (it then keeps running detached: SQLite stays consistent).
-    ///
-    /// # Errors
-    /// The writer did not finish within `deadline`, or it panicked.
-    pub async fn shutdown(self, deadline: Duration) -> Result<(), ShutdownError> {
-        for t in &self.feeders {
-            t.abort();
-        }
-        for t in self.feeders {
-            let _ = t.await;
-        }
-        drop(self.writer_tx);
-        let writer = self.writer;
-        let joined = tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || writer.join())).await;
-        let result = match joined {
-            Err(_) => Err(ShutdownError::WriterTimeout(deadline)),
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(_) => Err(ShutdownError::WriterPanicked),
-        };
-        // The writer is gone, so the confirmer ends once it has published what was committed.
-        if tokio::time::timeout(Duration::from_secs(2), self.confirmer).await.is_err() {
-            tracing::warn!("acks of the last commits not all published; their agents will resend");
-        }
-        match &self.uplink {
-            Uplink::Client(client) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
-                // Let the event loop send what the confirmer queued and the disconnect.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.mqtt).await;
-            }
-            // What the confirmer published is already in the router.
-            Uplink::Local(_) => self.mqtt.abort(),
-        }
-        result
-    }
-}
-
-/// Why [`Collector::shutdown`] was not clean.
-#[derive(Debug, thiserror::Error)]
-pub enum ShutdownError {
-    #[error("the store writer did not finish within {0:?}")]
-    WriterTimeout(Duration),
-    #[error("the store writer thread panicked")]
-    WriterPanicked,
-}
-
-/// Why the collector could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// Starts the store writer, the embedded broker (unless external) and ingest. Returns once all are up
-/// (with the embedded broker: once ingest's subscriptions are acknowledged, so nothing published from
-/// then on is dropped for want of a subscriber).
+/// The collector's connection to the broker and the task that reads it: rumqttd's in-process link with
+/// the embedded broker, an MQTT client with an external one. The task subscribes to `filters` and says on
+/// `subscribed` when every subscription of the current connection is acknowledged; it never blocks, it
+/// queues publishes in `inbox` (counting those dropped for a full sender queue).
 ///
 /// # Errors
-/// The store cannot be opened or the broker cannot start.
-pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartError> {
-    let metrics = Arc::new(Metrics::default());
-    let (committed_tx, committed_rx) = mpsc::channel(4096);
-    let writer = Writer::spawn(&config.store, committed_tx)?;
-    let (dead_tx, mut dead_rx) = mpsc::channel::<DeadLetter>(1024);
-    let (embedded, local) = match config.broker.mode {
-        Mode::Embedded => {
-            let (e, link) = broker::start_embedded(&config.broker, dead_tx.clone()).await?;
-            (Some(e), Some(link))
-        }
-        Mode::External => (None, None),
-    };
-    let inbox = Arc::new(Inbox::new());
-
-    // MQTT loop: never blocks. Says when every subscription of the current connection is acknowledged.
-    let filters = config.broker.filters();
-    let (subscribed_tx, mut subscribed) = tokio::sync::watch::channel(false);
-    let (uplink, mqtt) = match local {
+/// Unreadable TLS files for the external broker.
+pub fn connect(
+    config: &BrokerConfig,
+    local: Option<broker::LocalLink>,
+    subscribed: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+    inbox: Arc<Inbox>,
+) -> Result<(Uplink, BoxFuture), broker::BrokerError> {
+    let filters = config.filters();
+    Ok(match local {
         Some(broker::LocalLink { tx, rx }) => {
             let tx = Arc::new(std::sync::Mutex::new(tx));
-            let task = local_loop(tx.clone(), rx, filters, subscribed_tx, metrics.clone(), inbox.clone());
-            (Uplink::Local(tx), tokio::spawn(task))
+            let task = local_loop(tx.clone(), rx, filters, subscribed, metrics, inbox);
+            (Uplink::Local(tx), Box::pin(task))
         }
         None => {
-            let (client, eventloop) = AsyncClient::new(broker::client_options(&config.broker)?, 10_000);
-            let task = client_loop(client.clone(), eventloop, filters, subscribed_tx, metrics.clone(), inbox.clone());
-            (Uplink::Client(client), tokio::spawn(task))
+            let (client, eventloop) = AsyncClient::new(broker::client_options(config)?, 10_000);
+            let task = client_loop(client.clone(), eventloop, filters, subscribed, metrics, inbox);
+            (Uplink::Client(client), Box::pin(task))
         }
-    };
+    })
+}
 
-    // Rejections by the broker's gate become dead letters too.
-    let mut feeders = Vec::new();
-    let wtx = writer.tx.clone();
-    feeders.push(tokio::spawn(async move {
-        while let Some(d) = dead_rx.recv().await {
-            if wtx.send(WriteOp::DeadLetter(d)).await.is_err() {
-                return;
+/// A task's future, for `topology` to spawn.
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// The decoder: takes publishes from `inbox` round-robin by sender, [`classify`]s them and hands each op to
+/// the writer (waiting for room: another gateway's batch waits behind at most one op of each sender).
+pub async fn decode(inbox: Arc<Inbox>, writer: mpsc::Sender<WriteOp>, limits: Limits) {
+    let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
+    loop {
+        let Some((sender, p)) = inbox.pop() else {
+            inbox.ready.notified().await;
+            continue;
+        };
+        let op = classify(&p.topic, &p.payload, &limits, now_ms());
+        if let WriteOp::DeadLetter(d) = &op {
+            if let Some(suppressed) = logs.check(sender, std::time::Instant::now()) {
+                tracing::warn!(topic = %d.topic, kind = %d.kind, reason = %d.reason, size = d.size, suppressed, "payload dead-lettered");
             }
         }
-    }));
-
-    // Decoder.
-    let limits = Limits {
-        max_batch_bytes: config.broker.max_packet_bytes().min(Limits::default().max_batch_bytes),
-        ..Limits::default()
-    };
-    let wtx = writer.tx.clone();
-    feeders.push(tokio::spawn(async move {
-        let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
-        loop {
-            let Some((sender, p)) = inbox.pop() else {
-                inbox.ready.notified().await;
-                continue;
-            };
-            let op = classify(&p.topic, &p.payload, &limits, now_ms());
-            if let WriteOp::DeadLetter(d) = &op {
-                if let Some(suppressed) = logs.check(sender, std::time::Instant::now()) {
-                    tracing::warn!(topic = %d.topic, kind = %d.kind, reason = %d.reason, size = d.size, suppressed, "payload dead-lettered");
-                }
-            }
-            if wtx.send(op).await.is_err() {
-                return;
-            }
-        }
-    }));
-
-    // Retention, hourly.
-    let wtx = writer.tx.clone();
-    feeders.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            if wtx.send(WriteOp::Prune { now_ms: now_ms() }).await.is_err() {
-                return;
-            }
-        }
-    }));
-
-    // Heartbeat sweep: not before `overdue` has passed since start, so gateways have time to report after
-    // a collector restart.
-    let wtx = writer.tx.clone();
-    let overdue = config.ingest.heartbeat_overdue.get_ref().0;
-    feeders.push(tokio::spawn(async move {
-        let overdue_ms = i64::try_from(overdue.as_millis()).unwrap_or(i64::MAX);
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + overdue,
-            (overdue / 4).clamp(Duration::from_millis(250), Duration::from_secs(15)),
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now_ms = now_ms();
-            if wtx.send(WriteOp::Overdue { cutoff_ms: now_ms.saturating_sub(overdue_ms), now_ms }).await.is_err() {
-                return;
-            }
-        }
-    }));
-
-    // Confirmer.
-    let confirmer = tokio::spawn(confirm(committed_rx, uplink.clone(), metrics.clone(), line_of));
-
-    // Gateways may connect to the embedded broker once this returns (and READY=1 is sent): until ingest's
-    // subscriptions exist, the broker would drop what they publish (they resend after their ack timeout).
-    if embedded.is_some() {
-        let waited = tokio::time::timeout(SUBSCRIBE_WAIT, subscribed.wait_for(|s| *s)).await;
-        if !matches!(waited, Ok(Ok(_))) {
-            tracing::warn!(wait = ?SUBSCRIBE_WAIT, "ingest not subscribed to the embedded broker yet; gateways resend what is lost meanwhile");
+        if writer.send(op).await.is_err() {
+            return;
         }
     }
-    Ok(Collector {
-        broker: embedded.as_ref().map(|e| e.listen),
-        broker_internal: embedded.as_ref().map(|e| e.internal),
-        metrics,
-        writer_tx: writer.tx,
-        writer: writer.thread,
-        feeders,
-        mqtt,
-        confirmer,
-        uplink,
-    })
+}
+
+/// The decode limits for a broker config: the batch limit is at most the largest packet the broker takes.
+pub fn limits(config: &BrokerConfig) -> Limits {
+    Limits { max_batch_bytes: config.max_packet_bytes.min(Limits::default().max_batch_bytes), ..Limits::default() }
+}
+
+/// Hands the broker gate's rejections to the writer as dead letters.
+pub async fn forward_dead_letters(mut rejected: mpsc::Receiver<DeadLetter>, writer: mpsc::Sender<WriteOp>) {
+    while let Some(d) = rejected.recv().await {
+        if writer.send(WriteOp::DeadLetter(d)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks the writer to apply retention, hourly (the first time at once).
+pub async fn retention(writer: mpsc::Sender<WriteOp>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        if writer.send(WriteOp::Prune { now_ms: now_ms() }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The heartbeat sweep: marks offline every gateway whose last status is older than `overdue`. Not before
+/// `overdue` has passed since start, so gateways have time to report after a collector restart.
+pub async fn heartbeat_sweep(writer: mpsc::Sender<WriteOp>, overdue: Duration) {
+    let overdue_ms = i64::try_from(overdue.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + overdue,
+        (overdue / 4).clamp(Duration::from_millis(250), Duration::from_secs(15)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now_ms = now_ms();
+        if writer.send(WriteOp::Overdue { cutoff_ms: now_ms.saturating_sub(overdue_ms), now_ms }).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The MQTT loop with an external broker: polls the client, subscribes on every ConnAck.
@@ -441,9 +322,6 @@ async fn local_loop(
     }
 }
 
-/// How long [`start`] waits for ingest's subscriptions on the embedded broker.
-const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
-
 /// At most one log line per sender per this period for the same trouble (dead letters, a full queue).
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Senders whose log lines are limited one by one; more share one limit.
@@ -453,13 +331,19 @@ pub const INBOX_PER_SENDER: usize = 64;
 const INBOX_TOTAL: usize = 1024;
 
 /// Publishes waiting for the decoder, one queue per sender, served round-robin.
-struct Inbox {
+pub struct Inbox {
     queue: std::sync::Mutex<FairQueue<String, rumqttc::Publish>>,
     ready: tokio::sync::Notify,
 }
 
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Inbox {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             queue: std::sync::Mutex::new(FairQueue::new(INBOX_PER_SENDER, INBOX_TOTAL)),
             ready: tokio::sync::Notify::new(),
@@ -536,7 +420,9 @@ pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) 
     }
 }
 
-async fn confirm(mut rx: mpsc::Receiver<Committed>, uplink: Uplink, m: Arc<Metrics>, line_of: LineOf) {
+/// The confirmer: for what the writer committed, publishes the ack and the downtime feed records, and
+/// counts. Ends when the writer is gone and everything it committed is published.
+pub async fn confirm(mut rx: mpsc::Receiver<Committed>, uplink: Uplink, m: Arc<Metrics>, line_of: LineOf) {
     while let Some(c) = rx.recv().await {
         match c {
             Committed::Stored { site, gateway, epoch, seqs, new } => {

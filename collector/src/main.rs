@@ -1,7 +1,10 @@
+//! The `shiftlens-collector` binary: the CLI only (clap). It parses the command line, loads and validates
+//! the config, and hands over: `run` to [`topology::run`], the other commands to their modules.
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shiftlens_collector::store::{self, events};
-use shiftlens_collector::{feed, http, ingest, Config};
+use shiftlens_collector::{feed, topology, Config};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -114,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let result = rt.block_on(run(config));
+            let result = rt.block_on(topology::run(config));
             // Tasks still parked in blocking calls must not hold the exit.
             rt.shutdown_timeout(Duration::from_secs(2));
             result
@@ -136,68 +139,13 @@ fn main() -> anyhow::Result<()> {
                 let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
                 (rows, feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?)
             };
-            let line = |d: &shiftlens_collector::timeline::Downtime| {
-                lines.get(&(d.site.to_string(), d.asset.to_string())).cloned()
-            };
-            let records: Vec<feed::Record> = rows.iter().map(|d| feed::Record::new(d, line(d))).collect();
+            let records: Vec<feed::Record> =
+                rows.iter().map(|d| feed::Record::new(d, lines.line(&d.site, &d.asset))).collect();
             match format {
                 Format::Csv => print!("{}", feed::to_csv(&records)?),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
             }
             Ok(())
-        }
-    }
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Installed first, so a SIGTERM during startup is not fatal either.
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let lines = match config.store.backend {
-        store::Backend::Sqlite => feed::AssetLines::line_of(&config.store.path),
-        store::Backend::Postgres => store::pg::read::line_of(&store::pg::Target::from_store(&config.store)?),
-    };
-    let collector = ingest::start(&config, lines).await.context("starting the collector")?;
-    if let Some(addr) = collector.broker {
-        // Tests and operators read this line to find the bound port.
-        println!("broker listening on {addr}");
-    }
-    let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
-    let addr = http::serve_with(config.http.bind.get_ref(), http::router(state), config.http.limits())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.bind.get_ref()))?;
-    println!("http listening on {addr}");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let watchdog = tokio::spawn(watchdog(collector.probe()));
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: committing what is queued");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    watchdog.abort();
-    let _ = watchdog.await;
-    collector.shutdown(Duration::from_secs(10)).await.context("stopping the store writer")?;
-    tracing::info!("stopped cleanly");
-    Ok(())
-}
-
-/// Pets the systemd watchdog (WatchdogSec) at half its period, but only while the store writer still
-/// commits: a wedged writer stops the pets and systemd restarts the collector.
-async fn watchdog(probe: ingest::WriterProbe) {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) {
-        return;
-    }
-    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if probe.alive(period).await {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-        } else {
-            tracing::warn!("store writer did not answer the watchdog probe");
         }
     }
 }

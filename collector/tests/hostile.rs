@@ -11,7 +11,7 @@ mod support;
 
 use http_support::{get, plant, request, seed, SMALL};
 use rumqttc::{MqttOptions, QoS};
-use shiftlens_collector::ingest::{self, Collector};
+use shiftlens_collector::topology::{self, Collector};
 use shiftlens_collector::{feed, http, Config};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::wire::encode_batch;
@@ -121,9 +121,9 @@ impl World {
         let text =
             config_text(dir.path(), &pki.leaf("localhost"), broker) + "\n[people]\ntimezone = \"Europe/Berlin\"\n";
         let cfg = Config::from_file(&ConfigFile::from_text(dir.path().join("collector.toml"), text)).unwrap();
-        let collector = ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
+        let collector = topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
         let state = http::AppState::new(&cfg, Some(collector.metrics.clone())).unwrap();
-        let web = http::serve_with("127.0.0.1:0", http::router(state), cfg.http.limits()).await.unwrap();
+        let web = http::serve_with("127.0.0.1:0", http::router(state), cfg.http.limits).await.unwrap();
         let gate = collector.broker.unwrap();
         let mut good = agent(gate, &pki, "good");
         assert!(wait_for(&mut good, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
@@ -342,7 +342,7 @@ async fn closed(s: &mut TcpStream) -> bool {
 async fn start_gate(dir: &Path, pki: &Pki, broker: &str) -> Collector {
     init_logs();
     let cfg = config(dir, &pki.leaf("localhost"), broker);
-    ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap()
+    topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 mod support;
 
 use rumqttc::{MqttOptions, QoS};
-use shiftlens_collector::{feed, ingest};
+use shiftlens_collector::{feed, topology};
 use shiftlens_common::status::Status;
 use shiftlens_common::wire::encode_batch;
 use shiftlens_common::{Batch, SiteId, Topic};
@@ -15,10 +15,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use support::*;
 
-async fn start(dir: &std::path::Path, pki: &Pki, extra: &str) -> ingest::Collector {
+async fn start(dir: &std::path::Path, pki: &Pki, extra: &str) -> topology::Collector {
     init_logs();
     let cfg = config(dir, &pki.leaf("localhost"), extra);
-    ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap()
+    topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap()
 }
 
 fn site_id(s: &str) -> SiteId {
@@ -210,7 +210,7 @@ async fn certificates_from_the_pki_command_are_accepted_by_the_gate_for_what_the
     let server = shiftlens_collector::broker::TlsFiles { ca: ca.ca_path(), cert, key };
     init_logs();
     let cfg = config(dir.path(), &server, "feed_readers = [\"it-feed\"]");
-    let collector = ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
+    let collector = topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap();
     let addr = collector.broker.unwrap();
     let files = |kind: &Kind| {
         let (cert, key) = ca.issue(kind, 30, now).unwrap();

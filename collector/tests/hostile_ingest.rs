@@ -6,7 +6,8 @@
 
 mod support;
 
-use shiftlens_collector::ingest::{self, Collector, Metrics};
+use shiftlens_collector::metrics::Metrics;
+use shiftlens_collector::topology::{self, Collector};
 use shiftlens_collector::{feed, Config};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::{AssetId, Batch, Event, EventBody, MachineState};
@@ -51,7 +52,7 @@ async fn start(dir: &std::path::Path, pki: &Pki, store: &str) -> Collector {
     capture_logs();
     let text = config_text(dir, &pki.leaf("localhost"), "").replace("[store]\n", &format!("[store]\n{store}\n"));
     let cfg = Config::from_file(&ConfigFile::from_text(dir.join("collector.toml"), text)).unwrap();
-    ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap()
+    topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap()
 }
 
 async fn connected(addr: std::net::SocketAddr, pki: &Pki, gw: &str) -> TestClient {

@@ -8,7 +8,8 @@ mod http_support;
 use http_support::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shiftlens_collector::http::{api::REPORTS, openapi};
+use shiftlens_collector::http::openapi;
+use shiftlens_collector::query::CATALOGUE as REPORTS;
 use shiftlens_collector::Config;
 use shiftlens_common::config::ConfigFile;
 use std::net::SocketAddr;
@@ -188,9 +189,9 @@ fn config_refuses_a_network_bind_without_tokens_and_bad_hashes() {
 fn config_range_checks_the_http_limits_and_public_names_by_position() {
     let load = |text: &str| Config::from_file(&ConfigFile::from_text("collector.toml", text.to_string()));
     let c = load("[http]\n").unwrap();
-    let l = c.http.limits();
+    let l = c.http.limits;
     assert_eq!((l.header_timeout.as_secs(), l.request_timeout.as_secs(), l.max_connections), (10, 60, 256));
-    assert_eq!((c.http.bounds().max_window_ms / 86_400_000, c.http.bounds().max_rows), (1096, 10_000));
+    assert_eq!((c.http.bounds.max_window_ms / 86_400_000, c.http.bounds.max_rows), (1096, 10_000));
     let e = load("[http]\nmax_rows = 0\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"2h\"\nmax_window = \"100000d\"\npublic_names = [\"https://x.example/\"]\n")
         .unwrap_err()
         .to_string();
@@ -206,7 +207,7 @@ fn config_range_checks_the_http_limits_and_public_names_by_position() {
     }
     let ok = load("[http]\npublic_names = [\"dashboard.plant.example\", \"10.0.0.5:8443\"]\nmax_window = \"30d\"\n")
         .unwrap();
-    assert_eq!(ok.http.bounds().max_window_ms, 30 * 86_400_000);
+    assert_eq!(ok.http.bounds.max_window_ms, 30 * 86_400_000);
 }
 
 fn tokens(dir: &std::path::Path) -> String {
@@ -370,11 +371,80 @@ async fn downtime_stored_by_ingest_shows_up_without_a_restart() {
     assert_eq!(events().await, before + 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_saves_the_join_snapshot_as_the_report_command_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    let plant = plant(SMALL);
+    seed(&db, &plant);
+    let (addr, _) = spawn(&config(&db, "")).await;
+    assert_eq!(get(addr, &format!("/downtime?{YEAR}")).await.status, 200);
+    // The page's load joined the stored downtime and keeps each event's join as a snapshot, saved beside
+    // the request (which does not wait for it); the wait ends as soon as it is there.
+    let conn = shiftlens_collector::store::open_reader(&db).unwrap();
+    let saved = || shiftlens_collector::store::people::latest_snapshots(&conn).unwrap().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while saved() < plant.downtime.len() {
+        assert!(std::time::Instant::now() < deadline, "the join snapshot was never saved");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(saved(), plant.downtime.len());
+    let first = shiftlens_collector::join::event_key(&plant.downtime[0]);
+    let r = shiftlens_collector::store::reads::Reader::open(&db).unwrap();
+    assert_eq!(r.snapshots(&first).unwrap().len(), 1, "one revision of {first}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_command_and_the_api_show_the_same_rows_for_every_catalogue_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("collector.db");
+    seed(&db, &plant(SMALL));
+    let toml = dir.path().join("collector.toml");
+    let text = format!("[store]\npath = {:?}\n\n[people]\ntimezone = \"Europe/Berlin\"\n", db.display().to_string());
+    std::fs::write(&toml, text).unwrap();
+    let (addr, _) = spawn(&config(&db, "")).await;
+    let (from, to) = ("2025-01-01", "2025-07-01");
+    for e in &REPORTS {
+        let name = e.path.trim_start_matches("/api/v1/");
+        // The command's options where its defaults differ from the API's.
+        let (cli, api): (Vec<&str>, &str) = match name {
+            "coverage" => (vec!["--group", "crew"], ""),
+            "whatif" => (vec!["--change", "p0001:opc-ua:4"], "&change=p0001:opc-ua:4"),
+            "join" => (vec![], "&limit=10000"),
+            _ => (vec![], ""),
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+            .args(["report", name, "--format", "json", "--from", from, "--to", to, "--config"])
+            .arg(&toml)
+            .args(&cli)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let served = get(addr, &format!("{}?from={from}&to={to}{api}", e.path)).await.json();
+        let columns: Vec<String> = serde_json::from_value(printed["columns"].clone()).unwrap();
+        let rows: Vec<serde_json::Value> = printed["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::Value::Object(columns.iter().cloned().zip(r.as_array().unwrap().iter().cloned()).collect())
+            })
+            .collect();
+        let served = served["rows"].as_array().unwrap_or_else(|| panic!("{name}: {served}"));
+        assert!(!rows.is_empty(), "{name}: no rows to compare");
+        assert_eq!(rows.len(), served.len(), "{name}: the command and the API differ in rows");
+        for (i, (a, b)) in rows.iter().zip(served).enumerate() {
+            assert_eq!(a, b, "{name}: row {i} differs between the command and the API");
+        }
+    }
+}
+
 #[test]
 fn the_example_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.http.bind.get_ref(), "127.0.0.1:8080");
+    assert_eq!(c.http.bind.to_string(), "127.0.0.1:8080");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +477,7 @@ async fn pages_name_people_and_skills_unless_pseudonymized() {
     seed(&db, &plant(SMALL));
     let (named, _) = spawn(&config(&db, "")).await;
     let mut c = config(&db, "");
-    c.people.pseudonymize = true;
+    c.people_settings.pseudonymize = true;
     let (pseudo, _) = spawn(&c).await;
     let path = format!("/priorities?{YEAR}&per_person=true");
     let page = get(named, &path).await;
@@ -431,7 +501,7 @@ async fn the_what_if_page_offers_pseudonyms_when_configured_and_leaks_no_ids() {
     let db = dir.path().join("collector.db");
     seed(&db, &plant(SMALL));
     let mut c = config(&db, "");
-    c.people.pseudonymize = true;
+    c.people_settings.pseudonymize = true;
     let (addr, _) = spawn(&c).await;
     let form = get(addr, &format!("/whatif?{YEAR}")).await;
     assert_eq!(form.status, 200);

@@ -5,7 +5,7 @@
 mod support;
 
 use rumqttc::{LastWill, QoS};
-use shiftlens_collector::{feed, ingest};
+use shiftlens_collector::{feed, topology};
 use shiftlens_common::status::Status;
 use shiftlens_common::wire::encode_batch;
 use shiftlens_common::{AssetId, Batch, Event, EventBody, MachineState, Topic};
@@ -16,7 +16,7 @@ async fn start(dir: &std::path::Path, pki: &Pki, extra: &str) -> std::net::Socke
     init_logs();
     let server = pki.leaf("localhost");
     let cfg = config(dir, &server, extra);
-    ingest::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap().broker.unwrap()
+    topology::start(&cfg, feed::AssetLines::line_of(&cfg.store.path)).await.unwrap().broker.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

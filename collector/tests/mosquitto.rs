@@ -6,7 +6,7 @@
 
 mod support;
 
-use shiftlens_collector::{feed, ingest, Config};
+use shiftlens_collector::{feed, topology, Config};
 use shiftlens_common::config::ConfigFile;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -165,7 +165,7 @@ async fn batches_through_mosquitto_with_mtls_are_stored_and_acked_via_the_shared
     let pki = Pki::new(dir.path(), "plant");
     let broker = spawn_mosquitto(dir.path(), &pki).await;
     let cfg = external_config(dir.path(), broker.addr.port(), &pki.leaf("shiftlens-collector"));
-    let collector = ingest::start(&cfg, feed::no_lines()).await.unwrap();
+    let collector = topology::start(&cfg, feed::no_lines()).await.unwrap();
     assert!(collector.broker.is_none(), "external mode runs no broker of its own");
 
     let mut a = agent(broker.addr, &pki, "gw-1");
@@ -222,7 +222,7 @@ async fn collectors_split_the_load_by_site() {
         std::fs::create_dir_all(&d).unwrap();
         let keys = format!("client_id = \"shiftlens-{name}\"\nsites = [\"{site}\"]");
         let cfg = external_config_with(&d, broker.addr.port(), &files, &keys);
-        collectors.push((d.join("collector.db"), ingest::start(&cfg, feed::no_lines()).await.unwrap()));
+        collectors.push((d.join("collector.db"), topology::start(&cfg, feed::no_lines()).await.unwrap()));
     }
 
     // gw-1 reports for plant-a, gw-2 for plant-b; each resends until acked, as the agent does.

@@ -5,7 +5,7 @@
 
 mod support;
 
-use shiftlens_collector::{feed, ingest, Config};
+use shiftlens_collector::{feed, metrics, topology, Config};
 use shiftlens_common::config::ConfigFile;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -94,8 +94,8 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
     pg.create_db(name);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let pki = Pki::new(d1.path(), "plant");
-    let c1 = ingest::start(&pg_config(&pg, d1.path(), &pki, name), feed::no_lines()).await.unwrap();
-    let c2 = ingest::start(&pg_config(&pg, d2.path(), &pki, name), feed::no_lines()).await.unwrap();
+    let c1 = topology::start(&pg_config(&pg, d1.path(), &pki, name), feed::no_lines()).await.unwrap();
+    let c2 = topology::start(&pg_config(&pg, d2.path(), &pki, name), feed::no_lines()).await.unwrap();
     let batches: Vec<_> = (0..20).map(|i| batch("gw-1", 5, i * 50 + 1, 50)).collect();
     // Everything reaches the first collector; then all of it again (a redelivery) reaches the second, and
     // half of it the first again.
@@ -104,9 +104,9 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
     publish_all(c1.broker.unwrap(), &pki, "gw-1", &batches[..10]).await;
     let stored = pg.psql(name, "SELECT count(*), count(DISTINCT (site, gateway, epoch, seq)) FROM shiftlens.events");
     assert_eq!(stored, "1000|1000");
-    let new = ingest::Metrics::get(&c1.metrics.events_new) + ingest::Metrics::get(&c2.metrics.events_new);
+    let new = metrics::Metrics::get(&c1.metrics.events_new) + metrics::Metrics::get(&c2.metrics.events_new);
     assert_eq!(new, 1000, "each event counted new exactly once");
-    let dup = ingest::Metrics::get(&c1.metrics.events_duplicate) + ingest::Metrics::get(&c2.metrics.events_duplicate);
+    let dup = metrics::Metrics::get(&c1.metrics.events_duplicate) + metrics::Metrics::get(&c2.metrics.events_duplicate);
     assert_eq!(dup, 1500);
     c1.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
     c2.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
@@ -114,7 +114,7 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
 
 /// Ingests `batches` of gateway `gw` into a SQLite collector in `dir` (config from [`config`]).
 async fn ingest_sqlite(dir: &Path, pki: &Pki, gw: &str, batches: &[shiftlens_common::Batch]) {
-    let c = ingest::start(&config(dir, &pki.leaf("localhost"), ""), feed::no_lines()).await.unwrap();
+    let c = topology::start(&config(dir, &pki.leaf("localhost"), ""), feed::no_lines()).await.unwrap();
     publish_all(c.broker.unwrap(), pki, gw, batches).await;
     c.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
 }
@@ -168,7 +168,7 @@ async fn migrate_copies_a_sqlite_store_resumably_and_the_bi_view_matches_the_fee
     let want: Vec<String> = rows
         .iter()
         .map(|d| {
-            let r = feed::Record::new(d, lines.get(&(d.site.to_string(), d.asset.to_string())).cloned());
+            let r = feed::Record::new(d, lines.line(&d.site, &d.asset));
             format!(
                 "{}|{}|{}|{}|{}|{}|{}|{}",
                 r.schema,
@@ -275,7 +275,7 @@ async fn a_database_restart_during_ingest_stops_acks_loses_nothing_and_ingest_re
     pg.create_db(name);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
-    let c = ingest::start(&pg_config(&pg, dir.path(), &pki, name), feed::no_lines()).await.unwrap();
+    let c = topology::start(&pg_config(&pg, dir.path(), &pki, name), feed::no_lines()).await.unwrap();
     let batches: Vec<_> = (0..100).map(|i| batch("gw-1", 9, i * 100 + 1, 100)).collect();
     let mut a = agent(c.broker.unwrap(), &pki, "gw-1");
     assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());

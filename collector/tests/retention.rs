@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use shiftlens_collector::feed;
-use shiftlens_collector::http::data::Dataset;
 use shiftlens_collector::people::Settings;
+use shiftlens_collector::query::Dataset;
 use shiftlens_collector::store::events::{query_downtime, DowntimeFilter, Rows};
 use shiftlens_collector::store::{open_reader, Committed, StoreConfig, WriteOp, Writer};
 use shiftlens_collector::timeline::{Downtime, FirstOut};
-use shiftlens_common::config::{HumanDuration, Spanned};
+use shiftlens_common::config::HumanDuration;
 use shiftlens_common::{Alarm, AssetId, Batch, Event, EventBody, GatewayId, MachineState, SiteId};
 use std::path::Path;
 use std::time::Duration;
@@ -54,7 +54,7 @@ fn downtime(asset: &str, start_ms: i64, end_ms: i64, reason: Option<&str>) -> Do
 
 fn config(db: &Path) -> StoreConfig {
     let retention = HumanDuration(Duration::from_secs(RETENTION_H as u64 * 3600));
-    StoreConfig { path: db.to_path_buf(), retention: Spanned::new(0..0, retention), ..StoreConfig::default() }
+    StoreConfig { path: db.to_path_buf(), retention: retention.0, ..StoreConfig::default() }
 }
 
 /// Sends `op` and waits until the transaction that took it has committed (a ping queued after it is
@@ -158,7 +158,8 @@ fn retention_deletes_events_that_arrived_before_the_cutoff_and_keeps_the_downtim
         (record.asset.as_str(), record.start.as_str(), record.state.as_str(), record.duration_s),
         ("press-1", feed::rfc3339(OLD + 10 * MIN).as_str(), "closed", Some(1800.0))
     );
-    let ds = Dataset::load(&open_reader(&db).unwrap(), Settings::default()).unwrap();
+    let ds = Dataset::load(&db, Settings::default(), None).unwrap();
+    assert_eq!(ds.save_snapshot(&db).unwrap().new, 4);
     assert_eq!(ds.downtime, want);
     assert_eq!(ds.events.len(), 4);
     assert_eq!((ds.events[0].asset.as_str(), ds.events[0].start_ms), ("press-1", OLD + 10 * MIN));

@@ -3,9 +3,11 @@
 //! Nothing here does I/O beyond reading a config file: no tokio, no SQLite, no MQTT. The agent and
 //! the collector depend on this crate and never on each other.
 
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod pem;
 pub mod status;
 pub mod topic;
 pub mod wire;

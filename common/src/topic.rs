@@ -33,6 +33,23 @@ pub struct TopicError {
 pub const ALL_EVENTS: &str = "shiftlens/v1/+/+/events";
 /// Subscription filter for every gateway's status.
 pub const ALL_STATUS: &str = "shiftlens/v1/+/+/status";
+/// Subscription filter for every site's downtime feed.
+pub const ALL_DOWNTIME: &str = "shiftlens/v1/+/downtime";
+
+/// Subscription filter for the event batches of every gateway of one site.
+pub fn site_events(site: &SiteId) -> String {
+    format!("{PREFIX}/{site}/+/events")
+}
+
+/// Subscription filter for the status of every gateway of one site.
+pub fn site_status(site: &SiteId) -> String {
+    format!("{PREFIX}/{site}/+/status")
+}
+
+/// A shared subscription (MQTT 5 and Mosquitto): each message of `filter` goes to one member of `group`.
+pub fn shared(group: &str, filter: &str) -> String {
+    format!("$share/{group}/{filter}")
+}
 
 impl Topic {
     /// Parses a topic name (not a filter).
@@ -89,6 +106,15 @@ mod tests {
             assert_eq!(Topic::parse(&t.to_string()).unwrap(), t);
         }
         assert_eq!(Topic::Events { site, gateway }.to_string(), "shiftlens/v1/plant-a/gw_1/events");
+    }
+
+    #[test]
+    fn filters_are_built_here() {
+        let (site, _) = ids();
+        assert_eq!(site_events(&site), "shiftlens/v1/plant-a/+/events");
+        assert_eq!(site_status(&site), "shiftlens/v1/plant-a/+/status");
+        assert_eq!(shared("g", ALL_EVENTS), "$share/g/shiftlens/v1/+/+/events");
+        assert_eq!(ALL_DOWNTIME, format!("{PREFIX}/+/downtime"));
     }
 
     #[test]

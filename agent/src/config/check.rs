@@ -8,7 +8,7 @@
 //!
 //! Every problem is reported at once, each located at the option it is about.
 
-use super::Config;
+use super::RawConfig as Config;
 use crate::source::opcua::Identity;
 use shiftlens_common::config::{ConfigError, ConfigFile};
 use std::ops::Range;
@@ -114,29 +114,20 @@ impl Checker<'_> {
         }
         if let Some(ca) = &u.ca {
             let at = [Key("uplink"), Key("ca")];
-            if let Some(pem) = self.read(&at, "CA file", ca) {
-                let certs = self.certs(&at, "CA file", ca, &pem);
-                for der in &certs {
-                    self.validity(&at, "CA certificate", ca, der);
-                }
+            for der in &self.certs(&at, "CA file", ca) {
+                self.validity(&at, "CA certificate", ca, der);
             }
         }
         let (Some(cert_path), Some(key_path)) = (&u.cert, &u.key) else { return };
         let (cert_at, key_at) = ([Key("uplink"), Key("cert")], [Key("uplink"), Key("key")]);
-        let certs = match self.read(&cert_at, "client certificate", cert_path) {
-            Some(pem) => self.certs(&cert_at, "client certificate", cert_path, &pem),
-            None => Vec::new(),
-        };
-        let key = self.read(&key_at, "client key", key_path).and_then(|pem| {
-            use rustls::pki_types::pem::PemObject;
-            match rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    self.error(&key_at, format!("client key {} is not a PEM private key: {e}", key_path.display()));
-                    None
-                }
+        let certs = self.certs(&cert_at, "client certificate", cert_path);
+        let key = match shiftlens_common::pem::private_key("client key", key_path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.error(&key_at, e.to_string());
+                None
             }
-        });
+        };
         let Some(leaf) = certs.first() else { return };
         self.validity(&cert_at, "client certificate", cert_path, leaf);
         if let Some(key) = key {
@@ -184,26 +175,17 @@ impl Checker<'_> {
         }
     }
 
-    /// The certificates of a PEM file (at least one), or an error.
+    /// The certificates of a PEM file (at least one), or an error (the one PEM loader, `common::pem`).
     fn certs(
         &mut self,
         at: &[Seg<'_>],
-        what: &str,
+        what: &'static str,
         path: &Path,
-        pem: &[u8],
     ) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-        use rustls::pki_types::pem::PemObject;
-        match rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
-            Ok(v) if !v.is_empty() => v,
-            Ok(_) => {
-                self.error(at, format!("{what} {} holds no PEM certificate", path.display()));
-                Vec::new()
-            }
-            Err(e) => {
-                self.error(at, format!("{what} {} is not valid PEM: {e}", path.display()));
-                Vec::new()
-            }
-        }
+        shiftlens_common::pem::certificates(what, path).unwrap_or_else(|e| {
+            self.error(at, e.to_string());
+            Vec::new()
+        })
     }
 
     /// An expired (or not yet valid) certificate is an error, one expiring within [`EXPIRY_WARNING`] a warning.

@@ -8,7 +8,7 @@
 //! problem exactly as it always did. Spans stay byte offsets into the file: each part is parsed behind a
 //! comment as long as the text before it.
 
-use super::{ranges, Config};
+use super::{ranges, RawConfig as Config};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigFile, Spanned};
 use std::ops::Range;
@@ -55,7 +55,7 @@ struct Points {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DevicePoints {
-    points: Vec<Spanned<crate::source::modbus::ModbusPoint>>,
+    points: Vec<Spanned<super::modbus::RawModbusPoint>>,
 }
 
 /// Parses `text` (the file's or a part of it at the same offsets) when it has no error at all.

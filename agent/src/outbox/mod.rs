@@ -26,7 +26,8 @@ pub mod writer;
 use crate::Observation;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Deserialize;
-use shiftlens_common::config::{ByteSize, ConfigError, ConfigFile, Spanned};
+use shiftlens_common::clock::now_ms;
+use shiftlens_common::config::ByteSize;
 use shiftlens_common::{AssetId, Event, EventBody, GapReason};
 use std::path::{Path, PathBuf};
 
@@ -36,22 +37,12 @@ pub const GAP_ASSET: &str = "_agent";
 /// Fixed per-row overhead counted against `max_bytes` besides body and asset.
 const ROW_OVERHEAD: u64 = 24;
 
-/// `[outbox]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[outbox]`, validated.
+#[derive(Debug, Clone)]
 pub struct OutboxConfig {
-    /// The database file.
-    #[serde(default = "default_path")]
     pub path: PathBuf,
-    /// Bound on stored events (bodies, asset ids and a small per-row overhead), e.g. "256MiB".
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: Spanned<ByteSize>,
-    /// Events held in memory while the database cannot be written (disk full), e.g. "16MiB".
-    #[serde(default = "default_memory_bytes")]
-    pub memory_bytes: Spanned<ByteSize>,
-    /// SQLite `synchronous`: `normal` (WAL default; survives process crashes, may lose the last commits on
-    /// power loss) or `full` (fsync on every commit).
-    #[serde(default)]
+    pub max_bytes: ByteSize,
+    pub memory_bytes: ByteSize,
     pub synchronous: Synchronous,
 }
 
@@ -64,22 +55,12 @@ pub enum Synchronous {
     Full,
 }
 
-fn default_path() -> PathBuf {
-    PathBuf::from("/var/lib/shiftlens/outbox.db")
-}
-fn default_max_bytes() -> Spanned<ByteSize> {
-    Spanned::new(0..0, ByteSize(256 << 20))
-}
-fn default_memory_bytes() -> Spanned<ByteSize> {
-    Spanned::new(0..0, ByteSize(16 << 20))
-}
-
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
-            path: default_path(),
-            max_bytes: default_max_bytes(),
-            memory_bytes: default_memory_bytes(),
+            path: PathBuf::from("/var/lib/shiftlens/outbox.db"),
+            max_bytes: ByteSize(256 << 20),
+            memory_bytes: ByteSize(16 << 20),
             synchronous: Synchronous::default(),
         }
     }
@@ -89,15 +70,6 @@ impl OutboxConfig {
     /// A config for `path` with the defaults otherwise.
     pub fn at(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into(), ..Self::default() }
-    }
-
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        if self.max_bytes.get_ref().0 < 1 << 20 {
-            errors.push(file.error_at(self.max_bytes.span(), "outbox max_bytes must be at least 1MiB"));
-        }
-        if self.memory_bytes.get_ref().0 < 64 << 10 {
-            errors.push(file.error_at(self.memory_bytes.span(), "outbox memory_bytes must be at least 64KiB"));
-        }
     }
 }
 
@@ -293,7 +265,7 @@ impl Outbox {
             conn,
             path,
             epoch,
-            max_bytes: config.max_bytes.get_ref().0,
+            max_bytes: config.max_bytes.0,
             rows: rows as u64,
             bytes: bytes as u64,
             dropped,
@@ -608,11 +580,4 @@ fn set_aside_if_empty(path: &Path) {
 
 fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-}
-
-/// Wall clock, UTC milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

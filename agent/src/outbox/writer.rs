@@ -104,7 +104,11 @@ impl Writer {
             }
             if failing_since.is_none() && self.queue.items.is_empty() && alive.elapsed() >= ALIVE {
                 alive = Instant::now();
-                let touched = self.outbox.lock().unwrap_or_else(PoisonError::into_inner).touch_run(super::now_ms());
+                let touched = self
+                    .outbox
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .touch_run(shiftlens_common::clock::now_ms());
                 if let Err(e) = touched {
                     tracing::debug!(error = %e, "cannot record that the run is alive");
                 }

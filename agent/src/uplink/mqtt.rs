@@ -12,15 +12,14 @@
 
 use super::failure::{self, Failure, FailureLog};
 use super::window::Window;
-use super::{Backoff, Broker, UplinkConfig};
-use crate::health::{self, Health};
-use crate::outbox::{now_ms, Outbox, OutboxError};
+use super::{Backoff, Broker, Pending, UplinkConfig};
+use crate::health::Health;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS, TlsConfiguration, Transport,
 };
+use shiftlens_common::clock::now_ms;
 use shiftlens_common::status::Status;
 use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -30,10 +29,8 @@ use tokio::sync::{mpsc, watch};
 pub enum UplinkError {
     #[error("invalid uplink config: {0}")]
     Config(String),
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
-    #[error("{what} {}: {detail}", path.display())]
-    Pem { what: &'static str, path: std::path::PathBuf, detail: String },
+    #[error(transparent)]
+    Pem(#[from] shiftlens_common::pem::PemError),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -73,7 +70,7 @@ impl Params {
         let broker = c.broker().map_err(UplinkError::Config)?;
         let id = c.client_id.clone().unwrap_or_else(|| format!("shiftlens-{}-{}", self.site, self.gateway));
         let mut o = MqttOptions::new(id, broker.host.clone(), broker.port);
-        o.set_keep_alive(c.keep_alive.0.max(Duration::from_secs(1)))
+        o.set_keep_alive(c.keep_alive.max(Duration::from_secs(1)))
             .set_clean_session(true)
             .set_max_packet_size(2 << 20, 2 << 20)
             .set_last_will(LastWill::new(
@@ -83,7 +80,7 @@ impl Params {
                 true,
             ));
         if let (Some(u), Some(p)) = (&c.username, &c.password) {
-            o.set_credentials(u.clone(), p.get_ref().0.clone());
+            o.set_credentials(u.clone(), p.0.clone());
         } else if let Some(u) = &c.username {
             o.set_credentials(u.clone(), "");
         }
@@ -94,44 +91,20 @@ impl Params {
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, UplinkError> {
-    std::fs::read(path).map_err(|source| UplinkError::Read { what, path: path.to_path_buf(), source })
-}
-
 fn tls_config(c: &UplinkConfig, _broker: &Broker) -> Result<TlsConfiguration, UplinkError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use shiftlens_common::pem;
     install_crypto_provider();
-    let pem_err = |what, path: &Path, e: rustls::pki_types::pem::Error| UplinkError::Pem {
-        what,
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    };
     let ca_path = c.ca.as_deref().ok_or_else(|| UplinkError::Config("mqtts:// needs `ca`".into()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&read("CA file", ca_path)?) {
-        roots.add(cert.map_err(|e| pem_err("CA file", ca_path, e))?)?;
-    }
-    if roots.is_empty() {
-        return Err(UplinkError::Pem { what: "CA file", path: ca_path.to_path_buf(), detail: "no certificate".into() });
+    for cert in pem::certificates("CA file", ca_path)? {
+        roots.add(cert)?;
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match (&c.cert, &c.key) {
-        (Some(cert_path), Some(key_path)) => {
-            let certs = CertificateDer::pem_slice_iter(&read("client certificate", cert_path)?)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| pem_err("client certificate", cert_path, e))?;
-            if certs.is_empty() {
-                return Err(UplinkError::Pem {
-                    what: "client certificate",
-                    path: cert_path.clone(),
-                    detail: "no certificate".into(),
-                });
-            }
-            let key = PrivateKeyDer::from_pem_slice(&read("client key", key_path)?)
-                .map_err(|e| pem_err("client key", key_path, e))?;
-            builder.with_client_auth_cert(certs, key)?
-        }
+        (Some(cert_path), Some(key_path)) => builder.with_client_auth_cert(
+            pem::certificates("client certificate", cert_path)?,
+            pem::private_key("client key", key_path)?,
+        )?,
         _ => builder.with_no_client_auth(),
     };
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
@@ -150,10 +123,10 @@ enum Link {
 
 /// Runs the uplink until `shutdown` turns true (or its sender is dropped), then publishes the offline status
 /// and disconnects.
-pub async fn run(
+pub async fn run<P: Pending>(
     params: Params,
     options: MqttOptions,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: Arc<Mutex<P>>,
     mut committed: watch::Receiver<u64>,
     health: Health,
     warn_every: Duration,
@@ -166,14 +139,11 @@ pub async fn run(
     net.set_connection_timeout(5);
     eventloop.set_network_options(net);
     let (link_tx, mut link_rx) = mpsc::channel(64);
-    let backoff = Backoff::new(params.config.reconnect_min.0, params.config.reconnect_max.0);
+    let backoff = Backoff::new(params.config.reconnect_min, params.config.reconnect_max);
     let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff, broker));
     let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
     let mut up = Uplink {
-        window: Window::new(
-            params.config.inflight_batches.get_ref() * params.config.batch_events.get_ref(),
-            params.config.ack_timeout.0,
-        ),
+        window: Window::new(params.config.inflight_batches * params.config.batch_events, params.config.ack_timeout),
         params,
         client,
         outbox,
@@ -203,7 +173,7 @@ pub async fn run(
                     up.window.go_back();
                     up.states_first = true;
                 }
-                if up.connected && last_heartbeat.elapsed() >= up.params.config.heartbeat.0 {
+                if up.connected && last_heartbeat.elapsed() >= up.params.config.heartbeat {
                     last_heartbeat = Instant::now();
                     up.publish_status().await;
                 }
@@ -244,7 +214,7 @@ async fn poll(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => None,
             Err(e) => {
-                let delay = backoff.next_delay(rand::random::<f64>());
+                let delay = backoff.next_delay();
                 tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "MQTT connection failed; retrying");
                 let f = failure::classify(&e, &broker.host, broker.port, connected);
                 connected = false;
@@ -265,10 +235,10 @@ async fn poll(
     }
 }
 
-struct Uplink {
+struct Uplink<P> {
     params: Params,
     client: AsyncClient,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: Arc<Mutex<P>>,
     health: Health,
     window: Window,
     epoch: u64,
@@ -279,9 +249,9 @@ struct Uplink {
     failures: FailureLog,
 }
 
-impl Uplink {
+impl<P: Pending> Uplink<P> {
     fn on_connect(&mut self) {
-        let broker = self.params.config.broker.get_ref();
+        let broker = &self.params.config.broker;
         match self.failures.connected(Instant::now()) {
             Some((attempts, outage)) => tracing::info!(
                 broker = %broker,
@@ -303,7 +273,7 @@ impl Uplink {
     /// A failed connect or a lost connection: WARN (rate-limited) in plain words, and send again after the
     /// next connect.
     fn on_failure(&mut self, f: &Failure) {
-        let broker = self.params.config.broker.get_ref();
+        let broker = &self.params.config.broker;
         self.health.uplink_failed(&f.reason, f.action());
         if self.connected {
             tracing::warn!(broker = %broker, reason = %f.reason, action = f.action(), "broker connection lost; events stay in the outbox");
@@ -326,7 +296,7 @@ impl Uplink {
     /// Runs a read on the outbox on the blocking pool.
     async fn with_outbox<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Outbox) -> Result<T, OutboxError> + Send + 'static,
+        f: impl FnOnce(&mut P) -> Result<T, P::Error> + Send + 'static,
     ) -> Option<T> {
         let outbox = self.outbox.clone();
         let r =
@@ -345,8 +315,8 @@ impl Uplink {
     }
 
     async fn publish_status(&mut self) {
-        let Some(stats) = self.with_outbox(|o| o.stats()).await else { return };
-        let mut status = health::status(&stats, self.health.sources(), now_ms());
+        let sources = self.health.sources();
+        let Some(mut status) = self.with_outbox(move |o| o.status(sources, now_ms())).await else { return };
         status.clock_ok = self.health.check_clock();
         if let Err(e) =
             self.client.try_publish(self.params.status_topic(), QoS::AtLeastOnce, true, status_json(&status))
@@ -376,13 +346,13 @@ impl Uplink {
 
     /// Publishes batches while the window has room and the outbox has events after the cursor.
     async fn fill(&mut self) {
-        let max_events = *self.params.config.batch_events.get_ref();
-        let max_bytes = self.params.config.batch_bytes.get_ref().0;
+        let max_events = self.params.config.batch_events;
+        let max_bytes = self.params.config.batch_bytes;
         if self.states_first {
             self.states_first = false;
             // Birth first, so the status shows the backlog at once.
             self.publish_status().await;
-            let backlog = self.with_outbox(|o| Ok(o.stats()?.depth)).await.unwrap_or(0);
+            let backlog = self.with_outbox(|o| o.depth()).await.unwrap_or(0);
             if backlog > max_events as u64 {
                 if let Some(states) = self.with_outbox(move |o| o.latest_states(max_events)).await {
                     // Untracked: these events are sent again in order with the backlog.

@@ -2,7 +2,7 @@
 //!
 //! - A request is authenticated by `Authorization: Bearer <token>`, or by the `shiftlens_session` cookie
 //!   that the login form sets (HttpOnly, SameSite=Strict, 12 h). With no tokens configured (allowed on
-//!   loopback only, see [`HttpConfig::validate`](super::HttpConfig::validate)) everyone is admin.
+//!   loopback only, see [`HttpConfig::validated`](super::HttpConfig::validated)) everyone is admin.
 //! - Tokens are kept as SHA-256 hashes and compared in constant time; neither a token nor a hash is logged.
 //! - Every state-changing request (API or form) without a valid bearer token must come from this origin
 //!   (`Origin`, else `Referer`, and `Sec-Fetch-Site`; checked for all routes by
@@ -11,7 +11,7 @@
 //!   cross-site.
 
 use super::error::{ApiError, AppError, PageError};
-use super::{AppState, HttpConfig};
+use super::{AppState, Http, TokenKey};
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -118,15 +118,15 @@ impl Auth {
     ///
     /// # Errors
     /// A token file is unreadable or empty.
-    pub fn from_config(c: &HttpConfig) -> Result<Self, AuthError> {
+    pub fn from_config(c: &Http) -> Result<Self, AuthError> {
         let mut tokens = Vec::new();
         for t in &c.tokens {
-            let name = t.name.get_ref().clone();
-            let hash = match (&t.sha256, &t.file) {
-                (Some(h), _) => parse_hash(h.get_ref()).ok_or_else(|| AuthError::Hash { name: name.clone() })?,
-                (None, Some(f)) => {
-                    let path = f.get_ref().display().to_string();
-                    let text = std::fs::read_to_string(f.get_ref()).map_err(|source| AuthError::File {
+            let name = t.name.clone();
+            let hash = match &t.key {
+                TokenKey::Sha256(h) => *h,
+                TokenKey::File(f) => {
+                    let path = f.display().to_string();
+                    let text = std::fs::read_to_string(f).map_err(|source| AuthError::File {
                         name: name.clone(),
                         path: path.clone(),
                         source,
@@ -136,7 +136,6 @@ impl Auth {
                     }
                     sha256(&[text.trim().as_bytes()])
                 }
-                (None, None) => return Err(AuthError::Hash { name }),
             };
             tokens.push(Token { name, role: t.role, hash });
         }

@@ -40,6 +40,28 @@ impl AppError {
     }
 }
 
+impl From<crate::query::QueryError> for AppError {
+    /// A bad parameter is 400 with its message; a store failure is logged and answered 503.
+    fn from(e: crate::query::QueryError) -> Self {
+        match e {
+            crate::query::QueryError::Invalid(m) => Self::bad_request(m),
+            crate::query::QueryError::Store(m) => Self::store(m),
+        }
+    }
+}
+
+/// Runs blocking read-side work off the async threads: the one opening of every handler that reads.
+///
+/// # Errors
+/// The work's own error, or an internal error when the task panicked.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    E: Into<AppError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(AppError::internal)?.map_err(Into::into)
+}
+
 /// An [`AppError`] answered as JSON.
 #[derive(Debug)]
 pub struct ApiError(pub AppError);

@@ -3,9 +3,9 @@
 //! dead letters, file size).
 
 use super::auth::Viewer;
-use super::error::{ApiError, AppError};
+use super::error::ApiError;
 use super::AppState;
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -57,14 +57,7 @@ pub const NAMES: [&Name; 11] = [
     &STORE_BYTES,
 ];
 
-/// Figures read from the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreFigures {
-    pub gateways_online: u64,
-    pub gateways_known: u64,
-    pub dead_letters: u64,
-    pub bytes: u64,
-}
+pub use crate::query::StoreFigures;
 
 /// The Prometheus text exposition of the counters and store figures.
 pub fn exposition(m: &Metrics, s: &StoreFigures) -> String {
@@ -99,7 +92,7 @@ async fn healthz() -> impl IntoResponse {
 
 async fn metrics(State(st): State<AppState>, _: Viewer) -> Result<impl IntoResponse, ApiError> {
     let source = st.data.clone();
-    let figures = tokio::task::spawn_blocking(move || source.store_figures()).await.map_err(AppError::internal)??;
+    let figures = super::error::blocking(move || source.store_figures()).await?;
     let body = exposition(&st.metrics, &figures);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body))
 }

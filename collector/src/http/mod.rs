@@ -1,30 +1,32 @@
 //! HTTP: the API under `/api/v1/`, the supervisor dashboard, `/healthz` and Prometheus `/metrics`, from one
 //! axum router. Bound to loopback by default; any other address needs API tokens ([`auth`]).
 //!
-//! Layout: [`data`] loads personnel, downtime, alarms and the join from the store into a cached
-//! [`data::Dataset`] and applies the URL filters; [`api`] and [`views`] turn the same
-//! [`Report`](crate::report::Report)s into JSON/CSV and HTML, so a page and its API call always show the same
-//! numbers; [`openapi`] builds its document from the endpoint table the router is built from. Every
-//! response carries `Server-Timing: app;dur=<ms>` (the handler's time), which the benchmark reads.
+//! Layout: axum only. Each handler is extractor → one call into the read side ([`crate::query`], run
+//! off the async threads by [`error::blocking`]) → template or JSON. [`api`] serves the reports of
+//! [`query::CATALOGUE`] as JSON/CSV and [`pages`] as HTML, both through [`query::run`], so a page and its
+//! API call always show the same numbers; [`openapi`] builds its document from the same catalogue. Page
+//! parts: [`views`] (shared page parts, tables and their wording), [`svg`] (chart geometry), [`pages`]
+//! (one file per page family). Every response carries `Server-Timing: app;dur=<ms>` (the handler's
+//! time), which the benchmark reads.
 //!
-//! Hostile input is bounded before any work is sized from it: [`data::Bounds`] (window, rows, offset, time
+//! Hostile input is bounded before any work is sized from it: [`query::Bounds`] (window, rows, offset, time
 //! range) in the parsing of every request's parameters; [`guard`] (Host allowlist, cross-site check of every
 //! state-changing request, request timeout) around every route; [`server`] (header timeout, connection cap,
 //! stalled writes) under the router. The `[http]` keys and their defaults are in docs/config-reference.md.
 
 pub mod api;
 pub mod auth;
-pub mod data;
 pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod server;
-pub mod shift;
+pub mod svg;
 pub mod views;
-pub mod whatif;
 
-use crate::ingest::Metrics;
+use crate::metrics::Metrics;
+use crate::query;
 use crate::Config;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
@@ -91,10 +93,10 @@ fn default_bind() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:8080".into())
 }
 fn default_max_window() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(data::DEFAULT_MAX_WINDOW_DAYS * 86_400)))
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(query::DEFAULT_MAX_WINDOW_DAYS * 86_400)))
 }
 fn default_max_rows() -> Spanned<usize> {
-    Spanned::new(0..0, data::DEFAULT_MAX_ROWS)
+    Spanned::new(0..0, query::DEFAULT_MAX_ROWS)
 }
 fn default_header_timeout() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(Limits::default().header_timeout))
@@ -121,27 +123,73 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[http]` as runtime code reads it: checked, without spans.
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub bind: SocketAddr,
+    pub tokens: Vec<Token>,
+    pub public_names: Vec<String>,
+    /// The server's timeouts and connection cap.
+    pub limits: Limits,
+    /// The bounds on what one request may ask for.
+    pub bounds: query::Bounds,
+}
+
+/// One configured API token: its holder, role and where its SHA-256 comes from.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: auth::Role,
+    pub key: TokenKey,
+}
+
+/// A token's SHA-256, given in the config or read from a file at start.
+#[derive(Debug, Clone)]
+pub enum TokenKey {
+    Sha256([u8; 32]),
+    File(PathBuf),
+}
+
 impl HttpConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        match self.bind.get_ref().parse::<SocketAddr>() {
-            Err(e) => errors.push(file.error_at(self.bind.span(), format!("bind: {e} (expected ip:port)"))),
-            Ok(a) if !a.ip().is_loopback() && self.tokens.is_empty() => errors.push(file.error_at(
-                self.bind.span(),
-                format!("bind {a} is not a loopback address: add [[http.tokens]] so the dashboard is not open to the network"),
-            )),
-            Ok(_) => {}
-        }
+    /// The checked `[http]`; each problem is added to `errors` at its place in `file`.
+    pub fn validated(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Http {
+        let bind = match self.bind.get_ref().parse::<SocketAddr>() {
+            Err(e) => {
+                errors.push(file.error_at(self.bind.span(), format!("bind: {e} (expected ip:port)")));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+            Ok(a) if !a.ip().is_loopback() && self.tokens.is_empty() => {
+                errors.push(file.error_at(
+                    self.bind.span(),
+                    format!("bind {a} is not a loopback address: add [[http.tokens]] so the dashboard is not open to the network"),
+                ));
+                a
+            }
+            Ok(a) => a,
+        };
         let mut names = HashSet::new();
+        let mut tokens = Vec::new();
         for t in &self.tokens {
             if !names.insert(t.name.get_ref().as_str()) {
                 errors.push(file.error_at(t.name.span(), format!("token name {:?} is used twice", t.name.get_ref())));
             }
-            match (&t.sha256, &t.file) {
-                (Some(h), None) if auth::parse_hash(h.get_ref()).is_none() => errors
-                    .push(file.error_at(h.span(), "sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)")),
-                (Some(_), None) | (None, Some(_)) => {}
-                _ => errors.push(file.error_at(t.name.span(), "give exactly one of sha256 or file for this token")),
-            }
+            let key = match (&t.sha256, &t.file) {
+                (Some(h), None) => match auth::parse_hash(h.get_ref()) {
+                    Some(hash) => TokenKey::Sha256(hash),
+                    None => {
+                        errors.push(
+                            file.error_at(h.span(), "sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)"),
+                        );
+                        continue;
+                    }
+                },
+                (None, Some(f)) => TokenKey::File(f.get_ref().clone()),
+                _ => {
+                    errors.push(file.error_at(t.name.span(), "give exactly one of sha256 or file for this token"));
+                    continue;
+                }
+            };
+            tokens.push(Token { name: t.name.get_ref().clone(), role: t.role, key });
         }
         for n in &self.public_names {
             if guard::split_host(n.get_ref()).is_none() {
@@ -161,27 +209,24 @@ impl HttpConfig {
         };
         let days = |d: &Spanned<HumanDuration>| d.get_ref().0.as_secs() / 86_400;
         let secs = |d: &Spanned<HumanDuration>| d.get_ref().0.as_secs();
-        range("max_window", self.max_window.span(), days(&self.max_window), 1, data::MAX_WINDOW_DAYS, "d");
+        range("max_window", self.max_window.span(), days(&self.max_window), 1, query::MAX_WINDOW_DAYS, "d");
         range("max_rows", self.max_rows.span(), *self.max_rows.get_ref() as u64, 1, 1_000_000, "");
         range("header_timeout", self.header_timeout.span(), secs(&self.header_timeout), 1, 600, "s");
         range("request_timeout", self.request_timeout.span(), secs(&self.request_timeout), 1, 3600, "s");
         range("max_connections", self.max_connections.span(), *self.max_connections.get_ref() as u64, 1, 65_535, "");
-    }
-
-    /// The server's timeouts and connection cap.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            header_timeout: self.header_timeout.get_ref().0,
-            request_timeout: self.request_timeout.get_ref().0,
-            max_connections: *self.max_connections.get_ref(),
-        }
-    }
-
-    /// The bounds on what one request may ask for.
-    pub fn bounds(&self) -> data::Bounds {
-        data::Bounds {
-            max_window_ms: i64::try_from(self.max_window.get_ref().0.as_millis()).unwrap_or(i64::MAX),
-            max_rows: *self.max_rows.get_ref(),
+        Http {
+            bind,
+            tokens,
+            public_names: self.public_names.iter().map(|n| n.get_ref().clone()).collect(),
+            limits: Limits {
+                header_timeout: self.header_timeout.get_ref().0,
+                request_timeout: self.request_timeout.get_ref().0,
+                max_connections: *self.max_connections.get_ref(),
+            },
+            bounds: query::Bounds {
+                max_window_ms: i64::try_from(self.max_window.get_ref().0.as_millis()).unwrap_or(i64::MAX),
+                max_rows: *self.max_rows.get_ref(),
+            },
         }
     }
 }
@@ -190,7 +235,7 @@ impl HttpConfig {
 /// allowlist and the request timeout.
 #[derive(Clone)]
 pub struct AppState {
-    pub data: Arc<data::Source>,
+    pub data: Arc<query::Source>,
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<Metrics>,
     pub hosts: Arc<guard::Hosts>,
@@ -205,16 +250,16 @@ impl AppState {
     pub fn new(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Self, auth::AuthError> {
         Ok(Self {
             data: Arc::new(
-                data::Source::new(config.store.path.clone(), config.people.resolved())
-                    .with_bounds(config.http.bounds()),
+                query::Source::new(config.store.path.clone(), config.people_settings.clone())
+                    .with_bounds(config.http.bounds),
             ),
             auth: Arc::new(auth::Auth::from_config(&config.http)?),
             metrics: metrics.unwrap_or_default(),
             hosts: Arc::new(guard::Hosts::new(
-                config.http.bind.get_ref(),
-                config.http.public_names.iter().map(|n| n.get_ref().as_str()),
+                &config.http.bind.to_string(),
+                config.http.public_names.iter().map(String::as_str),
             )),
-            request_timeout: config.http.request_timeout.get_ref().0,
+            request_timeout: config.http.limits.request_timeout,
         })
     }
 }
@@ -224,9 +269,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
-        .merge(views::routes())
-        .merge(shift::routes())
-        .merge(whatif::routes())
+        .merge(pages::routes())
         .merge(metrics::routes())
         .fallback(views::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))

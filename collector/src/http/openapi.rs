@@ -1,12 +1,11 @@
 //! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the code: paths from the endpoint
-//! table [`REPORTS`](super::api::REPORTS); each report's row schema from the columns its report function
+//! read side's catalogue [`CATALOGUE`]; each report's row schema from the columns its report function
 //! produces (run once on empty data, for every option); the feed record's schema from two serialized
 //! examples (one with every optional field set, one with none), so a field added in code appears here.
 
-use super::api::REPORTS;
-use super::data::{self, Dataset, Filter, Kind, Options, Output};
 use crate::feed;
 use crate::people::Personnel;
+use crate::query::{self, Dataset, Filter, Kind, Options, Output, CATALOGUE};
 use crate::report::coverage::GroupBy;
 use crate::report::mttr::Dim;
 use crate::report::pareto::ParetoBy;
@@ -55,7 +54,7 @@ fn columns(kind: Kind) -> (Vec<String>, BTreeSet<String>) {
     let mut all: Vec<String> = Vec::new();
     let mut always: Option<BTreeSet<String>> = None;
     for o in variants {
-        let out = data::run(&data::view(&ds, &f, kind), kind, &o);
+        let out = query::run(&ds, kind, &f, &o, f.to_ms);
         for c in &out.report.columns {
             if !all.contains(c) {
                 all.push(c.clone());
@@ -75,7 +74,7 @@ fn report_schema(kind: Option<Kind>) -> Value {
     let (cols, required) = match kind {
         Some(k) => columns(k),
         None => {
-            let rep = data::gateways_report(&[], 0);
+            let rep = query::gateways_report(&[], 0);
             (rep.columns.clone(), rep.columns.into_iter().collect())
         }
     };
@@ -156,6 +155,11 @@ fn feed_examples() -> Option<(Value, Value)> {
     Some((full, min))
 }
 
+/// The values of an option, from the `clap::ValueEnum` its parsing uses.
+fn values<T: clap::ValueEnum>() -> Vec<String> {
+    T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
+}
+
 fn params(names: &[&str]) -> Vec<Value> {
     let describe = |n: &str| -> (&str, Value) {
         match n {
@@ -168,9 +172,9 @@ fn params(names: &[&str]) -> Vec<Value> {
             "format" => {
                 ("Response format (or send Accept: text/csv)", json!({ "type": "string", "enum": ["json", "csv"] }))
             }
-            "group" => ("Coverage rows per crew or per shift", json!({ "type": "string", "enum": ["crew", "shift"] })),
-            "dim" => ("MTTR grouping", json!({ "type": "string", "enum": ["asset", "skill", "shift", "crew"] })),
-            "by" => ("Pareto by asset or missing skill", json!({ "type": "string", "enum": ["asset", "skill"] })),
+            "group" => ("Coverage rows per crew or per shift", json!({ "type": "string", "enum": values::<GroupBy>() })),
+            "dim" => ("MTTR grouping", json!({ "type": "string", "enum": values::<Dim>() })),
+            "by" => ("Pareto by asset or missing skill", json!({ "type": "string", "enum": values::<ParetoBy>() })),
             "per_person" => ("One row per person × skill", json!({ "type": "string", "enum": ["true", "false"] })),
             "change" => ("person:skill:level adds, person:skill removes", json!({ "type": "string" })),
             "limit" => (
@@ -179,7 +183,7 @@ fn params(names: &[&str]) -> Vec<Value> {
             ),
             "offset" => (
                 "Rows to skip",
-                json!({ "type": "integer", "minimum": 0, "maximum": data::MAX_OFFSET }),
+                json!({ "type": "integer", "minimum": 0, "maximum": query::MAX_OFFSET }),
             ),
             "horizon" => (
                 "Recertification look-ahead from `to`, and how far each lapse is projected: a whole number and a unit (ms, s, m, h, d), more than zero and at most 730d; default `[people] recert_horizon` (90d)",
@@ -219,7 +223,7 @@ fn get_op(summary: &str, params: Vec<Value>, schema: &str) -> Value {
 fn build() -> Value {
     let mut paths = BTreeMap::new();
     let mut schemas = BTreeMap::new();
-    for e in &REPORTS {
+    for e in &CATALOGUE {
         let name = schema_name(&empty_output(e.kind).report.name);
         let names: Vec<&str> = FILTERS.iter().chain(e.options).copied().collect();
         paths.insert(e.path.to_string(), get_op(e.summary, params(&names), &name));
@@ -300,7 +304,7 @@ fn empty_output(kind: Kind) -> Output {
     let ds = Dataset::new(Personnel::default().rebuilt(), Vec::new(), Some(Vec::new()));
     let f = empty_filter();
     let o = Options { change: "p:s:1".parse().ok(), ..Options::default() };
-    data::run(&data::view(&ds, &f, kind), kind, &o)
+    query::run(&ds, kind, &f, &o, f.to_ms)
 }
 
 #[cfg(test)]
@@ -310,7 +314,7 @@ mod tests {
     #[test]
     fn every_report_endpoint_has_a_path_and_a_schema_with_columns() {
         let doc = document();
-        for e in &REPORTS {
+        for e in &CATALOGUE {
             let op = &doc["paths"][e.path]["get"];
             let r = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
             let name = r.rsplit('/').next().unwrap();

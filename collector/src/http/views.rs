@@ -1,101 +1,23 @@
-//! The supervisor dashboard: server-rendered pages (askama templates in `collector/templates/`, one
-//! stylesheet in `collector/assets/`, both compiled into the binary; no JavaScript). Every page shows a
-//! [`Report`] computed by [`data::run`], the same function the API calls, so page and API agree. Filters
-//! live in the URL query (a plain GET form and links), so a view can be shared by its address. Charts are
-//! inline SVG whose geometry is computed here and drawn by templates.
+//! The dashboard's shared page parts: the menu (`nav`), links that keep the page's filters (`link`),
+//! a [`Report`] as an HTML [`Table`] with its columns and values in words (`table`, [`Words`]), and the
+//! rendering of every page (`render`, with its security headers). Pages themselves live in
+//! [`super::pages`], one file per page family; chart geometry in [`super::svg`]. Server-rendered (askama
+//! templates in `collector/templates/`, one stylesheet in `collector/assets/`, both compiled into the
+//! binary; no JavaScript). Filters live in the URL query (a plain GET form and links), so a view can be
+//! shared by its address.
 
-use super::api::{self, ImportOutcome};
-use super::auth::{self, Admin, Principal, Via, Viewer};
-use super::data::{self, Dataset, Filter, Kind, Params};
+use super::auth::{self, Principal, Via};
 use super::error::{url_encode, AppError, PageError};
 use super::AppState;
-use crate::people::import::Kind as CsvKind;
+use crate::query::{Params, CATALOGUE};
 use crate::report::{recert, Report};
 use askama::Template;
-use axum::extract::{Multipart, OriginalUri, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Form, Router};
-use serde::Deserialize;
+use axum::extract::OriginalUri;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 
 const CSS: &str = include_str!("../../assets/style.css");
-const PAGE_ROWS: usize = 100;
-
-/// One dashboard page.
-struct PageDef {
-    path: &'static str,
-    kind: Kind,
-    title: &'static str,
-    /// An option the page toggles, with its values (first = default).
-    toggle: Option<(&'static str, &'static [&'static str])>,
-}
-
-const PAGES: [PageDef; 11] = [
-    PageDef { path: "/", kind: Kind::Overview, title: "Plant overview", toggle: None },
-    PageDef {
-        path: "/coverage",
-        kind: Kind::Coverage,
-        title: "Shift coverage",
-        toggle: Some(("group", &["crew", "shift"])),
-    },
-    PageDef { path: "/downtime", kind: Kind::Join, title: "Downtime and who was on shift", toggle: None },
-    PageDef {
-        path: "/mttr",
-        kind: Kind::Mttr,
-        title: "MTTR covered vs uncovered",
-        toggle: Some(("dim", &["asset", "skill", "shift", "crew"])),
-    },
-    PageDef {
-        path: "/priorities",
-        kind: Kind::Priorities,
-        title: "Training priorities",
-        toggle: Some(("per_person", &["false", "true"])),
-    },
-    PageDef { path: "/recert", kind: Kind::Recert, title: "Certificates lapsed and expiring", toggle: None },
-    PageDef {
-        path: "/pareto",
-        kind: Kind::Pareto,
-        title: "Downtime Pareto",
-        toggle: Some(("by", &["asset", "skill"])),
-    },
-    PageDef { path: "/gaps", kind: Kind::Gaps, title: "Skill gaps and readiness", toggle: None },
-    PageDef { path: "/alarm-load", kind: Kind::AlarmLoad, title: "Alarm load per operator", toggle: None },
-    PageDef { path: "/repeats", kind: Kind::Repeats, title: "Repeat incidents", toggle: None },
-    PageDef {
-        path: "/training-effect",
-        kind: Kind::TrainingEffect,
-        title: "Training effect: repairs before and after a qualification rose",
-        toggle: None,
-    },
-];
-
-pub fn routes() -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/assets/style.css", get(css))
-        .route("/gateways", get(gateways))
-        .route("/import", get(import_form).post(import_post))
-        .route("/login", get(login_form).post(login_post))
-        .route("/logout", axum::routing::post(logout));
-    for (i, _) in PAGES.iter().enumerate() {
-        r = r.route(
-            PAGES[i].path,
-            get(
-                move |State(st): State<AppState>,
-                      Viewer(p): Viewer,
-                      uri: OriginalUri,
-                      Query(q): Query<Params>,
-                      Query(x): Query<api::ReportParams>| async move {
-                    report_page(st, p, uri, q, x, &PAGES[i]).await
-                },
-            ),
-        );
-    }
-    r
-}
-
-// ---- shared page parts ----
 
 /// A link; `on` marks the current one.
 pub struct Link {
@@ -157,7 +79,7 @@ pub struct Table {
 }
 
 /// The query pairs of the page's state, without empty values.
-fn pairs(q: &Params) -> Vec<(&'static str, String)> {
+pub(crate) fn pairs(q: &Params) -> Vec<(&'static str, String)> {
     let all = [
         ("site", &q.site),
         ("line", &q.line),
@@ -171,12 +93,13 @@ fn pairs(q: &Params) -> Vec<(&'static str, String)> {
         ("per_person", &q.per_person),
         ("change", &q.change),
         ("offset", &q.offset),
+        ("horizon", &q.horizon),
     ];
     all.into_iter().filter_map(|(k, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (k, v.to_string()))).collect()
 }
 
 /// `path?k=v&...`, with `set` replacing (or, with an empty value, removing) keys and paging reset.
-pub(super) fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
+pub(crate) fn link(path: &str, current: &[(&'static str, String)], set: &[(&'static str, &str)]) -> String {
     let mut q: Vec<(&str, String)> = current.iter().filter(|(k, _)| *k != "offset").cloned().collect();
     for (k, v) in set {
         q.retain(|(x, _)| x != k);
@@ -191,14 +114,15 @@ pub(super) fn link(path: &str, current: &[(&'static str, String)], set: &[(&'sta
     format!("{path}?{}", s.join("&"))
 }
 
-pub(super) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
+pub(crate) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Nav {
     let keep: Vec<(&'static str, String)> = pairs(q)
         .into_iter()
         .filter(|(k, _)| matches!(*k, "site" | "line" | "asset" | "crew" | "from" | "to"))
         .collect();
-    let mut items: Vec<Link> = PAGES
+    let mut items: Vec<Link> = CATALOGUE
         .iter()
-        .map(|d| Link { href: link(d.path, &keep, &[]), label: short_title(d.kind).into(), on: d.path == current })
+        .filter_map(|d| d.page.map(|path| (d, path)))
+        .map(|(d, path)| Link { href: link(path, &keep, &[]), label: d.short.into(), on: path == current })
         .collect();
     for (href, label) in [("/shift", "Shift report"), ("/whatif", "What if"), ("/gateways", "Gateways")] {
         items.push(Link { href: href.into(), label: label.into(), on: current == href });
@@ -215,98 +139,12 @@ pub(super) fn nav(st: &AppState, p: &Principal, current: &str, q: &Params) -> Na
     }
 }
 
-fn short_title(k: Kind) -> &'static str {
-    match k {
-        Kind::Overview => "Overview",
-        Kind::Coverage => "Coverage",
-        Kind::Join => "Downtime",
-        Kind::Mttr => "MTTR",
-        Kind::Priorities => "Training",
-        Kind::Recert => "Certificates",
-        Kind::Pareto => "Pareto",
-        Kind::Gaps => "Gaps",
-        Kind::AlarmLoad => "Alarm load",
-        Kind::Whatif => "What if",
-        Kind::Repeats => "Repeats",
-        Kind::TrainingEffect => "Training effect",
-    }
-}
-
-pub(super) fn date(ms: i64, tz: chrono_tz::Tz) -> String {
+pub(crate) fn date(ms: i64, tz: chrono_tz::Tz) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or(String::new(), |d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
 }
 
-/// Horizons offered on the Certificates page (the configured one is added when it is not among them).
-const HORIZONS: [&str; 4] = ["30d", "90d", "180d", "365d"];
-
-fn filters(ds: &Dataset, f: &Filter, cur: &[(&'static str, String)], path: &str, def: &PageDef) -> Filters {
-    let cur = cur.to_vec();
-    let tz = ds.people.settings.tz;
-    let c = &ds.choices;
-    let select = |name: &'static str, label: &'static str, values: &[String], chosen: &Option<String>| Select {
-        name,
-        label,
-        options: values.iter().map(|v| Opt { value: v.clone(), on: chosen.as_deref() == Some(v.as_str()) }).collect(),
-    };
-    let mut crew_links =
-        vec![Link { href: link(path, &cur, &[("crew", "")]), label: "all crews".into(), on: f.crew.is_none() }];
-    crew_links.extend(c.crews.iter().map(|c| Link {
-        href: link(path, &cur, &[("crew", c)]),
-        label: c.clone(),
-        on: f.crew.as_deref() == Some(c.as_str()),
-    }));
-    let (toggle_label, toggle) = match def.toggle {
-        Some((name, values)) => {
-            let chosen = cur.iter().find(|(k, _)| *k == name).map_or(values[0], |(_, v)| v.as_str());
-            let links = values
-                .iter()
-                .map(|v| Link { href: link(path, &cur, &[(name, v)]), label: v.to_string(), on: *v == chosen })
-                .collect();
-            (name.replace('_', " "), links)
-        }
-        None => (String::new(), Vec::new()),
-    };
-    Filters {
-        from: date(f.from_ms, tz),
-        to: date(f.to_ms, tz),
-        selects: vec![
-            select("site", "Site", &c.sites, &f.site),
-            select("line", "Line", &c.lines, &f.line),
-            select("asset", "Asset", &c.assets, &f.asset),
-            select("crew", "Crew", &c.crews, &f.crew),
-        ],
-        hidden: cur
-            .iter()
-            .filter(|(k, _)| matches!(*k, "group" | "dim" | "by" | "per_person" | "change" | "horizon"))
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        crews: crew_links,
-        toggle_label,
-        toggle,
-        horizons: if def.kind == Kind::Recert { horizon_links(ds, &cur, path) } else { Vec::new() },
-    }
-}
-
-fn horizon_links(ds: &Dataset, cur: &[(&'static str, String)], path: &str) -> Vec<Link> {
-    let configured = recert::format_horizon(ds.people.settings.recert_horizon_ms);
-    let chosen = cur.iter().find(|(k, _)| *k == "horizon").map_or(configured.clone(), |(_, v)| v.trim().to_string());
-    let mut all: Vec<String> = HORIZONS.iter().map(|h| h.to_string()).collect();
-    for extra in [&configured, &chosen] {
-        if !all.contains(extra) {
-            all.push(extra.clone());
-        }
-    }
-    all.sort_by_key(|h| recert::parse_horizon(h).unwrap_or(i64::MAX));
-    all.into_iter()
-        .map(|h| {
-            let value = if h == configured { "" } else { h.as_str() };
-            Link { href: link(path, cur, &[("horizon", value)]), on: h == chosen, label: h }
-        })
-        .collect()
-}
-
-pub(super) fn cell_text(v: &Value) -> String {
+pub(crate) fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -325,7 +163,7 @@ pub struct Words<'a> {
 impl Words<'_> {
     /// A person's name for an id the report shows; `None` when pseudonymized (the report then shows a
     /// pseudonym, never an id), when people may not be listed, or when unknown.
-    fn person(&self, id: &str) -> Option<String> {
+    pub(crate) fn person(&self, id: &str) -> Option<String> {
         let p = self.people?;
         if p.settings.pseudonymize || !crate::report::privacy::persons_allowed(p) {
             return None;
@@ -333,7 +171,7 @@ impl Words<'_> {
         p.person_at(id, i64::MAX).map(|x| x.name.clone()).filter(|n| !n.is_empty() && n != id)
     }
 
-    fn skill(&self, id: &str) -> Option<String> {
+    pub(crate) fn skill(&self, id: &str) -> Option<String> {
         self.people?.skill(id).map(|s| s.name.clone()).filter(|n| !n.is_empty() && n != id)
     }
 
@@ -370,9 +208,10 @@ pub fn duration_text(hours: f64) -> String {
 }
 
 /// Columns of durations in hours that pages word with units.
-const DURATIONS: [&str; 6] = ["ttr_h", "downtime_h", "mttr_h", "covered_mttr_h", "uncovered_mttr_h", "avoidable_h"];
+pub(crate) const DURATIONS: [&str; 6] =
+    ["ttr_h", "downtime_h", "mttr_h", "covered_mttr_h", "uncovered_mttr_h", "avoidable_h"];
 
-pub(super) fn table(r: &Report, w: &Words) -> Table {
+pub(crate) fn table(r: &Report, w: &Words) -> Table {
     let currency = w.currency;
     let status = col(r, "status");
     let rows = r
@@ -542,7 +381,7 @@ const MTTR_STATS: &[(&str, &str)] = &[
 ];
 
 /// A column's header on the pages.
-fn heading(col: &str, currency: &str, tz: &str) -> String {
+pub(crate) fn heading(col: &str, currency: &str, tz: &str) -> String {
     let cur = if currency.is_empty() { "cost units" } else { currency };
     if let Some((_, h)) = HEADINGS.iter().find(|(k, _)| *k == col) {
         return match col {
@@ -568,7 +407,7 @@ fn heading(col: &str, currency: &str, tz: &str) -> String {
 }
 
 /// Why a report can have no rows, in words a supervisor acts on.
-fn empty_text(report: &str) -> String {
+pub(crate) fn empty_text(report: &str) -> String {
     let why = match report {
         "join" => "No downtime event started in this window for the chosen site, line, asset and crew.",
         "coverage" | "gaps" => "No skill requirements to check: import assets.csv (with the skills each asset needs) and person-skills.csv.",
@@ -584,335 +423,19 @@ fn empty_text(report: &str) -> String {
     format!("{why} Try a longer window or all crews.")
 }
 
-fn col(r: &Report, name: &str) -> Option<usize> {
+pub(crate) fn col(r: &Report, name: &str) -> Option<usize> {
     r.columns.iter().position(|c| c == name)
 }
 
-fn number(row: &[Value], i: Option<usize>) -> f64 {
+pub(crate) fn number(row: &[Value], i: Option<usize>) -> f64 {
     i.and_then(|i| row.get(i)).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-fn text(row: &[Value], i: Option<usize>) -> String {
+pub(crate) fn text(row: &[Value], i: Option<usize>) -> String {
     i.and_then(|i| row.get(i)).map(cell_text).unwrap_or_default()
 }
 
-// ---- SVG charts ----
-
-/// A horizontal bar of a series.
-pub struct HBar {
-    pub y: f64,
-    pub w: f64,
-    pub class: &'static str,
-    pub value: String,
-}
-
-pub struct HRow {
-    pub label: String,
-    /// The label cut to fit left of the bars (the whole one is the tooltip).
-    pub short: String,
-    pub y: f64,
-    pub bars: Vec<HBar>,
-}
-
-/// Horizontal bars, one group per label, up to two series.
-#[derive(Template)]
-#[template(path = "hbars.svg", escape = "html")]
-pub struct HBars {
-    pub title: String,
-    pub legend: Vec<(&'static str, String)>,
-    pub height: f64,
-    pub rows: Vec<HRow>,
-}
-
-const PLOT_W: f64 = 520.0;
-
-fn hbars(title: &str, series: &[(&'static str, &str)], data: Vec<(String, Vec<f64>)>, unit: &str) -> String {
-    if data.is_empty() {
-        // The table below says why there is nothing; an empty frame would only take room.
-        return String::new();
-    }
-    let max = data.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
-    let bar_h = 14.0;
-    let group_h = bar_h * series.len() as f64 + 8.0;
-    let rows: Vec<HRow> = data
-        .into_iter()
-        .enumerate()
-        .map(|(i, (label, values))| {
-            let y = 24.0 + i as f64 * group_h;
-            let bars = values
-                .iter()
-                .zip(series)
-                .enumerate()
-                .map(|(j, (v, (class, _)))| HBar {
-                    y: y + j as f64 * bar_h,
-                    w: (v / max * PLOT_W).max(0.0),
-                    class,
-                    value: format!("{v:.1}{unit}"),
-                })
-                .collect();
-            HRow { short: short_label(&label), label, y, bars }
-        })
-        .collect();
-    let chart = HBars {
-        title: title.into(),
-        legend: series.iter().map(|(c, n)| (*c, n.to_string())).collect(),
-        height: 30.0 + rows.len() as f64 * group_h,
-        rows,
-    };
-    chart.render().unwrap_or_default()
-}
-
-/// `s` cut to 30 characters with an ellipsis.
-fn short_label(s: &str) -> String {
-    match s.char_indices().nth(29) {
-        Some((i, _)) if s.chars().count() > 30 => format!("{}…", &s[..i]),
-        _ => s.to_string(),
-    }
-}
-
-/// A vertical column of a time series.
-pub struct Col {
-    pub x: f64,
-    pub y: f64,
-    pub h: f64,
-    pub label: String,
-    pub value: String,
-}
-
-/// Columns over time.
-#[derive(Template)]
-#[template(path = "columns.svg", escape = "html")]
-pub struct Columns {
-    pub title: String,
-    /// Shown inside the plot when every value is zero.
-    pub note: String,
-    pub width: f64,
-    pub col_w: f64,
-    pub max: String,
-    /// Label every `step`-th column.
-    pub step: usize,
-    pub cols: Vec<Col>,
-}
-
-/// Width of a column chart's drawing, whatever the number of columns, so its text keeps one size.
-const COLUMNS_W: f64 = 760.0;
-
-fn columns(title: &str, data: &[(String, f64)], unit: &str, none: &str) -> String {
-    let max = data.iter().map(|d| d.1).fold(0.0f64, f64::max);
-    let plot_h = 140.0;
-    let left = 48.0;
-    let col_w = ((COLUMNS_W - left - 10.0) / data.len().max(1) as f64).min(40.0);
-    let cols = data
-        .iter()
-        .enumerate()
-        .map(|(i, (label, v))| {
-            let h = if max > 0.0 { v / max * plot_h } else { 0.0 };
-            Col {
-                x: left + i as f64 * col_w,
-                y: 20.0 + plot_h - h,
-                h,
-                label: label.clone(),
-                value: format!("{v:.2}{unit}"),
-            }
-        })
-        .collect();
-    // Date labels are about 70 px wide: no more of them than fit.
-    let step = (70.0 / col_w).ceil().max(1.0) as usize;
-    Columns {
-        title: title.into(),
-        note: if max > 0.0 { String::new() } else { none.into() },
-        width: COLUMNS_W,
-        col_w: (col_w - 2.0).max(1.0),
-        max: format!("{max:.1}{unit}"),
-        step,
-        cols,
-    }
-    .render()
-    .unwrap_or_default()
-}
-
-/// The charts of a report page.
-fn charts(kind: Kind, r: &Report) -> Vec<String> {
-    let top = |key: Option<usize>| -> Vec<&Vec<Value>> {
-        let mut rows: Vec<&Vec<Value>> = r.rows.iter().collect();
-        rows.sort_by(|a, b| number(b, key).total_cmp(&number(a, key)));
-        rows.truncate(15);
-        rows
-    };
-    match kind {
-        Kind::Overview => {
-            let w = col(r, "week");
-            let down: Vec<(String, f64)> =
-                r.rows.iter().map(|x| (text(x, w), number(x, col(r, "downtime_h")))).collect();
-            let mttr: Vec<(String, f64)> = r.rows.iter().map(|x| (text(x, w), number(x, col(r, "mttr_h")))).collect();
-            vec![
-                columns(
-                    "Downtime per week (hours; weeks start on the date shown)",
-                    &down,
-                    " h",
-                    "no downtime in this window",
-                ),
-                columns("Mean time to repair per week (hours)", &mttr, " h", "no repair finished in this window"),
-            ]
-        }
-        Kind::Mttr => {
-            let (c, u) = (col(r, "covered_mean_h"), col(r, "uncovered_mean_h"));
-            let data =
-                top(u).into_iter().map(|x| (text(x, col(r, "group")), vec![number(x, c), number(x, u)])).collect();
-            vec![hbars(
-                "Mean time to repair (h), largest uncovered first",
-                &[("covered", "covered"), ("uncovered", "uncovered")],
-                data,
-                " h",
-            )]
-        }
-        Kind::Priorities => {
-            let v = col(r, "value_per_month");
-            let data = top(v)
-                .into_iter()
-                .map(|x| {
-                    (
-                        format!("{} · {}", text(x, col(r, "crew").or(col(r, "person"))), text(x, col(r, "skill"))),
-                        vec![number(x, v)],
-                    )
-                })
-                .collect();
-            vec![hbars("Avoidable downtime cost per month", &[("uncovered", "value per month")], data, "")]
-        }
-        Kind::Recert => {
-            let v = col(r, "coverage_hours_lost");
-            let data = top(v)
-                .into_iter()
-                .filter(|x| number(x, v) > 0.0)
-                .map(|x| (format!("{} · {}", text(x, col(r, "person")), text(x, col(r, "skill"))), vec![number(x, v)]))
-                .collect();
-            vec![hbars("Coverage hours lost if not renewed", &[("uncovered", "hours lost")], data, " h")]
-        }
-        Kind::Pareto => {
-            let v = col(r, "hours");
-            let k = col(r, "asset").or(col(r, "missing_skill"));
-            let data = top(v).into_iter().map(|x| (text(x, k), vec![number(x, v)])).collect();
-            vec![hbars("Downtime hours", &[("uncovered", "hours")], data, " h")]
-        }
-        Kind::Repeats => {
-            let w = col(r, "week");
-            let share: Vec<(String, f64)> =
-                r.rows.iter().map(|x| (text(x, w), 100.0 * number(x, col(r, "repeat_share")))).collect();
-            vec![columns(
-                "Repeat incidents per week (% of stops with a first-out alarm)",
-                &share,
-                " %",
-                "no repeat incident in this window",
-            )]
-        }
-        Kind::TrainingEffect => {
-            let (b, a) = (col(r, "before_mttr_h"), col(r, "after_mttr_h"));
-            let data = r
-                .rows
-                .iter()
-                .take(15)
-                .map(|x| {
-                    (
-                        format!("{} · {}", text(x, col(r, "person")), text(x, col(r, "skill"))),
-                        vec![number(x, b), number(x, a)],
-                    )
-                })
-                .collect();
-            vec![hbars(
-                "Mean time to repair (h) before and after the qualification rose",
-                &[("uncovered", "before"), ("covered", "after")],
-                data,
-                " h",
-            )]
-        }
-        _ => Vec::new(),
-    }
-}
-
-// ---- pages ----
-
-/// The overview's headline figures in reading order, with their labels.
-const KPIS: [(&str, &str); 16] = [
-    ("availability_pct", "availability %"),
-    ("downtime_h", "downtime"),
-    ("events", "downtime events"),
-    ("mttr_h", "mean time to repair"),
-    ("covered_mttr_h", "MTTR when covered"),
-    ("uncovered_mttr_h", "MTTR when uncovered"),
-    ("covered_events", "covered events"),
-    ("uncovered_events", "uncovered events"),
-    ("avoidable_h", "avoidable downtime"),
-    ("assets", "assets"),
-    ("with_first_out", "stops with a first-out alarm"),
-    ("repeats", "repeat incidents"),
-    ("repeat_share", "repeat share"),
-    ("first_half_share", "repeat share, first half of the window"),
-    ("second_half_share", "repeat share, second half"),
-    ("window_days", "repeat window (days)"),
-];
-
-#[derive(Template)]
-#[template(path = "report.html")]
-struct ReportPage {
-    title: String,
-    nav: Nav,
-    filters: Filters,
-    /// (key, label, text, the API's value) of the headline figures.
-    summary: Vec<(String, &'static str, String, String)>,
-    charts: Vec<String>,
-    heatmap: Option<Heatmap>,
-    table: Table,
-    pager: Vec<Link>,
-    shown: String,
-}
-
-/// Skill × crew (or shift), each cell the qualified headcount coloured by status.
-pub struct Heatmap {
-    pub group: String,
-    pub groups: Vec<String>,
-    /// (skill id, skill name, cells).
-    pub rows: Vec<(String, String, Vec<Option<HeatCell>>)>,
-}
-
-pub struct HeatCell {
-    pub group: String,
-    pub headcount: String,
-    pub status: String,
-    pub share: String,
-}
-
-fn heatmap(r: &Report, people: &crate::people::Personnel) -> Heatmap {
-    let g = if col(r, "crew").is_some() { "crew" } else { "shift" };
-    let (gi, si) = (col(r, g), col(r, "skill"));
-    let sorted = |i| {
-        let mut v: Vec<String> = r.rows.iter().map(|x| text(x, i)).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let groups = sorted(gi);
-    let rows = sorted(si)
-        .into_iter()
-        .map(|skill| {
-            let cells = groups
-                .iter()
-                .map(|grp| {
-                    r.rows.iter().find(|x| &text(x, gi) == grp && text(x, si) == skill).map(|x| HeatCell {
-                        group: grp.clone(),
-                        headcount: text(x, col(r, "headcount")),
-                        status: text(x, col(r, "status")),
-                        share: format!("{:.0}%", 100.0 * number(x, col(r, "covered_share"))),
-                    })
-                })
-                .collect();
-            let name = people.skill(&skill).map_or_else(|| skill.clone(), |s| s.name.clone());
-            (skill, name, cells)
-        })
-        .collect();
-    Heatmap { group: g.into(), groups, rows }
-}
-
-fn secure(mut res: Response) -> Response {
+pub(crate) fn secure(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -924,106 +447,13 @@ fn secure(mut res: Response) -> Response {
     res
 }
 
-pub(super) fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
+pub(crate) fn render(t: &impl Template, status: StatusCode) -> Result<Response, AppError> {
     let html = t.render().map_err(AppError::internal)?;
     Ok(secure((status, Html(html)).into_response()))
 }
 
-pub(super) fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
+pub(crate) fn page_err(uri: &OriginalUri) -> impl Fn(AppError) -> PageError + '_ {
     move |error| PageError { error, next: uri.0.path_and_query().map_or("/", |p| p.as_str()).to_string() }
-}
-
-async fn report_page(
-    st: AppState,
-    p: Principal,
-    uri: OriginalUri,
-    mut q: Params,
-    x: api::ReportParams,
-    def: &'static PageDef,
-) -> Result<Response, PageError> {
-    let err = page_err(&uri);
-    if def.kind == Kind::Join {
-        q.limit = Some(PAGE_ROWS.to_string());
-    }
-    let horizon = if def.kind == Kind::Recert { x.horizon_ms().map_err(&err)? } else { None };
-    let ds = {
-        let source = st.data.clone();
-        tokio::task::spawn_blocking(move || source.dataset())
-            .await
-            .map_err(|e| err(AppError::internal(e)))?
-            .map_err(&err)?
-    };
-    let (out, f) = api::compute(st.data.clone(), q.clone(), def.kind, horizon).await.map_err(&err)?;
-    let mut cur = pairs(&q);
-    if let Some(h) = x.horizon.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
-        cur.push(("horizon", h.to_string()));
-    }
-    let mut pager = Vec::new();
-    let offset: usize = q.offset.as_deref().and_then(|o| o.parse().ok()).unwrap_or(0);
-    if def.kind == Kind::Join {
-        if offset > 0 {
-            let prev = offset.saturating_sub(PAGE_ROWS).to_string();
-            pager.push(Link { href: link(def.path, &cur, &[("offset", &prev)]), label: "newer".into(), on: false });
-        }
-        if offset.saturating_add(PAGE_ROWS) < out.total_rows {
-            let next = offset.saturating_add(PAGE_ROWS).to_string();
-            pager.push(Link { href: link(def.path, &cur, &[("offset", &next)]), label: "older".into(), on: false });
-        }
-    }
-    let summary = KPIS
-        .iter()
-        .filter_map(|(k, label)| {
-            let v = out.summary.as_ref()?.get(*k)?;
-            let shown = match v.as_f64() {
-                Some(h) if DURATIONS.contains(k) => duration_text(h),
-                _ => cell_text(v),
-            };
-            Some((k.to_string(), *label, shown, cell_text(v)))
-        })
-        .collect();
-    let page = ReportPage {
-        title: def.title.into(),
-        nav: nav(&st, &p, def.path, &q),
-        filters: filters(&ds, &f, &cur, def.path, def),
-        summary,
-        charts: charts(def.kind, &out.report).into_iter().filter(|c| !c.is_empty()).collect(),
-        heatmap: (def.kind == Kind::Coverage).then(|| heatmap(&out.report, &ds.people)),
-        shown: format!("{} of {} rows", out.report.rows.len(), out.total_rows),
-        table: table(
-            &out.report,
-            &Words {
-                people: Some(&ds.people),
-                currency: &ds.people.settings.currency,
-                tz: ds.people.settings.tz.name(),
-            },
-        ),
-        pager,
-    };
-    render(&page, StatusCode::OK).map_err(&err)
-}
-
-#[derive(Template)]
-#[template(path = "gateways.html")]
-struct GatewaysPage {
-    title: String,
-    nav: Nav,
-    table: Table,
-}
-
-async fn gateways(State(st): State<AppState>, Viewer(p): Viewer, uri: OriginalUri) -> Result<Response, PageError> {
-    let err = page_err(&uri);
-    let source = st.data.clone();
-    let gws = tokio::task::spawn_blocking(move || source.gateways())
-        .await
-        .map_err(|e| err(AppError::internal(e)))?
-        .map_err(&err)?;
-    let rep = data::gateways_report(&gws, chrono::Utc::now().timestamp_millis());
-    let page = GatewaysPage {
-        title: "Gateways and agents".into(),
-        nav: nav(&st, &p, "/gateways", &Params::default()),
-        table: table(&rep, &Words { people: None, currency: "", tz: "UTC" }),
-    };
-    render(&page, StatusCode::OK).map_err(&err)
 }
 
 /// Any address no route takes: JSON under `/api/`, else an HTML page that says what exists.
@@ -1039,209 +469,8 @@ pub async fn not_found(uri: OriginalUri) -> Response {
     secure(PageError { error: AppError { status: StatusCode::NOT_FOUND, message }, next: "/".into() }.into_response())
 }
 
-async fn css() -> impl IntoResponse {
+pub(crate) async fn css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS)
-}
-
-// ---- import ----
-
-pub struct KindInfo {
-    pub name: &'static str,
-    pub required: String,
-    pub optional: String,
-    pub on: bool,
-}
-
-pub struct RowError {
-    pub file: String,
-    pub line: u64,
-    pub column: String,
-    pub message: String,
-}
-
-#[derive(Template)]
-#[template(path = "import.html")]
-struct ImportPage {
-    title: String,
-    nav: Nav,
-    csrf: String,
-    kinds: Vec<KindInfo>,
-    result: Option<String>,
-    problem: Option<String>,
-    errors: Vec<RowError>,
-}
-
-fn import_page(st: &AppState, p: &Principal, chosen: Option<CsvKind>) -> ImportPage {
-    ImportPage {
-        title: "Import personnel data".into(),
-        nav: nav(st, p, "/import", &Params::default()),
-        csrf: st.auth.csrf_token(p),
-        kinds: CsvKind::ALL
-            .iter()
-            .map(|k| {
-                let (req, opt) = k.columns();
-                KindInfo { name: k.name(), required: req.join(", "), optional: opt.join(", "), on: Some(*k) == chosen }
-            })
-            .collect(),
-        result: None,
-        problem: None,
-        errors: Vec::new(),
-    }
-}
-
-async fn import_form(State(st): State<AppState>, Admin(p): Admin, uri: OriginalUri) -> Result<Response, PageError> {
-    render(&import_page(&st, &p, None), StatusCode::OK).map_err(page_err(&uri))
-}
-
-async fn import_post(
-    State(st): State<AppState>,
-    Admin(p): Admin,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    mut form: Multipart,
-) -> Result<Response, PageError> {
-    let err = page_err(&uri);
-    let (mut csrf, mut kind, mut file, mut text) = (String::new(), String::new(), String::new(), None);
-    while let Some(field) =
-        form.next_field().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))?
-    {
-        let name = field.name().unwrap_or_default().to_string();
-        let fname = field.file_name().map(str::to_string);
-        let bytes = field.bytes().await.map_err(|e| err(AppError::bad_request(format!("unreadable upload: {e}"))))?;
-        match name.as_str() {
-            "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
-            "kind" => kind = String::from_utf8_lossy(&bytes).into_owned(),
-            "file" => {
-                file = fname.filter(|f| !f.is_empty()).unwrap_or_else(|| "upload.csv".into());
-                text = Some(bytes);
-            }
-            _ => {}
-        }
-    }
-    st.auth.check_form(&p, &headers, &csrf).map_err(&err)?;
-    let kind = api::csv_kind(&kind).map_err(&err)?;
-    let mut page = import_page(&st, &p, Some(kind));
-    let Some(bytes) = text.filter(|b| !b.is_empty()) else {
-        page.problem = Some("choose a CSV file to import".into());
-        return render(&page, StatusCode::BAD_REQUEST).map_err(&err);
-    };
-    let Ok(text) = String::from_utf8(bytes.to_vec()) else {
-        page.problem = Some(format!("{file} is not UTF-8 text; export the CSV as UTF-8"));
-        return render(&page, StatusCode::UNPROCESSABLE_ENTITY).map_err(&err);
-    };
-    let source = st.data.clone();
-    let fname = file.clone();
-    let outcome = tokio::task::spawn_blocking(move || api::import_csv(&source, kind, &fname, &text))
-        .await
-        .map_err(|e| err(AppError::internal(e)))?
-        .map_err(&err)?;
-    let status = match outcome {
-        ImportOutcome::Stored(s) => {
-            page.result = Some(s);
-            StatusCode::OK
-        }
-        ImportOutcome::Rejected(errors) => {
-            page.problem = Some(format!("{file}: {} invalid row(s); nothing was imported", errors.len()));
-            page.errors = errors
-                .into_iter()
-                .map(|e| RowError { file: e.file, line: e.line, column: e.column, message: e.message })
-                .collect();
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-    };
-    render(&page, status).map_err(&err)
-}
-
-// ---- login ----
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage {
-    next: String,
-    problem: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct LoginQuery {
-    next: String,
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-    #[serde(default)]
-    next: String,
-}
-
-/// Where a login may send the browser: a path of this site, else `/`. Browsers drop tabs and newlines from
-/// a `Location` and read `\` as `/`, so `/\t/evil.example` would leave the site: the path must start with
-/// one `/`, and hold no `//`, no `\`, no control character and no whitespace.
-pub fn safe_next(next: &str) -> &str {
-    let local = next.starts_with('/')
-        && !next.contains("//")
-        && !next.contains('\\')
-        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
-    if local {
-        next
-    } else {
-        "/"
-    }
-}
-
-async fn login_form(State(st): State<AppState>, Query(q): Query<LoginQuery>) -> Result<Response, PageError> {
-    if st.auth.is_open() {
-        return Ok(Redirect::to("/").into_response());
-    }
-    let page = LoginPage { next: safe_next(&q.next).into(), problem: None };
-    render(&page, StatusCode::OK).map_err(|error| PageError { error, next: "/".into() })
-}
-
-async fn login_post(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<LoginForm>,
-) -> Result<Response, PageError> {
-    let err = |error| PageError { error, next: "/".into() };
-    auth::same_origin(&headers).map_err(err)?;
-    let next = safe_next(&f.next).to_string();
-    match st.auth.login(&f.token) {
-        Some(id) => {
-            let mut res = Redirect::to(&next).into_response();
-            if let Ok(v) = HeaderValue::from_str(&auth::session_cookie(&id)) {
-                res.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            Ok(res)
-        }
-        None => {
-            tracing::warn!("dashboard login with an unknown token");
-            render(&LoginPage { next, problem: Some("That token is not valid.".into()) }, StatusCode::UNAUTHORIZED)
-                .map_err(err)
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn logout(
-    State(st): State<AppState>,
-    Viewer(p): Viewer,
-    headers: HeaderMap,
-    Form(f): Form<LogoutForm>,
-) -> Result<Response, PageError> {
-    st.auth.check_form(&p, &headers, &f.csrf).map_err(|error| PageError { error, next: "/".into() })?;
-    if let Via::Session(id) = &p.via {
-        st.auth.logout(id);
-    }
-    let mut res = Redirect::to("/login").into_response();
-    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie()) {
-        res.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    Ok(res)
 }
 
 #[cfg(test)]
@@ -1284,33 +513,5 @@ mod tests {
         let cur = vec![("crew", "A".to_string()), ("offset", "100".to_string()), ("from", "2025-01-01".to_string())];
         assert_eq!(link("/mttr", &cur, &[("crew", "B & C")]), "/mttr?from=2025-01-01&crew=B%20%26%20C");
         assert_eq!(link("/mttr", &cur, &[("crew", "")]), "/mttr?from=2025-01-01");
-    }
-
-    #[test]
-    fn login_redirects_only_to_local_paths() {
-        for ok in ["/", "/coverage?crew=A", "/downtime?from=2025-01-01&to=2025-02-01&offset=100", "/mttr?crew=B%20C"] {
-            assert_eq!(safe_next(ok), ok);
-        }
-        for bad in [
-            "",
-            "//evil.example/",
-            "https://evil.example/",
-            "evil.example",
-            "/\\evil.example",
-            "\\/evil.example",
-            "/\t/evil.example",
-            "/\n/evil.example",
-            "/\r/evil.example",
-            "\t//evil.example",
-            " /x",
-            "/ /evil.example",
-            "/x//evil.example",
-            "/\u{0}/evil.example",
-            "/\u{a0}/evil.example",
-            "/\u{2028}/evil.example",
-            "javascript:alert(1)",
-        ] {
-            assert_eq!(safe_next(bad), "/", "{bad:?}");
-        }
     }
 }

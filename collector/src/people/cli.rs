@@ -1,20 +1,23 @@
-//! `shiftlens-collector import KIND FILE`: validate a personnel CSV and store it whole or not at all.
+//! `shiftlens-collector import KIND FILE`: validate a personnel CSV and store it whole or not at all,
+//! through the read side's [`crate::query::import`], the call the dashboard's import makes
+//! too. No SQL here.
 
-use crate::people::import::{self, Kind};
-use crate::store::people as db;
+use crate::people::import::Kind;
+use crate::query::{self, ImportOutcome};
 use crate::Config;
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Loads the config and opens the store it names, or `db` when given.
+/// Loads the config and names the store it uses, or `db` when given; the store file is created and
+/// migrated if needed.
 ///
 /// # Errors
 /// Config problems (all of them, located) and store failures.
-pub fn open(config: &Path, db_path: Option<&Path>) -> anyhow::Result<(Config, rusqlite::Connection)> {
+pub fn open(config: &Path, db_path: Option<&Path>) -> anyhow::Result<(Config, PathBuf)> {
     let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let path = db_path.map_or_else(|| cfg.store.path.clone(), Path::to_path_buf);
-    let conn = db::open(&path).with_context(|| format!("opening store {}", path.display()))?;
-    Ok((cfg, conn))
+    crate::store::reads::prepare(&path).with_context(|| format!("opening store {}", path.display()))?;
+    Ok((cfg, path))
 }
 
 /// Runs `import`; prints what changed.
@@ -23,23 +26,16 @@ pub fn open(config: &Path, db_path: Option<&Path>) -> anyhow::Result<(Config, ru
 /// Unreadable file, every invalid row (`file:line:column: message`), or store failures. On any error
 /// nothing is stored.
 pub fn import(kind: Kind, file: &Path, config: &Path, db_path: Option<&Path>) -> anyhow::Result<String> {
-    let (cfg, mut conn) = open(config, db_path)?;
-    let known = db::load(&conn, cfg.people.resolved())?;
+    let (cfg, db) = open(config, db_path)?;
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let records = import::parse(kind, &name, &text, &known).map_err(|errs| {
-        let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("{} invalid row(s); nothing imported:\n{}", errs.len(), list.join("\n"))
-    })?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let s = db::import(&mut conn, kind, &name, &records, now)?;
-    Ok(match s.import_id {
-        Some(id) => format!(
-            "{kind}: {} added, {} changed, {} removed, {} unchanged (revision {id})",
-            s.added, s.changed, s.removed, s.unchanged
-        ),
-        None => format!("{kind}: no changes ({} unchanged)", s.unchanged),
-    })
+    match query::import(&db, &cfg.people_settings, kind, &name, &text)? {
+        ImportOutcome::Stored(summary) => Ok(summary),
+        ImportOutcome::Rejected(errs) => {
+            let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            Err(anyhow::anyhow!("{} invalid row(s); nothing imported:\n{}", errs.len(), list.join("\n")))
+        }
+    }
 }
 
 /// Arguments of `import`.

@@ -1,4 +1,5 @@
-//! Personnel and competencies: the `[people]` config, the plain data model ([`model`]), CSV imports
+//! Personnel and competencies: the `[people]` config (raw [`PeopleConfig`], validated once at config load
+//! into [`Settings`], which runtime code reads), the plain data model ([`model`]), CSV imports
 //! ([`import`]), rotation rosters ([`roster`]) and the `import` / `report` commands ([`cli`]).
 //!
 //! Invariants: every instant is UTC milliseconds; local dates and times from CSVs and rotation patterns
@@ -95,34 +96,26 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl PeopleConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        if let Err(e) = self.settings_at(Some(file)) {
-            errors.extend(e);
+    /// The validated `[people]`, built once when the config is loaded ([`crate::Config::people_settings`]);
+    /// each bad value is added to `errors`, located in `file` (the load then fails, so the defaults left in
+    /// its place are never used).
+    pub fn validated(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> Settings {
+        match self.settings(file) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.extend(e);
+                Settings::default()
+            }
         }
-    }
-
-    /// The settings of a config that has passed validation (defaults for any value that would not).
-    pub fn resolved(&self) -> Settings {
-        self.settings_at(None).unwrap_or_default()
     }
 
     /// The checked settings.
     ///
     /// # Errors
-    /// Each bad value, located in `file` when one is given.
+    /// Each bad value, located in `file`.
     pub fn settings(&self, file: &ConfigFile) -> Result<Settings, Vec<ConfigError>> {
-        self.settings_at(Some(file))
-    }
-
-    fn settings_at(&self, file: Option<&ConfigFile>) -> Result<Settings, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let mut err = |span: std::ops::Range<usize>, msg: String| {
-            let e = match file {
-                Some(f) => f.error_at(span, msg),
-                None => ConfigError { path: "people".into(), line: 0, col: 0, message: msg },
-            };
-            errors.push(e);
-        };
+        let mut err = |span: std::ops::Range<usize>, msg: String| errors.push(file.error_at(span, msg));
         let mut s = Settings::default();
         if let Some(tz) = &self.timezone {
             match tz.get_ref().parse::<Tz>() {
@@ -193,5 +186,16 @@ mod currency_tests {
         let e = bad.parse::<PeopleConfig>().unwrap().settings(&bad).unwrap_err();
         assert_eq!((e[0].line, e[0].col), (2, 12), "{e:?}");
         assert!(e[0].message.contains("invalid currency"), "{e:?}");
+    }
+
+    #[test]
+    fn the_config_load_validates_people_once_and_locates_its_errors() {
+        let ok = ConfigFile::from_text("c.toml", "[people]\ntimezone = \"Europe/Berlin\"\ncurrency = \"EUR\"\n");
+        let cfg = crate::Config::from_file(&ok).unwrap();
+        assert_eq!((cfg.people_settings.tz, cfg.people_settings.currency.as_str()), (chrono_tz::Europe::Berlin, "EUR"));
+        let bad = ConfigFile::from_text("c.toml", "[people]\ntimezone = \"Mars/Base\"\nmin_group_size = 0\n");
+        let e = crate::Config::from_file(&bad).unwrap_err().to_string();
+        assert!(e.contains("c.toml:2:12: unknown time zone \"Mars/Base\""), "{e}");
+        assert!(e.contains("c.toml:3:18: min_group_size must be at least 1"), "{e}");
     }
 }

@@ -336,6 +336,11 @@ impl Personnel {
         self.idx.asset.get(id).map(|&i| &self.assets[i])
     }
 
+    /// The line of `asset` at `site`: the rule [`crate::feed::LineMap::line`] follows for the live feed.
+    pub fn line_of(&self, site: &str, asset: &str) -> Option<&str> {
+        self.asset(asset).filter(|a| a.site == site).map(|a| a.line.as_str())
+    }
+
     pub fn alarm_class(&self, class: &str) -> Option<&AlarmClass> {
         self.idx.class.get(class).map(|&i| &self.alarm_classes[i])
     }

@@ -7,12 +7,7 @@ use crate::report::{needed_skills, num, privacy, Input, Report};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// An alarm becoming active.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct AlarmStart {
-    pub asset: String,
-    pub ts_ms: i64,
-}
+pub use crate::join::AlarmStart;
 
 /// One crew × competency group.
 #[derive(Debug, Clone, PartialEq, Serialize)]

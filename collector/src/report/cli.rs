@@ -1,34 +1,44 @@
-//! `shiftlens-collector report NAME`: load personnel and downtime, compute (and snapshot) the join, and
-//! print one report as a table, JSON or CSV.
+//! `shiftlens-collector report NAME`: one report of the read side's catalogue, computed by the same
+//! [`query::run`] as the dashboard and the API over the same [`Dataset`] load (which saves the join
+//! snapshot), and printed as a table, JSON or CSV; or `report snapshots --event KEY`, every stored
+//! revision of one event's join. No SQL here.
 
-use crate::http::data::{Filter, Params};
-use crate::report::{self as r, coverage::GroupBy, mttr::Dim, pareto::ParetoBy, render, whatif::Change, Input, Report};
-use crate::store::{events, people as db};
+use crate::query::{self, Dataset, Filter, Kind, Options, Params, CATALOGUE};
+use crate::report::{coverage::GroupBy, mttr::Dim, pareto::ParetoBy, render, whatif::Change, Report};
+use crate::store::reads::Reader;
 use crate::timeline::Downtime;
 use anyhow::Context;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
 
-/// The reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// What `report` prints: a report of the catalogue, or the snapshots of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Name {
-    /// Each downtime event with who was on shift and what was missing.
-    Join,
-    Coverage,
-    Mttr,
-    Pareto,
-    Gaps,
-    Priorities,
-    Recert,
-    Whatif,
-    AlarmLoad,
+    Report(Kind),
     /// Every stored revision of one event's join (`--event`).
     Snapshots,
+}
+
+fn name_parser() -> impl TypedValueParser<Value = Name> {
+    let names: Vec<PossibleValue> = CATALOGUE
+        .iter()
+        .filter_map(|e| clap::ValueEnum::to_possible_value(&e.kind))
+        .chain([PossibleValue::new("snapshots")])
+        .collect();
+    PossibleValuesParser::new(names).map(|n: String| {
+        CATALOGUE.iter().map(|e| e.kind).find(|k| kind_name(*k) == n).map_or(Name::Snapshots, Name::Report)
+    })
+}
+
+fn kind_name(k: Kind) -> String {
+    clap::ValueEnum::to_possible_value(&k).map_or_else(String::new, |p| p.get_name().to_string())
 }
 
 /// Arguments of `report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    #[arg(value_enum)]
+    /// A report of the catalogue (the API's names), or `snapshots`.
+    #[arg(value_parser = name_parser())]
     pub name: Name,
     #[arg(long, value_enum, default_value = "table")]
     pub format: render::Format,
@@ -66,7 +76,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub event: Option<String>,
     /// Recert: how far ahead to look (`30d`, `12h`; at most 730d); default `[people] recert_horizon`.
-    #[arg(long, value_parser = r::recert::parse_horizon)]
+    #[arg(long, value_parser = crate::report::recert::parse_horizon)]
     pub horizon: Option<i64>,
 }
 
@@ -91,69 +101,43 @@ impl ReportArgs {
     /// # Errors
     /// Config, store, input file or argument problems.
     pub fn run(&self) -> anyhow::Result<String> {
-        let (cfg, mut conn) = crate::people::cli::open(&self.config, self.db.as_deref())?;
-        let mut settings = cfg.people.resolved();
-        if let Some(h) = self.horizon {
-            settings.recert_horizon_ms = h;
-        }
-        let p = db::load(&conn, settings)?;
+        let (cfg, db) = crate::people::cli::open(&self.config, self.db.as_deref())?;
+        let settings = cfg.people_settings.clone();
         // The same bounds as a request to the dashboard: times in 2000..2200, a window of at most
         // `[http] max_window`, so no report sizes its work from an unchecked number.
         let params = Params { from: self.from.clone(), to: self.to.clone(), ..Params::default() };
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let window = Filter::parse(&params, &p.settings, now_ms, &cfg.http.bounds())
-            .map_err(|e| anyhow::anyhow!("report --from/--to: {}", e.message))?;
-        let (from_ms, to_ms) = (window.from_ms, window.to_ms);
-        if self.name == Name::Snapshots {
-            let key = self.event.as_deref().context("report snapshots needs --event site/asset/start_ms")?;
-            let mut rep =
-                Report::new("snapshots", ["revision", "data_rev", "computed_ms", "covered", "on_shift", "missing"]);
-            for s in db::snapshots(&conn, key)? {
-                rep.rows.push(vec![
-                    s.revision.into(),
-                    s.data_rev.into(),
-                    s.computed_ms.into(),
-                    serde_json::json!(s.event.covered),
-                    s.event.on_shift.join(" ").into(),
-                    s.event.missing.join(" ").into(),
-                ]);
+        let window = Filter::parse(&params, &settings, now_ms, &cfg.http.bounds)
+            .map_err(|e| anyhow::anyhow!("report --from/--to: {}", e.message()))?;
+        let kind = match self.name {
+            Name::Report(k) => k,
+            Name::Snapshots => {
+                let key = self.event.as_deref().context("report snapshots needs --event site/asset/start_ms")?;
+                return render::render(&snapshots(&Reader::open(&db)?, key)?, self.format)
+                    .map_err(|e| anyhow::anyhow!("{e}"));
             }
-            return render::render(&rep, self.format).map_err(|e| anyhow::anyhow!("{e}"));
+        };
+        if kind == Kind::Whatif && self.change.is_none() {
+            anyhow::bail!("report whatif needs --change person:skill:level (or person:skill to remove)");
         }
-        let downtime = match &self.downtime {
-            Some(path) => read_downtime(path)?
-                .into_iter()
-                .filter(|d| d.start_ms < to_ms && d.end_ms.is_none_or(|e| e > from_ms))
-                .collect(),
-            None => events::query_downtime(
-                &conn,
-                &events::DowntimeFilter { site: None, asset: None, from_ms: Some(from_ms), to_ms: Some(to_ms) },
-            )?,
+        let downtime = self.downtime.as_deref().map(read_downtime).transpose()?;
+        let ds = Dataset::load(&db, settings, downtime)?;
+        let saved = ds.save_snapshot(&db)?;
+        if kind == Kind::AlarmLoad {
+            ds.read_alarms(&db)?;
+        }
+        let options = Options {
+            group: self.group,
+            dim: self.dim,
+            by: self.pareto,
+            per_person: self.per_person,
+            change: self.change.clone(),
+            horizon_ms: self.horizon,
+            // The command prints every row.
+            limit: Some(usize::MAX),
+            offset: 0,
         };
-        let joined = r::join(&p, &downtime);
-        let rev = db::data_revision(&conn)?;
-        let saved = db::save_snapshots(&mut conn, rev, &joined, chrono::Utc::now().timestamp_millis())?;
-        let inp = Input { people: &p, events: &joined, from_ms, to_ms };
-        let mut rep = match self.name {
-            Name::Join => r::join::report(&inp),
-            Name::Coverage => r::coverage::report(&r::coverage::coverage(&inp, self.group), self.group),
-            Name::Mttr => r::mttr::report(&inp, self.dim),
-            Name::Pareto => r::pareto::report(&r::pareto::pareto(&inp, self.pareto), self.pareto),
-            Name::Gaps => r::gaps::report(&inp, &r::gaps::gaps(&inp)),
-            Name::Priorities => r::priority::report(&inp, &r::priority::priorities(&inp, 3), self.per_person),
-            Name::Recert => r::recert::report(&inp, &r::recert::recert(&inp)),
-            Name::Whatif => {
-                let c = self
-                    .change
-                    .as_ref()
-                    .context("report whatif needs --change person:skill:level (or person:skill to remove)")?;
-                r::whatif::report(&r::whatif::what_if(&inp, c))
-            }
-            Name::AlarmLoad => {
-                r::alarms::report(&inp, &r::alarms::alarm_load(&inp, &db::alarm_starts(&conn, from_ms, to_ms)?))
-            }
-            Name::Snapshots => unreachable_snapshots(),
-        };
+        let mut rep = query::run(&ds, kind, &window, &options, now_ms).report;
         if saved.new + saved.revised > 0 {
             rep.notes.push(format!(
                 "join snapshots: {} new, {} revised, {} unchanged",
@@ -164,6 +148,18 @@ impl ReportArgs {
     }
 }
 
-fn unreachable_snapshots() -> Report {
-    Report::new("snapshots", Vec::<String>::new())
+/// Every stored revision of one event's join, as a report.
+fn snapshots(r: &Reader, key: &str) -> anyhow::Result<Report> {
+    let mut rep = Report::new("snapshots", ["revision", "data_rev", "computed_ms", "covered", "on_shift", "missing"]);
+    for s in r.snapshots(key)? {
+        rep.rows.push(vec![
+            s.revision.into(),
+            s.data_rev.into(),
+            s.computed_ms.into(),
+            serde_json::json!(s.event.covered),
+            s.event.on_shift.join(" ").into(),
+            s.event.missing.join(" ").into(),
+        ]);
+    }
+    Ok(rep)
 }

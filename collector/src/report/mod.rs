@@ -1,6 +1,8 @@
 //! Reports: pure functions from plain data (a [`Personnel`](crate::people::Personnel), downtime events
 //! and their [`join`]) to typed rows, each convertible to the uniform [`Report`] that the CLI renders as
-//! a table, JSON or CSV and the HTTP API serves. No SQL and no I/O here.
+//! a table, JSON or CSV and the HTTP API serves. No SQL and no I/O here, except in [`cli`], the `report`
+//! command, a thin adapter over the read side (`crate::query`), which lists and dispatches these
+//! reports through its one catalogue.
 //!
 //! Every report takes an [`Input`]: the personnel, the joined events and the analysis window.
 
@@ -10,6 +12,7 @@ pub mod coverage;
 pub mod gaps;
 pub mod join;
 pub mod mttr;
+pub mod overview;
 pub mod pareto;
 pub mod priority;
 pub mod privacy;

@@ -5,129 +5,26 @@
 //! `INSERT OR IGNORE`, dead letters, status, and the downtime rows the timeline changed), commits, and
 //! only then reports [`Committed`] outputs: the seqs now stored (for acks) and the downtime events that
 //! opened or closed (for the feed). Nothing is confirmed before it is durable. Readers open their own
-//! connections ([`open_reader`]); WAL lets them read while the writer writes.
+//! connections ([`open_reader`]); WAL lets them read while the writer writes. The read side (`query`, the
+//! dashboard, the API and the commands) reaches the store only through [`reads`].
 
+mod config;
 pub mod events;
 pub mod migrations;
 pub mod people;
 pub mod pg;
+pub mod reads;
 
 use crate::timeline::{Changes, Downtime, Input, Timeline};
 use events::{DeadLetter, Rows};
 use rusqlite::{Connection, OpenFlags};
-use serde::Deserialize;
-use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::{status::Status, AssetId, GatewayId, SiteId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// `[store]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `sqlite` (the default: one file, nothing else to run) or `postgres` (a shared database; [`pg`]).
-    #[serde(default)]
-    pub backend: Backend,
-    /// PostgreSQL: the database, `postgresql://user@host:port/dbname?sslmode=require`, without a password.
-    #[serde(default)]
-    pub url: Option<Spanned<String>>,
-    /// PostgreSQL: a file holding the password (never in the config, never logged).
-    #[serde(default)]
-    pub password_file: Option<Spanned<PathBuf>>,
-    /// PostgreSQL: the CA (PEM) that signed the server's certificate; with it the connection uses TLS and
-    /// verifies the server's name and certificate.
-    #[serde(default)]
-    pub ca: Option<Spanned<PathBuf>>,
-    /// PostgreSQL: allow plaintext to a host that is not loopback (or a Unix socket).
-    #[serde(default)]
-    pub insecure: bool,
-    /// SQLite database file.
-    #[serde(default = "default_path")]
-    pub path: PathBuf,
-    /// How long raw events are kept (downtime rows are kept for ever).
-    #[serde(default = "default_retention")]
-    pub retention: Spanned<HumanDuration>,
-    /// How far before a stop an alarm may have become active to count as its first-out alarm.
-    #[serde(default = "default_first_out_window")]
-    pub first_out_window: Spanned<HumanDuration>,
-    /// How long dead letters (payloads that could not be ingested) are kept.
-    #[serde(default = "default_dead_letter_retention")]
-    pub dead_letter_retention: Spanned<HumanDuration>,
-    /// Most dead letters kept; past it the oldest are deleted at each commit.
-    #[serde(default = "default_dead_letter_max")]
-    pub dead_letter_max: Spanned<usize>,
-}
-
-fn default_path() -> PathBuf {
-    PathBuf::from("/var/lib/shiftlens/collector.db")
-}
-fn default_retention() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(90 * 86_400)))
-}
-fn default_first_out_window() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(60)))
-}
-fn default_dead_letter_retention() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(7 * 86_400)))
-}
-fn default_dead_letter_max() -> Spanned<usize> {
-    Spanned::new(0..0, 10_000)
-}
-
-/// Upper bound of `dead_letter_max` (each row holds at most about 1 KiB: topic, reason, 64 payload bytes).
-const DEAD_LETTER_MAX_LIMIT: usize = 1_000_000;
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            backend: Backend::default(),
-            url: None,
-            password_file: None,
-            ca: None,
-            insecure: false,
-            path: default_path(),
-            retention: default_retention(),
-            first_out_window: default_first_out_window(),
-            dead_letter_retention: default_dead_letter_retention(),
-            dead_letter_max: default_dead_letter_max(),
-        }
-    }
-}
-
-/// Which database holds the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    Sqlite,
-    Postgres,
-}
-
-impl StoreConfig {
-    pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
-        pg::config::validate(self, file, errors);
-        if self.retention.get_ref().0 < Duration::from_secs(3600) {
-            errors.push(file.error_at(self.retention.span(), "retention must be at least 1h"));
-        }
-        if self.first_out_window.get_ref().0 > Duration::from_secs(86_400) {
-            errors.push(file.error_at(self.first_out_window.span(), "first_out_window must be at most 1d"));
-        }
-        if self.dead_letter_retention.get_ref().0 < Duration::from_secs(3600) {
-            errors.push(file.error_at(self.dead_letter_retention.span(), "dead_letter_retention must be at least 1h"));
-        }
-        let max = *self.dead_letter_max.get_ref();
-        if !(1..=DEAD_LETTER_MAX_LIMIT).contains(&max) {
-            let msg = format!("dead_letter_max {max} is out of range (1-{DEAD_LETTER_MAX_LIMIT})");
-            errors.push(file.error_at(self.dead_letter_max.span(), msg));
-        }
-    }
-
-    pub fn first_out_window_ms(&self) -> i64 {
-        i64::try_from(self.first_out_window.get_ref().0.as_millis()).unwrap_or(i64::MAX)
-    }
-}
+pub use config::{Backend, PgSettings, RawStoreConfig, StoreConfig};
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -291,11 +188,11 @@ pub(crate) struct Retention {
 
 impl Retention {
     pub(crate) fn of(config: &StoreConfig) -> Self {
-        let ms = |d: &Spanned<HumanDuration>| i64::try_from(d.get_ref().0.as_millis()).unwrap_or(i64::MAX);
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self {
-            events_ms: ms(&config.retention),
-            dead_letters_ms: ms(&config.dead_letter_retention),
-            dead_letters_max: *config.dead_letter_max.get_ref(),
+            events_ms: ms(config.retention),
+            dead_letters_ms: ms(config.dead_letter_retention),
+            dead_letters_max: config.dead_letter_max,
         }
     }
 }
@@ -460,8 +357,8 @@ mod tests {
     #[test]
     fn dead_letter_bounds_have_defaults_and_are_range_checked_where_written() {
         let ok = load("[store]\npath = \"x.db\"\n").unwrap();
-        assert_eq!(*ok.store.dead_letter_max.get_ref(), 10_000);
-        assert_eq!(ok.store.dead_letter_retention.get_ref().0.as_secs(), 7 * 86_400);
+        assert_eq!(ok.store.dead_letter_max, 10_000);
+        assert_eq!(ok.store.dead_letter_retention.as_secs(), 7 * 86_400);
         let e = load("[store]\npath = \"x.db\"\ndead_letter_max = 0\ndead_letter_retention = \"10m\"\n").unwrap_err();
         assert!(e.contains("c.toml:3:19: dead_letter_max 0 is out of range (1-1000000)"), "{e}");
         assert!(e.contains("c.toml:4:25: dead_letter_retention must be at least 1h"), "{e}");

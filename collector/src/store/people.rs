@@ -6,9 +6,9 @@
 //! Join snapshots are insert-only (triggers refuse UPDATE and DELETE): a different join result for an
 //! event becomes its next revision.
 
+use crate::join::{AlarmStart, JoinedEvent};
 use crate::people::import::{self, Kind, Record};
 use crate::people::{Personnel, Settings};
-use crate::report::JoinedEvent;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,7 +58,9 @@ pub fn import(
     records: &[Record],
     now_ms: i64,
 ) -> Result<ImportSummary, PeopleStoreError> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: wait (busy_timeout) for another writer (ingest, a snapshot save) rather than fail on a
+    // read that a commit made stale meanwhile.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut current: HashMap<String, (i64, String)> = HashMap::new();
     {
         let mut st = tx.prepare("SELECT id, key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
@@ -120,6 +122,26 @@ pub fn data_revision(conn: &Connection) -> Result<i64, PeopleStoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM people_import", [], |r| r.get(0))?)
 }
 
+/// The current asset records (the assets import only): what the live feed's line lookup needs.
+///
+/// # Errors
+/// SQLite failures, or a stored asset record that does not read back.
+pub fn current_assets(conn: &Connection) -> Result<Vec<crate::people::model::Asset>, PeopleStoreError> {
+    let kind = Kind::Assets.name();
+    let mut st = conn.prepare("SELECT key, body FROM people_record WHERE kind = ?1 AND superseded_by IS NULL")?;
+    let rows = st.query_map([kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, body) = row?;
+        out.push(serde_json::from_str(&body).map_err(|source| PeopleStoreError::Body {
+            kind: kind.to_string(),
+            key,
+            source,
+        })?);
+    }
+    Ok(out)
+}
+
 /// Loads the current records of every kind.
 ///
 /// # Errors
@@ -168,7 +190,9 @@ pub struct SnapshotSummary {
 }
 
 /// Stores the join of each event unless its latest snapshot says the same; a different result is
-/// inserted as the next revision. One transaction.
+/// inserted as the next revision. The latest revisions are compared first, outside any write: when
+/// nothing changed nothing is written (the store is left as it was); otherwise the new rows go in one
+/// `IMMEDIATE` transaction, which waits for the writer rather than failing on a stale read.
 ///
 /// # Errors
 /// SQLite failures; nothing is then stored.
@@ -178,11 +202,10 @@ pub fn save_snapshots(
     events: &[JoinedEvent],
     now_ms: i64,
 ) -> Result<SnapshotSummary, PeopleStoreError> {
-    let tx = conn.transaction()?;
     let mut s = SnapshotSummary::default();
     let mut latest: HashMap<String, (i64, String)> = HashMap::new();
     {
-        let mut st = tx.prepare(
+        let mut st = conn.prepare(
             "SELECT s.event_key, s.revision, s.body FROM join_snapshot s
              JOIN (SELECT event_key, MAX(revision) AS rev FROM join_snapshot GROUP BY event_key) m
                ON m.event_key = s.event_key AND m.rev = s.revision",
@@ -192,31 +215,39 @@ pub fn save_snapshots(
             latest.insert(k, (rev, body));
         }
     }
+    let mut rows: Vec<(&str, i64, String)> = Vec::new();
+    for e in events {
+        let body = serde_json::to_string(e).map_err(|source| PeopleStoreError::Body {
+            kind: "join".into(),
+            key: e.key.clone(),
+            source,
+        })?;
+        let revision = match latest.remove(&e.key) {
+            Some((_, old)) if old == body => {
+                s.unchanged += 1;
+                continue;
+            }
+            Some((rev, _)) => {
+                s.revised += 1;
+                rev + 1
+            }
+            None => {
+                s.new += 1;
+                1
+            }
+        };
+        rows.push((e.key.as_str(), revision, body));
+    }
+    if rows.is_empty() {
+        return Ok(s);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare(
             "INSERT INTO join_snapshot (event_key, revision, data_rev, computed_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for e in events {
-            let body = serde_json::to_string(e).map_err(|source| PeopleStoreError::Body {
-                kind: "join".into(),
-                key: e.key.clone(),
-                source,
-            })?;
-            let revision = match latest.remove(&e.key) {
-                Some((_, old)) if old == body => {
-                    s.unchanged += 1;
-                    continue;
-                }
-                Some((rev, _)) => {
-                    s.revised += 1;
-                    rev + 1
-                }
-                None => {
-                    s.new += 1;
-                    1
-                }
-            };
-            insert.execute(params![e.key, revision, data_rev, now_ms, body])?;
+        for (key, revision, body) in &rows {
+            insert.execute(params![key, revision, data_rev, now_ms, body])?;
         }
     }
     tx.commit()?;
@@ -285,11 +316,7 @@ pub fn latest_snapshots(conn: &Connection) -> Result<Vec<JoinedEvent>, PeopleSto
 ///
 /// # Errors
 /// SQLite failures.
-pub fn alarm_starts(
-    conn: &Connection,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<crate::report::alarms::AlarmStart>, PeopleStoreError> {
+pub fn alarm_starts(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<AlarmStart>, PeopleStoreError> {
     let mut st = conn.prepare(
         "SELECT site, asset, ts_ms, body FROM events WHERE kind = 'alarm' AND ts_ms < ?1
          ORDER BY ts_ms, gateway, epoch, seq",
@@ -306,7 +333,7 @@ pub fn alarm_starts(
         let key = (site, asset, id);
         if v["alarm"]["active"].as_bool().unwrap_or(false) {
             if active.insert(key.clone()) && ts_ms >= from_ms {
-                out.push(crate::report::alarms::AlarmStart { asset: key.1, ts_ms });
+                out.push(AlarmStart { asset: key.1, ts_ms });
             }
         } else {
             active.remove(&key);

@@ -93,7 +93,7 @@ pub fn config(db: &Path, http_extra: &str) -> Config {
 /// Starts the router on a free port, with the config's `[http]` limits.
 pub async fn spawn(config: &Config) -> (SocketAddr, AppState) {
     let state = AppState::new(config, None).unwrap();
-    let addr = http::serve_with("127.0.0.1:0", http::router(state.clone()), config.http.limits()).await.unwrap();
+    let addr = http::serve_with("127.0.0.1:0", http::router(state.clone()), config.http.limits).await.unwrap();
     (addr, state)
 }
 

@@ -22,7 +22,7 @@ use shiftlens_collector::people::import::Kind;
 use shiftlens_collector::pki::{self, Ca};
 use shiftlens_collector::store::{self, events};
 use shiftlens_collector::timeline::Downtime;
-use shiftlens_collector::{feed, http, ingest};
+use shiftlens_collector::{feed, http, topology};
 use shiftlens_common::config::ConfigFile;
 use shiftlens_common::{GatewayId, SiteId};
 use shiftlens_sim::{modbus, opcua, plant::Plant, scenario::Scenario};
@@ -139,12 +139,12 @@ async fn main() -> anyhow::Result<()> {
     if !cli.no_history {
         seed_history(&config.store.path, history, days)?;
     }
-    let collector = ingest::start(&config, feed::AssetLines::line_of(&config.store.path))
+    let collector = topology::start(&config, feed::AssetLines::line_of(&config.store.path))
         .await
         .context("starting the collector")?;
     let broker = collector.broker.context("the demo's broker is embedded")?;
     let state = http::AppState::new(&config, Some(collector.metrics.clone())).context("HTTP setup")?;
-    let bind = config.http.bind.get_ref().clone();
+    let bind = config.http.bind.to_string();
     let web = http::serve(&bind, http::router(state))
         .await
         .with_context(|| format!("cannot listen on {bind}: is another program using port {port}? Try --port 8081"))?;

@@ -4,9 +4,11 @@
 use super::{decode, plan, Line, ModbusDevice, Parity, Register, Request, Table};
 use crate::detect::{Detector, Sample, Value};
 use crate::health::Health;
+use crate::source::Feed;
 use crate::Observation;
+use shiftlens_common::clock::{now_ms, Backoff};
 use shiftlens_common::AssetId;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_modbus::client::{Context, Reader};
@@ -29,11 +31,6 @@ pub enum ReadError {
 pub enum Data {
     Bits(Vec<bool>),
     Words(Vec<u16>),
-}
-
-/// UTC milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Opens a line; `unit` is the first unit id (changed per request with `set_slave`).
@@ -135,63 +132,52 @@ pub fn values_of(points: &[Register], req: &Request, data: &Data, out: &mut Vec<
     }));
 }
 
-/// A device as its poll task keeps it: settings, its request plan, a [`Register`] per point and a detector
-/// that knows each point by index. Point names, spans and the config's strings are not kept, so a large
+/// A device as its poll task keeps it: settings, its request plan, a [`Register`] per point and a [`Feed`]
+/// whose detector knows each point by index. Point names, spans and the config's strings are not kept, so a large
 /// device costs its poller about the size of its detector.
 pub struct PolledDevice {
     id: String,
     unit: u8,
     poll: Duration,
     timeout: Duration,
-    backoff_max: Duration,
     /// The assets the device feeds, for link samples.
     assets: Vec<AssetId>,
     registers: Vec<Register>,
     plan: Vec<Request>,
-    detector: Detector,
+    feed: Feed,
     next_due: Instant,
-    backoff: Duration,
+    /// Reconnect delays after failures: from the poll interval (at least 100ms) up to `backoff_max`.
+    backoff: Backoff,
     /// Last link state reported to the detector.
     connected: Option<bool>,
 }
 
 impl PolledDevice {
-    /// Takes what polling needs from a validated device.
-    pub fn new(dev: &ModbusDevice) -> Self {
-        let registers: Vec<Register> = dev.points.iter().map(|p| p.get_ref().register()).collect();
+    /// Takes what polling needs from a validated device; its samples go through a [`Feed`] to `tx`.
+    pub fn new(dev: &ModbusDevice, tx: mpsc::Sender<Observation>, health: Health) -> Self {
+        let registers: Vec<Register> = dev.points.iter().map(|p| p.register).collect();
         let spans: Vec<_> = registers.iter().map(Register::span).collect();
         let plan = plan(&spans, dev.coalesce_gap);
-        let id = dev.id.get_ref().clone();
-        let detector = Detector::indexed(
-            &id,
-            dev.points.iter().map(|p| {
-                let p = p.get_ref();
-                (p.asset.clone(), p.meaning.get_ref().clone())
-            }),
-        );
+        let id = dev.id.clone();
+        let detector = Detector::indexed(&id, dev.points.iter().map(|p| (p.asset.clone(), p.meaning.clone())));
         Self {
             id,
-            unit: *dev.unit.get_ref(),
-            poll: dev.poll.get_ref().0,
-            timeout: dev.timeout.get_ref().0,
-            backoff_max: dev.backoff_max.0,
+            unit: dev.unit,
+            poll: dev.poll,
+            timeout: dev.timeout,
             assets: dev.assets(),
             registers,
             plan,
-            detector,
+            feed: Feed::new(detector, tx, health),
             next_due: Instant::now(),
-            backoff: Duration::ZERO,
+            backoff: Backoff::new(dev.poll.clamp(Duration::from_millis(100), dev.backoff_max), dev.backoff_max),
             connected: None,
         }
     }
 
     /// Starts the detector's alarm flags from what was last reported (see [`Detector::restore`]).
     pub fn restore(&mut self, reported: &crate::Reported) {
-        self.detector.restore(reported);
-    }
-
-    fn first_backoff(&self) -> Duration {
-        self.poll.clamp(Duration::from_millis(100), self.backoff_max)
+        self.feed.restore(reported);
     }
 
     fn link(&self, ts_ms: i64, connected: bool, error: Option<String>) -> Sample {
@@ -201,12 +187,12 @@ impl PolledDevice {
 
 /// Polls every device on `line` until the receiver of `tx` goes away; link changes also go to `health`.
 pub async fn run_line(line: Line, devices: Vec<ModbusDevice>, tx: mpsc::Sender<Observation>, health: Health) {
-    let devices = devices.iter().map(PolledDevice::new).collect();
-    run_devices(line, devices, tx, health).await;
+    let devices = devices.iter().map(|d| PolledDevice::new(d, tx.clone(), health.clone())).collect();
+    run_devices(line, devices).await;
 }
 
 /// [`run_line`] for devices already taken from the config.
-pub async fn run_devices(line: Line, mut devs: Vec<PolledDevice>, tx: mpsc::Sender<Observation>, health: Health) {
+pub async fn run_devices(line: Line, mut devs: Vec<PolledDevice>) {
     let mut ctx: Option<Context> = None;
     let mut values = Vec::new();
     loop {
@@ -237,7 +223,7 @@ pub async fn run_devices(line: Line, mut devs: Vec<PolledDevice>, tx: mpsc::Send
                     links.push(d.link(ts_ms, true, None));
                     d.connected = Some(true);
                 }
-                d.backoff = Duration::ZERO;
+                d.backoff.reset();
                 d.next_due += d.poll;
                 if d.next_due < Instant::now() {
                     d.next_due = Instant::now() + d.poll;
@@ -253,23 +239,14 @@ pub async fn run_devices(line: Line, mut devs: Vec<PolledDevice>, tx: mpsc::Send
                     links.push(d.link(ts_ms, false, Some(e.to_string())));
                     d.connected = Some(false);
                 }
-                d.backoff = if d.backoff.is_zero() { d.first_backoff() } else { (d.backoff * 2).min(d.backoff_max) };
-                d.next_due = Instant::now() + jitter(d.backoff);
+                d.next_due = Instant::now() + d.backoff.next_delay();
             }
         }
-        health.record(&links);
-        let mut out = d.detector.apply(links);
-        out.extend(d.detector.apply_values(ts_ms, values.drain(..)));
-        out.extend(d.detector.tick(ts_ms));
-        for o in out {
-            if tx.send(o).await.is_err() {
-                return;
-            }
+        d.feed.samples(links);
+        d.feed.values(ts_ms, values.drain(..));
+        d.feed.tick(ts_ms);
+        if !d.feed.flush().await {
+            return;
         }
     }
-}
-
-/// A random wait between half and all of `d`, so devices that failed together do not retry together.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }

@@ -1,13 +1,13 @@
 //! Validation of the PostgreSQL keys of `[store]` (no I/O; every error with file:line:col).
 
 use super::is_local;
-use crate::store::{Backend, StoreConfig};
+use crate::store::{Backend, RawStoreConfig};
 use shiftlens_common::config::{ConfigError, ConfigFile};
 use std::str::FromStr;
 use tokio_postgres::config::SslMode;
 
 /// Checks `backend`, `url`, `password_file`, `ca` and `insecure` together.
-pub fn validate(c: &StoreConfig, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+pub fn validate(c: &RawStoreConfig, file: &ConfigFile, errors: &mut Vec<ConfigError>) {
     if c.backend == Backend::Sqlite {
         for (span, key) in [
             (c.url.as_ref().map(|u| u.span()), "url"),

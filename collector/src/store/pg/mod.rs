@@ -99,12 +99,8 @@ impl Target {
     /// # Errors
     /// A bad url, an unreadable password file or CA.
     pub fn from_store(c: &StoreConfig) -> Result<Self, PgError> {
-        let url = c.url.as_ref().map(|u| u.get_ref().as_str()).unwrap_or_default();
-        Self::new(
-            url,
-            c.password_file.as_ref().map(|p| p.get_ref().as_path()),
-            c.ca.as_ref().map(|p| p.get_ref().as_path()),
-        )
+        let Some(pg) = &c.postgres else { return Err(PgError::Url("[store] has no url".into())) };
+        Self::new(&pg.url, pg.password_file.as_deref(), pg.ca.as_deref())
     }
 
     /// A database from a url, the password from `password_file` (if any), TLS verified against `ca` (if

@@ -190,13 +190,16 @@ impl Reader {
                 &[&Kind::Assets.name()],
             ))
             .map_err(|e| self.sql(&e))?;
-        let mut lines = crate::feed::LineMap::new();
+        let mut assets = Vec::with_capacity(rows.len());
         for r in rows {
-            let a: crate::people::model::Asset = serde_json::from_str(r.get::<_, &str>(0))
-                .map_err(|e| PgError::Sql { at: self.target.at().to_string(), cause: format!("asset record: {e}") })?;
-            lines.insert((a.site, a.id), a.line);
+            assets.push(
+                serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| PgError::Sql {
+                    at: self.target.at().to_string(),
+                    cause: format!("asset record: {e}"),
+                })?,
+            );
         }
-        Ok(lines)
+        Ok(crate::feed::LineMap::from_assets(assets))
     }
 }
 
@@ -247,6 +250,6 @@ pub fn line_of(target: &Target) -> crate::feed::LineOf {
     }
     Arc::new(move |site, asset| {
         let map = lines.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        map.get(&(site.to_string(), asset.to_string())).cloned()
+        map.line(site, asset)
     })
 }

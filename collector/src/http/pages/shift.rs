@@ -1,128 +1,23 @@
 //! The shift report: `/shift?date=2025-06-10&shift=day` (a page, printable) and `/api/v1/shift` (the same
-//! figures as JSON). Without `date` and `shift` it shows the last shift that has ended. Both call [`compute`],
+//! figures as JSON). Without `date` and `shift` it shows the last shift that has ended. Both call [`compute`] of the read side,
 //! so page and API agree.
 
-use super::auth::{Principal, Viewer};
-use super::data::{Dataset, Params};
-use super::error::{ApiError, AppError, PageError};
-use super::views::{self, Link, Nav, Table, Words};
-use super::AppState;
-use crate::report::shift::{self, ShiftReport};
-use crate::report::Report;
+use crate::http::auth::{Principal, Viewer};
+use crate::http::error::{blocking, ApiError, AppError, PageError};
+use crate::http::views::{self, Link, Nav, Table, Words};
+use crate::http::AppState;
+use crate::query::shift::{compute, Computed, ShiftId, ShiftParams};
+use crate::query::Params;
 use askama::Template;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::NaiveDate;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/shift", get(page)).route("/api/v1/shift", get(api))
-}
-
-/// Which shift: a local date and a slot name; both or neither.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ShiftParams {
-    pub date: Option<String>,
-    pub shift: Option<String>,
-}
-
-/// One computed shift.
-pub struct Computed {
-    pub ds: Arc<Dataset>,
-    pub date: NaiveDate,
-    pub shift: String,
-    pub names: Vec<&'static str>,
-    pub report: ShiftReport,
-    pub summary: BTreeMap<String, Value>,
-    pub stops: Report,
-    /// The shifts before and after, as (date, name).
-    pub prev: Option<ShiftId>,
-    pub next: Option<ShiftId>,
-}
-
-/// A shift: its local date and slot name.
-pub type ShiftId = (NaiveDate, &'static str);
-
-fn some(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// # Errors
-/// 400 for an unreadable date, an unknown shift name, one of date and shift without the other, or no
-/// rotations to know shifts from; the store's errors.
-pub async fn compute(st: &AppState, q: ShiftParams) -> Result<Computed, AppError> {
-    let source = st.data.clone();
-    tokio::task::spawn_blocking(move || {
-        let ds = source.dataset()?;
-        let p = &ds.people;
-        let now = chrono::Utc::now().timestamp_millis();
-        let names = shift::slot_names(p);
-        if names.is_empty() {
-            return Err(AppError::bad_request(
-                "no shifts are known: import rotation.csv (crew rotations) to see shift reports",
-            ));
-        }
-        let (date, name) = match (some(&q.date), some(&q.shift)) {
-            (None, None) => match shift::last_completed(p, now) {
-                Some((d, n)) => (d, n.to_string()),
-                None => (roster_today(p, now), names[0].to_string()),
-            },
-            (Some(d), Some(n)) => {
-                let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                    AppError::bad_request(format!("invalid date {d:?}: expected a date such as 2025-06-10"))
-                })?;
-                if !names.contains(&n) {
-                    return Err(AppError::bad_request(format!(
-                        "unknown shift {n:?}: expected one of {}",
-                        names.join(", ")
-                    )));
-                }
-                (date, n.to_string())
-            }
-            _ => return Err(AppError::bad_request("give both date and shift, or neither for the last shift")),
-        };
-        let slots = shift::slots(p, date, &name);
-        let report = shift::shift_report(p, &ds.events, &slots, now);
-        let (summary, mut stops) = shift::report(p, &ds.events, &report, now);
-        if slots.is_empty() {
-            stops.notes.push(format!("no crew works the {name} shift on {date}"));
-        }
-        let (prev, next) = neighbours(&ds, date, &name);
-        Ok(Computed { ds: ds.clone(), date, shift: name, names, report, summary, stops, prev, next })
-    })
-    .await
-    .map_err(AppError::internal)?
-}
-
-fn roster_today(p: &crate::people::Personnel, now: i64) -> NaiveDate {
-    crate::people::roster::local_date(p.settings.tz, now)
-}
-
-/// The worked shifts just before and just after (date, name), within two days.
-fn neighbours(ds: &Dataset, date: NaiveDate, name: &str) -> (Option<ShiftId>, Option<ShiftId>) {
-    let p = &ds.people;
-    let mut all: Vec<(NaiveDate, i64, &'static str)> = Vec::new();
-    for d in
-        [date.pred_opt(), Some(date), date.succ_opt(), date.succ_opt().and_then(|d| d.succ_opt())].into_iter().flatten()
-    {
-        for r in &p.rotations {
-            if let Some(s) = crate::people::roster::slot_on(&p.settings, r, d) {
-                all.push((d, s.start_ms, s.name));
-            }
-        }
-    }
-    all.sort_unstable();
-    all.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
-    let Some(i) = all.iter().position(|(d, _, n)| *d == date && *n == name) else { return (None, None) };
-    let pick = |j: Option<usize>| j.and_then(|j| all.get(j)).map(|(d, _, n)| (*d, *n));
-    (pick(i.checked_sub(1)), pick(Some(i + 1)))
 }
 
 /// The API's JSON of a shift.
@@ -145,7 +40,8 @@ fn to_json(c: &Computed) -> Value {
 }
 
 async fn api(State(st): State<AppState>, _: Viewer, Query(q): Query<ShiftParams>) -> Result<Response, ApiError> {
-    let c = compute(&st, q).await?;
+    let source = st.data.clone();
+    let c = blocking(move || compute(&source, &q)).await?;
     Ok(Json(to_json(&c)).into_response())
 }
 
@@ -188,7 +84,8 @@ async fn page(
     Query(q): Query<ShiftParams>,
 ) -> Result<Response, PageError> {
     let err = views::page_err(&uri);
-    let c = compute(&st, q).await.map_err(&err)?;
+    let source = st.data.clone();
+    let c = blocking(move || compute(&source, &q)).await.map_err(&err)?;
     render_page(&st, &p, &c).map_err(&err)
 }
 

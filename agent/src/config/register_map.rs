@@ -10,9 +10,10 @@
 //! Invariants: every problem is reported, each as `file:row:column: column-name: message` (row 1 is the
 //! header, the column is counted from 1); a file with any problem adds no points.
 
-use super::{point_problems, DataType, Field, ModbusDevice, ModbusPoint, Order, Table};
+use super::modbus::{point_problems, Field, RawModbusDevice, RawModbusPoint};
 use crate::detect::meaning::AlarmMeaning;
 use crate::detect::Meaning;
+use crate::source::modbus::{DataType, Order, Table};
 use serde::de::IntoDeserializer;
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
@@ -27,7 +28,7 @@ const OPTIONAL: &[&str] =
 /// Reads the `points_csv` of every device that has one and appends its points to the device's `points`
 /// (recording how many in `csv_points`). The path is relative to `file`'s directory. Problems go to
 /// `errors`: an unreadable file at the `points_csv` value in `file`, everything else in the CSV file.
-pub fn load(devices: &mut [Spanned<ModbusDevice>], file: &ConfigFile, errors: &mut Vec<ConfigError>) {
+pub fn load(devices: &mut [Spanned<RawModbusDevice>], file: &ConfigFile, errors: &mut Vec<ConfigError>) {
     for dev in devices {
         let d = dev.get_mut();
         let Some(csv_name) = d.points_csv.clone() else { continue };
@@ -59,7 +60,11 @@ pub fn load(devices: &mut [Spanned<ModbusDevice>], file: &ConfigFile, errors: &m
 ///
 /// # Errors
 /// Every problem found, located in `path`.
-pub fn read(input: impl std::io::Read, path: &Path, dev: &ModbusDevice) -> Result<Vec<ModbusPoint>, Vec<ConfigError>> {
+pub fn read(
+    input: impl std::io::Read,
+    path: &Path,
+    dev: &RawModbusDevice,
+) -> Result<Vec<RawModbusPoint>, Vec<ConfigError>> {
     let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(input);
     let at = |line: u64, col: usize, message: String| ConfigError {
         path: path.to_path_buf(),
@@ -203,7 +208,7 @@ impl Row<'_> {
         }
     }
 
-    fn point(&mut self, dev: &ModbusDevice) -> Option<ModbusPoint> {
+    fn point(&mut self, dev: &RawModbusDevice) -> Option<RawModbusPoint> {
         let name = self.required("name");
         let asset = self.required("asset").and_then(|a| match AssetId::parse(a) {
             Ok(a) => Some(a),
@@ -240,7 +245,7 @@ impl Row<'_> {
         let scale = self.parsed::<f64>("scale", "a number");
         let offset = self.parsed::<f64>("offset", "a number");
         let meaning = self.meaning(dev);
-        Some(ModbusPoint {
+        Some(RawModbusPoint {
             name: Spanned::new(0..0, name?),
             asset: asset?,
             table: table?,
@@ -255,7 +260,7 @@ impl Row<'_> {
         })
     }
 
-    fn meaning(&mut self, dev: &ModbusDevice) -> Option<Meaning> {
+    fn meaning(&mut self, dev: &RawModbusDevice) -> Option<Meaning> {
         let alarm_columns = ["alarm_id", "text", "severity", "class", "debounce"];
         let meaning = match self.get("meaning") {
             "" => {

@@ -2,12 +2,11 @@
 //! hours before and after, computed by the same call as `/api/v1/whatif?change=p0003:vfd:3`, over the
 //! window and filters of the other pages. Without a choice it shows the form.
 
-use super::api;
-use super::auth::Viewer;
-use super::data::{Kind, Params};
-use super::error::{AppError, PageError};
-use super::views::{self, Nav, Table, Words};
-use super::AppState;
+use crate::http::auth::Viewer;
+use crate::http::error::{blocking, PageError};
+use crate::http::views::{self, Nav, Table, Words};
+use crate::http::AppState;
+use crate::query::{self, Filter, Kind, Params};
 use askama::Template;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::StatusCode;
@@ -85,10 +84,7 @@ async fn page(
     let err = views::page_err(&uri);
     let shown_change = c.change();
     let source = st.data.clone();
-    let ds = tokio::task::spawn_blocking(move || source.dataset())
-        .await
-        .map_err(|e| err(AppError::internal(e)))?
-        .map_err(&err)?;
+    let ds = blocking(move || source.dataset()).await.map_err(&err)?;
     let settings = &ds.people.settings;
     let words = Words { people: Some(&ds.people), currency: &settings.currency, tz: settings.tz.name() };
     // The form offers people as the reports show them (pseudonyms when configured, so the page leaks no
@@ -104,7 +100,8 @@ async fn page(
     q.change = change.clone();
     let (table, from, to) = match &change {
         Some(_) => {
-            let (out, f) = api::compute(st.data.clone(), q.clone(), Kind::Whatif, None).await.map_err(&err)?;
+            let (source, q) = (st.data.clone(), q.clone());
+            let (out, f) = blocking(move || query::report(&source, &q, Kind::Whatif)).await.map_err(&err)?;
             let mut t = views::table(&out.report, &words);
             for row in &mut t.rows {
                 if let Some(cell) = row.iter_mut().find(|c| c.col == "metric") {
@@ -116,7 +113,7 @@ async fn page(
         }
         None => {
             let now = chrono::Utc::now().timestamp_millis();
-            let f = super::data::Filter::parse(&q, settings, now, st.data.bounds()).map_err(&err)?;
+            let f = Filter::parse(&q, settings, now, st.data.bounds()).map_err(|e| err(e.into()))?;
             (None, f.from_ms, f.to_ms)
         }
     };
