@@ -193,6 +193,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed first, so a SIGTERM during startup is not fatal either.
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    // The dashboard and API read the PostgreSQL store when it is the backend.
+    crate::store::reads::serve_from_postgres(&config.store)?;
     let lines = match config.store.backend {
         crate::store::Backend::Sqlite => feed::AssetLines::line_of(&config.store.path),
         crate::store::Backend::Postgres => {

@@ -108,6 +108,15 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
     assert_eq!(new, 1000, "each event counted new exactly once");
     let dup = metrics::Metrics::get(&c1.metrics.events_duplicate) + metrics::Metrics::get(&c2.metrics.events_duplicate);
     assert_eq!(dup, 1500);
+    // The dashboard's dataset (the read side's door into the store) reads the same downtime from PostgreSQL.
+    let cfg = pg_config(&pg, d1.path(), &pki, name);
+    shiftlens_collector::store::reads::serve_from_postgres(&cfg.store).unwrap();
+    let want = expected_downtime(&batches);
+    assert_eq!(downtime_becomes(&pg, name, &want).await, want);
+    let source =
+        std::sync::Arc::new(shiftlens_collector::query::Source::new(cfg.store.path.clone(), cfg.people_settings));
+    let ds = tokio::task::spawn_blocking(move || source.dataset().unwrap()).await.unwrap();
+    assert_eq!(ds.downtime, want);
     c1.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
     c2.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
 }
