@@ -115,8 +115,18 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
     assert_eq!(downtime_becomes(&pg, name, &want).await, want);
     let source =
         std::sync::Arc::new(shiftlens_collector::query::Source::new(cfg.store.path.clone(), cfg.people_settings));
-    let ds = tokio::task::spawn_blocking(move || source.dataset().unwrap()).await.unwrap();
+    let db = cfg.store.path.clone();
+    let (ds, first, second) = tokio::task::spawn_blocking(move || {
+        let ds = source.dataset().unwrap();
+        // Saving the join snapshot twice: the second finds every event unchanged.
+        let (first, second) = (ds.save_snapshot(&db).unwrap(), ds.save_snapshot(&db).unwrap());
+        (ds, first, second)
+    })
+    .await
+    .unwrap();
     assert_eq!(ds.downtime, want);
+    assert_eq!((first.new, second.unchanged, second.new), (ds.events.len(), ds.events.len(), 0));
+    assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.join_snapshot"), ds.events.len().to_string());
     c1.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
     c2.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
 }

@@ -133,6 +133,9 @@ impl Reader {
     /// # Errors
     /// Store failures or an unreadable body.
     pub fn snapshots(&self, event_key: &str) -> Result<Vec<Snapshot>, ReadError> {
+        if let Some(pg) = &self.pg {
+            return Ok(pg.snapshots(event_key)?);
+        }
         Ok(db::snapshots(self.conn()?, event_key)?)
     }
 
@@ -199,7 +202,7 @@ impl Reader {
 
 fn open_writer(path: &Path) -> Result<Connection, ReadError> {
     if postgres_for(path).is_some() {
-        return Err(ReadError::NotOnPostgres("writing personnel and join snapshots"));
+        return Err(ReadError::NotOnPostgres("importing personnel"));
     }
     let conn = db::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -211,6 +214,9 @@ fn open_writer(path: &Path) -> Result<Connection, ReadError> {
 /// # Errors
 /// The store cannot be opened for writing, or SQLite failures (nothing is then stored).
 pub fn save_join_snapshots(path: &Path, joined: &[JoinedEvent], now_ms: i64) -> Result<SnapshotSummary, ReadError> {
+    if let Some(target) = postgres_for(path) {
+        return Ok(super::pg::read::Reader::open(&target)?.save_snapshots(joined, now_ms)?);
+    }
     let mut conn = open_writer(path)?;
     let rev = db::data_revision(&conn)?;
     Ok(db::save_snapshots(&mut conn, rev, joined, now_ms)?)

@@ -253,3 +253,98 @@ pub fn line_of(target: &Target) -> crate::feed::LineOf {
         map.line(site, asset)
     })
 }
+
+impl Reader {
+    /// Stores the join of each event unless its latest snapshot says the same (as
+    /// `store::people::save_snapshots`); one transaction. Two collectors saving the same revision at once
+    /// keep the first (the key is (event, revision)); the other's next load finds it.
+    ///
+    /// # Errors
+    /// Statement failures (nothing is then stored).
+    pub fn save_snapshots(
+        &mut self,
+        joined: &[crate::join::JoinedEvent],
+        now_ms: i64,
+    ) -> Result<crate::store::people::SnapshotSummary, PgError> {
+        let at = self.target.at().to_string();
+        let sql = |e: tokio_postgres::Error| PgError::Sql { at: at.clone(), cause: super::cause(&e) };
+        let rt = &self.rt;
+        let client = &mut self.client;
+        rt.block_on(async move {
+            let tx = client.transaction().await.map_err(sql)?;
+            let rev: i64 =
+                tx.query_one("SELECT coalesce(max(id), 0) FROM people_import", &[]).await.map_err(sql)?.get(0);
+            let mut latest: std::collections::HashMap<String, (i64, String)> = tx
+                .query(
+                    "SELECT DISTINCT ON (event_key) event_key, revision, body FROM join_snapshot
+                     ORDER BY event_key, revision DESC",
+                    &[],
+                )
+                .await
+                .map_err(sql)?
+                .into_iter()
+                .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1), r.get::<_, String>(2))))
+                .collect();
+            let mut s = crate::store::people::SnapshotSummary::default();
+            let (mut keys, mut revisions, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+            for e in joined {
+                let Ok(body) = serde_json::to_string(e) else { continue };
+                let revision = match latest.remove(&e.key) {
+                    Some((_, old)) if old == body => {
+                        s.unchanged += 1;
+                        continue;
+                    }
+                    Some((rev, _)) => {
+                        s.revised += 1;
+                        rev + 1
+                    }
+                    None => {
+                        s.new += 1;
+                        1
+                    }
+                };
+                keys.push(e.key.clone());
+                revisions.push(revision);
+                bodies.push(body);
+            }
+            tx.execute(
+                "INSERT INTO join_snapshot (event_key, revision, data_rev, computed_ms, body)
+                 SELECT k, r, $4, $5, b FROM unnest($1::text[], $2::int8[], $3::text[]) AS u(k, r, b)
+                 ON CONFLICT DO NOTHING",
+                &[&keys, &revisions, &bodies, &rev, &now_ms],
+            )
+            .await
+            .map_err(sql)?;
+            tx.commit().await.map_err(sql)?;
+            Ok(s)
+        })
+    }
+
+    /// Every revision of an event's join, oldest first.
+    ///
+    /// # Errors
+    /// Statement failures or an unreadable body.
+    pub fn snapshots(&self, event_key: &str) -> Result<Vec<crate::store::people::Snapshot>, PgError> {
+        let rows = self
+            .rt
+            .block_on(self.client.query(
+                "SELECT revision, data_rev, computed_ms, body FROM join_snapshot WHERE event_key = $1 ORDER BY revision",
+                &[&event_key],
+            ))
+            .map_err(|e| self.sql(&e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let event = serde_json::from_str(r.get::<_, &str>(3)).map_err(|e| PgError::Sql {
+                at: self.target.at().to_string(),
+                cause: format!("join snapshot of {event_key}: {e}"),
+            })?;
+            out.push(crate::store::people::Snapshot {
+                revision: r.get(0),
+                data_rev: r.get(1),
+                computed_ms: r.get(2),
+                event,
+            });
+        }
+        Ok(out)
+    }
+}
