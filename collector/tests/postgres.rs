@@ -113,8 +113,10 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
     shiftlens_collector::store::reads::serve_from_postgres(&cfg.store).unwrap();
     let want = expected_downtime(&batches);
     assert_eq!(downtime_becomes(&pg, name, &want).await, want);
-    let source =
-        std::sync::Arc::new(shiftlens_collector::query::Source::new(cfg.store.path.clone(), cfg.people_settings));
+    let source = std::sync::Arc::new(shiftlens_collector::query::Source::new(
+        cfg.store.path.clone(),
+        cfg.people_settings.clone(),
+    ));
     let db = cfg.store.path.clone();
     let (ds, first, second) = tokio::task::spawn_blocking(move || {
         let ds = source.dataset().unwrap();
@@ -127,6 +129,20 @@ async fn redelivered_batches_are_stored_once_across_two_collectors() {
     assert_eq!(ds.downtime, want);
     assert_eq!((first.new, second.unchanged, second.new), (ds.events.len(), ds.events.len(), 0));
     assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.join_snapshot"), ds.events.len().to_string());
+    // A personnel import through the same door lands in PostgreSQL; the BI view then names the line.
+    let (db, settings) = (cfg.store.path.clone(), cfg.people_settings.clone());
+    let (first, again) = tokio::task::spawn_blocking(move || {
+        use shiftlens_collector::people::import::Kind;
+        use shiftlens_collector::store::reads::import_personnel;
+        let text = "id,site,line,cost_per_hour,requires\npress-1,plant-a,line-3,250,\n";
+        let first = import_personnel(&db, settings.clone(), Kind::Assets, "assets.csv", text, 1).unwrap().unwrap();
+        let again = import_personnel(&db, settings, Kind::Assets, "assets.csv", text, 2).unwrap().unwrap();
+        (first, again)
+    })
+    .await
+    .unwrap();
+    assert_eq!((first.added, again.unchanged, again.import_id), (1, 1, None));
+    assert_eq!(pg.psql(name, "SELECT DISTINCT line FROM shiftlens.downtime_v1"), "line-3");
     c1.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
     c2.shutdown(std::time::Duration::from_secs(10)).await.unwrap();
 }

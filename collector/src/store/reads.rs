@@ -235,6 +235,15 @@ pub fn import_personnel(
     text: &str,
     now_ms: i64,
 ) -> Result<Result<ImportSummary, Vec<ImportError>>, ReadError> {
+    if let Some(target) = postgres_for(path) {
+        let mut r = super::pg::read::Reader::open(&target)?;
+        let known = r.people(settings)?;
+        let records = match import::parse(kind, file, text, &known) {
+            Ok(records) => records,
+            Err(errors) => return Ok(Err(errors)),
+        };
+        return Ok(Ok(r.import_people(kind, file, &records, now_ms)?));
+    }
     let mut conn = open_writer(path)?;
     let known = db::load(&conn, settings)?;
     let records = match import::parse(kind, file, text, &known) {

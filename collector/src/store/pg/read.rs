@@ -348,3 +348,86 @@ impl Reader {
         Ok(out)
     }
 }
+
+impl Reader {
+    /// Stores a validated file of `kind` as the full current list of that kind, in one transaction (as
+    /// `store::people::import`): changed and dropped keys get their record closed, new versions added.
+    /// Imports of one kind from several collectors wait for each other (a transaction advisory lock).
+    ///
+    /// # Errors
+    /// Statement failures; the store is then unchanged.
+    pub fn import_people(
+        &mut self,
+        kind: Kind,
+        file: &str,
+        records: &[import::Record],
+        now_ms: i64,
+    ) -> Result<crate::store::people::ImportSummary, PgError> {
+        let at = self.target.at().to_string();
+        let sql = |e: tokio_postgres::Error| PgError::Sql { at: at.clone(), cause: super::cause(&e) };
+        let rt = &self.rt;
+        let client = &mut self.client;
+        rt.block_on(async move {
+            let tx = client.transaction().await.map_err(sql)?;
+            let lock = format!("shiftlens.people:{}", kind.name());
+            tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await.map_err(sql)?;
+            let mut current: std::collections::HashMap<String, (i64, String)> = tx
+                .query(
+                    "SELECT id, key, body FROM people_record WHERE kind = $1 AND superseded_by IS NULL",
+                    &[&kind.name()],
+                )
+                .await
+                .map_err(sql)?
+                .into_iter()
+                .map(|r| (r.get::<_, String>(1), (r.get::<_, i64>(0), r.get::<_, String>(2))))
+                .collect();
+            let mut s = crate::store::people::ImportSummary::default();
+            let (mut add_keys, mut add_bodies, mut to_close) = (Vec::new(), Vec::new(), Vec::new());
+            for r in records {
+                let body = r.body.to_string();
+                match current.remove(&r.key) {
+                    Some((_, old)) if old == body => s.unchanged += 1,
+                    Some((id, _)) => {
+                        s.changed += 1;
+                        to_close.push(id);
+                        add_keys.push(r.key.clone());
+                        add_bodies.push(body);
+                    }
+                    None => {
+                        s.added += 1;
+                        add_keys.push(r.key.clone());
+                        add_bodies.push(body);
+                    }
+                }
+            }
+            s.removed = current.len();
+            to_close.extend(current.values().map(|(id, _)| *id));
+            if add_keys.is_empty() && to_close.is_empty() {
+                return Ok(s);
+            }
+            let (added, changed, removed) = (s.added as i64, s.changed as i64, s.removed as i64);
+            let import_id: i64 = tx
+                .query_one(
+                    "INSERT INTO people_import (kind, file, imported_ms, added, changed, removed)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &[&kind.name(), &file, &now_ms, &added, &changed, &removed],
+                )
+                .await
+                .map_err(sql)?
+                .get(0);
+            tx.execute("UPDATE people_record SET superseded_by = $1 WHERE id = ANY($2)", &[&import_id, &to_close])
+                .await
+                .map_err(sql)?;
+            tx.execute(
+                "INSERT INTO people_record (kind, key, body, import_id)
+                 SELECT $1, k, b, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(k, b, n) ORDER BY n",
+                &[&kind.name(), &add_keys, &add_bodies, &import_id],
+            )
+            .await
+            .map_err(sql)?;
+            tx.commit().await.map_err(sql)?;
+            s.import_id = Some(import_id);
+            Ok(s)
+        })
+    }
+}
