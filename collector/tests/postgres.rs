@@ -247,6 +247,20 @@ async fn migrate_copies_a_sqlite_store_resumably_and_the_bi_view_matches_the_fee
     let (from_lite, from_pg) = (export(&lite_cfg), export(&pg_cfg));
     assert!(from_lite.lines().count() > 100 && from_lite.contains(",line-3,"), "{}", from_lite.len());
     assert!(from_lite == from_pg, "exports differ");
+
+    // So does a report (the read side's door, from the command line).
+    let report = |cfg: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
+            .args(["report", "mttr", "--from", "2023-11-01T00:00:00Z", "--to", "2023-12-01T00:00:00Z", "--config"])
+            .arg(cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (from_lite, from_pg) = (report(&lite_cfg), report(&pg_cfg));
+    assert!(from_lite.contains("join snapshots: 15250 new"), "{from_lite}");
+    assert_eq!(from_lite, from_pg);
 }
 
 /// Like an agent: publishes every batch not yet fully acked, waits for progress (5 s), and again, until
