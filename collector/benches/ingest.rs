@@ -1,6 +1,7 @@
 //! Collector ingest benchmark (a bench binary that prints its figures):
 //! 1. the timeline alone: events/s applied in order and with 10 % late events;
-//! 2. the store writer alone: prepared batches straight into the writer thread (SQLite WAL + timeline);
+//! 2. the store writer alone: prepared batches straight into the writer thread (SQLite WAL + timeline); then
+//!    the same into PostgreSQL (`pg`: a throw-away cluster started by the bench, fsync on);
 //! 3. end to end: 4 gateways publish batches (encoded beforehand) to the embedded broker on loopback, with
 //!    at most 8 batches in flight each like the agent; the collector decodes, stores, maintains the
 //!    timeline and acks; the figure is events/s from first publish to last ack. Once through the mTLS gate
@@ -17,7 +18,7 @@
 //!
 //! `cargo bench -p shiftlens-collector --bench ingest` (env: BENCH_EVENTS, default 1,000,000;
 //! BENCH_LATENCY, samples, default 2,000; BENCH_ONLY, a comma-separated list of the parts to run:
-//! timeline, store, mtls, plain, latency).
+//! timeline, store, pg, mtls, plain, latency).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -128,16 +129,28 @@ fn cpu_note(n: u64, cpu: (f64, f64)) -> String {
     )
 }
 
-async fn bench_store(n: u64) {
+/// The store writer alone, on SQLite or (with `pg`) on a throw-away PostgreSQL cluster with fsync and
+/// synchronous commit on, as in production.
+async fn bench_store(n: u64, pg: Option<&support::pg::PgCluster>) {
     use shiftlens_collector::store::{events::Rows, Committed, StoreConfig, WriteOp, Writer};
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { path: dir.path().join("c.db"), ..StoreConfig::default() };
+    let config = match pg {
+        None => StoreConfig { path: dir.path().join("c.db"), ..StoreConfig::default() },
+        Some(pg) => {
+            pg.create_db("bench");
+            let text = pg.store_toml("bench");
+            let file = shiftlens_common::config::ConfigFile::from_text(dir.path().join("c.toml"), text);
+            shiftlens_collector::Config::from_file(&file).unwrap().store
+        }
+    };
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(4096);
     let writer = Writer::spawn(&config, out_tx).unwrap();
     let events = plant_events("gw-0", n);
     let batches: Vec<Batch> = events.chunks(1000).map(|c| Batch::new(site(), gateway("gw-0"), 1, c.to_vec())).collect();
     let nb = batches.len();
     let cpu = Cpu::now();
+    let server_cpu = pg.map(|pg| pg.server_cpu_s());
     let start = Instant::now();
     let tx = writer.tx.clone();
     tokio::spawn(async move {
@@ -154,8 +167,15 @@ async fn bench_store(n: u64) {
         }
     }
     let s = start.elapsed().as_secs_f64();
-    println!("store writer (with timeline): {n} events in batches of 1000 in {s:.2} s = {:.0} events/s", n as f64 / s);
+    println!(
+        "store writer, {backend:>10} (with timeline): {n} events in batches of 1000 in {s:.2} s = {:.0} events/s",
+        n as f64 / s
+    );
     println!("  {}", cpu_note(n, cpu.since()));
+    if let (Some(pg), Some(before)) = (pg, server_cpu) {
+        let s = pg.server_cpu_s() - before;
+        println!("  PostgreSQL server CPU: {s:.2} s ({:.1} µs/event)", s * 1e6 / n as f64);
+    }
     drop(writer.tx);
     tokio::task::spawn_blocking(move || writer.thread.join().unwrap()).await.unwrap();
 }
@@ -359,7 +379,7 @@ fn main() {
     });
     let samples: u64 =
         std::env::var("BENCH_LATENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 50 } else { 2_000 });
-    // BENCH_ONLY: a comma-separated list of parts (timeline, store, mtls, plain, latency); all when unset.
+    // BENCH_ONLY: a comma-separated list of parts (timeline, store, pg, mtls, plain, latency); all when unset.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -367,7 +387,11 @@ fn main() {
         bench_timeline(n);
     }
     if run("store") {
-        rt.block_on(bench_store(n));
+        rt.block_on(bench_store(n, None));
+    }
+    if run("pg") {
+        let pg = support::pg::PgCluster::start(true);
+        rt.block_on(bench_store(n, Some(&pg)));
     }
     if run("mtls") {
         rt.block_on(bench_ingest(n, Link::MutualTls));

@@ -73,6 +73,12 @@ impl Config {
                 &http.bind.to_string(),
                 http.public_names.iter().map(String::as_str),
             );
+            if store.backend == store::Backend::Postgres {
+                errors.push(file.error_at(
+                    e.public_url.span(),
+                    "[escalation] keeps its state in the SQLite store: it is not available with [store] backend = \"postgres\" yet",
+                ));
+            }
             e.validated(file, &hosts, &mut errors)
         });
         if let Some(s) = &raw.sparkplug {

@@ -33,6 +33,20 @@ pub fn no_lines() -> LineOf {
 pub struct LineMap(HashMap<(String, String), String>);
 
 impl LineMap {
+    /// The map of these asset records (the current assets import).
+    pub fn from_assets(assets: Vec<crate::people::model::Asset>) -> Self {
+        Self(assets.into_iter().map(|a| ((a.site, a.id), a.line)).collect())
+    }
+
+    /// Assets in the map.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The line of `asset` at `site`, `None` when the assets import does not name it: the one way an
     /// asset's line is looked up for the feed (live records, `export downtime`).
     pub fn line(&self, site: &SiteId, asset: &AssetId) -> Option<String> {
@@ -45,8 +59,7 @@ impl LineMap {
 /// # Errors
 /// SQLite failures or a stored asset record that does not read back.
 pub fn load_lines(conn: &Connection) -> Result<LineMap, Box<dyn std::error::Error + Send + Sync>> {
-    let assets = crate::store::people::current_assets(conn)?;
-    Ok(LineMap(assets.into_iter().map(|a| ((a.site, a.id), a.line)).collect()))
+    Ok(LineMap::from_assets(crate::store::people::current_assets(conn)?))
 }
 
 /// How often the cached map asks the store whether an import happened (one indexed `MAX(id)`).

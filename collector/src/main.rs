@@ -36,6 +36,8 @@ enum Command {
     Report(shiftlens_collector::report::cli::ReportArgs),
     /// A small CA for plants without their own: init, issue gateway/feed-reader/server certificates, list.
     Pki(shiftlens_collector::pki::PkiArgs),
+    /// Copy a SQLite store into PostgreSQL (resumable; counts checked at the end).
+    Migrate(shiftlens_collector::store::pg::migrate::MigrateArgs),
     /// Export data from the store.
     Export {
         #[command(subcommand)]
@@ -94,6 +96,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", args.run()?);
             Ok(())
         }
+        Command::Migrate(args) => {
+            print!("{}", args.run()?);
+            Ok(())
+        }
         Command::Report(args) => {
             print!("{}", args.run()?);
             Ok(())
@@ -125,10 +131,16 @@ fn main() -> anyhow::Result<()> {
                 from_ms: time(from)?,
                 to_ms: time(to)?,
             };
-            let conn = store::open_reader(&config.store.path)?;
-            let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
-            let lines = feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?;
-            let acks = store::escalations::ack_times(&conn).unwrap_or_default();
+            // Escalation acknowledgements live in the SQLite store (escalation is not yet on PostgreSQL).
+            let (rows, lines, acks) = if config.store.backend == store::Backend::Postgres {
+                let reader = store::pg::read::Reader::open(&store::pg::Target::from_store(&config.store)?)?;
+                (reader.downtime(&filter)?, reader.lines()?, Default::default())
+            } else {
+                let conn = store::open_reader(&config.store.path)?;
+                let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;
+                let lines = feed::load_lines(&conn).map_err(|e| anyhow::anyhow!("reading asset lines: {e}"))?;
+                (rows, lines, store::escalations::ack_times(&conn).unwrap_or_default())
+            };
             let ack = |d: &shiftlens_collector::timeline::Downtime| {
                 acks.get(&shiftlens_collector::join::event_key(d)).copied()
             };

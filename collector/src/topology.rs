@@ -214,7 +214,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed first, so a SIGTERM during startup is not fatal either.
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let lines = feed::AssetLines::line_of(&config.store.path);
+    // The dashboard and API read the PostgreSQL store when it is the backend.
+    crate::store::reads::serve_from_postgres(&config.store)?;
+    let lines = match config.store.backend {
+        crate::store::Backend::Sqlite => feed::AssetLines::line_of(&config.store.path),
+        crate::store::Backend::Postgres => {
+            crate::store::pg::read::line_of(&crate::store::pg::Target::from_store(&config.store)?)
+        }
+    };
     let collector = start(&config, lines).await.context("starting the collector")?;
     if let Some(addr) = collector.broker {
         println!("broker listening on {addr}");

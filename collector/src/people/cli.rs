@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 pub fn open(config: &Path, db_path: Option<&Path>) -> anyhow::Result<(Config, PathBuf)> {
     let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let path = db_path.map_or_else(|| cfg.store.path.clone(), Path::to_path_buf);
+    if db_path.is_none() && cfg.store.backend == crate::store::Backend::Postgres {
+        // Reads and imports of this path go to the PostgreSQL store.
+        crate::store::reads::serve_from_postgres(&cfg.store)?;
+        return Ok((cfg, path));
+    }
     crate::store::reads::prepare(&path).with_context(|| format!("opening store {}", path.display()))?;
     Ok((cfg, path))
 }

@@ -12,6 +12,22 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStoreConfig {
+    /// `sqlite` (the default: one file, nothing else to run) or `postgres` (a shared database; `store::pg`).
+    #[serde(default)]
+    pub backend: Backend,
+    /// PostgreSQL: the database, `postgresql://user@host:port/dbname?sslmode=require`, without a password.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// PostgreSQL: a file holding the password (never in the config, never logged).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// PostgreSQL: the CA (PEM) that signed the server's certificate; with it the connection uses TLS and
+    /// verifies the server's name and certificate.
+    #[serde(default)]
+    pub ca: Option<Spanned<PathBuf>>,
+    /// PostgreSQL: allow plaintext to a host that is not loopback (or a Unix socket).
+    #[serde(default)]
+    pub insecure: bool,
     /// SQLite database file.
     #[serde(default = "default_path")]
     pub path: PathBuf,
@@ -51,6 +67,11 @@ const DEAD_LETTER_MAX_LIMIT: usize = 1_000_000;
 impl Default for RawStoreConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::default(),
+            url: None,
+            password_file: None,
+            ca: None,
+            insecure: false,
             path: default_path(),
             retention: default_retention(),
             first_out_window: default_first_out_window(),
@@ -63,6 +84,7 @@ impl Default for RawStoreConfig {
 impl RawStoreConfig {
     /// Checks the section, adding every problem to `errors`, and gives the validated config.
     pub fn validate(&self, file: &ConfigFile, errors: &mut Vec<ConfigError>) -> StoreConfig {
+        super::pg::config::validate(self, file, errors);
         if self.retention.get_ref().0 < Duration::from_secs(3600) {
             errors.push(file.error_at(self.retention.span(), "retention must be at least 1h"));
         }
@@ -78,6 +100,12 @@ impl RawStoreConfig {
             errors.push(file.error_at(self.dead_letter_max.span(), msg));
         }
         StoreConfig {
+            backend: self.backend,
+            postgres: self.url.as_ref().map(|url| PgSettings {
+                url: url.get_ref().clone(),
+                password_file: self.password_file.as_ref().map(|p| p.get_ref().clone()),
+                ca: self.ca.as_ref().map(|p| p.get_ref().clone()),
+            }),
             path: self.path.clone(),
             retention: self.retention.get_ref().0,
             first_out_window: self.first_out_window.get_ref().0,
@@ -87,9 +115,29 @@ impl RawStoreConfig {
     }
 }
 
+/// Which database holds the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// Where the PostgreSQL store is (validated: no password in the url; plaintext only where allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSettings {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+}
+
 /// `[store]`, validated: what the store writer and readers use.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    pub backend: Backend,
+    /// With `backend = "postgres"`.
+    pub postgres: Option<PgSettings>,
     /// SQLite database file.
     pub path: PathBuf,
     /// How long raw events are kept.

@@ -36,7 +36,7 @@ impl DeadLetter {
     }
 }
 
-fn kind(body: &EventBody) -> &'static str {
+pub(crate) fn kind(body: &EventBody) -> &'static str {
     match body {
         EventBody::State { .. } => "state",
         EventBody::Alarm(_) => "alarm",
@@ -81,7 +81,7 @@ impl Rows {
         self.ends.is_empty()
     }
 
-    fn body(&self, i: usize) -> &str {
+    pub(crate) fn body(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.json[start..self.ends[i]]
     }

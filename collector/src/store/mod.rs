@@ -14,6 +14,7 @@ pub mod escalations;
 pub mod events;
 pub mod migrations;
 pub mod people;
+pub mod pg;
 pub mod reads;
 
 use crate::timeline::{Changes, Downtime, Input, Timeline};
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub use config::{RawStoreConfig, StoreConfig};
+pub use config::{Backend, PgSettings, RawStoreConfig, StoreConfig};
 
 /// Work for the writer thread.
 #[derive(Debug)]
@@ -87,6 +88,8 @@ pub enum StoreError {
     Sql { path: PathBuf, source: rusqlite::Error },
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Postgres(#[from] pg::PgError),
 }
 
 /// Opens (creating and migrating if needed) a write connection.
@@ -130,11 +133,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 /// batch waits behind at most this many ops and the transaction in progress, however much one gateway
 /// sends (ingest keeps the backlog in per-gateway queues; more here would only make it first come, first
 /// served).
-const QUEUED_OPS: usize = 16;
+pub(crate) const QUEUED_OPS: usize = 16;
 /// Most ops taken into one transaction.
-const MAX_OPS_PER_TX: usize = 512;
+pub(crate) const MAX_OPS_PER_TX: usize = 512;
 /// Most events taken into one transaction.
-const MAX_EVENTS_PER_TX: usize = 20_000;
+pub(crate) const MAX_EVENTS_PER_TX: usize = 20_000;
 
 /// The writer: spawn it with [`Writer::spawn`], send [`WriteOp`]s, read [`Committed`] outputs.
 pub struct Writer {
@@ -149,6 +152,9 @@ impl Writer {
     /// # Errors
     /// When the store cannot be opened or read.
     pub fn spawn(config: &StoreConfig, out: mpsc::Sender<Committed>) -> Result<Self, StoreError> {
+        if config.backend == Backend::Postgres {
+            return pg::writer::spawn(config, out);
+        }
         let path = config.path.clone();
         let mut conn = open_writer(&path)?;
         let sql = |source| StoreError::Sql { path: path.clone(), source };
@@ -164,12 +170,7 @@ impl Writer {
         }
         tx.commit().map_err(sql)?;
         tracing::info!(path = %path.display(), events = count, "store opened, timeline rebuilt");
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let retention = Retention {
-            events_ms: ms(config.retention),
-            dead_letters_ms: ms(config.dead_letter_retention),
-            dead_letters_max: config.dead_letter_max,
-        };
+        let retention = Retention::of(config);
         let (tx, rx) = mpsc::channel(QUEUED_OPS);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -181,10 +182,21 @@ impl Writer {
 
 /// What the writer deletes: raw events and dead letters past their age, dead letters past their count.
 #[derive(Debug, Clone, Copy)]
-struct Retention {
-    events_ms: i64,
-    dead_letters_ms: i64,
-    dead_letters_max: usize,
+pub(crate) struct Retention {
+    pub(crate) events_ms: i64,
+    pub(crate) dead_letters_ms: i64,
+    pub(crate) dead_letters_max: usize,
+}
+
+impl Retention {
+    pub(crate) fn of(config: &StoreConfig) -> Self {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            events_ms: ms(config.retention),
+            dead_letters_ms: ms(config.dead_letter_retention),
+            dead_letters_max: config.dead_letter_max,
+        }
+    }
 }
 
 fn write_loop(
@@ -324,9 +336,9 @@ fn apply_ops(
 
 /// Downtime changes to write at commit, keyed by (site, asset, start): [`Committed::Downtime`] upserts the row,
 /// [`Committed::Retracted`] deletes it. Only the latest change of each key within a transaction is kept.
-type Pending = BTreeMap<(SiteId, AssetId, i64), Committed>;
+pub(crate) type Pending = BTreeMap<(SiteId, AssetId, i64), Committed>;
 
-fn merge(into: &mut Pending, new: Changes) {
+pub(crate) fn merge(into: &mut Pending, new: Changes) {
     for d in new.removed {
         into.insert((d.site.clone(), d.asset.clone(), d.start_ms), Committed::Retracted(d));
     }

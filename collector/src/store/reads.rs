@@ -23,6 +23,33 @@ pub enum ReadError {
     People(#[from] PeopleStoreError),
     #[error("SQLite: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] super::pg::PgError),
+    #[error("{0} is not available with the PostgreSQL store yet")]
+    NotOnPostgres(&'static str),
+}
+
+/// Store paths whose reads go to PostgreSQL instead (`[store] backend = "postgres"`): registered once at
+/// start by [`serve_from_postgres`], so every caller of [`Reader::open`] reads the same store.
+static POSTGRES: std::sync::Mutex<Vec<(std::path::PathBuf, super::pg::Target)>> = std::sync::Mutex::new(Vec::new());
+
+/// Sends the reads of the store named by `config.path` to its PostgreSQL database when the backend is
+/// PostgreSQL (a no-op for SQLite).
+///
+/// # Errors
+/// A bad url, an unreadable password file or CA.
+pub fn serve_from_postgres(config: &super::StoreConfig) -> Result<(), ReadError> {
+    if config.backend == super::Backend::Postgres {
+        let target = super::pg::Target::from_store(config)?;
+        let mut map = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(p, _)| p != &config.path);
+        map.push((config.path.clone(), target));
+    }
+    Ok(())
+}
+
+fn postgres_for(path: &Path) -> Option<super::pg::Target> {
+    POSTGRES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == path).map(|(_, t)| t.clone())
 }
 
 /// One gateway as the store knows it.
@@ -35,53 +62,78 @@ pub struct Gateway {
     pub status: Option<shiftlens_common::status::Status>,
 }
 
-/// A read-only connection that never blocks the writer.
+/// A read-only connection that never blocks the writer: SQLite, or PostgreSQL when the store's path was
+/// registered by [`serve_from_postgres`].
 pub struct Reader {
-    conn: Connection,
+    conn: Option<Connection>,
+    pg: Option<Box<super::pg::read::Reader>>,
 }
 
 impl Reader {
     /// # Errors
-    /// The file cannot be opened.
+    /// The file (or database) cannot be opened.
     pub fn open(path: &Path) -> Result<Self, ReadError> {
-        Ok(Self { conn: super::open_reader(path)? })
+        if let Some(target) = postgres_for(path) {
+            return Ok(Self { conn: None, pg: Some(Box::new(super::pg::read::Reader::open(&target)?)) });
+        }
+        Ok(Self { conn: Some(super::open_reader(path)?), pg: None })
     }
 
-    /// SQLite's `PRAGMA data_version`: changes when another connection commits.
+    fn conn(&self) -> Result<&Connection, ReadError> {
+        self.conn.as_ref().ok_or(ReadError::NotOnPostgres("this read"))
+    }
+
+    /// SQLite's `PRAGMA data_version` (PostgreSQL: a count of changed rows): changes when another
+    /// connection commits.
     ///
     /// # Errors
-    /// SQLite failures.
+    /// Store failures.
     pub fn data_version(&self) -> Result<i64, ReadError> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.data_version()?);
+        }
+        Ok(self.conn()?.query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// The current personnel records.
     ///
     /// # Errors
-    /// SQLite failures or an unreadable stored record.
+    /// Store failures or an unreadable stored record.
     pub fn personnel(&self, settings: Settings) -> Result<Personnel, ReadError> {
-        Ok(db::load(&self.conn, settings)?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.people(settings)?);
+        }
+        Ok(db::load(self.conn()?, settings)?)
     }
 
     /// Every downtime event.
     ///
     /// # Errors
-    /// SQLite failures.
+    /// Store failures.
     pub fn downtime(&self) -> Result<Vec<Downtime>, ReadError> {
-        Ok(events::query_downtime(&self.conn, &events::DowntimeFilter::default())?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.downtime(&events::DowntimeFilter::default())?);
+        }
+        Ok(events::query_downtime(self.conn()?, &events::DowntimeFilter::default())?)
     }
 
     /// Sets each event's escalation acknowledgement (`ack_ms`, docs/escalation.md).
     pub fn fill_acks(&self, events: &mut [crate::join::JoinedEvent]) {
-        super::escalations::fill_acks(&self.conn, events);
+        // Escalation runs on the SQLite store only: on PostgreSQL no event has an acknowledgement.
+        if let Some(conn) = &self.conn {
+            super::escalations::fill_acks(conn, events);
+        }
     }
 
     /// Alarm activations in `[from, to)`, sorted by time.
     ///
     /// # Errors
-    /// SQLite failures.
+    /// Store failures.
     pub fn alarm_starts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<AlarmStart>, ReadError> {
-        Ok(db::alarm_starts(&self.conn, from_ms, to_ms)?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.alarm_starts(from_ms, to_ms)?);
+        }
+        Ok(db::alarm_starts(self.conn()?, from_ms, to_ms)?)
     }
 
     /// Alarm activations raised before `to_ms` with their attributes, keys interned, sorted by raise time.
@@ -89,23 +141,40 @@ impl Reader {
     /// # Errors
     /// SQLite failures.
     pub fn alarms(&self, to_ms: i64) -> Result<Alarms, ReadError> {
-        Ok(super::alarms::alarm_records(&self.conn, to_ms)?)
+        let conn = self.conn.as_ref().ok_or(ReadError::NotOnPostgres("the alarm-load report"))?;
+        Ok(super::alarms::alarm_records(conn, to_ms)?)
     }
 
     /// Every stored revision of one event's join, oldest first.
     ///
     /// # Errors
-    /// SQLite failures or an unreadable body.
+    /// Store failures or an unreadable body.
     pub fn snapshots(&self, event_key: &str) -> Result<Vec<Snapshot>, ReadError> {
-        Ok(db::snapshots(&self.conn, event_key)?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.snapshots(event_key)?);
+        }
+        Ok(db::snapshots(self.conn()?, event_key)?)
     }
 
     /// Gateways, online first, then by id.
     ///
     /// # Errors
-    /// SQLite failures.
+    /// Store failures.
     pub fn gateways(&self) -> Result<Vec<Gateway>, ReadError> {
-        let mut st = self.conn.prepare(
+        if let Some(pg) = &self.pg {
+            return Ok(pg
+                .gateways()?
+                .into_iter()
+                .map(|(gateway, site, online, last_seen_ms, status)| Gateway {
+                    gateway,
+                    site,
+                    online,
+                    last_seen_ms,
+                    status: serde_json::from_str(&status).ok(),
+                })
+                .collect());
+        }
+        let mut st = self.conn()?.prepare(
             "SELECT gateway, site, online, last_seen_ms, status FROM gateways ORDER BY online DESC, gateway",
         )?;
         let rows = st.query_map([], |r| {
@@ -125,8 +194,12 @@ impl Reader {
     /// # Errors
     /// SQLite failures.
     pub fn gateway_counts(&self) -> Result<(u64, u64), ReadError> {
+        if self.pg.is_some() {
+            let g = self.gateways()?;
+            return Ok((g.iter().filter(|g| g.online).count() as u64, g.len() as u64));
+        }
         let (online, known): (i64, i64) =
-            self.conn.query_row("SELECT COALESCE(SUM(online), 0), COUNT(*) FROM gateways", [], |r| {
+            self.conn()?.query_row("SELECT COALESCE(SUM(online), 0), COUNT(*) FROM gateways", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         Ok((online.max(0) as u64, known.max(0) as u64))
@@ -137,11 +210,17 @@ impl Reader {
     /// # Errors
     /// SQLite failures.
     pub fn dead_letters(&self) -> Result<u64, ReadError> {
-        Ok(events::dead_letter_count(&self.conn)?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.dead_letter_count()?);
+        }
+        Ok(events::dead_letter_count(self.conn()?)?)
     }
 }
 
 fn open_writer(path: &Path) -> Result<Connection, ReadError> {
+    if postgres_for(path).is_some() {
+        return Err(ReadError::NotOnPostgres("importing personnel"));
+    }
     let conn = db::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
@@ -152,6 +231,9 @@ fn open_writer(path: &Path) -> Result<Connection, ReadError> {
 /// # Errors
 /// The store cannot be opened for writing, or SQLite failures (nothing is then stored).
 pub fn save_join_snapshots(path: &Path, joined: &[JoinedEvent], now_ms: i64) -> Result<SnapshotSummary, ReadError> {
+    if let Some(target) = postgres_for(path) {
+        return Ok(super::pg::read::Reader::open(&target)?.save_snapshots(joined, now_ms)?);
+    }
     let mut conn = open_writer(path)?;
     let rev = db::data_revision(&conn)?;
     Ok(db::save_snapshots(&mut conn, rev, joined, now_ms)?)
@@ -170,6 +252,15 @@ pub fn import_personnel(
     text: &str,
     now_ms: i64,
 ) -> Result<Result<ImportSummary, Vec<ImportError>>, ReadError> {
+    if let Some(target) = postgres_for(path) {
+        let mut r = super::pg::read::Reader::open(&target)?;
+        let known = r.people(settings)?;
+        let records = match import::parse(kind, file, text, &known) {
+            Ok(records) => records,
+            Err(errors) => return Ok(Err(errors)),
+        };
+        return Ok(Ok(r.import_people(kind, file, &records, now_ms)?));
+    }
     let mut conn = open_writer(path)?;
     let known = db::load(&conn, settings)?;
     let records = match import::parse(kind, file, text, &known) {

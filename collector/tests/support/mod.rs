@@ -2,6 +2,8 @@
 //! publishes batches over real MQTT/TLS and collects the collector's acks.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod pg;
+
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 use shiftlens_collector::broker::{self, TlsFiles};
 use shiftlens_collector::Config;
