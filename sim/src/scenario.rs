@@ -388,6 +388,16 @@ alarms = [1]
         let s = Scenario::parse(&ConfigFile::from_text("config/scenario.toml", text)).unwrap();
         assert_eq!(s.assets.len(), 3);
         assert!(s.timeline().iter().any(|(_, a)| matches!(a, Action::Restart(d) if d.as_secs() == 3)));
+        // The condition steps raise, acknowledge and clear the press's alarm condition.
+        let plant = Plant::new(s.assets.clone());
+        let mut states = Vec::new();
+        for (_, a) in s.timeline().iter().filter(|(_, a)| matches!(a, Action::Condition { .. })) {
+            apply(&plant, a, &|_| {});
+            let c = plant.conditions().remove("Overtemp").unwrap();
+            assert_eq!((c.source.as_str(), c.kind, c.severity), ("press-1", ConditionKind::OffNormal, 800));
+            states.push((c.active, c.acked, c.retain()));
+        }
+        assert_eq!(states, [(true, false, true), (true, true, true), (false, true, false)]);
     }
 
     #[test]

@@ -461,6 +461,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn alarm_sources_are_checked_with_line_and_column() {
+        let base = "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\nsecurity_policy = \"none\"\nsecurity_mode = \"none\"\n";
+        let ok = format!("{base}[[opcua.alarms]]\n[[opcua.alarms.assets]]\nsource = \"Press1\"\nasset = \"press1\"\n");
+        let eps = check(&ok).unwrap();
+        let ep = eps[0].clone().into_inner().validated();
+        assert_eq!(ep.alarms[0].priorities.iter().map(|b| b.min_severity).collect::<Vec<_>>(), [667, 334, 1]);
+        assert_eq!(ep.assets().len(), 1, "an endpoint with alarms only feeds the mapped assets");
+        let cases: &[(&str, &str)] = &[
+            ("[[opcua.alarms]]\nmin_severity = 0\n[[opcua.alarms.assets]]\nsource = \"a\"\nasset = \"a\"\n", "agent.toml:7:16: min_severity must be between 1 and 1000"),
+            ("[[opcua.alarms]]\nnotifier = \"Server\"\n[[opcua.alarms.assets]]\nsource = \"a\"\nasset = \"a\"\n", "agent.toml:7:12: node \"Server\" is not a node id"),
+            ("[[opcua.alarms]]\nname = \"x\"\n", "agent.toml:6:1: an alarm source needs [[opcua.alarms.assets]]"),
+            ("[[opcua.alarms]]\n[[opcua.alarms.assets]]\nasset = \"a\"\n", "agent.toml:7:1: give exactly one of `source` (exact) or `pattern`"),
+            ("[[opcua.alarms]]\npriorities = [{ name = \"high\", min_severity = 500 }]\n[[opcua.alarms.assets]]\nsource = \"a\"\nasset = \"a\"\n", "agent.toml:7:14: one priority band must start at min_severity = 1"),
+        ];
+        for (extra, want) in cases {
+            let errs = check(&format!("{base}{extra}")).err().unwrap_or_default();
+            assert!(errs.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errs:#?}");
+        }
+    }
+
+    #[test]
     fn node_ids_parse_with_namespace_uri_or_index() {
         let r = parse_node("nsu=urn:x:y;s=Line1.State").unwrap();
         assert_eq!(r.namespace_uri.as_deref(), Some("urn:x:y"));

@@ -431,3 +431,140 @@ fn same(a: &Alarm, b: &Alarm) -> bool {
     (a.active, a.acked, a.shelved, a.suppressed, a.severity, &a.text, &a.id)
         == (b.active, b.acked, b.shelved, b.suppressed, b.severity, &b.text, &b.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::opcua::{AssetRule, PriorityBand};
+
+    fn source() -> AlarmSource {
+        AlarmSource {
+            name: "alarms".into(),
+            notifier: crate::source::opcua::NodeRef { namespace_uri: None, node: NodeId::new(0, 2253u32) },
+            event_types: Vec::new(),
+            min_severity: 1,
+            alarm_id: AlarmIdFrom::ConditionId,
+            assets: vec![
+                AssetRule { source: Some("Press1".into()), pattern: None, asset: AssetId::parse("press1").unwrap() },
+                AssetRule { source: None, pattern: Some("Line2.*".into()), asset: AssetId::parse("line2").unwrap() },
+            ],
+            classes: vec![("i=11164".into(), "process".into())],
+            priorities: PriorityBand::defaults(),
+        }
+    }
+
+    fn ev(name: &str, active: bool, acked: bool) -> ConditionEvent {
+        ConditionEvent {
+            event_type: Some(ObjectTypeId::OffNormalAlarmType.into()),
+            source_name: "Press1".into(),
+            time_ms: Some(1_800_000_000_000),
+            severity: 700,
+            message: format!("{name} text"),
+            condition_id: Some(NodeId::new(2, format!("Press1.{name}"))),
+            condition_name: name.into(),
+            condition_class: Some(ObjectTypeId::ProcessConditionClassType.into()),
+            retain: active || !acked,
+            enabled: Some(true),
+            active: Some(active),
+            acked: Some(acked),
+            shelving: Some("Unshelved".into()),
+            suppressed_or_shelved: Some(false),
+            ..Default::default()
+        }
+    }
+
+    fn refresh(end: bool) -> ConditionEvent {
+        let ty = if end { ObjectTypeId::RefreshEndEventType } else { ObjectTypeId::RefreshStartEventType };
+        ConditionEvent { event_type: Some(ty.into()), time_ms: Some(1_800_000_001_000), ..Default::default() }
+    }
+
+    fn alarms(out: &[Sample]) -> Vec<(String, bool, Option<bool>)> {
+        out.iter()
+            .filter_map(|s| match s {
+                Sample::Alarm { alarm, .. } => Some((alarm.id.clone(), alarm.active, alarm.acked)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_changes_make_samples_and_the_mapping_fills_priority_and_class() {
+        let mut c = Conditions::new("scada", source(), &crate::Reported::new());
+        let out = c.event(ev("Hot", true, false));
+        let [Sample::Alarm { asset, alarm, ts_ms, .. }] = out.as_slice() else { panic!("{out:?}") };
+        assert_eq!((asset.as_str(), alarm.id.as_str(), *ts_ms), ("press1", "ns=2;s=Press1.Hot", 1_800_000_000_000));
+        assert_eq!((alarm.priority.as_deref(), alarm.class.as_deref()), (Some("high"), Some("process")));
+        assert!(c.event(ev("Hot", true, false)).is_empty(), "the same state again is no event");
+        assert_eq!(alarms(&c.event(ev("Hot", true, true))), [("ns=2;s=Press1.Hot".into(), true, Some(true))]);
+        assert_eq!(alarms(&c.event(ev("Hot", false, true))), [("ns=2;s=Press1.Hot".into(), false, Some(true))]);
+        // First seen inactive: nothing to report. A branch is never an alarm of its own.
+        assert!(c.event(ev("Cold", false, false)).is_empty());
+        let branch = ConditionEvent { branch_id: Some(NodeId::new(2, 77u32)), ..ev("Hot", true, false) };
+        assert!(c.event(branch).is_empty());
+        assert_eq!(c.priority(400).as_deref(), Some("medium"));
+        assert_eq!(c.priority(1).as_deref(), Some("low"));
+    }
+
+    #[test]
+    fn refresh_end_clears_what_the_refresh_did_not_mention() {
+        let mut c = Conditions::new("scada", source(), &crate::Reported::new());
+        c.event(ev("A", true, false));
+        c.event(ev("B", true, false));
+        assert!(c.event(refresh(false)).is_empty());
+        assert!(c.event(ev("B", true, false)).is_empty(), "B unchanged");
+        let out = c.event(refresh(true));
+        assert_eq!(alarms(&out), [("ns=2;s=Press1.A".into(), false, Some(false))]);
+        let Some(Sample::Refreshed { active, .. }) = out.last() else { panic!("{out:?}") };
+        assert_eq!(active.iter().map(|(_, a)| a.id.as_str()).collect::<Vec<_>>(), ["ns=2;s=Press1.B"]);
+    }
+
+    #[test]
+    fn after_a_restart_the_outbox_flags_decide_what_is_reported() {
+        let press1 = AssetId::parse("press1").unwrap();
+        let mut reported = crate::Reported::new();
+        let flags = [("ns=2;s=Press1.Still".to_string(), true), ("ns=2;s=Press1.Gone".to_string(), true)];
+        reported.insert(press1.clone(), flags.into_iter().collect());
+        let mut c = Conditions::new("scada", source(), &reported);
+        c.event(refresh(false));
+        assert!(c.event(ev("Still", true, false)).is_empty(), "already reported active");
+        assert_eq!(alarms(&c.event(refresh(true))), [("ns=2;s=Press1.Gone".into(), false, None)]);
+    }
+
+    #[test]
+    fn unmapped_sources_are_counted_and_reported_once_each() {
+        let mut c = Conditions::new("scada", source(), &crate::Reported::new());
+        let other = |n: &str| ConditionEvent { source_name: "Mixer9".into(), ..ev(n, true, false) };
+        assert!(matches!(c.event(other("X")).as_slice(), [Sample::Unmapped { from, .. }] if from == "Mixer9"));
+        assert!(c.event(other("Y")).is_empty());
+        assert!(c.event(other("X")).is_empty());
+        assert_eq!(c.unmapped().get("Mixer9"), Some(&3));
+        let line = ConditionEvent { source_name: "Line2.Filler".into(), ..ev("Z", true, false) };
+        assert!(matches!(c.event(line).as_slice(), [Sample::Alarm { asset, .. }] if asset.as_str() == "line2"));
+    }
+
+    #[test]
+    fn fields_from_a_server_that_drops_refused_clauses_are_matched_to_the_accepted_ones() {
+        let mut valid = vec![true; SELECT.len()];
+        valid[8] = false; // ConditionId refused
+        let mut fields: Vec<Variant> = vec![Variant::Empty; SELECT.len() - 1];
+        fields[3] = Variant::from("Press1");
+        fields[8] = Variant::from("Hot"); // ConditionName, one slot earlier
+        let e = ConditionEvent::parse(Some(fields), &valid).unwrap();
+        assert_eq!((e.source_name.as_str(), e.condition_name.as_str(), e.condition_id), ("Press1", "Hot", None));
+        assert!(ConditionEvent::parse(None, &valid).is_none());
+    }
+
+    #[test]
+    fn glob_patterns_match_like_shell_patterns() {
+        for (p, t, want) in [
+            ("Line2.*", "Line2.Filler", true),
+            ("Line2.*", "Line3.Filler", false),
+            ("*Press?", "Hall1.Press7", true),
+            ("*Press?", "Hall1.Press17", false),
+            ("exact", "exact", true),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob(p, t), want, "{p} {t}");
+        }
+    }
+}
