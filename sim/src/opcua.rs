@@ -144,6 +144,8 @@ pub async fn serve(
             NamespaceMetadata { namespace_uri: NAMESPACE_URI.to_owned(), ..Default::default() },
             "plant",
         ));
+    // An alarm flood is many events per publishing interval; the default queue of 10 would drop them.
+    builder.limits_mut().subscriptions.max_monitored_item_queue_size = 10_000;
     for (user, password) in &options.users {
         builder = builder.add_user_token(user.clone(), ServerUserToken::user_pass(user, password));
     }

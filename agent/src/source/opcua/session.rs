@@ -323,7 +323,8 @@ async fn subscribe(
             Default::default(),
         );
         req.requested_parameters.client_handle = ALARM_HANDLE + u32::try_from(i).unwrap_or(0);
-        req.requested_parameters.queue_size = 1000;
+        // An alarm flood: up to 10,000 events per publishing interval (servers may revise this down).
+        req.requested_parameters.queue_size = 10_000;
         req.requested_parameters.discard_oldest = true;
         req.requested_parameters.filter = ExtensionObject::from_message(conditions::event_filter(a, &types));
         items.push(req);
