@@ -43,6 +43,7 @@ fn alarm(seq: u64, asset: &str) -> Event {
             severity: 800,
             text: "Hydraulic pressure low".into(),
             class: Some("hydraulics".into()),
+            ..Default::default()
         }),
     }
 }

@@ -171,8 +171,45 @@ async fn probe_opcua(ep: &OpcUaEndpoint) -> Part {
     let wait = ep.request_timeout.max(Duration::from_secs(1)) * 3;
     let mut error = None;
     let deadline = tokio::time::Instant::now() + wait;
-    while rows.iter().any(|r| r.status.is_empty()) {
+    // Each [[opcua.alarms]] answers once its ConditionRefresh ends: its active conditions and unmapped sources.
+    let mut refreshes = ep.alarms.len();
+    let mut conditions = Vec::new();
+    while rows.iter().any(|r| r.status.is_empty()) || refreshes > 0 {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Sample::Refreshed { active, unmapped, .. })) => {
+                refreshes = refreshes.saturating_sub(1);
+                for (asset, a) in active {
+                    let mut state = vec!["active"];
+                    state.extend(a.acked.map(|ack| if ack { "acked" } else { "unacked" }));
+                    state.extend(a.shelved.filter(|s| *s).map(|_| "shelved"));
+                    state.extend(a.suppressed.filter(|s| *s).map(|_| "suppressed"));
+                    conditions.push(Row {
+                        device: id.clone(),
+                        asset: asset.to_string(),
+                        point: a.id.clone(),
+                        raw: format!("severity {}", a.severity),
+                        value: state.join(" "),
+                        meaning: format!(
+                            "A&C alarm, priority {}{}",
+                            a.priority.as_deref().unwrap_or("-"),
+                            a.class.as_deref().map(|c| format!(", class {c}")).unwrap_or_default()
+                        ),
+                        status: "ok".into(),
+                    });
+                }
+                for (from, count) in unmapped {
+                    conditions.push(Row {
+                        device: id.clone(),
+                        asset: "-".into(),
+                        point: from,
+                        raw: "-".into(),
+                        value: format!("{count} events"),
+                        meaning: "A&C alarm source".into(),
+                        status: "mapped to no asset: add it to [[opcua.alarms.assets]]".into(),
+                    });
+                }
+            }
+            Ok(Some(Sample::Alarm { .. } | Sample::Unmapped { .. })) => {}
             Ok(Some(Sample::Value { point, value, .. })) => {
                 if let Some(r) = rows.iter_mut().find(|r| r.point == point) {
                     r.raw = value.to_string();
@@ -182,7 +219,7 @@ async fn probe_opcua(ep: &OpcUaEndpoint) -> Part {
             }
             Ok(Some(Sample::Link { connected: false, error: e, .. })) => {
                 error = Some(e.unwrap_or_else(|| "connection lost".into()));
-                if rows.iter().all(|r| r.status.is_empty()) {
+                if rows.iter().all(|r| r.status.is_empty()) && conditions.is_empty() {
                     break;
                 }
             }
@@ -191,10 +228,11 @@ async fn probe_opcua(ep: &OpcUaEndpoint) -> Part {
         }
     }
     task.abort();
-    let any_ok = rows.iter().any(|r| r.status == "ok");
+    let any_ok = rows.iter().any(|r| r.status == "ok") || refreshes < ep.alarms.len();
     let why = error.unwrap_or_else(|| format!("no value within {}s", wait.as_secs()));
     for r in rows.iter_mut().filter(|r| r.status.is_empty()) {
         r.status = why.clone();
     }
+    rows.extend(conditions);
     (rows, (!any_ok).then_some((id, why)))
 }

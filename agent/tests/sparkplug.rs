@@ -107,7 +107,14 @@ fn alarm_event(asset: &str, n: i64, id: &str, active: bool) -> Observation {
     Observation {
         ts_ms: 1_700_000_000_000 + n,
         asset: AssetId::parse(asset).unwrap(),
-        body: EventBody::Alarm(Alarm { id: id.into(), active, severity: 700, text: "Guard open".into(), class: None }),
+        body: EventBody::Alarm(Alarm {
+            id: id.into(),
+            active,
+            severity: 700,
+            text: "Guard open".into(),
+            class: None,
+            ..Default::default()
+        }),
     }
 }
 

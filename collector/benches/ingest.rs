@@ -47,6 +47,7 @@ fn plant_events(gw: &str, n: u64) -> Vec<Event> {
                     severity: 500,
                     text: "Motor overload".into(),
                     class: Some("drive".into()),
+                    ..Default::default()
                 }),
                 k => EventBody::State { state: MachineState::ALL[(k % 4) as usize], reason: Some("R12".into()) },
             };

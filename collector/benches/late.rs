@@ -34,6 +34,7 @@ fn descending(n: u64) -> Vec<Event> {
                     severity: 500,
                     text: "Motor overload".into(),
                     class: None,
+                    ..Default::default()
                 })
             } else if seq % 16 == 1 {
                 EventBody::State { state: MachineState::Unknown, reason: None }

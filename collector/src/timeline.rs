@@ -502,7 +502,14 @@ mod tests {
     }
 
     fn alarm(seq: u64, ts: i64, id: &str, active: bool) -> Input {
-        let a = Alarm { id: id.into(), active, severity: 500, text: format!("{id} text"), class: Some("drive".into()) };
+        let a = Alarm {
+            id: id.into(),
+            active,
+            severity: 500,
+            text: format!("{id} text"),
+            class: Some("drive".into()),
+            ..Default::default()
+        };
         ev(seq, ts, EventBody::Alarm(a))
     }
 

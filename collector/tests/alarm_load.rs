@@ -90,6 +90,7 @@ async fn alarm_load_from_published_alarms_is_the_same_in_the_api_the_command_and
                 severity: 500,
                 text: "alarm".into(),
                 class: None,
+                ..Default::default()
             }),
         })
         .collect();

@@ -172,6 +172,7 @@ async fn downtime_opens_and_closes_on_the_feed_and_is_exported() {
         severity: 800,
         text: "Hydraulic pressure low".into(),
         class: Some("hydraulics".into()),
+        ..Default::default()
     };
     let open = vec![
         state(1, t0, MachineState::Running),

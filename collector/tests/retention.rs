@@ -174,7 +174,14 @@ fn a_stop_still_open_at_the_cutoff_keeps_its_events_so_a_restart_can_close_it() 
     let w = Writer::spawn(&config(&db), out_tx).unwrap();
     // press-1 stopped three days ago on an overload alarm and is still down; those events arrived two hours
     // ago, so they are past the retention.
-    let alarm = Alarm { id: "AL7".into(), active: true, severity: 700, text: "motor overload".into(), class: None };
+    let alarm = Alarm {
+        id: "AL7".into(),
+        active: true,
+        severity: 700,
+        text: "motor overload".into(),
+        class: None,
+        ..Default::default()
+    };
     let start = vec![
         state(1, "press-1", OLD, MachineState::Running, None),
         Event {

@@ -10,10 +10,22 @@ use shiftlens_common::{Alarm, AssetId, Event, EventBody, GatewayId, MachineState
 fn input(asset: u8, seq: u64, ts_ms: i64, kind: u8) -> Input {
     let body = match kind {
         0..=4 => EventBody::State { state: MachineState::ALL[kind as usize], reason: Some(format!("r{seq}")) },
-        5 => {
-            EventBody::Alarm(Alarm { id: format!("A{seq}"), active: true, severity: 1, text: "t".into(), class: None })
-        }
-        6 => EventBody::Alarm(Alarm { id: "A0".into(), active: false, severity: 1, text: "t".into(), class: None }),
+        5 => EventBody::Alarm(Alarm {
+            id: format!("A{seq}"),
+            active: true,
+            severity: 1,
+            text: "t".into(),
+            class: None,
+            ..Default::default()
+        }),
+        6 => EventBody::Alarm(Alarm {
+            id: "A0".into(),
+            active: false,
+            severity: 1,
+            text: "t".into(),
+            class: None,
+            ..Default::default()
+        }),
         7 => EventBody::Source { source: "plc".into(), connected: false, error: None },
         // The agent's "not running from here" mark after an unclean stop: a break.
         _ => EventBody::Source { source: shiftlens_common::AGENT_SOURCE.into(), connected: false, error: None },

@@ -17,6 +17,7 @@ fn batch(n: u64) -> Batch {
                     severity: 500,
                     text: "Drive fault on main axis".into(),
                     class: Some("drive".into()),
+                    ..Default::default()
                 })
             } else {
                 EventBody::State { state: MachineState::ALL[(i % 4) as usize], reason: Some("E042".into()) }

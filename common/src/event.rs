@@ -8,8 +8,16 @@ use crate::ids::{AssetId, GatewayId, SiteId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The schema version this build writes and the only one it reads.
+/// The version of acks and status messages (unchanged since 1), written and read.
 pub const SCHEMA_VERSION: u16 = 1;
+
+/// The batch schema version this build writes. Version 2 added the optional alarm attributes (`priority`,
+/// `acked`, `shelved`, `suppressed`); a collector that reads only version 1 refuses such a batch with "unsupported
+/// schema version 2", leaving its events in the agent's outbox until the collector is upgraded.
+pub const BATCH_VERSION: u16 = 2;
+
+/// The batch versions this build reads: every one since 1 (a version 1 batch simply has no alarm attributes).
+pub const BATCH_VERSIONS: std::ops::RangeInclusive<u16> = 1..=BATCH_VERSION;
 
 /// The timestamps an event may carry: 2000-01-01T00:00:00Z (inclusive) to 2200-01-01T00:00:00Z (exclusive),
 /// in UTC milliseconds. The codec refuses anything else, so durations and calendar arithmetic on stored
@@ -57,16 +65,30 @@ impl fmt::Display for MachineState {
     }
 }
 
-/// An alarm edge: it became active or it cleared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An alarm edge: it became active or it cleared, or (OPC UA Alarms & Conditions) its acknowledgement,
+/// shelving or suppression changed while it stayed as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
     pub id: String,
     pub active: bool,
+    /// 1-1000 (OPC UA severity; configured for Modbus alarms).
     pub severity: u16,
     pub text: String,
     /// Alarm class, e.g. `network` or `drive`; classes can require extra skills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    /// Priority band the agent mapped the severity to (e.g. `high`, `medium`, `low`); batch version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Acknowledged by an operator (A&C `AckedState`); absent where the source has no such notion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<bool>,
+    /// Shelved by an operator (A&C `ShelvingState` not `Unshelved`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shelved: Option<bool>,
+    /// Suppressed by design or by the server (A&C `SuppressedOrShelved` while not shelved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<bool>,
 }
 
 /// Why the agent had to drop events.
@@ -127,6 +149,6 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(site: SiteId, gateway: GatewayId, epoch: u64, events: Vec<Event>) -> Self {
-        Self { version: SCHEMA_VERSION, site, gateway, epoch, events }
+        Self { version: BATCH_VERSION, site, gateway, epoch, events }
     }
 }

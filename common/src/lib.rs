@@ -13,7 +13,10 @@ pub mod status;
 pub mod topic;
 pub mod wire;
 
-pub use event::{Alarm, Batch, Event, EventBody, GapReason, MachineState, AGENT_SOURCE, SCHEMA_VERSION, TS_RANGE_MS};
+pub use event::{
+    Alarm, Batch, Event, EventBody, GapReason, MachineState, AGENT_SOURCE, BATCH_VERSION, BATCH_VERSIONS,
+    SCHEMA_VERSION, TS_RANGE_MS,
+};
 pub use ids::{AssetId, GatewayId, IdError, SiteId};
 pub use topic::Topic;
 pub use wire::{Ack, DecodeError, Limits};

@@ -7,7 +7,7 @@
 //! and that no bytes trail the batch. Every failure is a [`DecodeError`] that says what was wrong; no input
 //! makes it panic, and allocation is bounded by `max_batch_bytes`.
 
-use crate::event::{Batch, Event, EventBody, SCHEMA_VERSION, TS_RANGE_MS};
+use crate::event::{Batch, Event, EventBody, BATCH_VERSION, BATCH_VERSIONS, SCHEMA_VERSION, TS_RANGE_MS};
 use crate::ids::{GatewayId, SiteId};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
@@ -34,7 +34,7 @@ impl Default for Limits {
 pub enum DecodeError {
     #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
-    #[error("unsupported schema version {0} (this build reads version {SCHEMA_VERSION})")]
+    #[error("unsupported schema version {0} (this build reads batch versions 1-{BATCH_VERSION} and ack version {SCHEMA_VERSION})")]
     UnsupportedVersion(u64),
     #[error("batch holds {count} events, more than the limit of {limit}")]
     TooManyEvents { count: usize, limit: usize },
@@ -91,7 +91,7 @@ impl<'de> Deserialize<'de> for Batch {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
                 let version: u16 = next(&mut seq, 0, "version")?;
-                if version != SCHEMA_VERSION {
+                if !BATCH_VERSIONS.contains(&version) {
                     return Err(de::Error::custom(format!("unsupported schema version {version}")));
                 }
                 let site: SiteId = next(&mut seq, 1, "site")?;
@@ -211,7 +211,7 @@ fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
         _ => return Err(malformed("a batch must be a CBOR array")),
     }
     match dec.pull() {
-        Ok(Header::Positive(v)) if v == u64::from(SCHEMA_VERSION) => Ok(()),
+        Ok(Header::Positive(v)) if u16::try_from(v).is_ok_and(|v| BATCH_VERSIONS.contains(&v)) => Ok(()),
         Ok(Header::Positive(v)) => Err(DecodeError::UnsupportedVersion(v)),
         _ => Err(malformed("the first element of a batch must be the schema version")),
     }
@@ -255,16 +255,19 @@ fn validate(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
 }
 
 /// The free-text fields of an event body, by name.
-fn strings(body: &EventBody) -> [Option<(&'static str, &str)>; 3] {
+fn strings(body: &EventBody) -> [Option<(&'static str, &str)>; 4] {
     match body {
-        EventBody::State { reason, .. } => [reason.as_deref().map(|r| ("reason", r)), None, None],
-        EventBody::Alarm(a) => {
-            [Some(("id", a.id.as_str())), Some(("text", a.text.as_str())), a.class.as_deref().map(|c| ("class", c))]
-        }
+        EventBody::State { reason, .. } => [reason.as_deref().map(|r| ("reason", r)), None, None, None],
+        EventBody::Alarm(a) => [
+            Some(("id", a.id.as_str())),
+            Some(("text", a.text.as_str())),
+            a.class.as_deref().map(|c| ("class", c)),
+            a.priority.as_deref().map(|p| ("priority", p)),
+        ],
         EventBody::Source { source, error, .. } => {
-            [Some(("source", source.as_str())), error.as_deref().map(|e| ("error", e)), None]
+            [Some(("source", source.as_str())), error.as_deref().map(|e| ("error", e)), None, None]
         }
-        EventBody::Gap { .. } => [None, None, None],
+        EventBody::Gap { .. } => [None, None, None, None],
     }
 }
 

@@ -53,8 +53,14 @@ fn id_str() -> impl Strategy<Value = String> {
 fn body() -> impl Strategy<Value = EventBody> {
     let state = (0..5usize, proptest::option::of(".{0,40}"))
         .prop_map(|(i, reason)| EventBody::State { state: MachineState::ALL[i], reason });
-    let alarm = (".{1,30}", any::<bool>(), any::<u16>(), ".{0,100}", proptest::option::of("[a-z]{1,10}"))
-        .prop_map(|(id, active, severity, text, class)| EventBody::Alarm(Alarm { id, active, severity, text, class }));
+    let flag = || proptest::option::of(any::<bool>());
+    let alarm = (
+        (".{1,30}", any::<bool>(), any::<u16>(), ".{0,100}", proptest::option::of("[a-z]{1,10}")),
+        (proptest::option::of("[a-z]{1,10}"), flag(), flag(), flag()),
+    )
+        .prop_map(|((id, active, severity, text, class), (priority, acked, shelved, suppressed))| {
+            EventBody::Alarm(Alarm { id, active, severity, text, class, priority, acked, shelved, suppressed })
+        });
     let source = (".{1,30}", any::<bool>(), proptest::option::of(".{0,80}"))
         .prop_map(|(source, connected, error)| EventBody::Source { source, connected, error });
     let gap = (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(first, last, full)| EventBody::Gap {
@@ -197,11 +203,46 @@ fn sample() -> Batch {
                     active: true,
                     severity: 700,
                     text: "x".repeat(2000),
-                    class: None,
+                    ..Default::default()
                 }),
             },
         ],
     )
+}
+
+#[test]
+fn a_version_1_batch_from_an_old_agent_is_read_and_its_alarms_have_no_attributes() {
+    let mut b = sample();
+    b.events[1].body = EventBody::Alarm(Alarm { id: "A1".into(), active: true, severity: 700, ..Default::default() });
+    b.version = 1;
+    let got = decode_batch(&encode_batch(&b), &Limits::default()).unwrap();
+    assert_eq!(got.version, 1);
+    let EventBody::Alarm(a) = &got.events[1].body else { panic!() };
+    assert_eq!((a.priority.as_deref(), a.acked, a.shelved, a.suppressed), (None, None, None, None));
+}
+
+#[test]
+fn alarm_attributes_travel_in_a_version_2_batch() {
+    let mut b = sample();
+    let alarm = Alarm {
+        id: "ns=2;s=Press1.Overtemp".into(),
+        active: true,
+        severity: 850,
+        text: "Overtemperature".into(),
+        class: Some("process".into()),
+        priority: Some("high".into()),
+        acked: Some(false),
+        shelved: Some(true),
+        suppressed: Some(false),
+    };
+    b.events[1].body = EventBody::Alarm(alarm.clone());
+    assert_eq!(b.version, shiftlens_common::BATCH_VERSION);
+    let got = decode_batch(&encode_batch(&b), &Limits::default()).unwrap();
+    assert_eq!(got.events[1].body, EventBody::Alarm(alarm));
+    // A build reading only version 1 would say what it met; this one names the versions it reads.
+    b.version = shiftlens_common::BATCH_VERSION + 1;
+    let e = decode_batch(&encode_batch(&b), &Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("reads batch versions 1-2"), "{e}");
 }
 
 #[test]

@@ -6,19 +6,25 @@
 //! only what changed, so subscribers see each change once. While `Faults::bad_status` is set every
 //! value carries `BadDeviceFailure`.
 //!
+//! The plant's alarm conditions ([`crate::plant::Condition`]) are OPC UA Alarms & Conditions events on the
+//! Server object, sent when a condition changes; `ConditionRefresh` is answered (see [`crate::alarms`]).
+//!
 //! Endpoints: `None`, and `Basic256Sha256` with `Sign` and `SignAndEncrypt`; identities: anonymous
 //! (unless disabled) and the configured users. The server's key pair is created in `pki_dir` on first
 //! start and reused after a restart; client certificates are trusted automatically (it is a simulator).
 //! The namespace URI differs from the application URI on purpose: equal URIs make async-opcua answer
 //! `BadServiceUnsupported` for every item.
 
-use crate::plant::{AssetPoints, Plant};
+use crate::alarms::ConditionEvent;
+use crate::plant::{AssetPoints, Condition, Plant};
 use opcua::crypto::SecurityPolicy;
 use opcua::server::address_space::Variable;
+use opcua::server::diagnostics::DiagnosticsNodeManagerBuilder;
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{simple_node_manager, SimpleNodeManager};
+use opcua::server::node_manager::memory::{CoreNodeManagerBuilder, InMemoryNodeManagerBuilder};
 use opcua::server::{ServerBuilder, ServerHandle, ServerUserToken, ANONYMOUS_USER_TOKEN_ID};
-use opcua::types::{DataValue, DateTime, MessageSecurityMode, NodeId, StatusCode, Variant};
+use opcua::types::{DataValue, DateTime, MessageSecurityMode, NodeId, ObjectId, StatusCode, Variant};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -114,7 +120,17 @@ pub async fn serve(
         token_ids.push(ANONYMOUS_USER_TOKEN_ID.to_string());
     }
     let token_ids: Vec<&str> = token_ids.iter().map(String::as_str).collect();
+    // The refresh needs the plant namespace's index, known only once the server is built.
+    let ns_cell: std::sync::Arc<std::sync::OnceLock<u16>> = std::sync::Arc::new(std::sync::OnceLock::new());
+    let refresh_source: crate::alarms::Source = {
+        let (plant, ns) = (plant.clone(), ns_cell.clone());
+        std::sync::Arc::new(move || (ns.get().copied().unwrap_or(0), plant.conditions().into_iter().collect()))
+    };
     let mut builder = ServerBuilder::new()
+        .without_node_managers()
+        .with_node_manager(crate::alarms::RefreshNodeManagerBuilder(refresh_source))
+        .with_node_manager(InMemoryNodeManagerBuilder::new(CoreNodeManagerBuilder))
+        .with_node_manager(DiagnosticsNodeManagerBuilder)
         .application_name("ShiftLens simulated plant")
         .application_uri(APPLICATION_URI)
         .product_uri("urn:shiftlens:sim:product")
@@ -128,6 +144,8 @@ pub async fn serve(
             NamespaceMetadata { namespace_uri: NAMESPACE_URI.to_owned(), ..Default::default() },
             "plant",
         ));
+    // An alarm flood is many events per publishing interval; the default queue of 10 would drop them.
+    builder.limits_mut().subscriptions.max_monitored_item_queue_size = 10_000;
     for (user, password) in &options.users {
         builder = builder.add_user_token(user.clone(), ServerUserToken::user_pass(user, password));
     }
@@ -147,6 +165,7 @@ pub async fn serve(
     let ns = handle
         .get_namespace_index(NAMESPACE_URI)
         .ok_or_else(|| OpcUaError::Build("the plant namespace is missing".into()))?;
+    let _ = ns_cell.set(ns);
 
     let assets = plant.asset_ids();
     {
@@ -169,6 +188,8 @@ pub async fn serve(
     let interval = options.poll_interval;
     let updater = tokio::spawn(async move {
         let mut last: BTreeMap<String, (AssetPoints, bool)> = BTreeMap::new();
+        let mut last_conditions: BTreeMap<String, Condition> = BTreeMap::new();
+        let server: NodeId = ObjectId::Server.into();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -200,6 +221,17 @@ pub async fn serve(
                     tracing::warn!(error = %e, "cannot update OPC UA values");
                 }
             }
+            // Each changed condition is one event on the Server object.
+            let conditions = plant.conditions();
+            let events: Vec<ConditionEvent> = conditions
+                .iter()
+                .filter(|(name, c)| last_conditions.get(*name) != Some(*c))
+                .map(|(name, c)| ConditionEvent::of(ns, name, c))
+                .collect();
+            if !events.is_empty() {
+                subscriptions.notify_events(events.iter().map(|e| (e as &dyn opcua::nodes::Event, &server)));
+            }
+            last_conditions = conditions;
         }
     });
     let server = tokio::spawn(server.run_with(listener));

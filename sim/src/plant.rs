@@ -31,10 +31,59 @@ pub struct Faults {
     pub bad_status: bool,
 }
 
+/// The OPC UA Alarms & Conditions type a condition has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionKind {
+    /// `AlarmConditionType`
+    #[default]
+    Alarm,
+    /// `OffNormalAlarmType` (a discrete value away from its normal state)
+    OffNormal,
+}
+
+/// One alarm condition as an SCADA server holds it (OPC UA Alarms & Conditions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The SourceName (and the SourceNode's string id) of the condition's events.
+    pub source: String,
+    pub kind: ConditionKind,
+    /// 1-1000
+    pub severity: u16,
+    pub message: String,
+    pub active: bool,
+    pub acked: bool,
+    pub shelved: bool,
+    pub suppressed: bool,
+}
+
+impl Condition {
+    /// A new active, unacknowledged condition.
+    pub fn raised(source: &str, kind: ConditionKind, severity: u16, message: &str) -> Self {
+        Self {
+            source: source.into(),
+            kind,
+            severity,
+            message: message.into(),
+            active: true,
+            acked: false,
+            shelved: false,
+            suppressed: false,
+        }
+    }
+
+    /// Part 9's Retain: the condition is of interest (active, or inactive but not yet acknowledged).
+    pub fn retain(&self) -> bool {
+        self.active || !self.acked
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     assets: BTreeMap<String, AssetPoints>,
     faults: Faults,
+    /// Alarm conditions by condition name.
+    conditions: BTreeMap<String, Condition>,
 }
 
 /// The plant: a map from asset id to its points, plus fault switches. Cheap to clone (shared).
@@ -95,5 +144,20 @@ impl Plant {
 
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    /// Every alarm condition by name.
+    pub fn conditions(&self) -> BTreeMap<String, Condition> {
+        self.lock().conditions.clone()
+    }
+
+    /// Sets (raises, or replaces) a condition.
+    pub fn set_condition(&self, name: &str, condition: Condition) {
+        self.lock().conditions.insert(name.to_string(), condition);
+    }
+
+    /// Changes a condition; returns false when there is none of that name.
+    pub fn update_condition(&self, name: &str, f: impl FnOnce(&mut Condition)) -> bool {
+        self.lock().conditions.get_mut(name).map(f).is_some()
     }
 }

@@ -4,7 +4,7 @@
 //! list of [`Action`]s by [`Scenario::timeline`] (pure and deterministic: random faults come from the seed),
 //! and played by [`play`] against a [`Plant`], with `time_scale` compressing time.
 
-use crate::plant::{Faults, Plant};
+use crate::plant::{Condition, ConditionKind, Faults, Plant};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration};
@@ -80,6 +80,39 @@ pub struct Step {
     pub faults: Option<FaultSpec>,
     /// Restart the protocol servers, staying down this long.
     pub restart: Option<HumanDuration>,
+    /// An OPC UA alarm condition changes: `{ name = "Overtemp", do = "raise", severity = 800, text = "..." }`.
+    pub condition: Option<ConditionStep>,
+}
+
+/// What a step does to an alarm condition (OPC UA Alarms & Conditions).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionStep {
+    /// The ConditionName; with the source it makes the ConditionId `{source}.{name}`.
+    pub name: String,
+    /// SourceName of the condition; default the step's `asset`.
+    pub source: Option<String>,
+    #[serde(rename = "do")]
+    pub action: ConditionAction,
+    #[serde(default)]
+    pub kind: ConditionKind,
+    /// For `raise`: 1-1000, default 500.
+    pub severity: Option<u16>,
+    /// For `raise`: the Message.
+    pub text: Option<String>,
+}
+
+/// `raise` (active, unacknowledged), `clear` (inactive), `ack`, `shelve`, `unshelve`, `suppress`, `unsuppress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionAction {
+    Raise,
+    Clear,
+    Ack,
+    Shelve,
+    Unshelve,
+    Suppress,
+    Unsuppress,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,6 +155,11 @@ pub enum Action {
     },
     Faults(Faults),
     Restart(Duration),
+    /// An alarm condition changes; `source` is resolved (the step's asset when not given).
+    Condition {
+        source: String,
+        step: ConditionStep,
+    },
 }
 
 impl Scenario {
@@ -197,6 +235,10 @@ impl Scenario {
             if let Some(d) = st.restart {
                 out.push((st.at.0, Action::Restart(d.0)));
             }
+            if let Some(c) = &st.condition {
+                let source = c.source.clone().or_else(|| st.asset.clone()).unwrap_or_else(|| "plant".into());
+                out.push((st.at.0, Action::Condition { source, step: c.clone() }));
+            }
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
         let exp = |rng: &mut rand::rngs::StdRng, mean: Duration| mean.mul_f64(-(1.0 - rng.random::<f64>()).ln());
@@ -240,6 +282,38 @@ pub fn apply(plant: &Plant, action: &Action, restart: &(dyn Fn(Duration) + Send 
         }
         Action::Faults(f) => plant.set_faults(f.clone()),
         Action::Restart(d) => restart(*d),
+        Action::Condition { source, step } => condition(plant, source, step),
+    }
+}
+
+/// Applies a condition step: `raise` makes (or re-raises) the condition, the others change an existing one.
+pub fn condition(plant: &Plant, source: &str, step: &ConditionStep) {
+    let name = step.name.as_str();
+    match step.action {
+        ConditionAction::Raise => {
+            let severity = step.severity.unwrap_or(500);
+            let text = step.text.clone().unwrap_or_else(|| name.to_string());
+            let mut c = Condition::raised(source, step.kind, severity, &text);
+            if let Some(old) = plant.conditions().get(name) {
+                c.shelved = old.shelved;
+                c.suppressed = old.suppressed;
+            }
+            plant.set_condition(name, c);
+        }
+        action => {
+            let found = plant.update_condition(name, |c| match action {
+                ConditionAction::Clear => c.active = false,
+                ConditionAction::Ack => c.acked = true,
+                ConditionAction::Shelve => c.shelved = true,
+                ConditionAction::Unshelve => c.shelved = false,
+                ConditionAction::Suppress => c.suppressed = true,
+                ConditionAction::Unsuppress => c.suppressed = false,
+                ConditionAction::Raise => {}
+            });
+            if !found {
+                tracing::warn!(condition = %name, ?action, "scenario step for a condition never raised; ignored");
+            }
+        }
     }
 }
 
@@ -314,6 +388,16 @@ alarms = [1]
         let s = Scenario::parse(&ConfigFile::from_text("config/scenario.toml", text)).unwrap();
         assert_eq!(s.assets.len(), 3);
         assert!(s.timeline().iter().any(|(_, a)| matches!(a, Action::Restart(d) if d.as_secs() == 3)));
+        // The condition steps raise, acknowledge and clear the press's alarm condition.
+        let plant = Plant::new(s.assets.clone());
+        let mut states = Vec::new();
+        for (_, a) in s.timeline().iter().filter(|(_, a)| matches!(a, Action::Condition { .. })) {
+            apply(&plant, a, &|_| {});
+            let c = plant.conditions().remove("Overtemp").unwrap();
+            assert_eq!((c.source.as_str(), c.kind, c.severity), ("press-1", ConditionKind::OffNormal, 800));
+            states.push((c.active, c.acked, c.retain()));
+        }
+        assert_eq!(states, [(true, false, true), (true, true, true), (false, true, false)]);
     }
 
     #[test]

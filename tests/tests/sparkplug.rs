@@ -54,6 +54,7 @@ async fn an_agent_in_sparkplug_mode_feeds_the_collector_s_host_application() {
         severity: 800,
         text: "Hydraulic pressure low".into(),
         class: None,
+        ..Default::default()
     });
     for o in [
         obs(t0, state(MachineState::Running, None)),

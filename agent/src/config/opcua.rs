@@ -2,7 +2,10 @@
 //! makes the plain [`OpcUaEndpoint`] the source uses.
 
 use crate::detect::Meaning;
-use crate::source::opcua::{parse_fingerprint, Identity, Mode, NodeRef, OpcUaEndpoint, OpcUaPoint, Policy};
+use crate::source::opcua::{
+    parse_fingerprint, AlarmIdFrom, AlarmSource, AssetRule, Identity, Mode, NodeRef, OpcUaEndpoint, OpcUaPoint, Policy,
+    PriorityBand,
+};
 use opcua::types::NodeId;
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
@@ -42,9 +45,45 @@ pub struct RawOpcUaEndpoint {
     pub publishing_interval: Spanned<HumanDuration>,
     #[serde(default)]
     pub points: Vec<Spanned<RawOpcUaPoint>>,
+    /// OPC UA Alarms & Conditions sources.
+    #[serde(default)]
+    pub alarms: Vec<Spanned<RawAlarmSource>>,
     /// The config file this came from, for the `trust` hint in messages (set by `Config::from_file`).
     #[serde(skip)]
     pub config_file: PathBuf,
+}
+
+/// `[[opcua.alarms]]` as written: an event subscription on a notifier, its conditions mapped to assets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarmSource {
+    pub name: Option<String>,
+    /// Default `i=2253` (the Server object).
+    pub notifier: Option<Spanned<String>>,
+    #[serde(default)]
+    pub event_types: Vec<Spanned<String>>,
+    #[serde(default = "one")]
+    pub min_severity: Spanned<u16>,
+    #[serde(default)]
+    pub alarm_id: AlarmIdFrom,
+    #[serde(default)]
+    pub assets: Vec<Spanned<RawAssetRule>>,
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, String>,
+    pub priorities: Option<Spanned<Vec<PriorityBand>>>,
+}
+
+/// `[[opcua.alarms.assets]]`: `source = "Press1"` (exact SourceName or SourceNode) or `pattern = "Press1.*"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssetRule {
+    pub source: Option<String>,
+    pub pattern: Option<String>,
+    pub asset: AssetId,
+}
+
+fn one() -> Spanned<u16> {
+    Spanned::new(0..0, 1)
 }
 
 /// One monitored item (`[[opcua.points]]`) as written.
@@ -133,6 +172,7 @@ impl RawOpcUaEndpoint {
                     })
                 })
                 .collect(),
+            alarms: self.alarms.into_iter().filter_map(|a| a.into_inner().validated()).collect(),
             config_file: self.config_file,
         }
     }
@@ -203,8 +243,18 @@ pub fn validate(endpoints: &[Spanned<RawOpcUaEndpoint>], file: &ConfigFile, erro
                 err(span_in(d, outer.clone()), "must be at least 50ms".into());
             }
         }
-        if ep.points.is_empty() {
-            err(ep.id.span(), format!("endpoint {id:?} has no points: add [[opcua.points]]"));
+        if ep.points.is_empty() && ep.alarms.is_empty() {
+            err(ep.id.span(), format!("endpoint {id:?} has no points: add [[opcua.points]] or [[opcua.alarms]]"));
+        }
+        let mut alarm_names = HashSet::new();
+        for a in &ep.alarms {
+            for (span, msg) in a.get_ref().problems(a.span()) {
+                err(span, msg);
+            }
+            let name = a.get_ref().name.clone().unwrap_or_else(|| "alarms".into());
+            if !alarm_names.insert(name.clone()) {
+                err(a.span(), format!("alarm source {name:?} is defined twice in endpoint {id:?}: give each a `name`"));
+            }
         }
         let mut names = HashSet::new();
         for p in &ep.points {
@@ -235,6 +285,78 @@ fn endpoint_host(url: &str) -> Option<&str> {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
     (!host.is_empty()).then_some(host)
+}
+
+impl RawAlarmSource {
+    /// Every problem of this section, each at its span (or the section's).
+    fn problems(&self, outer: std::ops::Range<usize>) -> Vec<(std::ops::Range<usize>, String)> {
+        let mut out = Vec::new();
+        let mut node = |s: &Spanned<String>| {
+            if let Err(e) = parse_node(s.get_ref()) {
+                out.push((s.span(), e));
+            }
+        };
+        self.notifier.iter().for_each(&mut node);
+        self.event_types.iter().for_each(&mut node);
+        if !(1..=1000).contains(self.min_severity.get_ref()) {
+            out.push((span_in(&self.min_severity, outer.clone()), "min_severity must be between 1 and 1000".into()));
+        }
+        if self.assets.is_empty() {
+            out.push((
+                outer.clone(),
+                "an alarm source needs [[opcua.alarms.assets]] (source or pattern → asset); unmapped alarms are not stored"
+                    .into(),
+            ));
+        }
+        for r in &self.assets {
+            let rule = r.get_ref();
+            match (&rule.source, &rule.pattern) {
+                (Some(s), None) | (None, Some(s)) if !s.is_empty() => {}
+                _ => out.push((r.span(), "give exactly one of `source` (exact) or `pattern` (with * and ?)".into())),
+            }
+        }
+        for id in self.classes.keys() {
+            if let Err(e) = parse_node(id) {
+                out.push((outer.clone(), format!("classes: {e}")));
+            }
+        }
+        if let Some(p) = &self.priorities {
+            let bands = p.get_ref();
+            if bands.is_empty() || bands.iter().any(|b| b.name.is_empty() || !(1..=1000).contains(&b.min_severity)) {
+                out.push((p.span(), "priorities need a name and a min_severity between 1 and 1000 each".into()));
+            } else if !bands.iter().any(|b| b.min_severity == 1) {
+                out.push((p.span(), "one priority band must start at min_severity = 1, so every alarm has one".into()));
+            }
+        }
+        out
+    }
+
+    /// The validated source (`None` when a node id does not parse; validation reported that).
+    fn validated(self) -> Option<AlarmSource> {
+        let notifier = match &self.notifier {
+            Some(n) => parse_node(n.get_ref()).ok()?,
+            None => NodeRef { namespace_uri: None, node: NodeId::new(0, 2253u32) },
+        };
+        let mut priorities = self.priorities.map(Spanned::into_inner).unwrap_or_else(PriorityBand::defaults);
+        priorities.sort_by_key(|b| std::cmp::Reverse(b.min_severity));
+        Some(AlarmSource {
+            name: self.name.unwrap_or_else(|| "alarms".into()),
+            notifier,
+            event_types: self.event_types.iter().map(|t| parse_node(t.get_ref())).collect::<Result<_, _>>().ok()?,
+            min_severity: self.min_severity.into_inner(),
+            alarm_id: self.alarm_id,
+            assets: self
+                .assets
+                .into_iter()
+                .map(|r| {
+                    let r = r.into_inner();
+                    AssetRule { source: r.source, pattern: r.pattern, asset: r.asset }
+                })
+                .collect(),
+            classes: self.classes.into_iter().collect(),
+            priorities,
+        })
+    }
 }
 
 /// Parses a configured node id, with an optional `nsu=` namespace URI in front.
@@ -334,6 +456,27 @@ pub(crate) mod tests {
                 format!("{text}{POINT}")
             };
             let errs = check(&text).err().unwrap_or_default();
+            assert!(errs.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn alarm_sources_are_checked_with_line_and_column() {
+        let base = "[[opcua]]\nid = \"p\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\nsecurity_policy = \"none\"\nsecurity_mode = \"none\"\n";
+        let ok = format!("{base}[[opcua.alarms]]\n[[opcua.alarms.assets]]\nsource = \"Press1\"\nasset = \"press1\"\n");
+        let eps = check(&ok).unwrap();
+        let ep = eps[0].clone().into_inner().validated();
+        assert_eq!(ep.alarms[0].priorities.iter().map(|b| b.min_severity).collect::<Vec<_>>(), [667, 334, 1]);
+        assert_eq!(ep.assets().len(), 1, "an endpoint with alarms only feeds the mapped assets");
+        let cases: &[(&str, &str)] = &[
+            ("[[opcua.alarms]]\nmin_severity = 0\n[[opcua.alarms.assets]]\nsource = \"a\"\nasset = \"a\"\n", "agent.toml:7:16: min_severity must be between 1 and 1000"),
+            ("[[opcua.alarms]]\nnotifier = \"Server\"\n[[opcua.alarms.assets]]\nsource = \"a\"\nasset = \"a\"\n", "agent.toml:7:12: node \"Server\" is not a node id"),
+            ("[[opcua.alarms]]\nname = \"x\"\n", "agent.toml:6:1: an alarm source needs [[opcua.alarms.assets]]"),
+            ("[[opcua.alarms]]\n[[opcua.alarms.assets]]\nasset = \"a\"\n", "agent.toml:7:1: give exactly one of `source` (exact) or `pattern`"),
+            ("[[opcua.alarms]]\npriorities = [{ name = \"high\", min_severity = 500 }]\n[[opcua.alarms.assets]]\nsource = \"a\"\nasset = \"a\"\n", "agent.toml:7:14: one priority band must start at min_severity = 1"),
+        ];
+        for (extra, want) in cases {
+            let errs = check(&format!("{base}{extra}")).err().unwrap_or_default();
             assert!(errs.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errs:#?}");
         }
     }

@@ -75,6 +75,13 @@ pub enum Sample {
     Value { source: String, point: String, asset: AssetId, ts_ms: i64, value: Value },
     /// The connection to a source came up or went down; `assets` are the assets it feeds.
     Link { source: String, assets: Vec<AssetId>, ts_ms: i64, connected: bool, error: Option<String> },
+    /// An alarm edge the source decided itself (OPC UA Alarms & Conditions): stored as it is.
+    Alarm { source: String, asset: AssetId, ts_ms: i64, alarm: shiftlens_common::Alarm },
+    /// The first alarm event from `from`, a source name mapped to no asset (later ones are only counted).
+    Unmapped { source: String, from: String },
+    /// A ConditionRefresh ended: the conditions now active (asset, alarm) and the unmapped sources with their
+    /// event counts, for `probe`.
+    Refreshed { source: String, active: Vec<(AssetId, shiftlens_common::Alarm)>, unmapped: Vec<(String, u64)> },
 }
 
 /// One configured point as the detector sees it.
@@ -185,6 +192,11 @@ impl Detector {
                     let Some(&i) = self.by_key.get(&(source, point)) else { continue };
                     self.value(i, value, ts_ms, &mut out, &mut dirty);
                 }
+                Sample::Alarm { asset, ts_ms, alarm, .. } => {
+                    self.assets.entry(asset.clone()).or_default().alarms.insert(alarm.id.clone(), alarm.active);
+                    out.push(Observation { ts_ms, asset, body: EventBody::Alarm(alarm) });
+                }
+                Sample::Unmapped { .. } | Sample::Refreshed { .. } => {}
                 Sample::Link { source, assets, ts_ms, connected, error } => {
                     if self.links.insert(source.clone(), connected) == Some(connected) {
                         continue;
@@ -337,6 +349,7 @@ impl Detector {
                     severity: info.severity,
                     text: info.text,
                     class: info.class,
+                    ..Default::default()
                 });
                 out.push(Observation { ts_ms, asset: asset_id.clone(), body });
             }

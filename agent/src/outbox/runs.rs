@@ -176,7 +176,14 @@ mod tests {
     }
 
     fn alarm(ts_ms: i64, id: &str, active: bool) -> Observation {
-        let body = EventBody::Alarm(Alarm { id: id.into(), active, severity: 500, text: String::new(), class: None });
+        let body = EventBody::Alarm(Alarm {
+            id: id.into(),
+            active,
+            severity: 500,
+            text: String::new(),
+            class: None,
+            ..Default::default()
+        });
         Observation { ts_ms, asset: asset("press-1"), body }
     }
 

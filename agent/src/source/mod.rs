@@ -65,7 +65,7 @@ pub fn spawn_restored(
     }
     for ep in &config.opcua {
         let (stx, srx) = mpsc::channel(1024);
-        tasks.push(opcua::spawn(ep, stx));
+        tasks.push(opcua::spawn_restored(ep, stx, reported));
         let mut feed = Feed::new(Detector::new(ep.point_specs()), tx.clone(), health.clone());
         feed.restore(reported);
         tasks.push(tokio::spawn(detect_task(feed, srx)));

@@ -346,6 +346,7 @@ pub fn alarm(asset: &str, n: u64) -> Observation {
             severity: 500,
             text: "Motor overload".into(),
             class: None,
+            ..Default::default()
         }),
     }
 }

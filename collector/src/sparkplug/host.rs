@@ -348,6 +348,7 @@ fn self_map(map: &[Mapping], node: &str, device: Option<&str>, name: &str, m: &M
                 severity: *severity,
                 text: text.clone(),
                 class: class.clone(),
+                ..Default::default()
             }))),
             Meaning::Reason { codes } => {
                 let key = m.as_i64().map(|v| v.to_string()).or_else(|| m.as_str().map(str::to_string))?;
@@ -372,6 +373,7 @@ fn self_map(map: &[Mapping], node: &str, device: Option<&str>, name: &str, m: &M
                 severity: DEFAULT_SEVERITY,
                 text: String::new(),
                 class: None,
+                ..Default::default()
             })))
         }
     }

@@ -188,8 +188,14 @@ mod tests {
             (2, 3, 500, "press-1", "A", true),
         ];
         for (epoch, seq, ts_ms, asset, id, active) in events {
-            let body =
-                EventBody::Alarm(Alarm { id: id.into(), active, severity: 500, text: String::new(), class: None });
+            let body = EventBody::Alarm(Alarm {
+                id: id.into(),
+                active,
+                severity: 500,
+                text: String::new(),
+                class: None,
+                ..Default::default()
+            });
             let event = Event { seq, ts_ms, asset: AssetId::parse(asset).unwrap(), body };
             let batch = Batch::new(SiteId::parse("s").unwrap(), GatewayId::parse("gw").unwrap(), epoch, vec![event]);
             insert_rows(&conn, &Rows::new(batch).unwrap(), 0).unwrap();

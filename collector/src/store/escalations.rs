@@ -1,4 +1,4 @@
-//! SQL for escalations (schema `sql/004_escalations_escalate.sql`): rung claims, delivery outcomes,
+//! SQL for escalations (schema `sql/004_escalations.sql`): rung claims, delivery outcomes,
 //! acknowledge tokens and acknowledgements. Plain functions over a connection; the escalation runner and
 //! the HTTP handlers call them on their own connections (WAL, short transactions).
 //!

@@ -9,7 +9,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("sql/001_events.sql")),
         M::up(include_str!("sql/002_people.sql")),
         M::up(include_str!("sql/003_gateway_identity.sql")),
-        M::up(include_str!("sql/004_escalations_escalate.sql")),
+        M::up(include_str!("sql/004_escalations.sql")),
+        M::up(include_str!("sql/005_alarm_attributes.sql")),
     ])
 }
 
@@ -17,6 +18,32 @@ pub fn migrations() -> Migrations<'static> {
 mod tests {
     use super::*;
     use rusqlite::Connection;
+
+    #[test]
+    fn alarm_attributes_are_readable_as_columns_and_null_for_old_alarms() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("c.db")).unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO events (site, gateway, epoch, seq, asset, ts_ms, kind, body, received_ms) VALUES
+               ('a', 'gw-1', 7, 1, 'press-1', 10, 'alarm',
+                '{"alarm":{"id":"A1","active":true,"severity":850,"text":"t","priority":"high","acked":false,"shelved":true,"suppressed":false}}', 11),
+               ('a', 'gw-1', 7, 2, 'press-1', 12, 'alarm', '{"alarm":{"id":"M1","active":true,"severity":500,"text":"m"}}', 13),
+               ('a', 'gw-1', 7, 3, 'press-1', 14, 'state', '{"state":{"state":"down"}}', 15);"#,
+        )
+        .unwrap();
+        let rows: Vec<(String, i64, Option<String>, Option<bool>, Option<bool>)> = conn
+            .prepare("SELECT alarm_id, severity, priority, acked, shelved FROM alarm_events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [("A1".into(), 850, Some("high".into()), Some(false), Some(true)), ("M1".into(), 500, None, None, None)]
+        );
+    }
 
     #[test]
     fn migration_3_keys_events_gateways_and_offline_marks_by_site_and_keeps_existing_rows() {

@@ -10,11 +10,12 @@
 //! - Sessions retry forever and re-subscribe on every new session (see [`session`]).
 //! - A bad status marks the source lost until every point is good again (see [`tracker`]).
 
+pub mod conditions;
 pub mod session;
 pub mod tracker;
 pub mod trust;
 
-pub use session::spawn;
+pub use session::{spawn, spawn_restored};
 pub use tracker::Tracker;
 pub use trust::{cert_info, fingerprint, parse_fingerprint, CertInfo};
 
@@ -85,8 +86,73 @@ pub struct OpcUaEndpoint {
     pub request_timeout: Duration,
     pub publishing_interval: Duration,
     pub points: Vec<OpcUaPoint>,
+    /// Alarms & Conditions sources (`[[opcua.alarms]]`).
+    pub alarms: Vec<AlarmSource>,
     /// The config file this came from, for the `trust` hint in messages.
     pub config_file: PathBuf,
+}
+
+/// A validated `[[opcua.alarms]]`: one event monitored item on `notifier`, its conditions mapped to assets.
+#[derive(Debug, Clone)]
+pub struct AlarmSource {
+    /// Names the source in logs and `probe` (default `alarms`).
+    pub name: String,
+    /// The object whose events are subscribed (default the Server object, `i=2253`).
+    pub notifier: NodeRef,
+    /// Only events of these types (and subtypes); empty = every condition.
+    pub event_types: Vec<NodeRef>,
+    /// Only events with at least this severity (1-1000).
+    pub min_severity: u16,
+    pub alarm_id: AlarmIdFrom,
+    /// SourceName / SourceNode → asset, first match wins.
+    pub assets: Vec<AssetRule>,
+    /// ConditionClassId (as written, `i=11164`) → alarm class.
+    pub classes: Vec<(String, String)>,
+    /// Severity → priority band, from the highest minimum down.
+    pub priorities: Vec<PriorityBand>,
+}
+
+/// Where an A&C alarm's id comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmIdFrom {
+    /// The ConditionId node id (`ns=2;s=Press1.Overtemp`): unique per server.
+    #[default]
+    ConditionId,
+    /// The ConditionName (`Overtemp`): short, unique per source at best.
+    ConditionName,
+}
+
+/// One asset mapping: an exact SourceName / SourceNode, or a pattern with `*` and `?`.
+#[derive(Debug, Clone)]
+pub struct AssetRule {
+    pub source: Option<String>,
+    pub pattern: Option<String>,
+    pub asset: AssetId,
+}
+
+impl AssetRule {
+    pub fn matches(&self, text: &str) -> bool {
+        self.source.as_deref() == Some(text) || self.pattern.as_deref().is_some_and(|p| conditions::glob(p, text))
+    }
+}
+
+/// A priority band: severities from `min_severity` up (to the next band) are `name`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityBand {
+    pub name: String,
+    pub min_severity: u16,
+}
+
+impl PriorityBand {
+    /// ISA-18.2 style: high 667-1000, medium 334-666, low 1-333.
+    pub fn defaults() -> Vec<Self> {
+        [("high", 667), ("medium", 334), ("low", 1)]
+            .into_iter()
+            .map(|(name, min_severity)| Self { name: name.into(), min_severity })
+            .collect()
+    }
 }
 
 /// A validated monitored item.
@@ -107,10 +173,11 @@ impl OpcUaEndpoint {
         &self.id
     }
 
-    /// The assets this endpoint feeds, each once.
+    /// The assets this endpoint feeds (points, then alarm mappings), each once.
     pub fn assets(&self) -> Vec<AssetId> {
         let mut seen = HashSet::new();
-        self.points.iter().map(|p| p.asset.clone()).filter(|a| seen.insert(a.clone())).collect()
+        let alarms = self.alarms.iter().flat_map(|a| a.assets.iter().map(|r| r.asset.clone()));
+        self.points.iter().map(|p| p.asset.clone()).chain(alarms).filter(|a| seen.insert(a.clone())).collect()
     }
 
     /// The points as the detector sees them.

@@ -8,19 +8,21 @@
 //!   a server restart) and the subscription is created afresh, so each point reports its current value again.
 //! - The OPC UA event loop is never blocked: callbacks hand samples on with `try_send`.
 
+use super::conditions::{self, ConditionEvent, Conditions};
 use super::tracker::Tracker;
 use super::trust::check_trust;
-use super::{Identity, OpcUaEndpoint};
+use super::{Identity, NodeRef, OpcUaEndpoint};
 use crate::detect::Sample;
 use futures::StreamExt;
 use opcua::client::{
-    Client, ClientBuilder, DataChangeCallback, IdentityToken, MonitoredItem, Session, SessionConnectMode,
-    SessionPollResult,
+    Client, ClientBuilder, IdentityToken, MonitoredItem, Session, SessionConnectMode, SessionPollResult,
+    SubscriptionCallbacks,
 };
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{
-    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EndpointDescription, ExtensionObject,
-    MonitoredItemCreateRequest, ReadValueId, StatusCode, TimestampsToReturn, VariableId, Variant,
+    AttributeId, CallMethodRequest, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EndpointDescription,
+    EventFilterResult, ExtensionObject, MethodId, MonitoredItemCreateRequest, MonitoringMode, NodeId, ObjectTypeId,
+    ReadValueId, StatusCode, TimestampsToReturn, VariableId, Variant,
 };
 use shiftlens_common::clock::Backoff;
 use std::sync::{Arc, Mutex};
@@ -28,13 +30,41 @@ use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 use tracing::{error, info, warn};
 
-/// Starts the endpoint's task. It runs until `tx` is closed, reconnecting by itself.
-pub fn spawn(endpoint: &OpcUaEndpoint, tx: Sender<Sample>) -> tokio::task::JoinHandle<()> {
-    let ep = Arc::new(endpoint.clone());
-    tokio::spawn(async move { run(ep, tx).await })
+/// Client handles of event monitored items start here (points count from 1).
+const ALARM_HANDLE: u32 = 1 << 24;
+
+/// One `[[opcua.alarms]]` while its endpoint runs: the conditions tracker (kept across sessions, so a refresh
+/// after a reconnect can clear what cleared meanwhile) and which select clauses the server accepted.
+struct AlarmState {
+    conditions: Conditions,
+    valid: Vec<bool>,
 }
 
-async fn run(ep: Arc<OpcUaEndpoint>, tx: Sender<Sample>) {
+type Alarms = Arc<Mutex<Vec<AlarmState>>>;
+
+/// Starts the endpoint's task. It runs until `tx` is closed, reconnecting by itself.
+pub fn spawn(endpoint: &OpcUaEndpoint, tx: Sender<Sample>) -> tokio::task::JoinHandle<()> {
+    spawn_restored(endpoint, tx, &crate::Reported::new())
+}
+
+/// [`spawn`] with the alarm conditions started from what the outbox says was last reported, so a condition
+/// that cleared while the agent was away is cleared at the first refresh.
+pub fn spawn_restored(
+    endpoint: &OpcUaEndpoint,
+    tx: Sender<Sample>,
+    reported: &crate::Reported,
+) -> tokio::task::JoinHandle<()> {
+    let ep = Arc::new(endpoint.clone());
+    let alarms: Vec<AlarmState> = ep
+        .alarms
+        .iter()
+        .map(|a| AlarmState { conditions: Conditions::new(ep.id(), a.clone(), reported), valid: Vec::new() })
+        .collect();
+    let alarms = Arc::new(Mutex::new(alarms));
+    tokio::spawn(async move { run(ep, tx, alarms).await })
+}
+
+async fn run(ep: Arc<OpcUaEndpoint>, tx: Sender<Sample>, alarms: Alarms) {
     let tracker = Arc::new(Mutex::new(Tracker::new(&ep)));
     let build = {
         let ep = ep.clone();
@@ -55,7 +85,7 @@ async fn run(ep: Arc<OpcUaEndpoint>, tx: Sender<Sample>) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let result = tokio::select! {
-            r = session_once(&ep, &mut client, &tracker, &tx) => r,
+            r = session_once(&ep, &mut client, &tracker, &alarms, &tx) => r,
             _ = tx.closed() => return,
         };
         match result {
@@ -142,6 +172,7 @@ async fn session_once(
     ep: &Arc<OpcUaEndpoint>,
     client: &mut Client,
     tracker: &Arc<Mutex<Tracker>>,
+    alarms: &Alarms,
     tx: &Sender<Sample>,
 ) -> Result<(), String> {
     let endpoint = pick_endpoint(ep, client).await?;
@@ -158,11 +189,17 @@ async fn session_once(
                 None => return Ok(()),
                 Some(Err(status)) => return Err(format!("session ended: {status}")),
                 Some(Ok(SessionPollResult::Reconnected(mode))) => {
+                    if !ep.alarms.is_empty() && !matches!(mode, SessionConnectMode::NewSession(_)) {
+                        // A reactivated session delivered no events at all here (async-opcua 0.19, not even
+                        // on a new subscription): start a new session, whose ConditionRefresh reports every
+                        // condition as it is now. (No `disconnect()`: it needs this very event loop polled.)
+                        return Err("reconnected; starting a new session for the alarm events".into());
+                    }
                     info!(endpoint = %ep.id(), ?mode, "OPC UA session connected");
                     emit(tx, lock(tracker).session(true, None));
                     if matches!(mode, SessionConnectMode::NewSession(_)) || subscription.is_none() {
                         let old = subscription.take();
-                        setup = Some(Box::pin(subscribe(session.clone(), ep.clone(), tracker.clone(), tx.clone(), old)));
+                        setup = Some(Box::pin(subscribe(session.clone(), ep.clone(), tracker.clone(), alarms.clone(), tx.clone(), old)));
                     } else {
                         // The subscription survived, but async-opcua 0.19 sends no Publish after a reconnect.
                         session.trigger_publish_now();
@@ -206,23 +243,37 @@ async fn subscribe(
     session: Arc<Session>,
     ep: Arc<OpcUaEndpoint>,
     tracker: Arc<Mutex<Tracker>>,
+    alarms: Alarms,
     tx: Sender<Sample>,
     old: Option<u32>,
 ) -> Result<u32, String> {
     if let Some(id) = old {
         let _ = session.delete_subscription(id).await;
     }
-    let namespaces = if ep.points.iter().any(|p| p.node.namespace_uri.is_some()) {
+    let alarm_nodes = ep.alarms.iter().flat_map(|a| std::iter::once(&a.notifier).chain(&a.event_types));
+    let namespaces = if ep.points.iter().map(|p| &p.node).chain(alarm_nodes).any(|n| n.namespace_uri.is_some()) {
         read_namespaces(&session).await?
     } else {
         Vec::new()
     };
     let callback = {
         let (tracker, tx) = (tracker.clone(), tx.clone());
-        DataChangeCallback::new(move |dv: DataValue, item: &MonitoredItem| {
-            let Some(i) = (item.client_handle() as usize).checked_sub(1) else { return };
-            emit(&tx, lock(&tracker).data(i, &dv));
-        })
+        let (alarms, tx2) = (alarms.clone(), tx.clone());
+        SubscriptionCallbacks::new(
+            |_| {},
+            move |dv: DataValue, item: &MonitoredItem| {
+                let Some(i) = (item.client_handle() as usize).checked_sub(1) else { return };
+                emit(&tx, lock(&tracker).data(i, &dv));
+            },
+            move |fields: Option<Vec<Variant>>, item: &MonitoredItem| {
+                let Some(i) = item.client_handle().checked_sub(ALARM_HANDLE) else { return };
+                let mut alarms = lock(&alarms);
+                let Some(state) = alarms.get_mut(i as usize) else { return };
+                if let Some(ev) = ConditionEvent::parse(fields, &state.valid) {
+                    emit(&tx2, state.conditions.event(ev));
+                }
+            },
+        )
     };
     let id = session
         .create_subscription(ep.publishing_interval, 60, 10, 0, 0, true, callback)
@@ -253,11 +304,56 @@ async fn subscribe(
         });
         items.push(req);
     }
+    for (i, a) in ep.alarms.iter().enumerate() {
+        let resolve = |r: &NodeRef| -> Option<NodeId> {
+            let mut node = r.node.clone();
+            if let Some(uri) = &r.namespace_uri {
+                node.namespace = u16::try_from(namespaces.iter().position(|n| n == uri)?).ok()?;
+            }
+            Some(node)
+        };
+        let Some(notifier) = resolve(&a.notifier) else {
+            error!(endpoint = %ep.id(), alarms = %a.name, "the notifier's namespace is not on the server; alarms skipped");
+            continue;
+        };
+        let types: Vec<NodeId> = a.event_types.iter().filter_map(resolve).collect();
+        let mut req = MonitoredItemCreateRequest::new(
+            ReadValueId { node_id: notifier, attribute_id: AttributeId::EventNotifier as u32, ..Default::default() },
+            MonitoringMode::Reporting,
+            Default::default(),
+        );
+        req.requested_parameters.client_handle = ALARM_HANDLE + u32::try_from(i).unwrap_or(0);
+        // An alarm flood: up to 10,000 events per publishing interval (servers may revise this down).
+        req.requested_parameters.queue_size = 10_000;
+        req.requested_parameters.discard_oldest = true;
+        req.requested_parameters.filter = ExtensionObject::from_message(conditions::event_filter(a, &types));
+        items.push(req);
+    }
     let results = session
         .create_monitored_items(id, TimestampsToReturn::Both, items.clone())
         .await
         .map_err(|e| format!("CreateMonitoredItems failed: {e}"))?;
+    let mut refresh = false;
     for (req, res) in items.iter().zip(results) {
+        if let Some(i) = req.requested_parameters.client_handle.checked_sub(ALARM_HANDLE) {
+            let name = ep.alarms.get(i as usize).map_or("?", |a| a.name.as_str());
+            if res.result.status_code.is_bad() {
+                error!(endpoint = %ep.id(), alarms = %name, status = %res.result.status_code, "server refused the event monitored item");
+                continue;
+            }
+            let accepted: Vec<bool> = match res.result.filter_result.inner_as::<EventFilterResult>() {
+                Some(r) => r.select_clause_results.iter().flatten().map(|s| s.is_good()).collect(),
+                None => Vec::new(),
+            };
+            if accepted.iter().any(|ok| !ok) {
+                warn!(endpoint = %ep.id(), alarms = %name, refused = ?accepted, "the server refused some event fields; they stay empty");
+            }
+            if let Some(state) = lock(&alarms).get_mut(i as usize) {
+                state.valid = accepted;
+            }
+            refresh = true;
+            continue;
+        }
         if res.result.status_code.is_bad() {
             let i = req.requested_parameters.client_handle as usize - 1;
             let name = ep.points.get(i).map_or("?", |p| p.name.as_str());
@@ -267,8 +363,30 @@ async fn subscribe(
         }
     }
     session.trigger_publish_now();
-    info!(endpoint = %ep.id(), subscription = id, points = ep.points.len(), "OPC UA subscription created");
+    if refresh {
+        condition_refresh(&session, &ep, id).await;
+    }
+    info!(endpoint = %ep.id(), subscription = id, points = ep.points.len(), alarms = ep.alarms.len(), "OPC UA subscription created");
     Ok(id)
+}
+
+/// Asks the server to send every retained condition again, between RefreshStart and RefreshEnd, on
+/// subscription `id`; the [`Conditions`] trackers clear what the refresh does not mention.
+async fn condition_refresh(session: &Session, ep: &OpcUaEndpoint, id: u32) {
+    let call = CallMethodRequest {
+        object_id: ObjectTypeId::ConditionType.into(),
+        method_id: MethodId::ConditionType_ConditionRefresh.into(),
+        input_arguments: Some(vec![Variant::UInt32(id)]),
+    };
+    match session.call_one(call).await {
+        Ok(r) if r.status_code.is_good() => {}
+        Ok(r) => {
+            warn!(endpoint = %ep.id(), status = %r.status_code, "ConditionRefresh refused: conditions that cleared meanwhile stay active until their next event")
+        }
+        Err(e) => {
+            warn!(endpoint = %ep.id(), error = %e, "ConditionRefresh failed: conditions that cleared meanwhile stay active until their next event")
+        }
+    }
 }
 
 async fn read_namespaces(session: &Session) -> Result<Vec<String>, String> {
@@ -294,7 +412,7 @@ async fn read_namespaces(session: &Session) -> Result<Vec<String>, String> {
     }
 }
 
-fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+fn lock<T>(t: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -365,7 +365,14 @@ mod tests {
         let alarm = ev(
             9,
             "press",
-            EventBody::Alarm(Alarm { id: "ESTOP".into(), active: true, severity: 1, text: String::new(), class: None }),
+            EventBody::Alarm(Alarm {
+                id: "ESTOP".into(),
+                active: true,
+                severity: 1,
+                text: String::new(),
+                class: None,
+                ..Default::default()
+            }),
         );
         let events = [state(8, "press", MachineState::Down), alarm];
         assert!(!edge.learn(&events));

@@ -197,6 +197,7 @@ pub async fn run<P: Pending>(
                     severity: 0,
                     text: String::new(),
                     class: None,
+                    ..Default::default()
                 }),
             })
             .collect();

@@ -4,9 +4,9 @@
 //! functions work unchanged.
 
 use super::{PgError, Target};
+use crate::join::AlarmStart;
 use crate::people::import::{self, Kind};
 use crate::people::{Personnel, Settings};
-use crate::join::AlarmStart;
 use crate::store::events::DowntimeFilter;
 use crate::timeline::Downtime;
 use std::collections::HashSet;
