@@ -32,7 +32,8 @@ mod tests {
                ('a', 'gw-1', 7, 3, 'press-1', 14, 'state', '{"state":{"state":"down"}}', 15);"#,
         )
         .unwrap();
-        let rows: Vec<(String, i64, Option<String>, Option<bool>, Option<bool>)> = conn
+        type Row = (String, i64, Option<String>, Option<bool>, Option<bool>);
+        let rows: Vec<Row> = conn
             .prepare("SELECT alarm_id, severity, priority, acked, shelved FROM alarm_events ORDER BY seq")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
