@@ -266,29 +266,7 @@ fn apply_ops(
         match op {
             WriteOp::Batch { rows, received_ms } => {
                 let is_new = events::insert_rows(&tx, &rows, received_ms)?;
-                let batch = rows.batch;
-                let seqs = batch.events.iter().map(|e| e.seq).collect();
-                let mut new = 0;
-                // The events move into the timeline: no copies.
-                for (event, is_new) in batch.events.into_iter().zip(is_new) {
-                    if is_new {
-                        new += 1;
-                        let input = Input::Event {
-                            site: batch.site.clone(),
-                            gateway: batch.gateway.clone(),
-                            epoch: batch.epoch,
-                            event,
-                        };
-                        merge(&mut changes, timeline.apply(input));
-                    }
-                }
-                outputs.push(Committed::Stored {
-                    site: batch.site,
-                    gateway: batch.gateway,
-                    epoch: batch.epoch,
-                    seqs,
-                    new,
-                });
+                outputs.push(apply_stored(rows.batch, is_new, true, timeline, &mut changes));
             }
             WriteOp::DeadLetter(d) => {
                 events::insert_dead_letter(&tx, &d)?;
@@ -337,6 +315,32 @@ fn apply_ops(
 /// Downtime changes to write at commit, keyed by (site, asset, start): [`Committed::Downtime`] upserts the row,
 /// [`Committed::Retracted`] deletes it. Only the latest change of each key within a transaction is kept.
 pub(crate) type Pending = BTreeMap<(SiteId, AssetId, i64), Committed>;
+
+/// A committed batch's outcome: its new events (each `is_new` flag in event order) move into the timeline
+/// when `timeline_owner` (this writer owns the batch's site), and are counted either way.
+pub(crate) fn apply_stored(
+    batch: shiftlens_common::Batch,
+    is_new: impl IntoIterator<Item = bool>,
+    timeline_owner: bool,
+    timeline: &mut Timeline,
+    changes: &mut Pending,
+) -> Committed {
+    let seqs = batch.events.iter().map(|e| e.seq).collect();
+    let mut new = 0;
+    // The events move into the timeline: no copies.
+    for (event, is_new) in batch.events.into_iter().zip(is_new) {
+        if !is_new {
+            continue;
+        }
+        new += 1;
+        if timeline_owner {
+            let input =
+                Input::Event { site: batch.site.clone(), gateway: batch.gateway.clone(), epoch: batch.epoch, event };
+            merge(changes, timeline.apply(input));
+        }
+    }
+    Committed::Stored { site: batch.site, gateway: batch.gateway, epoch: batch.epoch, seqs, new }
+}
 
 pub(crate) fn merge(into: &mut Pending, new: Changes) {
     for d in new.removed {

@@ -379,31 +379,8 @@ async fn apply_ops(
         match op {
             WriteOp::Batch { rows, .. } => {
                 let flags = is_new.next().unwrap_or_default();
-                let batch = rows.batch;
-                let mine = owned.contains(batch.site.as_str());
-                let seqs = batch.events.iter().map(|e| e.seq).collect();
-                let mut new = 0;
-                for (event, is_new) in batch.events.into_iter().zip(flags) {
-                    if is_new {
-                        new += 1;
-                    }
-                    if is_new && mine {
-                        let input = Input::Event {
-                            site: batch.site.clone(),
-                            gateway: batch.gateway.clone(),
-                            epoch: batch.epoch,
-                            event,
-                        };
-                        merge(&mut changes, timeline.apply(input));
-                    }
-                }
-                outputs.push(Committed::Stored {
-                    site: batch.site,
-                    gateway: batch.gateway,
-                    epoch: batch.epoch,
-                    seqs,
-                    new,
-                });
+                let mine = owned.contains(rows.batch.site.as_str());
+                outputs.push(crate::store::apply_stored(rows.batch, flags, mine, timeline, &mut changes));
             }
             WriteOp::DeadLetter(d) => {
                 sql::insert_dead_letter(&tx, &d).await?;
