@@ -17,7 +17,9 @@
 //! with unit ids 1..n.
 //!
 //! `cargo bench -p shiftlens-agent --bench modbus` (SHIFTLENS_BENCH_SECS sets the measuring time, default 10;
-//! SHIFTLENS_BENCH_ONLY=delivery runs only the delivering rows, =offline only the others).
+//! SHIFTLENS_BENCH_ONLY=delivery runs only the delivering rows, =offline only the others, =delivery-csv only the
+//! delivering row with CSV points; SHIFTLENS_BENCH_AGENT=PATH runs another build of the agent binary;
+//! SHIFTLENS_BENCH_SMAPS=DIR keeps each run's /proc/PID/smaps and smaps_rollup there).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/helpers/mod.rs"]
@@ -43,7 +45,7 @@ fn main() {
     let secs = bench_secs();
     let only = std::env::var("SHIFTLENS_BENCH_ONLY").unwrap_or_default();
     println!("modbus poll bench: {secs} s per run, poll 1 s, {PER_DEVICE} points per device, one shared connection");
-    if only != "delivery" {
+    if !only.starts_with("delivery") {
         let mut sim = spawn_child(&["--sim-child"]);
         let addr = read_line(&mut sim);
         for points in [1000, 10_000] {
@@ -63,7 +65,8 @@ fn main() {
         let _guard = rt.enter();
         let port = helpers::start_rumqttd();
         let points = 10_000;
-        for csv in [true, false] {
+        let rows: &[bool] = if only == "delivery-csv" { &[true] } else { &[true, false] };
+        for &csv in rows {
             // A fresh subscriber per run: it checks that a seq never comes with two contents.
             let collector = helpers::Collector::start(port);
             rt.block_on(helpers::wait_for("subscribed", Duration::from_secs(10), || {
@@ -196,7 +199,9 @@ fn whole_agent(addr: &str, points: usize, secs: u64, csv: bool, broker: Option<u
     }
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_shiftlens-agent"))
+    // SHIFTLENS_BENCH_AGENT: another build of the binary (e.g. one built with other profile settings).
+    let bin = std::env::var("SHIFTLENS_BENCH_AGENT").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shiftlens-agent").into());
+    let mut agent = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "error")
@@ -211,6 +216,12 @@ fn whole_agent(addr: &str, points: usize, secs: u64, csv: bool, broker: Option<u
     std::thread::sleep(Duration::from_secs(secs));
     let (cpu, wall) = (cpu_time(&proc) - cpu0, t0.elapsed());
     let line = figures(points, cpu, wall, &proc);
+    // SHIFTLENS_BENCH_SMAPS=DIR: keep the agent's smaps and smaps_rollup of each run there, to see what is resident.
+    if let Ok(out) = std::env::var("SHIFTLENS_BENCH_SMAPS") {
+        for f in ["smaps", "smaps_rollup"] {
+            let _ = std::fs::copy(format!("{proc}/{f}"), format!("{out}/{}-{f}", if csv { "csv" } else { "toml" }));
+        }
+    }
     let _ = agent.kill();
     let _ = agent.wait();
     line

@@ -191,9 +191,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Start-up failures (outbox cannot be opened, TLS files unreadable).
-pub async fn run_with(config: Config, started: impl FnOnce()) -> anyhow::Result<()> {
+pub async fn run_with(mut config: Config, started: impl FnOnce()) -> anyhow::Result<()> {
     let agent = Agent::start(&config).await?;
-    let sources = source::spawn_restored(&config, agent.observations.clone(), agent.health.clone(), &agent.reported);
+    let sources =
+        source::spawn_restored(&mut config, agent.observations.clone(), agent.health.clone(), &agent.reported);
     tracing::info!(site = %config.site, gateway = %config.gateway, sources = sources.len(), "agent running");
     // The source tasks hold their own compact form of their points; with 10,000 points this frees megabytes.
     drop(config);

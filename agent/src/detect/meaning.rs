@@ -35,7 +35,8 @@ pub enum Meaning {
     /// Several alarms, one per bit of an integer word.
     AlarmWord(AlarmWordMeaning),
     /// An alarm while a number is above (or below) a limit, with hysteresis.
-    Threshold(ThresholdMeaning),
+    /// (Boxed: the largest variant, and rare; every point's detector state holds a `Meaning`.)
+    Threshold(Box<ThresholdMeaning>),
     /// No events; the value is only shown by `probe`.
     Info,
 }

@@ -23,7 +23,6 @@ pub use meaning::{AlarmInfo, Meaning, Preset, StateMeaning};
 use crate::{Observation, Reported};
 use shiftlens_common::{Alarm, AssetId, EventBody, MachineState};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 /// A value read from a PLC point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,12 +92,13 @@ pub struct PointSpec {
     pub meaning: Meaning,
 }
 
-/// A point as the detector keeps it: the source id is shared by all of a source's points and the point name
-/// lives only in `Detector::by_key` (the detector needs neither once a sample has found its point).
+/// A point as the detector keeps it: its source and asset as indices into `Detector::sources` and
+/// `Detector::asset_ids` (a large device has a few assets and one source over thousands of points), and the point
+/// name only in `Detector::by_key` (the detector needs neither once a sample has found its point).
 #[derive(Debug)]
 struct PointState {
-    source: Arc<str>,
-    asset: AssetId,
+    source: u32,
+    asset: u32,
     meaning: Meaning,
     debounce_ms: i64,
     value: Option<Value>,
@@ -108,7 +108,7 @@ struct PointState {
 
 #[derive(Debug, Default)]
 struct AssetState {
-    points: Vec<usize>,
+    points: Vec<u32>,
     state: Option<(MachineState, Option<String>)>,
     alarms: HashMap<String, bool>,
     threshold: HashMap<String, bool>,
@@ -118,6 +118,9 @@ struct AssetState {
 #[derive(Debug, Default)]
 pub struct Detector {
     points: Vec<PointState>,
+    /// Each distinct source id and asset id of `points`, once.
+    sources: Vec<String>,
+    asset_ids: Vec<AssetId>,
     /// (source, point) → index in `points`; empty for a detector made with [`Detector::indexed`].
     by_key: HashMap<(String, String), usize>,
     assets: BTreeMap<AssetId, AssetState>,
@@ -131,6 +134,7 @@ impl Detector {
             d.by_key.insert((spec.source.clone(), spec.point.clone()), d.points.len());
             d.push(&spec.source, spec.asset, spec.meaning);
         }
+        d.points.shrink_to_fit();
         d
     }
 
@@ -139,31 +143,33 @@ impl Detector {
     /// `points` are (asset, meaning) in index order. `Sample::Value`s given to [`Detector::apply`] are ignored.
     pub fn indexed(source: &str, points: impl IntoIterator<Item = (AssetId, Meaning)>) -> Self {
         let mut d = Self::default();
+        let points = points.into_iter();
+        d.points.reserve_exact(points.size_hint().0);
         for (asset, meaning) in points {
             d.push(source, asset, meaning);
         }
+        d.points.shrink_to_fit();
         d
     }
 
     fn push(&mut self, source: &str, asset: AssetId, meaning: Meaning) {
-        let i = self.points.len();
-        // Consecutive points of one source share its id.
-        let source = match self.points.last() {
-            Some(p) if &*p.source == source => p.source.clone(),
-            _ => Arc::from(source),
-        };
-        self.assets.entry(asset.clone()).or_default().points.push(i);
+        #[allow(clippy::cast_possible_truncation)]
+        let i = self.points.len() as u32;
+        let source = index_of(&mut self.sources, source, |s| s == source, str::to_string);
+        let asset_ix = index_of(&mut self.asset_ids, &asset, |a| *a == asset, AssetId::clone);
+        self.assets.entry(asset).or_default().points.push(i);
         #[allow(clippy::cast_possible_truncation)]
         let debounce_ms = meaning.debounce().as_millis() as i64;
-        self.points.push(PointState { source, asset, meaning, debounce_ms, value: None, pending: None });
+        self.points.push(PointState { source, asset: asset_ix, meaning, debounce_ms, value: None, pending: None });
     }
 
     /// Starts the alarm flags (and threshold states) of this detector's alarms from `reported`, the flags last
     /// stored before this run; alarms it does not define are ignored.
     pub fn restore(&mut self, reported: &Reported) {
         for p in &self.points {
-            let Some(flags) = reported.get(&p.asset) else { continue };
-            let Some(asset) = self.assets.get_mut(&p.asset) else { continue };
+            let asset_id = &self.asset_ids[p.asset as usize];
+            let Some(flags) = reported.get(asset_id) else { continue };
+            let Some(asset) = self.assets.get_mut(asset_id) else { continue };
             let ids: Vec<&String> = match &p.meaning {
                 Meaning::Alarm(m) => vec![&m.id],
                 Meaning::AlarmWord(m) => m.bits.values().map(|a| &a.id).collect(),
@@ -214,8 +220,10 @@ impl Detector {
                             dirty.remove(asset);
                         }
                     }
+                    let ix = self.sources.iter().position(|s| *s == source);
                     if !connected {
-                        for p in self.points.iter_mut().filter(|p| *p.source == *source) {
+                        #[allow(clippy::cast_possible_truncation)]
+                        for p in self.points.iter_mut().filter(|p| Some(p.source as usize) == ix) {
                             p.value = None;
                             p.pending = None;
                         }
@@ -302,7 +310,7 @@ impl Detector {
         let p = &mut self.points[i];
         p.value = Some(value);
         p.pending = None;
-        let asset_id = p.asset.clone();
+        let asset_id = self.asset_ids[p.asset as usize].clone();
         let Some(asset) = self.assets.get_mut(&asset_id) else { return };
         let alarm = |info: AlarmInfo, active: bool| (info, active);
         let edges: Vec<(AlarmInfo, bool)> = match &p.meaning {
@@ -358,7 +366,7 @@ impl Detector {
 
     fn judge_state(&mut self, asset_id: &AssetId, ts_ms: i64, out: &mut Vec<Observation>) {
         let Some(asset) = self.assets.get_mut(asset_id) else { return };
-        let points = || asset.points.iter().map(|&i| &self.points[i]);
+        let points = || asset.points.iter().map(|&i| &self.points[i as usize]);
         let int_of = |want: fn(&Meaning) -> bool| points().find(|p| want(&p.meaning)).and_then(|p| p.value?.as_int());
         let mode = int_of(|m| matches!(m, Meaning::OperationMode));
         let reason_code = int_of(|m| matches!(m, Meaning::Reason(_)));
@@ -395,6 +403,18 @@ impl Detector {
             out.push(Observation { ts_ms, asset: asset_id.clone(), body: EventBody::State { state: st, reason } });
         }
     }
+}
+
+/// The index of the entry of `list` that `is` matches, adding `make()` of `key` at the end if none does.
+fn index_of<T, K: ?Sized>(list: &mut Vec<T>, key: &K, is: impl Fn(&T) -> bool, make: impl Fn(&K) -> T) -> u32 {
+    // Points come grouped by source and asset, so the last entry is the usual match.
+    let i = list.iter().rposition(is).unwrap_or_else(|| {
+        list.push(make(key));
+        list.len() - 1
+    });
+    #[allow(clippy::cast_possible_truncation)]
+    let i = i as u32;
+    i
 }
 
 #[cfg(test)]

@@ -31,13 +31,15 @@ pub fn modbus_lines(devices: &[modbus::ModbusDevice]) -> Vec<(modbus::Line, Vec<
 /// Every configured source is registered in `health` as not yet connected; the tasks record link changes.
 /// The detectors start with no alarm reported (see [`spawn_restored`]).
 pub fn spawn_all(config: &crate::Config, tx: mpsc::Sender<Observation>, health: Health) -> Vec<JoinHandle<()>> {
-    spawn_restored(config, tx, health, &Reported::new())
+    spawn_restored(&mut config.clone(), tx, health, &Reported::new())
 }
 
 /// [`spawn_all`] with the detectors' alarm flags started from `reported` (what the outbox says was last
-/// reported), so the first poll reports only the alarm edges since.
+/// reported), so the first poll reports only the alarm edges since. Takes the Modbus devices out of `config`:
+/// each device's config is dropped as soon as its poller has its compact form, so at start-up the agent holds
+/// one device in both forms, not all of them.
 pub fn spawn_restored(
-    config: &crate::Config,
+    config: &mut crate::Config,
     tx: mpsc::Sender<Observation>,
     health: Health,
     reported: &Reported,
@@ -51,9 +53,10 @@ pub fn spawn_restored(
     let mut tasks = Vec::new();
     // Straight from the config to the pollers' compact form: no intermediate copy of the devices.
     let mut lines: Vec<(modbus::Line, Vec<modbus::task::PolledDevice>)> = Vec::new();
-    for d in &config.modbus {
+    for d in std::mem::take(&mut config.modbus) {
         let line = d.line.clone();
-        let mut polled = modbus::task::PolledDevice::new(d, tx.clone(), health.clone());
+        let mut polled = modbus::task::PolledDevice::new(&d, tx.clone(), health.clone());
+        drop(d);
         polled.restore(reported);
         match lines.iter_mut().find(|(l, _)| *l == line) {
             Some((_, devs)) => devs.push(polled),

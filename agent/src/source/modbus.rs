@@ -129,6 +129,7 @@ impl ModbusDevice {
         let mut v: Vec<AssetId> = self.points.iter().map(|p| p.asset.clone()).collect();
         v.sort();
         v.dedup();
+        v.shrink_to_fit();
         v
     }
 }
