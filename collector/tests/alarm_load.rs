@@ -90,6 +90,10 @@ async fn alarm_load_from_published_alarms_is_the_same_in_the_api_the_command_and
                 severity: 500,
                 text: "alarm".into(),
                 class: None,
+                // P1 as an OPC UA condition (wire version 2): low priority, acknowledged by the time it
+                // clears; F1 as a Modbus alarm point, without either.
+                priority: (*id == "P1" && *active).then(|| "low".to_string()),
+                acked: (*id == "P1").then_some(!*active),
                 ..Default::default()
             }),
         })
@@ -138,12 +142,15 @@ async fn alarm_load_from_published_alarms_is_the_same_in_the_api_the_command_and
     assert_eq!(get("B", "chattering_alarms")["status"], "not_met");
     assert_eq!(get("all", "per_operator_10min_mean")["target"], "≤ 1");
     assert_eq!(get("all", "per_operator_10min_mean")["status"], "ok");
-    assert_eq!(actual("all", "priority_unknown_pct"), Some(100.0));
-    assert_eq!(actual("all", "priority_low_pct"), None, "no known priority");
-    assert_eq!(get("all", "priority_low_pct")["status"], "no_data");
-    assert_eq!(actual("all", "acked_pct"), Some(0.0));
+    // The attributes crossed the wire: 12 low-priority activations acknowledged 30 s after they were raised.
+    assert_eq!(actual("all", "priority_unknown_pct"), Some(20.0));
+    assert_eq!(actual("all", "priority_low_pct"), Some(100.0));
+    assert_eq!(actual("all", "priority_high_pct"), Some(0.0));
+    assert_eq!(get("all", "priority_low_pct")["status"], "not_met");
+    assert_eq!(actual("all", "acked_pct"), Some(80.0));
+    assert_eq!(actual("all", "ack_time_median_s"), Some(30.0));
     let notes = printed["notes"].to_string();
-    assert!(notes.contains("15 of 15 activations carry no priority"), "{notes}");
+    assert!(notes.contains("3 of 15 activations carry no priority"), "{notes}");
 
     // The page shows the same figures, in words, with the target beside them.
     let page = http_support::get(addr, &format!("/alarm-load?{window}")).await;
