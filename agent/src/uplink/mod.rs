@@ -143,6 +143,28 @@ impl UplinkConfig {
 
 /// What the uplink needs of the store of unsent events, as blocking calls (run on the blocking pool).
 /// `topology` hands the outbox in behind this; the uplink never imports the outbox itself.
+/// Runs `f` on the outbox on the blocking pool (both uplink modes); a failure is logged and gives `None`.
+pub(crate) async fn with_outbox<P: Pending, T: Send + 'static>(
+    outbox: &std::sync::Arc<std::sync::Mutex<P>>,
+    f: impl FnOnce(&mut P) -> Result<T, P::Error> + Send + 'static,
+) -> Option<T> {
+    let outbox = outbox.clone();
+    let r =
+        tokio::task::spawn_blocking(move || f(&mut outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
+            .await;
+    match r {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "outbox read failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "outbox task failed");
+            None
+        }
+    }
+}
+
 pub trait Pending: Send + 'static {
     type Error: fmt::Display + Send;
     /// The store's epoch, named in every batch and ack.

@@ -467,20 +467,7 @@ impl<P: Pending> Uplink<P> {
         &self,
         f: impl FnOnce(&mut P) -> Result<T, P::Error> + Send + 'static,
     ) -> Option<T> {
-        let outbox = self.outbox.clone();
-        let r =
-            tokio::task::spawn_blocking(move || f(&mut outbox.lock().unwrap_or_else(PoisonError::into_inner))).await;
-        match r {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "outbox read failed");
-                None
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "outbox task failed");
-                None
-            }
-        }
+        crate::uplink::with_outbox(&self.outbox, f).await
     }
 
     /// Publishes one message, tagged with its seqs; false when the request queue is full.
