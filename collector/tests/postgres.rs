@@ -14,11 +14,7 @@ use support::*;
 
 /// An mTLS embedded-broker collector config with its store in PostgreSQL database `db` of `pg`.
 fn pg_config_text(pg: &PgCluster, dir: &Path, pki: &Pki, db: &str) -> String {
-    let text = config_text(dir, &pki.leaf("localhost"), "");
-    // Replace the SQLite [store] section.
-    let start = text.find("[store]").unwrap();
-    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
-    format!("{}{}{}", &text[..start], pg.store_toml(db), &text[end..])
+    pg.with_store(&config_text(dir, &pki.leaf("localhost"), ""), db)
 }
 
 fn pg_config(pg: &PgCluster, dir: &Path, pki: &Pki, db: &str) -> Config {
