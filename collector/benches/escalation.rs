@@ -87,6 +87,7 @@ async fn run(stops: u64) {
         collector.downtime_changes(),
         collector.owned_sites(),
     )
+    .await
     .unwrap();
     let mut a = agent(collector.broker.unwrap(), &pki, "gw-esc");
     wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.unwrap();

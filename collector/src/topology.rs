@@ -246,6 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 collector.downtime_changes(),
                 collector.owned_sites(),
             )
+            .await
             .context("starting escalation")?,
         ),
         None => None,

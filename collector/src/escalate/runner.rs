@@ -46,6 +46,8 @@ pub enum StartError {
     NoBroker,
     #[error("escalation store: {0}")]
     Db(#[from] ReadError),
+    #[error("escalation: opening the store failed: {0}")]
+    Task(String),
 }
 
 struct Inner {
@@ -99,7 +101,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 ///
 /// # Errors
 /// The store cannot be opened, a channel cannot be set up (secret file, SMTP settings).
-pub fn start(
+pub async fn start(
     cfg: Settings,
     store: &StoreConfig,
     people_settings: crate::people::Settings,
@@ -107,7 +109,14 @@ pub fn start(
     mut wake: tokio::sync::watch::Receiver<u64>,
     owned: Option<OwnedSites>,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
-    let conn = Db::open(store)?;
+    let store = store.clone();
+    let (conn, pending) = tokio::task::spawn_blocking(move || -> Result<_, ReadError> {
+        let conn = Db::open(&store)?;
+        let pending = conn.pending()?.len();
+        Ok((conn, pending))
+    })
+    .await
+    .map_err(|e| StartError::Task(e.to_string()))??;
     let webhook = cfg.webhook.as_ref().map(|(url, secret)| Webhook::new(url, secret)).transpose()?;
     let smtp = cfg.smtp.as_ref().map(Smtp::new).transpose().map_err(StartError::Smtp)?;
     let mqtt = if cfg.mqtt { Some(mqtt.ok_or(StartError::NoBroker)?) } else { None };
@@ -121,7 +130,6 @@ pub fn start(
     if mqtt.is_some() {
         channels.push(Channel::Mqtt);
     }
-    let pending = conn.pending()?.len();
     let shared = conn.is_shared();
     let inner = Arc::new(Inner {
         shared,

@@ -434,7 +434,40 @@ pub enum Wanted {
 /// for a site it does not hold. SQLite has one collector, which owns every site: `owner` is ignored.
 pub enum Db {
     Sqlite(Connection),
-    Postgres(Box<crate::store::pg::read::Reader>),
+    Postgres(PgDb),
+}
+
+/// A blocking PostgreSQL connection (with its own small runtime) that may be dropped anywhere: dropped on
+/// an async thread, where a runtime must not be shut down, it is closed on a thread of its own.
+pub struct PgDb(Option<Box<crate::store::pg::read::Reader>>);
+
+impl PgDb {
+    fn new(r: crate::store::pg::read::Reader) -> Self {
+        Self(Some(Box::new(r)))
+    }
+}
+
+impl std::ops::Deref for PgDb {
+    type Target = crate::store::pg::read::Reader;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for PgDb {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_deref_mut().unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(r));
+            }
+        }
+    }
 }
 
 type DbResult<T> = Result<T, crate::store::reads::ReadError>;
@@ -447,7 +480,7 @@ impl Db {
     pub fn open(config: &crate::store::StoreConfig) -> DbResult<Self> {
         if config.backend == crate::store::Backend::Postgres {
             let target = crate::store::pg::Target::from_store(config)?;
-            return Ok(Self::Postgres(Box::new(crate::store::pg::read::Reader::open(&target)?)));
+            return Ok(Self::Postgres(PgDb::new(crate::store::pg::read::Reader::open(&target)?)));
         }
         Ok(Self::Sqlite(crate::store::open_writer(&config.path)?))
     }
@@ -459,7 +492,7 @@ impl Db {
     /// The store cannot be opened.
     pub fn at(path: &std::path::Path, write: bool) -> DbResult<Self> {
         if let Some(target) = crate::store::reads::postgres_for(path) {
-            return Ok(Self::Postgres(Box::new(crate::store::pg::read::Reader::open(&target)?)));
+            return Ok(Self::Postgres(PgDb::new(crate::store::pg::read::Reader::open(&target)?)));
         }
         let open = if write { crate::store::open_writer } else { crate::store::open_reader };
         Ok(Self::Sqlite(open(path)?))
@@ -478,7 +511,7 @@ impl Db {
     pub fn reconnect_if_lost(&mut self) -> DbResult<()> {
         if let Self::Postgres(r) = self {
             if r.is_closed() {
-                **r = r.reopened()?;
+                *r = PgDb::new(r.reopened()?);
             }
         }
         Ok(())
