@@ -610,28 +610,99 @@ async fn the_owner_killed_mid_ladder_on_postgres_the_other_collector_goes_on_wit
     let name = "escalation_kill";
     pg.create_db(name);
     let mut p = plant_on("4s", "4s", false, false, Some((&pg, name))).await;
+    // Deliveries keep retrying (slowly) rather than become dead letters within the test.
+    let text = std::fs::read_to_string(&p.cfg).unwrap();
+    let text =
+        text.replace("retry_max = \"100ms\"", "retry_max = \"1s\"").replace("max_attempts = 3", "max_attempts = 100");
+    std::fs::write(&p.cfg, text).unwrap();
     let (mut owner, broker, _) = spawn_collector(&p.cfg).await;
     let (_other, _, http2) = spawn_collector(&p.cfg).await;
     let mut a = connected_agent(broker, &p.pki).await;
+    p.hook.failing.store(true, Ordering::SeqCst);
     let start = publish_state(&mut a, 1, MachineState::Down).await;
     let key = format!("plant-a/press-1/{start}");
     let first = next(&mut p).await;
     assert_eq!(first.id, format!("{key}#0"));
-    // Rung 1 is recorded sent; then the owner dies before rungs 2 and 3 are due.
-    assert!(pg_becomes(&pg, name, "SELECT count(*) FROM shiftlens.escalation WHERE state = 'sent'", "1").await);
+    // Rung 1 (e-mail) is sent; rungs 2 and 3 (webhook, failing) are claimed and being retried when the
+    // owner dies.
+    let state = "SELECT string_agg(rung || ':' || state, ',' ORDER BY rung) FROM shiftlens.escalation";
+    assert!(pg_becomes(&pg, name, state, "0:sent,1:pending,2:pending").await, "{}", pg.psql(name, state));
+    let failed = "SELECT count(*) FROM shiftlens.escalation WHERE attempts > 0 AND state = 'pending'";
+    assert!(pg_becomes(&pg, name, failed, "2").await);
     owner.kill().await.unwrap();
     drop(a);
-    // The other collector takes the site and goes on up the ladder from what is stored.
+    p.hook.failing.store(false, Ordering::SeqCst);
+    // The other collector takes the site, delivers the two pending rungs, and sends rung 1 no more.
     let mut ids = vec![first.id];
     for _ in 0..2 {
         ids.push(next(&mut p).await.id);
     }
     ids.sort();
     assert_eq!(ids, [format!("{key}#0"), format!("{key}#1"), format!("{key}#2")]);
-    assert!(pg_becomes(&pg, name, "SELECT count(*) FROM shiftlens.escalation WHERE state = 'sent'", "3").await);
+    assert!(pg_becomes(&pg, name, state, "0:sent,1:sent,2:sent").await, "{}", pg.psql(name, state));
+    // Nothing more once the rungs are used up: two planning passes later, still one message per rung.
+    let passes = chrono::Utc::now().timestamp_millis() + 2 * 5_000;
+    assert!(eventually(WAIT, || chrono::Utc::now().timestamp_millis() > passes).await);
     assert!(p.got.try_recv().is_err(), "a rung was sent twice");
     assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.escalation"), "3");
     // The survivor's board shows the three rungs.
     let b = board(http2).await;
     assert_eq!(b[0]["messages"].as_array().unwrap().len(), 3, "{b}");
+}
+
+/// The fence on the shared store: a rung is claimed only for a writer session that holds the site's
+/// ownership lock, and a delivery check by any other session answers "not the owner".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_on_postgres_holds_only_for_the_session_that_owns_the_site() {
+    use shiftlens_collector::escalate::{ladder::Recipient, Action, Reason, Target};
+    use shiftlens_collector::store::escalations::{Db, Wanted};
+    use shiftlens_collector::store::pg::{owner, sql};
+    let pg = support::pg::PgCluster::start(false);
+    let name = "escalation_fence";
+    pg.create_db(name);
+    let dir = tempfile::tempdir().unwrap();
+    let file = shiftlens_common::config::ConfigFile::from_text(dir.path().join("c.toml"), pg.store_toml(name));
+    let store = shiftlens_collector::Config::from_file(&file).unwrap().store;
+    // A session that owns plant-a, as a store writer does.
+    let target = shiftlens_collector::store::pg::Target::from_store(&store).unwrap();
+    let writer = shiftlens_collector::store::pg::open(&target).await.unwrap();
+    assert!(sql::try_own(&writer, "plant-a").await.unwrap());
+    let pid = owner::backend_pid(&writer).await.unwrap();
+    let (claims, wanted) = tokio::task::spawn_blocking(move || {
+        let db = Db::open(&store).unwrap();
+        let action = |site: &str, rung| Action {
+            stop_key: format!("{site}/press-1/1000"),
+            site: site.into(),
+            asset: "press-1".into(),
+            start_ms: 1000,
+            rung,
+            target: Target::Qualified,
+            reason: Reason::Uncovered,
+            skills: vec!["plc".into()],
+            to: Some(Recipient {
+                person: "tech".into(),
+                channel: shiftlens_collector::people::Channel::Email,
+                address: "tech@plant.example".into(),
+                availability: "on_call",
+            }),
+            due_ms: 1000,
+        };
+        let claim = |site, rung, pid| db.claim(&action(site, rung), 1000, &[rung as u8; 32], 9_000, pid).unwrap();
+        let claims = [
+            claim("plant-a", 0, pid).is_some(),
+            claim("plant-a", 0, pid).is_some(),     // claimed before
+            claim("plant-a", 1, pid + 1).is_some(), // not the owner's session
+            claim("plant-b", 1, pid).is_some(),     // a site it does not own
+        ];
+        let wanted = [
+            db.still_wanted("plant-a/press-1/1000", "plant-a", "press-1", 1000, pid).unwrap(),
+            db.still_wanted("plant-a/press-1/1000", "plant-a", "press-1", 1000, pid + 1).unwrap(),
+        ];
+        (claims, wanted)
+    })
+    .await
+    .unwrap();
+    assert_eq!(claims, [true, false, false, false]);
+    // No downtime row: the stop is not open (so not wanted) for the owner; another session is not the owner.
+    assert_eq!(wanted, [Wanted::No, Wanted::NotOwner]);
 }
