@@ -320,9 +320,11 @@ impl Inner {
                     let Some(id) = conn.claim(a, now, &hash, expires, scope.pid)? else {
                         continue;
                     };
-                    me.take(id);
                     match &a.to {
-                        Some(_) => jobs.extend(me.job(&p, id, a, &token, expires, 0)),
+                        Some(_) => {
+                            me.take(id);
+                            jobs.extend(me.job(&p, id, a, &token, expires, 0));
+                        }
                         None => tracing::warn!(stop = %a.stop_key, rung = a.rung, target = a.target.as_str(), skills = ?a.skills, "escalation rung skipped: nobody reachable and qualified"),
                     }
                 }

@@ -69,7 +69,9 @@ async fn blocking<R: Send + 'static>(
     let path = st.data.db().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut conn = Db::at(&path, write).map_err(AppError::internal)?;
-        f(&mut conn).map_err(AppError::internal)
+        let r = f(&mut conn).map_err(AppError::internal);
+        conn.close();
+        r
     })
     .await
     .map_err(AppError::internal)?

@@ -498,6 +498,13 @@ impl Db {
         Ok(Self::Sqlite(open(path)?))
     }
 
+    /// Closes the connection here and now (a blocking call: not on an async thread).
+    pub fn close(self) {
+        if let Self::Postgres(mut p) = self {
+            drop(p.0.take());
+        }
+    }
+
     /// True when several collectors share this store (PostgreSQL): a message whose state cannot be
     /// checked is then left to the site's owner rather than sent regardless.
     pub fn is_shared(&self) -> bool {
