@@ -81,11 +81,13 @@ async fn run(stops: u64) {
     settings.webhook = Some((format!("http://{hook}/hook"), secret));
     let task = escalate::start(
         settings,
-        &config.store.path,
+        &config.store,
         config.people_settings.clone(),
         Some(collector.publisher()),
         collector.downtime_changes(),
+        collector.owned_sites(),
     )
+    .await
     .unwrap();
     let mut a = agent(collector.broker.unwrap(), &pki, "gw-esc");
     wait_for(&mut a, 10, |s| matches!(s, Seen::Connected).then_some(())).await.unwrap();

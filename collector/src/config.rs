@@ -69,16 +69,7 @@ impl Config {
         let http = raw.http.validated(file, &mut errors);
         let people_settings = raw.people.validated(file, &mut errors);
         let escalation = raw.escalation.as_ref().and_then(|e| {
-            let hosts = http::guard::Hosts::new(
-                &http.bind.to_string(),
-                http.public_names.iter().map(String::as_str),
-            );
-            if store.backend == store::Backend::Postgres {
-                errors.push(file.error_at(
-                    e.public_url.span(),
-                    "[escalation] keeps its state in the SQLite store: it is not available with [store] backend = \"postgres\" yet",
-                ));
-            }
+            let hosts = http::guard::Hosts::new(&http.bind.to_string(), http.public_names.iter().map(String::as_str));
             e.validated(file, &hosts, &mut errors)
         });
         if let Some(s) = &raw.sparkplug {

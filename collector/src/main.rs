@@ -131,10 +131,9 @@ fn main() -> anyhow::Result<()> {
                 from_ms: time(from)?,
                 to_ms: time(to)?,
             };
-            // Escalation acknowledgements live in the SQLite store (escalation is not yet on PostgreSQL).
             let (rows, lines, acks) = if config.store.backend == store::Backend::Postgres {
                 let reader = store::pg::read::Reader::open(&store::pg::Target::from_store(&config.store)?)?;
-                (reader.downtime(&filter)?, reader.lines()?, Default::default())
+                (reader.downtime(&filter)?, reader.lines()?, reader.ack_times().unwrap_or_default())
             } else {
                 let conn = store::open_reader(&config.store.path)?;
                 let rows = events::query_downtime(&conn, &filter).context("reading downtime")?;

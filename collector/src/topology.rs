@@ -58,6 +58,8 @@ pub struct Collector {
     uplink: Uplink,
     /// Changes when a downtime change is committed: escalation wakes on it.
     downtime_changes: tokio::sync::watch::Receiver<u64>,
+    /// PostgreSQL: the sites this collector's writer owns (escalation runs their ladders).
+    owned: Option<crate::store::pg::owner::OwnedSites>,
 }
 
 /// Why the collector could not start.
@@ -131,6 +133,7 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
         metrics,
         writer_tx: writer.tx,
         writer: writer.thread,
+        owned: writer.owned,
         feeders,
         mqtt,
         confirmer,
@@ -148,6 +151,12 @@ impl Collector {
     /// Changes when a downtime change is committed (a wake-up; the store holds the changes).
     pub fn downtime_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.downtime_changes.clone()
+    }
+
+    /// PostgreSQL: the sites this collector owns, as its store writer publishes them (`None` with SQLite,
+    /// where this collector owns every site).
+    pub fn owned_sites(&self) -> Option<crate::store::pg::owner::OwnedSites> {
+        self.owned.clone()
     }
 
     /// A handle for liveness checks. Drop it before [`Collector::shutdown`]: it keeps the writer open.
@@ -231,11 +240,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(e) => Some(
             crate::escalate::start(
                 e.clone(),
-                &config.store.path,
+                &config.store,
                 config.people_settings.clone(),
                 Some(collector.publisher()),
                 collector.downtime_changes(),
+                collector.owned_sites(),
             )
+            .await
             .context("starting escalation")?,
         ),
         None => None,

@@ -14,11 +14,7 @@ use support::*;
 
 /// An mTLS embedded-broker collector config with its store in PostgreSQL database `db` of `pg`.
 fn pg_config_text(pg: &PgCluster, dir: &Path, pki: &Pki, db: &str) -> String {
-    let text = config_text(dir, &pki.leaf("localhost"), "");
-    // Replace the SQLite [store] section.
-    let start = text.find("[store]").unwrap();
-    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
-    format!("{}{}{}", &text[..start], pg.store_toml(db), &text[end..])
+    pg.with_store(&config_text(dir, &pki.leaf("localhost"), ""), db)
 }
 
 fn pg_config(pg: &PgCluster, dir: &Path, pki: &Pki, db: &str) -> Config {
@@ -173,6 +169,31 @@ async fn migrate_copies_a_sqlite_store_resumably_and_the_bi_view_matches_the_fee
         let recs = shiftlens_collector::people::import::parse(kind, "assets.csv", text, &known).unwrap();
         shiftlens_collector::store::people::import(&mut conn, kind, "assets.csv", &recs, 1).unwrap();
     }
+    // The latest stop was escalated and acknowledged: its escalation state moves too.
+    let acked_at = {
+        let conn = shiftlens_collector::store::open_writer(&db).unwrap();
+        let (site, asset, start): (String, String, i64) = conn
+            .query_row("SELECT site, asset, start_ms FROM downtime ORDER BY start_ms DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        let key = format!("{site}/{asset}/{start}");
+        conn.execute(
+            "INSERT INTO escalation (stop_key, site, asset, start_ms, rung, target, reason, skills, person, channel,
+               claimed_ms, state, attempts, sent_ms, token_hash, token_expires_ms, token_used_ms)
+             VALUES (?1, ?2, ?3, ?4, 0, 'qualified', 'uncovered', 'plc', 'tech', 'email', ?4, 'sent', 1, ?4, x'0102',
+               ?4 + 60000, ?4 + 30000)",
+            rusqlite::params![key, site, asset, start],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO escalation_ack (stop_key, site, asset, start_ms, escalation_id, person, via, ack_ms)
+             VALUES (?1, ?2, ?3, ?4, last_insert_rowid(), 'tech', 'link', ?4 + 30000)",
+            rusqlite::params![key, site, asset, start],
+        )
+        .unwrap();
+        feed::rfc3339(start + 30_000)
+    };
     let migrate = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
             .args(["migrate", "--from"])
@@ -247,6 +268,15 @@ async fn migrate_copies_a_sqlite_store_resumably_and_the_bi_view_matches_the_fee
     let (from_lite, from_pg) = (export(&lite_cfg), export(&pg_cfg));
     assert!(from_lite.lines().count() > 100 && from_lite.contains(",line-3,"), "{}", from_lite.len());
     assert!(from_lite == from_pg, "exports differ");
+    // The acknowledgement splits the escalated stop's time to restoration in both.
+    assert!(from_pg.contains(&acked_at), "no acknowledgement in the export");
+    assert_eq!(
+        pg.psql(
+            name,
+            "SELECT (SELECT count(*) FROM shiftlens.escalation), (SELECT person FROM shiftlens.escalation_ack)"
+        ),
+        "1|tech"
+    );
 
     // So does a report (the read side's door, from the command line).
     let report = |cfg: &Path| {

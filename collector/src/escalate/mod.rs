@@ -10,7 +10,8 @@
 //!
 //! Invariants: contact addresses are personal data and are never logged; one message per stop per rung
 //! (the store's `UNIQUE (stop_key, rung)` claim is committed before anything is sent); nothing is sent for
-//! a stop that is closed or acknowledged.
+//! a stop that is closed or acknowledged. With several collectors on one PostgreSQL store, a site's ladder runs
+//! only on the collector that owns the site (`store::pg::owner`), and the others take it over when it dies.
 
 pub mod channels;
 pub mod config;

@@ -14,7 +14,8 @@ use super::views::render;
 use super::AppState;
 use crate::escalate::runner::token_hash;
 use crate::report::join;
-use crate::store::escalations::{self as db, AckOutcome};
+use crate::store::escalations::{self as db, AckOutcome, Db};
+use crate::store::reads::ReadError;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -58,17 +59,19 @@ fn minutes(ms: i64) -> String {
     }
 }
 
-/// Runs `f` on its own store connection off the async threads: read-only unless `write`.
+/// Runs `f` on its own store connection (SQLite, or the shared PostgreSQL store) off the async threads:
+/// read-only unless `write`.
 async fn blocking<R: Send + 'static>(
     st: &AppState,
     write: bool,
-    f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<R> + Send + 'static,
+    f: impl FnOnce(&mut Db) -> Result<R, ReadError> + Send + 'static,
 ) -> Result<R, AppError> {
     let path = st.data.db().to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let open = if write { crate::store::open_writer } else { crate::store::open_reader };
-        let mut conn = open(&path).map_err(AppError::internal)?;
-        f(&mut conn).map_err(AppError::internal)
+        let mut conn = Db::at(&path, write).map_err(AppError::internal)?;
+        let r = f(&mut conn).map_err(AppError::internal);
+        conn.close();
+        r
     })
     .await
     .map_err(AppError::internal)?
@@ -91,7 +94,7 @@ async fn ack_page(State(st): State<AppState>, Path(token): Path<String>) -> Resu
     let not_found =
         || err(AppError { status: StatusCode::NOT_FOUND, message: "This acknowledge link is not known.".into() });
     let hash = parse_token(&token).ok_or_else(not_found)?;
-    let info = blocking(&st, false, move |c| db::token(c, &hash)).await.map_err(err)?.ok_or_else(not_found)?;
+    let info = blocking(&st, false, move |c| c.token(&hash)).await.map_err(err)?.ok_or_else(not_found)?;
     let now = now_ms();
     let (status, heading, message, confirm) = if let Some(at) = info.used_ms {
         (
@@ -147,7 +150,7 @@ async fn use_token(st: &AppState, token: &str, via: &'static str) -> Result<(Sta
     };
     let Some(hash) = parse_token(token) else { return Ok((StatusCode::NOT_FOUND, unknown)) };
     let now = now_ms();
-    let outcome = blocking(st, true, move |c| db::acknowledge(c, &hash, via, now)).await?;
+    let outcome = blocking(st, true, move |c| c.acknowledge(&hash, via, now)).await?;
     Ok(match outcome {
         AckOutcome::Acknowledged { person, stop_key, response_ms } => {
             tracing::info!(stop = %stop_key, via, response_s = response_ms / 1000, "escalated stop acknowledged");
@@ -254,12 +257,11 @@ async fn board_rows(st: &AppState) -> Result<Vec<BoardRow>, AppError> {
     let settings = st.data.settings().clone();
     let now = now_ms();
     blocking(st, false, move |c| {
-        let p = crate::store::people::load(c, settings)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let open = db::open_downtime(c)?;
+        let p = c.people(settings)?;
+        let open = c.open_downtime()?;
         let joined: Vec<_> = open.iter().map(|d| join::join_one(&p, d)).collect();
         let keys: Vec<String> = joined.iter().map(|j| j.key.clone()).collect();
-        let (mut msgs, mut acks) = db::board(c, &keys)?;
+        let (mut msgs, mut acks) = c.board(&keys)?;
         Ok(joined
             .into_iter()
             .map(|j| BoardRow {

@@ -86,76 +86,98 @@ pub fn alarm_records(conn: &Connection, to_ms: i64) -> rusqlite::Result<Alarms> 
          ORDER BY site, gateway, epoch, seq",
     )?;
     let mut rows = st.query(params![to_ms])?;
-    let mut out = Alarms::default();
-    let mut index: HashMap<Box<str>, u32> = HashMap::new();
-    let mut edges: Vec<Edge> = Vec::new();
-    let mut buf = String::new();
+    let mut b = AlarmsBuilder::default();
     while let Some(r) = rows.next()? {
         let ts_ms: i64 = r.get(2)?;
         let (Ok(site), Ok(asset), Ok(body)) = (r.get_ref(0)?.as_str(), r.get_ref(1)?.as_str(), r.get_ref(3)?.as_str())
         else {
             continue;
         };
-        let Ok(Body { alarm: w }) = serde_json::from_str::<Body>(body) else { continue };
+        b.push(site, asset, ts_ms, body);
+    }
+    Ok(b.finish())
+}
+
+/// Builds [`Alarms`] from stored alarm rows given in the events table's key order (site, gateway, epoch,
+/// seq); each store's loader feeds it (SQLite above, PostgreSQL in `store::pg::alarms`), so both give the
+/// same activations.
+#[derive(Default)]
+pub struct AlarmsBuilder {
+    out: Alarms,
+    index: HashMap<Box<str>, u32>,
+    edges: Vec<Edge>,
+    buf: String,
+}
+
+impl AlarmsBuilder {
+    /// One stored alarm event; a body that is not a readable alarm is skipped.
+    pub fn push(&mut self, site: &str, asset: &str, ts_ms: i64, body: &str) {
+        let Ok(Body { alarm: w }) = serde_json::from_str::<Body>(body) else { return };
+        let buf = &mut self.buf;
         buf.clear();
         for part in [site, "\u{1f}", asset, "\u{1f}", &w.id] {
             buf.push_str(part);
         }
-        let key = match index.get(buf.as_str()) {
+        let key = match self.index.get(buf.as_str()) {
             Some(&k) => k,
             None => {
-                let k = out.keys.len() as u32;
-                index.insert(buf.as_str().into(), k);
-                out.keys.push(AlarmKey { site: site.into(), asset: asset.into(), alarm: w.id.to_string() });
+                let k = self.out.keys.len() as u32;
+                self.index.insert(buf.as_str().into(), k);
+                self.out.keys.push(AlarmKey { site: site.into(), asset: asset.into(), alarm: w.id.to_string() });
                 k
             }
         };
-        edges.push(Edge { ts_ms, key, active: w.active, a: attributes(&w) });
+        self.edges.push(Edge { ts_ms, key, active: w.active, a: attributes(&w) });
     }
-    edges.sort_by_key(|e| e.ts_ms);
-    // Per key: its activation still open, and its latest activation (an acknowledgement may follow the clear).
-    let mut open: Vec<Option<usize>> = vec![None; out.keys.len()];
-    let mut last: Vec<Option<usize>> = vec![None; out.keys.len()];
-    for Edge { ts_ms, key, active, a } in edges {
-        let k = key as usize;
-        let current = match (active, open[k]) {
-            (true, None) => {
-                out.records.push(AlarmRecord {
-                    key,
-                    raised_ms: ts_ms,
-                    cleared_ms: None,
-                    acked_ms: None,
-                    priority: a.priority,
-                    shelved: false,
-                    suppressed: false,
-                });
-                open[k] = Some(out.records.len() - 1);
-                last[k] = open[k];
-                open[k]
-            }
-            (true, Some(i)) => Some(i),
-            (false, Some(i)) => {
-                out.records[i].cleared_ms = Some(ts_ms);
-                open[k] = None;
-                Some(i)
-            }
-            (false, None) => last[k],
-        };
-        if let Some(rec) = current.map(|i| &mut out.records[i]) {
-            if a.acked && rec.acked_ms.is_none() {
-                rec.acked_ms = Some(ts_ms);
-            }
-            // Shelving and suppression count while the alarm is active (or as it clears).
-            if active || rec.cleared_ms == Some(ts_ms) {
-                rec.shelved |= a.shelved;
-                rec.suppressed |= a.suppressed;
-            }
-            if rec.priority == Priority::Unknown {
-                rec.priority = a.priority;
+
+    /// The activations, sorted by raise time.
+    pub fn finish(self) -> Alarms {
+        let Self { mut out, mut edges, .. } = self;
+        edges.sort_by_key(|e| e.ts_ms);
+        // Per key: its activation still open, and its latest activation (an acknowledgement may follow the clear).
+        let mut open: Vec<Option<usize>> = vec![None; out.keys.len()];
+        let mut last: Vec<Option<usize>> = vec![None; out.keys.len()];
+        for Edge { ts_ms, key, active, a } in edges {
+            let k = key as usize;
+            let current = match (active, open[k]) {
+                (true, None) => {
+                    out.records.push(AlarmRecord {
+                        key,
+                        raised_ms: ts_ms,
+                        cleared_ms: None,
+                        acked_ms: None,
+                        priority: a.priority,
+                        shelved: false,
+                        suppressed: false,
+                    });
+                    open[k] = Some(out.records.len() - 1);
+                    last[k] = open[k];
+                    open[k]
+                }
+                (true, Some(i)) => Some(i),
+                (false, Some(i)) => {
+                    out.records[i].cleared_ms = Some(ts_ms);
+                    open[k] = None;
+                    Some(i)
+                }
+                (false, None) => last[k],
+            };
+            if let Some(rec) = current.map(|i| &mut out.records[i]) {
+                if a.acked && rec.acked_ms.is_none() {
+                    rec.acked_ms = Some(ts_ms);
+                }
+                // Shelving and suppression count while the alarm is active (or as it clears).
+                if active || rec.cleared_ms == Some(ts_ms) {
+                    rec.shelved |= a.shelved;
+                    rec.suppressed |= a.suppressed;
+                }
+                if rec.priority == Priority::Unknown {
+                    rec.priority = a.priority;
+                }
             }
         }
+        out
     }
-    Ok(out)
 }
 
 #[cfg(test)]

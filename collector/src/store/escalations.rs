@@ -1,6 +1,7 @@
 //! SQL for escalations (schema `sql/004_escalations.sql`): rung claims, delivery outcomes,
 //! acknowledge tokens and acknowledgements. Plain functions over a connection; the escalation runner and
-//! the HTTP handlers call them on their own connections (WAL, short transactions).
+//! the HTTP handlers call them through [`Db`], on their own connections (WAL, short transactions), which
+//! sends them to PostgreSQL's copies (`store::pg::escalations`) when that is the store.
 //!
 //! Invariant (one message per stop per rung): [`claim`] inserts `(stop_key, rung)` under a UNIQUE key and is
 //! committed before the message is sent; the runner delivers only rows it claimed (or, after a restart,
@@ -347,13 +348,17 @@ pub fn ack_times(conn: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
 /// (not yet migrated) leaves them unset.
 pub fn fill_acks(conn: &Connection, events: &mut [crate::join::JoinedEvent]) {
     match ack_times(conn) {
-        Ok(acks) if !acks.is_empty() => {
-            for e in events {
-                e.ack_ms = acks.get(&e.key).copied();
-            }
-        }
-        Ok(_) => {}
+        Ok(acks) => set_acks(&acks, events),
         Err(e) => tracing::debug!(error = %e, "no escalation acknowledgements read"),
+    }
+}
+
+/// Sets `ack_ms` of each event from `acks` (by key), when there are any.
+pub fn set_acks(acks: &HashMap<String, i64>, events: &mut [crate::join::JoinedEvent]) {
+    if !acks.is_empty() {
+        for e in events {
+            e.ack_ms = acks.get(&e.key).copied();
+        }
     }
 }
 
@@ -409,4 +414,269 @@ pub fn board(
         }
     }
     Ok((msgs, acks))
+}
+
+/// Whether a claimed message is still to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    Yes,
+    /// The stop closed or was acknowledged: cancel the message.
+    No,
+    /// Another collector owns the site now (PostgreSQL): leave the message pending for it.
+    NotOwner,
+}
+
+/// The escalation state in the collector's store, SQLite or PostgreSQL: the one interface the runner and
+/// the HTTP handlers use (blocking: call it off the async threads).
+///
+/// With PostgreSQL several collectors share the state; the steps that must happen once per site take
+/// `owner`, the writer session that holds the site's ownership lock (`store::pg::owner`), and do nothing
+/// for a site it does not hold. SQLite has one collector, which owns every site: `owner` is ignored.
+pub enum Db {
+    Sqlite(Connection),
+    Postgres(PgDb),
+}
+
+/// A blocking PostgreSQL connection (with its own small runtime) that may be dropped anywhere: dropped on
+/// an async thread, where a runtime must not be shut down, it is closed on a thread of its own.
+pub struct PgDb(Option<Box<crate::store::pg::read::Reader>>);
+
+impl PgDb {
+    fn new(r: crate::store::pg::read::Reader) -> Self {
+        Self(Some(Box::new(r)))
+    }
+}
+
+impl std::ops::Deref for PgDb {
+    type Target = crate::store::pg::read::Reader;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl std::ops::DerefMut for PgDb {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_deref_mut().unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(r));
+            }
+        }
+    }
+}
+
+type DbResult<T> = Result<T, crate::store::reads::ReadError>;
+
+impl Db {
+    /// The store of `config`, for writing.
+    ///
+    /// # Errors
+    /// The store cannot be opened (or the database reached).
+    pub fn open(config: &crate::store::StoreConfig) -> DbResult<Self> {
+        if config.backend == crate::store::Backend::Postgres {
+            let target = crate::store::pg::Target::from_store(config)?;
+            return Ok(Self::Postgres(PgDb::new(crate::store::pg::read::Reader::open(&target)?)));
+        }
+        Ok(Self::Sqlite(crate::store::open_writer(&config.path)?))
+    }
+
+    /// The store the dashboard reads at `path` (PostgreSQL when registered by
+    /// `reads::serve_from_postgres`): read-only unless `write` (SQLite).
+    ///
+    /// # Errors
+    /// The store cannot be opened.
+    pub fn at(path: &std::path::Path, write: bool) -> DbResult<Self> {
+        if let Some(target) = crate::store::reads::postgres_for(path) {
+            return Ok(Self::Postgres(PgDb::new(crate::store::pg::read::Reader::open(&target)?)));
+        }
+        let open = if write { crate::store::open_writer } else { crate::store::open_reader };
+        Ok(Self::Sqlite(open(path)?))
+    }
+
+    /// Closes the connection here and now (a blocking call: not on an async thread).
+    pub fn close(self) {
+        if let Self::Postgres(mut p) = self {
+            drop(p.0.take());
+        }
+    }
+
+    /// True when several collectors share this store (PostgreSQL): a message whose state cannot be
+    /// checked is then left to the site's owner rather than sent regardless.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Reconnects when the PostgreSQL connection was lost (the next call would fail).
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub fn reconnect_if_lost(&mut self) -> DbResult<()> {
+        if let Self::Postgres(r) = self {
+            if r.is_closed() {
+                *r = PgDb::new(r.reopened()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The personnel data's revision (the latest import's id).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn people_revision(&self) -> DbResult<i64> {
+        match self {
+            Self::Sqlite(c) => Ok(crate::store::people::data_revision(c)?),
+            Self::Postgres(r) => Ok(r.people_revision()?),
+        }
+    }
+
+    /// The current personnel records.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn people(&self, settings: crate::people::Settings) -> DbResult<crate::people::Personnel> {
+        match self {
+            Self::Sqlite(c) => Ok(crate::store::people::load(c, settings)?),
+            Self::Postgres(r) => Ok(r.people(settings)?),
+        }
+    }
+
+    /// Open downtime rows (no end), by start.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn open_downtime(&self) -> DbResult<Vec<Downtime>> {
+        match self {
+            Self::Sqlite(c) => Ok(open_downtime(c)?),
+            Self::Postgres(r) => Ok(r.open_downtime()?),
+        }
+    }
+
+    /// Whether a message of the stop is still to be sent by this collector.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn still_wanted(&self, stop_key: &str, site: &str, asset: &str, start_ms: i64, owner: i32) -> DbResult<Wanted> {
+        match self {
+            Self::Sqlite(c) => {
+                Ok(if still_wanted(c, stop_key, site, asset, start_ms)? { Wanted::Yes } else { Wanted::No })
+            }
+            Self::Postgres(r) => Ok(r.still_wanted(stop_key, site, asset, start_ms, owner)?),
+        }
+    }
+
+    /// See [`history`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn history(&self, since_ms: i64, keys: &[String]) -> DbResult<History> {
+        match self {
+            Self::Sqlite(c) => Ok(history(c, since_ms, keys)?),
+            Self::Postgres(r) => Ok(r.history(since_ms, keys)?),
+        }
+    }
+
+    /// See [`claim`]; with PostgreSQL only while `owner` holds the site.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn claim(
+        &self,
+        a: &Action,
+        now_ms: i64,
+        token_hash: &[u8; 32],
+        expires_ms: i64,
+        owner: i32,
+    ) -> DbResult<Option<i64>> {
+        match self {
+            Self::Sqlite(c) => Ok(claim(c, a, now_ms, token_hash, expires_ms)?),
+            Self::Postgres(r) => Ok(r.claim(a, now_ms, token_hash, expires_ms, owner)?),
+        }
+    }
+
+    /// Every row still `pending`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn pending(&self) -> DbResult<Vec<Pending>> {
+        match self {
+            Self::Sqlite(c) => Ok(pending(c)?),
+            Self::Postgres(r) => Ok(r.pending()?),
+        }
+    }
+
+    /// See [`renew_token`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn renew_token(&self, id: i64, token_hash: &[u8; 32], expires_ms: i64) -> DbResult<()> {
+        match self {
+            Self::Sqlite(c) => Ok(renew_token(c, id, token_hash, expires_ms)?),
+            Self::Postgres(r) => Ok(r.renew_token(id, token_hash, expires_ms)?),
+        }
+    }
+
+    /// See [`attempt_failed`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn attempt_failed(&self, id: i64, error: &str) -> DbResult<()> {
+        match self {
+            Self::Sqlite(c) => Ok(attempt_failed(c, id, error)?),
+            Self::Postgres(r) => Ok(r.attempt_failed(id, error)?),
+        }
+    }
+
+    /// See [`finish`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn finish(&self, id: i64, state: &str, now_ms: i64, error: Option<&str>) -> DbResult<()> {
+        match self {
+            Self::Sqlite(c) => Ok(finish(c, id, state, now_ms, error)?),
+            Self::Postgres(r) => Ok(r.finish(id, state, now_ms, error)?),
+        }
+    }
+
+    /// See [`token`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn token(&self, hash: &[u8; 32]) -> DbResult<Option<TokenInfo>> {
+        match self {
+            Self::Sqlite(c) => Ok(token(c, hash)?),
+            Self::Postgres(r) => Ok(r.token(hash)?),
+        }
+    }
+
+    /// See [`acknowledge`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn acknowledge(&mut self, hash: &[u8; 32], via: &str, now_ms: i64) -> DbResult<AckOutcome> {
+        match self {
+            Self::Sqlite(c) => Ok(acknowledge(c, hash, via, now_ms)?),
+            Self::Postgres(r) => Ok(r.acknowledge(hash, via, now_ms)?),
+        }
+    }
+
+    /// See [`board`].
+    ///
+    /// # Errors
+    /// Store failures.
+    #[allow(clippy::type_complexity)]
+    pub fn board(
+        &self,
+        keys: &[String],
+    ) -> DbResult<(HashMap<String, Vec<BoardMessage>>, HashMap<String, (String, String, i64)>)> {
+        match self {
+            Self::Sqlite(c) => Ok(board(c, keys)?),
+            Self::Postgres(r) => Ok(r.board(keys)?),
+        }
+    }
 }

@@ -143,6 +143,8 @@ pub(crate) const MAX_EVENTS_PER_TX: usize = 20_000;
 pub struct Writer {
     pub tx: mpsc::Sender<WriteOp>,
     pub thread: std::thread::JoinHandle<()>,
+    /// PostgreSQL: the sites this writer owns (`None` with SQLite, whose one writer owns every site).
+    pub owned: Option<pg::owner::OwnedSites>,
 }
 
 impl Writer {
@@ -176,7 +178,7 @@ impl Writer {
             .name("store-writer".into())
             .spawn(move || write_loop(conn, timeline, rx, out, retention))
             .map_err(StoreError::Thread)?;
-        Ok(Self { tx, thread })
+        Ok(Self { tx, thread, owned: None })
     }
 }
 

@@ -48,7 +48,8 @@ pub fn serve_from_postgres(config: &super::StoreConfig) -> Result<(), ReadError>
     Ok(())
 }
 
-fn postgres_for(path: &Path) -> Option<super::pg::Target> {
+/// The PostgreSQL database registered for the store at `path`, if any.
+pub(crate) fn postgres_for(path: &Path) -> Option<super::pg::Target> {
     POSTGRES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(p, _)| p == path).map(|(_, t)| t.clone())
 }
 
@@ -119,9 +120,14 @@ impl Reader {
 
     /// Sets each event's escalation acknowledgement (`ack_ms`, docs/escalation.md).
     pub fn fill_acks(&self, events: &mut [crate::join::JoinedEvent]) {
-        // Escalation runs on the SQLite store only: on PostgreSQL no event has an acknowledgement.
         if let Some(conn) = &self.conn {
             super::escalations::fill_acks(conn, events);
+        }
+        if let Some(pg) = &self.pg {
+            match pg.ack_times() {
+                Ok(acks) => super::escalations::set_acks(&acks, events),
+                Err(e) => tracing::debug!(error = %e, "no escalation acknowledgements read"),
+            }
         }
     }
 
@@ -139,10 +145,12 @@ impl Reader {
     /// Alarm activations raised before `to_ms` with their attributes, keys interned, sorted by raise time.
     ///
     /// # Errors
-    /// SQLite failures.
+    /// Store failures.
     pub fn alarms(&self, to_ms: i64) -> Result<Alarms, ReadError> {
-        let conn = self.conn.as_ref().ok_or(ReadError::NotOnPostgres("the alarm-load report"))?;
-        Ok(super::alarms::alarm_records(conn, to_ms)?)
+        if let Some(pg) = &self.pg {
+            return Ok(pg.alarms(to_ms)?);
+        }
+        Ok(super::alarms::alarm_records(self.conn()?, to_ms)?)
     }
 
     /// Every stored revision of one event's join, oldest first.

@@ -180,6 +180,13 @@ impl PgCluster {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Collector config `text` with its `[store]` section replaced by database `db`'s.
+    pub fn with_store(&self, text: &str, db: &str) -> String {
+        let start = text.find("[store]").unwrap();
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        format!("{}{}{}", &text[..start], self.store_toml(db), &text[end..])
+    }
+
     /// `[store]` text for a collector using database `db`.
     pub fn store_toml(&self, db: &str) -> String {
         format!(

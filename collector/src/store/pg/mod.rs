@@ -8,15 +8,21 @@
 //! - [`writer`]: the writer thread, with the same [`WriteOp`](super::WriteOp) in and
 //!   [`Committed`](super::Committed) out as SQLite's, so acks still go out only after a commit;
 //! - [`sql`]: the statements;
-//! - [`read`]: blocking reads for the dashboard, the CLI and the feed's line lookup;
+//! - [`read`]: blocking reads for the dashboard, the CLI and the feed's line lookup; [`alarms`]: the
+//!   alarm-load report's alarm activations;
+//! - [`escalations`]: escalation state (claims, deliveries, acknowledgements) shared by every collector,
+//!   each site's ladder run by the site's owner;
 //! - [`migrate`]: copying a SQLite store into PostgreSQL (`shiftlens-collector migrate`).
 //!
 //! The password is never kept in the config nor in a value that is logged: [`Target`]'s `Debug` shows the
 //! host and database only.
 
+pub mod alarms;
 pub mod config;
+pub mod escalations;
 pub mod migrate;
 pub mod migrations;
+pub mod owner;
 pub mod read;
 pub mod sql;
 pub mod writer;

@@ -18,9 +18,10 @@ pub type GatewayRow = (String, String, bool, i64, String);
 
 /// A blocking PostgreSQL reader. Do not call it from async code: use `spawn_blocking`.
 pub struct Reader {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    target: Target,
+    // pub(super): the readers of other tables (`pg::alarms`, `pg::escalations`) add methods in their files.
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) client: tokio_postgres::Client,
+    pub(super) target: Target,
 }
 
 impl Reader {

@@ -42,6 +42,7 @@ pub fn spawn(config: &StoreConfig, out: mpsc::Sender<Committed>) -> Result<Write
     let retention = Retention::of(config);
     let (tx, rx) = mpsc::channel(QUEUED_OPS);
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), PgError>>(1);
+    let (shared, owned) = tokio::sync::watch::channel(super::owner::Owned::default());
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
@@ -54,7 +55,7 @@ pub fn spawn(config: &StoreConfig, out: mpsc::Sender<Committed>) -> Result<Write
                 }
             };
             rt.block_on(async move {
-                let state = match State::open(target, window).await {
+                let state = match State::open(target, window, shared).await {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -67,7 +68,7 @@ pub fn spawn(config: &StoreConfig, out: mpsc::Sender<Committed>) -> Result<Write
         })
         .map_err(StoreError::Thread)?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(Writer { tx, thread }),
+        Ok(Ok(())) => Ok(Writer { tx, thread, owned: Some(owned) }),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e.into())
@@ -89,6 +90,9 @@ struct State {
     /// Sites found owned by another session since the last tick (not asked again until then).
     others: BTreeSet<String>,
     window: i64,
+    /// Where the owned sites are published (escalation acts for these only), with this session's pid.
+    shared: tokio::sync::watch::Sender<super::owner::Owned>,
+    pid: i32,
 }
 
 /// How often a writer looks for sites without an owner and reads what other collectors committed for the
@@ -96,8 +100,13 @@ struct State {
 const TICK: Duration = Duration::from_millis(500);
 
 impl State {
-    async fn open(target: Target, window: i64) -> Result<Self, PgError> {
+    async fn open(
+        target: Target,
+        window: i64,
+        shared: tokio::sync::watch::Sender<super::owner::Owned>,
+    ) -> Result<Self, PgError> {
         let client = super::open(&target).await?;
+        let pid = super::owner::backend_pid(&client).await.map_err(|e| target.sql_error(&e))?;
         let mut state = Self {
             target,
             client,
@@ -106,6 +115,8 @@ impl State {
             own: BTreeMap::new(),
             others: BTreeSet::new(),
             window,
+            shared,
+            pid,
         };
         if let Err(e) = state.acquire().await {
             return Err(state.target.sql_error(&e));
@@ -254,8 +265,15 @@ impl State {
             outputs.extend(upserts.into_iter().cloned().map(Committed::Downtime));
             outputs.extend(deletes.into_iter().cloned().map(Committed::Retracted));
             self.owned.insert(site, settled);
+            self.share_owned();
         }
         Ok(outputs)
+    }
+
+    /// Publishes the owned sites (after a change).
+    fn share_owned(&self) {
+        let now = super::owner::Owned { pid: self.pid, sites: self.owned.keys().cloned().collect() };
+        self.shared.send_if_modified(|o| std::mem::replace(o, now.clone()) != now);
     }
 
     /// Applies what other collectors committed for the owned sites since the last poll; writes the downtime
@@ -314,6 +332,7 @@ impl State {
                     Ok(c) => {
                         tracing::info!(db = %self.target.at(), "reconnected to PostgreSQL");
                         self.client = c;
+                        self.pid = super::owner::backend_pid(&self.client).await.unwrap_or(0);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?pause, "PostgreSQL still unreachable; ingest waits");
@@ -328,6 +347,7 @@ impl State {
             let _ = self.client.execute("SELECT pg_advisory_unlock_all()", &[]).await;
             self.timeline = Timeline::new(self.window);
             self.owned.clear();
+            self.share_owned();
             self.own.clear();
             self.others.clear();
             match self.acquire().await {
