@@ -1,4 +1,4 @@
-//! Escalation state in PostgreSQL (tables of `sql/pg/003_pgesc_escalations_alarms.sql`): the statements of
+//! Escalation state in PostgreSQL (tables of `sql/pg/003_escalations_alarms.sql`): the statements of
 //! `store::escalations` for SQLite, on a blocking [`Reader`], so the runner and the HTTP handlers use either
 //! store through `store::escalations::Db`.
 //!

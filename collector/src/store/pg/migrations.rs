@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../sql/pg/001_pg_schema.sql"),
     include_str!("../sql/pg/002_pg_downtime_view.sql"),
-    include_str!("../sql/pg/003_pgesc_escalations_alarms.sql"),
+    include_str!("../sql/pg/003_escalations_alarms.sql"),
 ];
 
 /// The version this build writes.
