@@ -12,13 +12,14 @@
 
 use super::failure::{self, Failure, FailureLog};
 use super::window::Window;
-use super::{Backoff, Broker, Pending, UplinkConfig};
+use super::{Backoff, Broker, Encoding, Pending, UplinkConfig};
 use crate::health::Health;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use shiftlens_common::clock::now_ms;
 use shiftlens_common::status::Status;
+use shiftlens_common::wire_dict::DictEncoder;
 use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -142,7 +143,9 @@ pub async fn run<P: Pending>(
     let backoff = Backoff::new(params.config.reconnect_min, params.config.reconnect_max);
     let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff, broker));
     let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
+    let dict = (params.config.encoding == Encoding::Dictionary).then(|| DictEncoder::new(rand::random()));
     let mut up = Uplink {
+        dict,
         window: Window::new(params.config.inflight_batches * params.config.batch_events, params.config.ack_timeout),
         params,
         client,
@@ -247,6 +250,8 @@ struct Uplink<P> {
     states_first: bool,
     /// Rate limit of the delivery WARN.
     failures: FailureLog,
+    /// The dictionary of batch version 3, unless `encoding = "plain"`.
+    dict: Option<DictEncoder>,
 }
 
 impl<P: Pending> Uplink<P> {
@@ -265,6 +270,10 @@ impl<P: Pending> Uplink<P> {
         self.connected = true;
         self.window.go_back();
         self.states_first = true;
+        // A new session, a new dictionary: what the last one sent may not all have arrived.
+        if let Some(d) = &mut self.dict {
+            d.restart();
+        }
         if let Err(e) = self.client.try_subscribe(self.params.ack_topic(), QoS::AtLeastOnce) {
             tracing::warn!(error = %e, "cannot subscribe to the ack topic");
         }
@@ -324,6 +333,20 @@ impl<P: Pending> Uplink<P> {
             tracing::debug!(epoch = ack.epoch, "ignoring an ack for another outbox epoch");
             return;
         }
+        if let (Some(asked), Some(d)) = (ack.dictionary_unknown, &mut self.dict) {
+            // Answers to batches of an earlier dictionary are stale: those events are being sent again.
+            if asked == d.dictionary() {
+                tracing::info!(
+                    dictionary = asked,
+                    "the collector does not know the dictionary; sending unconfirmed events again with a new one"
+                );
+                d.restart();
+                self.window.go_back();
+            }
+        }
+        if ack.ranges.is_empty() {
+            return;
+        }
         let ranges = ack.ranges.clone();
         if self.with_outbox(move |o| o.delete(&ranges)).await.is_some() {
             self.health.uplink_acked();
@@ -363,14 +386,24 @@ impl<P: Pending> Uplink<P> {
         }
     }
 
-    fn publish(&self, events: Vec<shiftlens_common::Event>) -> bool {
+    fn publish(&mut self, events: Vec<shiftlens_common::Event>) -> bool {
         if events.is_empty() {
             return true;
         }
         let batch = Batch::new(self.params.site.clone(), self.params.gateway.clone(), self.epoch, events);
-        match self.client.try_publish(self.params.events_topic(), QoS::AtLeastOnce, false, wire::encode_batch(&batch)) {
+        let before = self.dict.as_ref().map(|d| (d.dictionary(), d.len()));
+        let payload = match &mut self.dict {
+            Some(d) => d.encode(&batch),
+            None => wire::encode_batch(&batch),
+        };
+        match self.client.try_publish(self.params.events_topic(), QoS::AtLeastOnce, false, payload) {
             Ok(()) => true,
             Err(e) => {
+                // Not sent: the entries it added must travel with the next batch instead.
+                if let (Some(d), Some((id, len))) = (&mut self.dict, before) {
+                    // (A full table started a new dictionary while encoding: none of it was sent.)
+                    d.rollback(if d.dictionary() == id { len } else { 0 });
+                }
                 tracing::debug!(error = %e, "MQTT request queue full; publishing later");
                 false
             }

@@ -200,6 +200,10 @@ pub struct Received {
     pub deliveries: u64,
     /// The broker confirmed the subscription.
     pub subscribed: bool,
+    /// Payload bytes of the batches decoded (MQTT framing not counted).
+    pub payload_bytes: u64,
+    /// Batches answered with "dictionary unknown".
+    pub dictionary_requests: u64,
 }
 
 impl Received {
@@ -264,6 +268,7 @@ impl Collector {
         eventloop.set_network_options(net);
         let r = received.clone();
         let task = tokio::spawn(async move {
+            let mut dicts = shiftlens_common::wire_dict::Dictionaries::default();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -271,9 +276,23 @@ impl Collector {
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => r.lock().unwrap().subscribed = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let Ok(batch) = wire::decode_batch(&p.payload, &Limits::default()) else {
-                            panic!("undecodable batch on {}", p.topic);
+                        // As the collector: dictionary batches (version 3) through a reader that keeps
+                        // the entries, asking for the dictionary when it lacks one.
+                        let (batch, update) = match dicts.decode(&p.payload, &Limits::default()) {
+                            Ok(decoded) => decoded,
+                            Err(shiftlens_common::DecodeError::DictionaryUnknown { epoch, dictionary }) => {
+                                r.lock().unwrap().dictionary_requests += 1;
+                                if acking {
+                                    let ack = wire::encode_ack(&Ack::dictionary_unknown(epoch, dictionary));
+                                    let t = p.topic.replace("/events", "/ack");
+                                    let _ = client.try_publish(t, QoS::AtLeastOnce, false, ack);
+                                }
+                                continue;
+                            }
+                            Err(e) => panic!("undecodable batch on {}: {e}", p.topic),
                         };
+                        dicts.commit(update);
+                        r.lock().unwrap().payload_bytes += p.payload.len() as u64;
                         let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
                         {
                             let mut r = r.lock().unwrap();
