@@ -5,8 +5,8 @@
 //! ```
 //!
 //! - `dictionary` names an append-only table of event contents (an entry is `[asset, body]`, exactly as an
-//!   event of version 2 carries them), chosen by the agent: a fresh id for every MQTT session, after every
-//!   "dictionary unknown" answer and when the table is full ([`MAX_DICT_ENTRIES`]).
+//!   event of version 2 carries them), chosen by the agent: random at start, the next id after every
+//!   "dictionary unknown" answer and when the table is full ([`MAX_DICT_ENTRIES`]); it outlives reconnects.
 //! - `[[asset, body], ...]` are the entries this batch adds, numbered from `base`; an entry travels in the
 //!   first batch that uses it (so the first batch of a dictionary carries every entry it uses, and a later one
 //!   only what is new since).
@@ -77,8 +77,8 @@ impl DictEncoder {
         self.index.is_empty()
     }
 
-    /// Starts a new, empty dictionary (the next id): after a reconnect, when the collector asked for the
-    /// dictionary, or when the table is full.
+    /// Starts a new, empty dictionary (the next id): when the collector asked for the dictionary, or when
+    /// the table is full.
     pub fn restart(&mut self) {
         self.dictionary = self.dictionary.wrapping_add(1);
         self.index = HashMap::new();

@@ -6,10 +6,11 @@
 //! broker's PubAck only paces publishing.
 //!
 //! Native batches are written in the dictionary form (batch version 3, `[uplink] encoding = "dictionary"`,
-//! the default) or plain (version 2). With the dictionary, every MQTT session starts a new dictionary, so
-//! its first batches carry the entries they use; a collector that does not know the dictionary answers
-//! with a "dictionary unknown" ack, and the uplink then starts another dictionary and sends every
-//! unconfirmed event again. Nothing is deleted from the outbox but on an ack naming its seqs.
+//! the default) or plain (version 2). The dictionary lives as long as the agent process (and until it is
+//! full), across reconnects; a collector that does not know it (restarted, or the batch that carried some
+//! entries was lost) answers with a "dictionary unknown" ack, and the uplink then starts another
+//! dictionary and sends every unconfirmed event again. Nothing is deleted from the outbox but on an ack
+//! naming its seqs.
 //!
 //! Security: `mqtts://` needs a CA and (unless `insecure = true`) a client certificate and key; plaintext
 //! `mqtt://` is accepted only to a loopback host or with `insecure = true`. The password is never logged.

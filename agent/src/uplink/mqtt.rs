@@ -270,10 +270,8 @@ impl<P: Pending> Uplink<P> {
         self.connected = true;
         self.window.go_back();
         self.states_first = true;
-        // A new session, a new dictionary: what the last one sent may not all have arrived.
-        if let Some(d) = &mut self.dict {
-            d.restart();
-        }
+        // The dictionary outlives the session (a reconnect over a flaky link costs no entries again): if
+        // batches that carried entries were lost with the connection, the collector asks for it.
         if let Err(e) = self.client.try_subscribe(self.params.ack_topic(), QoS::AtLeastOnce) {
             tracing::warn!(error = %e, "cannot subscribe to the ack topic");
         }

@@ -204,6 +204,8 @@ pub struct Received {
     pub payload_bytes: u64,
     /// Batches answered with "dictionary unknown".
     pub dictionary_requests: u64,
+    /// Batch versions seen (the second byte of a batch: its version, after the array head).
+    pub versions: BTreeSet<u8>,
 }
 
 impl Received {
@@ -292,7 +294,11 @@ impl Collector {
                             Err(e) => panic!("undecodable batch on {}: {e}", p.topic),
                         };
                         dicts.commit(update);
-                        r.lock().unwrap().payload_bytes += p.payload.len() as u64;
+                        {
+                            let mut r = r.lock().unwrap();
+                            r.payload_bytes += p.payload.len() as u64;
+                            r.versions.extend(p.payload.get(1).copied());
+                        }
                         let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
                         {
                             let mut r = r.lock().unwrap();
@@ -379,6 +385,18 @@ pub async fn produce(tx: tokio::sync::mpsc::Sender<Observation>, first: u64, cou
         if n % chunk == chunk - 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// State `n` of a run that repeats itself: [`ASSETS`] in turn, running and down by turns, so after the
+/// first 8 the dictionary form has every content and sends indices only.
+pub fn toggle(n: u64) -> Observation {
+    let state =
+        if (n / 4) % 2 == 0 { shiftlens_common::MachineState::Running } else { shiftlens_common::MachineState::Down };
+    Observation {
+        ts_ms: 1_700_000_000_000 + n as i64 * 10,
+        asset: AssetId::parse(ASSETS[(n % 4) as usize]).unwrap(),
+        body: EventBody::State { state, reason: None },
     }
 }
 
