@@ -296,10 +296,11 @@ impl Dictionaries {
         if base > known.len() {
             return Err(unknown);
         }
-        // A batch delivered twice redefines what is known: it must say the same.
+        // A batch delivered twice redefines what is known: it must say the same. If not, the agent is told
+        // the dictionary is unknown and starts another; the table stays (the header's site and gateway are
+        // not checked against the topic yet, so a batch must not be able to spoil another gateway's table).
         let overlap = known.len().min(end) - base;
         if known[base..base + overlap] != raw.entries[..overlap] {
-            self.remove(&key);
             return Err(unknown);
         }
         let known: &[Entry] = self.dicts.get(&key).map_or(&[], |d| &d.entries);
