@@ -211,8 +211,9 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
 /// Any [`DecodeError`]: too large, unknown version, malformed, too deep, trailing bytes, bad ids, too many
 /// events, long strings, seqs out of order or timestamps outside [`TS_RANGE_MS`].
 ///
-/// A version 3 batch decodes here only when it is self-contained (every entry it uses travels in it); a
-/// collector decodes through [`crate::wire_dict::Dictionaries`], which keeps the entries between batches.
+/// A version 3 batch decodes here only when every entry its events use travels in it (else
+/// [`DecodeError::DictionaryUnknown`]); a collector decodes through [`crate::wire_dict::Dictionaries`],
+/// which keeps the entries between batches.
 pub fn decode_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
     if batch_version(bytes, limits)? == DICT_BATCH_VERSION {
         return crate::wire_dict::decode_alone(bytes, limits);

@@ -233,6 +233,8 @@ pub struct Dictionaries {
     dicts: HashMap<Key, Dict>,
     bytes: usize,
     clock: u64,
+    /// Reading one batch on its own: entries before its `base` are unknown only if used.
+    alone: bool,
 }
 
 /// Entries a decoded batch adds, for [`Dictionaries::commit`].
@@ -293,18 +295,21 @@ impl Dictionaries {
             }
             None => &[],
         };
-        if base > known.len() {
+        if base > known.len() && !self.alone {
             return Err(unknown);
         }
         // A batch delivered twice redefines what is known: it must say the same. If not, the agent is told
         // the dictionary is unknown and starts another; the table stays (the header's site and gateway are
         // not checked against the topic yet, so a batch must not be able to spoil another gateway's table).
-        let overlap = known.len().min(end) - base;
-        if known[base..base + overlap] != raw.entries[..overlap] {
+        let overlap = known.len().min(end).saturating_sub(base);
+        if overlap > 0 && known[base..base + overlap] != raw.entries[..overlap] {
             return Err(unknown);
         }
         let known: &[Entry] = self.dicts.get(&key).map_or(&[], |d| &d.entries);
-        let events = expand(&raw, known, base, limits)?;
+        let events = expand(&raw, known, base, limits).map_err(|e| match e {
+            DecodeError::BadIndex { index, .. } if index < base as u64 => unknown.clone(),
+            e => e,
+        })?;
         let batch = Batch {
             version: DECODED_VERSION,
             site: raw.site.clone(),
@@ -313,7 +318,7 @@ impl Dictionaries {
             events,
         };
         wire::validate(&batch, limits)?;
-        let add = (end > known.len()).then(|| {
+        let add = (end > known.len() && base <= known.len()).then(|| {
             let skip = known.len() - base;
             (key, known.len(), raw.entries.into_iter().skip(skip).collect())
         });
@@ -463,10 +468,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Many<T> {
     }
 }
 
-/// Decodes a self-contained version 3 batch (one whose entries all travel in it) without keeping state;
-/// for [`wire::decode_batch`].
+/// Decodes a version 3 batch on its own, without keeping state, for [`wire::decode_batch`]: it succeeds when
+/// every entry its events use travels in it.
 pub(crate) fn decode_alone(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
-    let mut d = Dictionaries::new(DictLimits::default());
+    let mut d = Dictionaries { alone: true, ..Dictionaries::new(DictLimits::default()) };
     d.decode(bytes, limits).map(|(b, _)| b)
 }
 

@@ -387,6 +387,8 @@ proptest! {
         let mut dicts = Dictionaries::new(DictLimits::default());
         let (_, peak) = peak_alloc(|| dicts.decode(&bytes, &l).map(|_| ()));
         prop_assert!(peak <= 64 * 1024 + ALLOC_FACTOR * bytes.len() as isize, "peak {}", peak);
+        // And on its own (no reader state), as `decode_batch` reads it.
+        let _ = decode_batch(&bytes, &l);
     }
 
     #[test]
@@ -409,6 +411,7 @@ proptest! {
         if truncate {
             bytes.truncate(cut.index(bytes.len() + 1));
         }
+        let _ = decode_batch(&bytes, &l);
         let (res, peak) = peak_alloc(|| dicts.decode(&bytes, &l).map(|(b, _)| b));
         prop_assert!(peak <= 64 * 1024 + ALLOC_FACTOR * bytes.len() as isize, "peak {}", peak);
         if let Ok(decoded) = res {
@@ -452,6 +455,21 @@ fn a_reader_that_lost_the_dictionary_says_so_and_a_new_dictionary_recovers() {
     assert_eq!(enc.dictionary(), 101);
     let again = enc.encode(&states(21, 100));
     assert_eq!(decode_v3(&mut restarted, &again, &Limits::default()).unwrap(), states(21, 100));
+}
+
+#[test]
+fn a_dictionary_batch_decodes_on_its_own_when_its_events_use_only_its_own_entries() {
+    let mut enc = DictEncoder::new(3);
+    let _ = enc.encode(&states(1, 8)); // entries 0-7: the 8 contents of `states`
+    let b = states(9, 8);
+    let e = decode_batch(&enc.encode(&b), &Limits::default()).unwrap_err();
+    assert_eq!(e, DecodeError::DictionaryUnknown { epoch: 42, dictionary: 3 });
+    // New contents only: entries 8.. travel in the batch and nothing before them is used.
+    let mut fresh = states(17, 4);
+    for e in &mut fresh.events {
+        e.asset = AssetId::parse("new-asset").unwrap();
+    }
+    assert_eq!(decode_batch(&enc.encode(&fresh), &Limits::default()), Ok(fresh));
 }
 
 #[test]
