@@ -594,3 +594,41 @@ async fn encoding_plain_sends_version_2_batches_for_an_older_collector() {
     collector.stop();
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_splitting_the_batches_make_the_agent_fall_back_to_plain_batches() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "");
+    // Both members of one shared subscription: the broker hands each batch to one of them, so neither holds
+    // the whole dictionary.
+    let (a, b) = (Collector::shared(broker.port, "shiftlens"), Collector::shared(broker.port, "shiftlens"));
+    wait_for("both subscriptions", LONG, || {
+        a.received.lock().unwrap().subscribed && b.received.lock().unwrap().subscribed
+    })
+    .await;
+    let config = agent_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port), "", "");
+    let agent = Agent::start(&config).await.unwrap();
+    for chunk in 0..20 {
+        produce_toggles(&agent, chunk * 20, 20).await;
+        let delivered = || {
+            let (ra, rb) = (a.received.lock().unwrap(), b.received.lock().unwrap());
+            ra.events.keys().chain(rb.events.keys()).collect::<std::collections::BTreeSet<_>>().len() as u64
+        };
+        wait_for("the chunk delivered and confirmed", LONG, || delivered() == (chunk + 1) * 20 && depth(&agent) == 0)
+            .await;
+    }
+    let (ra, rb) = (std::mem::take(&mut *a.received.lock().unwrap()), std::mem::take(&mut *b.received.lock().unwrap()));
+    let requests = (ra.dictionary_requests, rb.dictionary_requests);
+    assert!(requests.0 + requests.1 >= 3, "the collectors asked for the dictionary: {requests:?}");
+    assert!(ra.versions.contains(&2) || rb.versions.contains(&2), "plain batches after the fallback");
+    let all = merged(ra.events, rb.events);
+    assert_eq!(all.len(), 400);
+    for (i, (seq, e)) in all.iter().enumerate() {
+        let t = toggle(i as u64);
+        assert_eq!((*seq, e.ts_ms, &e.asset, &e.body), (i as u64 + 1, t.ts_ms, &t.asset, &t.body), "event {i}");
+    }
+    a.stop();
+    b.stop();
+    agent.shutdown().await.unwrap();
+}

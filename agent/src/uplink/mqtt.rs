@@ -146,6 +146,7 @@ pub async fn run<P: Pending>(
     let dict = (params.config.encoding == Encoding::Dictionary).then(|| DictEncoder::new(rand::random()));
     let mut up = Uplink {
         dict,
+        dict_asks: Vec::new(),
         window: Window::new(params.config.inflight_batches * params.config.batch_events, params.config.ack_timeout),
         params,
         client,
@@ -250,9 +251,18 @@ struct Uplink<P> {
     states_first: bool,
     /// Rate limit of the delivery WARN.
     failures: FailureLog,
-    /// The dictionary of batch version 3, unless `encoding = "plain"`.
+    /// The dictionary of batch version 3, unless `encoding = "plain"` (or the fallback below).
     dict: Option<DictEncoder>,
+    /// When the dictionary requests acted on lately came (at most [`DICT_ASKS`]).
+    dict_asks: Vec<Instant>,
 }
+
+/// This many dictionary requests within [`DICT_ASK_WINDOW`] make the uplink send plain batches until it
+/// restarts: the collectors cannot keep a dictionary (several collectors of one shared subscription
+/// splitting this gateway's batches, or a collector evicting dictionaries). One restart of the collector,
+/// or batches lost with a connection, cost one request.
+const DICT_ASKS: usize = 3;
+const DICT_ASK_WINDOW: Duration = Duration::from_secs(60);
 
 impl<P: Pending> Uplink<P> {
     fn on_connect(&mut self) {
@@ -340,6 +350,17 @@ impl<P: Pending> Uplink<P> {
                 );
                 d.restart();
                 self.window.go_back();
+                let now = Instant::now();
+                self.dict_asks.retain(|t| now.duration_since(*t) < DICT_ASK_WINDOW);
+                self.dict_asks.push(now);
+                if self.dict_asks.len() >= DICT_ASKS {
+                    tracing::warn!(
+                        requests = self.dict_asks.len(),
+                        window_s = DICT_ASK_WINDOW.as_secs(),
+                        "the collectors keep asking for the dictionary (several collectors sharing this gateway's batches?); sending plain batches (version 2) until the agent restarts; set [uplink] encoding = \"plain\" to make it so"
+                    );
+                    self.dict = None;
+                }
             }
         }
         if ack.ranges.is_empty() {

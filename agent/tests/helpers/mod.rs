@@ -261,6 +261,18 @@ impl Collector {
     }
 
     pub fn start_with(port: u16, client_id: &str, clean_session: bool, acking: bool) -> Self {
+        Self::subscribed_to(port, client_id, clean_session, acking, topic::ALL_EVENTS)
+    }
+
+    /// An acking collector that is one member of the shared subscription `group` (the broker splits the
+    /// batches between the members).
+    pub fn shared(port: u16, group: &str) -> Self {
+        let filter = topic::shared(group, topic::ALL_EVENTS);
+        Self::subscribed_to(port, &format!("collector-{}", rand::random::<u32>()), true, true, &filter)
+    }
+
+    fn subscribed_to(port: u16, client_id: &str, clean_session: bool, acking: bool, filter: &str) -> Self {
+        let filter = filter.to_string();
         let received = Arc::new(Mutex::new(Received::default()));
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_clean_session(clean_session).set_max_packet_size(4 << 20, 4 << 20).set_keep_alive(Duration::from_secs(5));
@@ -274,7 +286,7 @@ impl Collector {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe(topic::ALL_EVENTS, QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => r.lock().unwrap().subscribed = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
