@@ -525,3 +525,110 @@ async fn the_heartbeat_shows_each_source_connected_and_lost_after_the_sim_drops(
     }
     agent.shutdown().await.unwrap();
 }
+
+/// Sends [`toggle`] states `first..first+count`.
+async fn produce_toggles(agent: &Agent, first: u64, count: u64) {
+    for n in first..first + count {
+        agent.observations.send(toggle(n)).await.unwrap();
+    }
+}
+
+type BySeq = std::collections::BTreeMap<u64, shiftlens_common::Event>;
+
+/// Seq → event over what two collectors received; panics on a seq seen with two contents.
+fn merged(a: BySeq, b: BySeq) -> BySeq {
+    let mut all = a;
+    for (seq, e) in b {
+        if let Some(old) = all.get(&seq) {
+            assert_eq!(old, &e, "seq {seq} with two contents");
+        }
+        all.insert(seq, e);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_lost_the_dictionary_asks_for_it_and_gets_every_event_once() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "");
+    let first = Collector::start(broker.port);
+    wait_for("the subscription", LONG, || first.received.lock().unwrap().subscribed).await;
+    let config = agent_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port), "", "");
+    let agent = Agent::start(&config).await.unwrap();
+    produce_toggles(&agent, 0, 400).await;
+    wait_for("the first part delivered and confirmed", LONG, || depth(&agent) == 0 && first.count() == 400).await;
+    assert_eq!(first.received.lock().unwrap().versions, [3].into(), "the dictionary form by default");
+
+    // The collector restarts and knows no dictionary; the agent's MQTT session goes on.
+    let got_first = first.received.lock().unwrap().events.clone();
+    first.stop();
+    let second = Collector::start(broker.port);
+    wait_for("the new subscription", LONG, || second.received.lock().unwrap().subscribed).await;
+    produce_toggles(&agent, 400, 400).await;
+    wait_for("the second part delivered and confirmed", LONG, || depth(&agent) == 0 && second.count() >= 400).await;
+    assert!(second.received.lock().unwrap().dictionary_requests >= 1, "the new collector asked for the dictionary");
+
+    let all = merged(got_first, second.received.lock().unwrap().events.clone());
+    assert_eq!(all.len(), 800);
+    for (i, (seq, e)) in all.iter().enumerate() {
+        let t = toggle(i as u64);
+        assert_eq!((*seq, e.ts_ms, &e.asset, &e.body), (i as u64 + 1, t.ts_ms, &t.asset, &t.body), "event {i}");
+    }
+    second.stop();
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoding_plain_sends_version_2_batches_for_an_older_collector() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "");
+    let collector = Collector::start(broker.port);
+    wait_for("the subscription", LONG, || collector.received.lock().unwrap().subscribed).await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let agent = Agent::start(&agent_config(dir.path(), &url, "encoding = \"plain\"", "")).await.unwrap();
+    produce_toggles(&agent, 0, 100).await;
+    wait_for("everything delivered and confirmed", LONG, || depth(&agent) == 0 && collector.count() == 100).await;
+    assert_eq!(collector.received.lock().unwrap().versions, [2].into());
+    collector.stop();
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_splitting_the_batches_make_the_agent_fall_back_to_plain_batches() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "");
+    // Both members of one shared subscription: the broker hands each batch to one of them, so neither holds
+    // the whole dictionary.
+    let (a, b) = (Collector::shared(broker.port, "shiftlens"), Collector::shared(broker.port, "shiftlens"));
+    wait_for("both subscriptions", LONG, || {
+        a.received.lock().unwrap().subscribed && b.received.lock().unwrap().subscribed
+    })
+    .await;
+    let config = agent_config(dir.path(), &format!("mqtt://127.0.0.1:{}", broker.port), "", "");
+    let agent = Agent::start(&config).await.unwrap();
+    for chunk in 0..20 {
+        produce_toggles(&agent, chunk * 20, 20).await;
+        let delivered = || {
+            let (ra, rb) = (a.received.lock().unwrap(), b.received.lock().unwrap());
+            ra.events.keys().chain(rb.events.keys()).collect::<std::collections::BTreeSet<_>>().len() as u64
+        };
+        wait_for("the chunk delivered and confirmed", LONG, || delivered() == (chunk + 1) * 20 && depth(&agent) == 0)
+            .await;
+    }
+    let (ra, rb) = (std::mem::take(&mut *a.received.lock().unwrap()), std::mem::take(&mut *b.received.lock().unwrap()));
+    let requests = (ra.dictionary_requests, rb.dictionary_requests);
+    assert!(requests.0 + requests.1 >= 3, "the collectors asked for the dictionary: {requests:?}");
+    assert!(ra.versions.contains(&2) || rb.versions.contains(&2), "plain batches after the fallback");
+    let all = merged(ra.events, rb.events);
+    assert_eq!(all.len(), 400);
+    for (i, (seq, e)) in all.iter().enumerate() {
+        let t = toggle(i as u64);
+        assert_eq!((*seq, e.ts_ms, &e.asset, &e.body), (i as u64 + 1, t.ts_ms, &t.asset, &t.body), "event {i}");
+    }
+    a.stop();
+    b.stop();
+    agent.shutdown().await.unwrap();
+}

@@ -7,8 +7,11 @@
 //!   served round-robin; when a sender's queue is full its message is dropped with a warning (its agent
 //!   resends it because it was never acked; dedup makes the resend harmless), so a flooding gateway
 //!   overflows only its own queue;
-//! - the [`decode`]r strictly decodes batches (`decode_batch` with limits), checks that the topic's site and
-//!   gateway are the payload's, and hands batches and status messages to the store writer; anything
+//! - the [`decode`]r strictly decodes batches (versions 1-3 with limits; the dictionaries of version 3
+//!   batches are bounded soft state of this task, [`Dictionaries`]), checks that the topic's site and
+//!   gateway are the payload's, and hands batches and status messages to the store writer. A version 3
+//!   batch whose dictionary it does not hold is neither stored nor dead-lettered: it answers on the ack
+//!   topic with "dictionary unknown" and the agent resends with a new dictionary; anything
 //!   that fails goes to the dead-letter table (topic, time, reason, size, first bytes), is counted and
 //!   logged with its topic (at most one line per sender per [`LOG_EVERY`], saying how many were
 //!   suppressed; the metric counts every one), and ingest carries on. It hands over one op at a time
@@ -32,7 +35,9 @@ use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use serde::Deserialize;
 use shiftlens_common::config::{ConfigError, ConfigFile, HumanDuration, Spanned};
 use shiftlens_common::status::Status;
-use shiftlens_common::wire::{decode_batch, encode_ack};
+use shiftlens_common::wire::encode_ack;
+use shiftlens_common::wire_dict::{DictLimits, Dictionaries};
+use shiftlens_common::DecodeError;
 use shiftlens_common::{Ack, Limits, SiteId, Topic, SCHEMA_VERSION};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -164,14 +169,32 @@ pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Se
 
 /// The decoder: takes publishes from `inbox` round-robin by sender, [`classify`]s them and hands each op to
 /// the writer (waiting for room: another gateway's batch waits behind at most one op of each sender).
-pub async fn decode(inbox: Arc<Inbox>, writer: mpsc::Sender<WriteOp>, limits: Limits) {
+/// Dictionary-unknown answers go out through `uplink`.
+pub async fn decode(
+    inbox: Arc<Inbox>,
+    writer: mpsc::Sender<WriteOp>,
+    limits: Limits,
+    uplink: Uplink,
+    metrics: Arc<Metrics>,
+) {
     let mut logs = LogLimiter::new(LOG_EVERY, LOG_SENDERS);
+    let mut dicts = Dictionaries::new(DictLimits::default());
     loop {
         let Some((sender, p)) = inbox.pop() else {
             inbox.ready.notified().await;
             continue;
         };
-        let op = classify(&p.topic, &p.payload, &limits, now_ms());
+        let op = match classify(&p.topic, &p.payload, &limits, &mut dicts, now_ms()) {
+            Ok(op) => op,
+            Err(ask) => {
+                inc(&metrics.dictionary_requests, 1);
+                tracing::debug!(topic = %ask.topic, "dictionary unknown: asking the agent to resend with a new one");
+                if let Err(e) = uplink.publish(ask.topic, ask.payload).await {
+                    tracing::warn!(error = %e, "dictionary request not sent; the agent resends after its ack timeout");
+                }
+                continue;
+            }
+        };
         if let WriteOp::DeadLetter(d) = &op {
             if let Some(suppressed) = logs.check(sender, std::time::Instant::now()) {
                 tracing::warn!(topic = %d.topic, kind = %d.kind, reason = %d.reason, size = d.size, suppressed, "payload dead-lettered");
@@ -387,29 +410,54 @@ fn sender_of(topic: &str) -> &str {
     &topic[..end]
 }
 
-/// Decodes and validates one payload: a batch or status to store, or a dead letter.
-pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) -> WriteOp {
+/// An answer to a dictionary-form batch whose dictionary is unknown: an ack naming it, on the agent's ack topic.
+#[derive(Debug)]
+pub struct AskDictionary {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Decodes and validates one payload: a batch or status to store, or a dead letter; or, for a version 3
+/// batch whose dictionary `dicts` lacks, the request to send it.
+///
+/// # Errors
+/// [`AskDictionary`]: the batch is dropped unacknowledged and the agent is asked for its dictionary.
+pub fn classify(
+    topic: &str,
+    payload: &[u8],
+    limits: &Limits,
+    dicts: &mut Dictionaries,
+    received_ms: i64,
+) -> Result<WriteOp, AskDictionary> {
     let dead =
         |kind: &str, reason: String| WriteOp::DeadLetter(DeadLetter::new(topic, received_ms, kind, reason, payload));
-    match Topic::parse(topic) {
-        Ok(Topic::Events { site, gateway }) => match decode_batch(payload, limits) {
+    Ok(match Topic::parse(topic) {
+        Ok(Topic::Events { site, gateway }) => match dicts.decode(payload, limits) {
+            Err(DecodeError::DictionaryUnknown { epoch, dictionary }) => {
+                let ack = encode_ack(&Ack::dictionary_unknown(epoch, dictionary));
+                return Err(AskDictionary { topic: Topic::Ack { site, gateway }.to_string(), payload: ack });
+            }
             Err(e) => dead(e.kind(), e.to_string()),
-            Ok(b) if b.gateway != gateway => dead(
+            Ok((b, _)) if b.gateway != gateway => dead(
                 "gateway_mismatch",
                 format!("batch of gateway {} published on gateway {gateway}'s topic", b.gateway),
             ),
-            Ok(b) if b.site != site => {
+            Ok((b, _)) if b.site != site => {
                 dead("site_mismatch", format!("batch of site {} published on site {site}'s topic", b.site))
             }
             // The rows are prepared here, in parallel with the writer thread.
-            Ok(batch) => match Rows::new(batch) {
-                Ok(rows) => WriteOp::Batch { rows, received_ms },
+            Ok((batch, update)) => match Rows::new(batch) {
+                Ok(rows) => {
+                    // Only now, the topic's own gateway checked, are its new dictionary entries kept.
+                    dicts.commit(update);
+                    WriteOp::Batch { rows, received_ms }
+                }
                 Err(e) => dead("bad_body", format!("an event body cannot be stored as JSON: {e}")),
             },
         },
         Ok(Topic::Status { site, gateway }) => {
             if payload.len() > 64 << 10 {
-                return dead("too_large", format!("status of {} bytes", payload.len()));
+                return Ok(dead("too_large", format!("status of {} bytes", payload.len())));
             }
             match serde_json::from_slice::<Status>(payload) {
                 Ok(s) if s.version != SCHEMA_VERSION => {
@@ -421,7 +469,7 @@ pub fn classify(topic: &str, payload: &[u8], limits: &Limits, received_ms: i64) 
         }
         Ok(_) => dead("unexpected_topic", "not an events or status topic".into()),
         Err(e) => dead("bad_topic", e.to_string()),
-    }
+    })
 }
 
 /// The confirmer: for what the writer committed, publishes the ack and the downtime feed records, and

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub dropped_overload: AtomicU64,
     pub acks: AtomicU64,
     pub feed_records: AtomicU64,
+    /// Dictionary-form batches answered with "dictionary unknown" (not stored, not acked; the agent resends).
+    pub dictionary_requests: AtomicU64,
 }
 
 impl Metrics {

@@ -105,7 +105,13 @@ pub async fn start(config: &Config, line_of: LineOf) -> Result<Collector, StartE
     let mqtt = tokio::spawn(mqtt);
     let mut feeders = vec![
         tokio::spawn(ingest::forward_dead_letters(rejected_rx, writer.tx.clone())),
-        tokio::spawn(ingest::decode(inbox, writer.tx.clone(), ingest::limits(&config.broker))),
+        tokio::spawn(ingest::decode(
+            inbox,
+            writer.tx.clone(),
+            ingest::limits(&config.broker),
+            uplink.clone(),
+            metrics.clone(),
+        )),
         tokio::spawn(ingest::retention(writer.tx.clone())),
         tokio::spawn(ingest::heartbeat_sweep(writer.tx.clone(), config.ingest.heartbeat_overdue)),
     ];

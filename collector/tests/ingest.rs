@@ -364,3 +364,100 @@ async fn a_normal_start_and_stop_logs_no_error() {
     assert!(stderr.contains("stopped cleanly"), "{stderr}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+/// `(seq, ts_ms, asset, kind, body)` of every stored event of `epoch`, in seq order.
+fn stored(db: &std::path::Path, epoch: u64) -> Vec<(i64, i64, String, String, String)> {
+    let conn = shiftlens_collector::store::open_reader(db).unwrap();
+    let mut st =
+        conn.prepare("SELECT seq, ts_ms, asset, kind, body FROM events WHERE epoch = ?1 ORDER BY seq").unwrap();
+    st.query_map([epoch as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// Waits for an ack of `epoch` asking for `dictionary`.
+async fn wait_dictionary_request(c: &mut TestClient, epoch: u64, dictionary: u64) -> bool {
+    wait_for(c, WAIT, |s| {
+        matches!(s, Seen::Ack(a) if a.epoch == epoch && a.dictionary_unknown == Some(dictionary)).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dictionary_batch_is_stored_as_its_plain_form_and_an_unknown_dictionary_is_asked_for() {
+    use shiftlens_common::wire_dict::DictEncoder;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "").await;
+    let db = dir.path().join("collector.db");
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+
+    // The same events, plain under epoch 7 and in the dictionary form under epoch 8 (two batches, the
+    // second referring to the first one's entries), are stored alike.
+    let mut enc = DictEncoder::new(1);
+    publish_batch(&a, "gw-1", &batch("gw-1", 7, 1, 100)).await;
+    publish(&a, &events_topic("gw-1"), enc.encode(&batch("gw-1", 8, 1, 50))).await;
+    publish(&a, &events_topic("gw-1"), enc.encode(&batch("gw-1", 8, 51, 50))).await;
+    let want: BTreeSet<u64> = (1..=100).collect();
+    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), WAIT).await);
+    assert!(wait_acked(&mut a, 8, &want, &mut BTreeSet::new(), WAIT).await);
+    assert_eq!(stored(&db, 7).len(), 100);
+    assert_eq!(stored(&db, 7), stored(&db, 8));
+
+    // Dictionary 5's first batch went elsewhere (another collector of a shared subscription, or this one
+    // before a restart): its second batch is not stored, and the agent is asked for dictionary 5.
+    let mut enc = DictEncoder::new(5);
+    let first = enc.encode(&batch("gw-1", 9, 1, 50));
+    publish(&a, &events_topic("gw-1"), enc.encode(&batch("gw-1", 9, 51, 50))).await;
+    assert!(wait_dictionary_request(&mut a, 9, 5).await, "no dictionary request");
+    assert!(stored(&db, 9).is_empty());
+    // The agent starts dictionary 6 and sends again; then the lost first batch turns up after all.
+    enc.restart();
+    publish(&a, &events_topic("gw-1"), enc.encode(&batch("gw-1", 9, 51, 50))).await;
+    publish(&a, &events_topic("gw-1"), first).await;
+    assert!(wait_acked(&mut a, 9, &want, &mut BTreeSet::new(), WAIT).await);
+    assert_eq!(stored(&db, 9), stored(&db, 7), "every event once, as sent");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM dead_letters"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_dictionary_batches_are_dead_lettered_with_their_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let addr = start(dir.path(), &pki, "").await;
+    let db = dir.path().join("collector.db");
+    let mut a = agent(addr, &pki, "gw-1");
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+
+    let entry = (AssetId::parse("press-1").unwrap(), EventBody::State { state: MachineState::Down, reason: None });
+    let v3 = |entries: Vec<(AssetId, EventBody)>, codes: Vec<i64>| {
+        let mut bytes = Vec::new();
+        let t = (3u16, "plant-a", "gw-1", 11u64, 1u64, 0u64, entries, 1u64, 1_700_000_000_000i64, codes);
+        ciborium::into_writer(&t, &mut bytes).unwrap();
+        bytes
+    };
+    let topic = events_topic("gw-1");
+    publish(&a, &topic, v3(vec![entry.clone()], vec![4, 0])).await; // entry 2 of 1
+                                                                    // A dictionary declared 4 billion entries long, with nothing behind the header.
+    let mut huge = v3(vec![], vec![]);
+    let at = huge.iter().rposition(|&b| b == 0x80).unwrap() - 1 - 9 - 1; // [] before seq0, ts0, codes
+    huge.truncate(at);
+    huge.extend([0x9a, 0xff, 0xff, 0xff, 0xff]);
+    publish(&a, &topic, huge).await;
+    publish(&a, &topic, v3(vec![entry.clone()], vec![1, -3, 0])).await; // a negative seq skip
+    publish(&a, &topic, v3(vec![entry], vec![0, -1_700_000_000_000])).await; // a time step to 1970
+    publish_batch(&a, "gw-1", &batch("gw-1", 12, 1, 10)).await;
+    assert!(wait_acked(&mut a, 12, &(1..=10).collect(), &mut BTreeSet::new(), WAIT).await);
+    assert!(eventually(WAIT, || count(&db, "SELECT COUNT(*) FROM dead_letters") == 4).await);
+    let conn = shiftlens_collector::store::open_reader(&db).unwrap();
+    let mut st = conn.prepare("SELECT kind, topic FROM dead_letters ORDER BY id").unwrap();
+    let rows: Vec<(String, String)> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(kinds, ["bad_index", "malformed", "bad_delta", "bad_timestamp"]);
+    assert!(rows.iter().all(|r| r.1 == topic));
+    assert!(stored(&db, 11).is_empty());
+}

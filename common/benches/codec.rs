@@ -1,6 +1,9 @@
-//! Encode and decode of a 500-event batch. Throughput is reported in events per second.
+//! Encode and decode of a 500-event batch, plain (version 2) and in the dictionary form (version 3, decoded
+//! by a reader that already holds the dictionary, as in steady state). Throughput is reported in events per
+//! second.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shiftlens_common::wire::{decode_batch, encode_batch};
+use shiftlens_common::wire_dict::{DictEncoder, DictLimits, Dictionaries};
 use shiftlens_common::{Alarm, AssetId, Batch, Event, EventBody, GatewayId, Limits, MachineState, SiteId};
 use std::hint::black_box;
 
@@ -35,6 +38,13 @@ fn codec(c: &mut Criterion) {
     g.throughput(Throughput::Elements(500));
     g.bench_function("encode", |bench| bench.iter(|| encode_batch(black_box(&b))));
     g.bench_function("decode", |bench| bench.iter(|| decode_batch(black_box(&bytes), &limits).expect("valid")));
+    let mut enc = DictEncoder::new(1);
+    let mut dicts = Dictionaries::new(DictLimits::default());
+    let (_, update) = dicts.decode(&enc.encode(&b), &limits).expect("valid");
+    dicts.commit(update);
+    g.bench_function("encode v3", |bench| bench.iter(|| enc.encode(black_box(&b))));
+    let v3 = enc.encode(&b);
+    g.bench_function("decode v3", |bench| bench.iter(|| dicts.decode(black_box(&v3), &limits).expect("valid")));
     g.finish();
 }
 

@@ -16,8 +16,10 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// schema version 2", leaving its events in the agent's outbox until the collector is upgraded.
 pub const BATCH_VERSION: u16 = 2;
 
-/// The batch versions this build reads: every one since 1 (a version 1 batch simply has no alarm attributes).
-pub const BATCH_VERSIONS: std::ops::RangeInclusive<u16> = 1..=BATCH_VERSION;
+/// The batch versions this build reads: every one since 1 (a version 1 batch simply has no alarm attributes;
+/// version 3 is version 2's events in the dictionary form, [`crate::wire_dict`], written by agents with
+/// `[uplink] encoding = "dictionary"`).
+pub const BATCH_VERSIONS: std::ops::RangeInclusive<u16> = 1..=crate::wire_dict::DICT_BATCH_VERSION;
 
 /// The timestamps an event may carry: 2000-01-01T00:00:00Z (inclusive) to 2200-01-01T00:00:00Z (exclusive),
 /// in UTC milliseconds. The codec refuses anything else, so durations and calendar arithmetic on stored

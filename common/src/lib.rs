@@ -12,6 +12,7 @@ pub mod sparkplug;
 pub mod status;
 pub mod topic;
 pub mod wire;
+pub mod wire_dict;
 
 pub use event::{
     Alarm, Batch, Event, EventBody, GapReason, MachineState, AGENT_SOURCE, BATCH_VERSION, BATCH_VERSIONS,

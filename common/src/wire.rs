@@ -4,11 +4,13 @@
 //! `[seq, ts_ms, asset, body]` and its body a one-key map naming its kind (`{"state": {...}}`). Decoding checks the input size before reading anything, the schema version
 //! before the body, the nesting depth while reading, string lengths, event counts, seq order, timestamps
 //! (within [`TS_RANGE_MS`]) and ids after,
-//! and that no bytes trail the batch. Every failure is a [`DecodeError`] that says what was wrong; no input
+//! and that no bytes trail the batch. Version 3, the dictionary form of the same events, is read by
+//! [`crate::wire_dict`] (statefully, through [`crate::wire_dict::Dictionaries`]). Every failure is a [`DecodeError`] that says what was wrong; no input
 //! makes it panic, and allocation is bounded by `max_batch_bytes`.
 
 use crate::event::{Batch, Event, EventBody, BATCH_VERSION, BATCH_VERSIONS, SCHEMA_VERSION, TS_RANGE_MS};
 use crate::ids::{GatewayId, SiteId};
+use crate::wire_dict::DICT_BATCH_VERSION;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,7 +36,7 @@ impl Default for Limits {
 pub enum DecodeError {
     #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
-    #[error("unsupported schema version {0} (this build reads batch versions 1-{BATCH_VERSION} and ack version {SCHEMA_VERSION})")]
+    #[error("unsupported schema version {0} (this build reads batch versions 1-{DICT_BATCH_VERSION} and ack version {SCHEMA_VERSION})")]
     UnsupportedVersion(u64),
     #[error("batch holds {count} events, more than the limit of {limit}")]
     TooManyEvents { count: usize, limit: usize },
@@ -50,6 +52,19 @@ pub enum DecodeError {
     TooDeep(usize),
     #[error("malformed CBOR{}: {msg}", offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
     Malformed { offset: Option<usize>, msg: String },
+    /// Version 3: the batch refers to dictionary entries this reader does not hold (it restarted, another
+    /// reader got the batch that defined them, or it evicted them). Not the agent's fault: ask it for the
+    /// dictionary ([`Ack::dictionary_unknown`]) instead of dead-lettering.
+    #[error("dictionary {dictionary} of epoch {epoch} is unknown here (or incomplete)")]
+    DictionaryUnknown { epoch: u64, dictionary: u64 },
+    #[error("dictionary entry {index} does not exist (the batch sees {len})")]
+    BadIndex { index: u64, len: usize },
+    #[error("bad delta coding: {0}")]
+    BadDelta(&'static str),
+    #[error("batch adds {count} dictionary entries, more than the limit of {limit}")]
+    TooManyEntries { count: usize, limit: usize },
+    #[error("dictionary would hold {entries} entries, more than the limit of {limit}")]
+    DictionaryFull { entries: u64, limit: usize },
 }
 
 impl DecodeError {
@@ -65,6 +80,11 @@ impl DecodeError {
             Self::TrailingBytes(_) => "trailing_bytes",
             Self::TooDeep(_) => "too_deep",
             Self::Malformed { .. } => "malformed",
+            Self::DictionaryUnknown { .. } => "dictionary_unknown",
+            Self::BadIndex { .. } => "bad_index",
+            Self::BadDelta(_) => "bad_delta",
+            Self::TooManyEntries { .. } => "too_many_entries",
+            Self::DictionaryFull { .. } => "dictionary_full",
         }
     }
 }
@@ -91,7 +111,7 @@ impl<'de> Deserialize<'de> for Batch {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
                 let version: u16 = next(&mut seq, 0, "version")?;
-                if !BATCH_VERSIONS.contains(&version) {
+                if !(1..=BATCH_VERSION).contains(&version) {
                     return Err(de::Error::custom(format!("unsupported schema version {version}")));
                 }
                 let site: SiteId = next(&mut seq, 1, "site")?;
@@ -169,7 +189,11 @@ impl<'de> Deserialize<'de> for Event {
     }
 }
 
-fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(seq: &mut A, i: usize, what: &str) -> Result<T, A::Error> {
+pub(crate) fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+    seq: &mut A,
+    i: usize,
+    what: &str,
+) -> Result<T, A::Error> {
     seq.next_element()?.ok_or_else(|| de::Error::custom(format!("batch ends before element {i} ({what})")))
 }
 
@@ -186,9 +210,14 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
 /// # Errors
 /// Any [`DecodeError`]: too large, unknown version, malformed, too deep, trailing bytes, bad ids, too many
 /// events, long strings, seqs out of order or timestamps outside [`TS_RANGE_MS`].
+///
+/// A version 3 batch decodes here only when every entry its events use travels in it (else
+/// [`DecodeError::DictionaryUnknown`]); a collector decodes through [`crate::wire_dict::Dictionaries`],
+/// which keeps the entries between batches.
 pub fn decode_batch(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
-    check_size(bytes, limits)?;
-    check_version(bytes)?;
+    if batch_version(bytes, limits)? == DICT_BATCH_VERSION {
+        return crate::wire_dict::decode_alone(bytes, limits);
+    }
     let batch: Batch = decode_all(bytes, limits)?;
     validate(&batch, limits)?;
     Ok(batch)
@@ -201,8 +230,14 @@ fn check_size(bytes: &[u8], limits: &Limits) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Checks the size and reads the version of a batch.
+pub(crate) fn batch_version(bytes: &[u8], limits: &Limits) -> Result<u16, DecodeError> {
+    check_size(bytes, limits)?;
+    check_version(bytes)
+}
+
 /// Reads the array head and the version so a future schema is reported as such, not as a type error.
-fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
+fn check_version(bytes: &[u8]) -> Result<u16, DecodeError> {
     use ciborium_ll::{Decoder, Header};
     let mut dec = Decoder::from(bytes);
     let malformed = |msg: &str| DecodeError::Malformed { offset: Some(0), msg: msg.to_string() };
@@ -211,13 +246,13 @@ fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
         _ => return Err(malformed("a batch must be a CBOR array")),
     }
     match dec.pull() {
-        Ok(Header::Positive(v)) if u16::try_from(v).is_ok_and(|v| BATCH_VERSIONS.contains(&v)) => Ok(()),
+        Ok(Header::Positive(v)) if u16::try_from(v).is_ok_and(|v| BATCH_VERSIONS.contains(&v)) => Ok(v as u16),
         Ok(Header::Positive(v)) => Err(DecodeError::UnsupportedVersion(v)),
         _ => Err(malformed("the first element of a batch must be the schema version")),
     }
 }
 
-fn decode_all<T: for<'de> Deserialize<'de>>(bytes: &[u8], limits: &Limits) -> Result<T, DecodeError> {
+pub(crate) fn decode_all<T: for<'de> Deserialize<'de>>(bytes: &[u8], limits: &Limits) -> Result<T, DecodeError> {
     let mut reader = bytes;
     let value = ciborium::de::from_reader_with_recursion_limit(&mut reader, limits.max_depth).map_err(|e| match e {
         ciborium::de::Error::Io(e) => DecodeError::Malformed { offset: None, msg: e.to_string() },
@@ -231,7 +266,7 @@ fn decode_all<T: for<'de> Deserialize<'de>>(bytes: &[u8], limits: &Limits) -> Re
     Ok(value)
 }
 
-fn validate(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
+pub(crate) fn validate(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
     if batch.events.len() > limits.max_events {
         return Err(DecodeError::TooManyEvents { count: batch.events.len(), limit: limits.max_events });
     }
@@ -246,16 +281,20 @@ fn validate(batch: &Batch, limits: &Limits) -> Result<(), DecodeError> {
         if !TS_RANGE_MS.contains(&e.ts_ms) {
             return Err(DecodeError::TimestampOutOfRange { seq: e.seq, ts_ms: e.ts_ms });
         }
-        let long = strings(&e.body).into_iter().flatten().find(|(_, s)| s.len() > limits.max_string_len);
-        if let Some((field, s)) = long {
+        if let Some((field, s)) = long_string(&e.body, limits) {
             return Err(DecodeError::StringTooLong { seq: e.seq, field, len: s.len(), limit: limits.max_string_len });
         }
     }
     Ok(())
 }
 
+/// The first free-text field of `body` longer than the limit.
+pub(crate) fn long_string<'a>(body: &'a EventBody, limits: &Limits) -> Option<(&'static str, &'a str)> {
+    strings(body).into_iter().flatten().find(|(_, s)| s.len() > limits.max_string_len)
+}
+
 /// The free-text fields of an event body, by name.
-fn strings(body: &EventBody) -> [Option<(&'static str, &str)>; 4] {
+pub(crate) fn strings(body: &EventBody) -> [Option<(&'static str, &str)>; 4] {
     match body {
         EventBody::State { reason, .. } => [reason.as_deref().map(|r| ("reason", r)), None, None, None],
         EventBody::Alarm(a) => [
@@ -279,6 +318,11 @@ pub struct Ack {
     pub version: u16,
     pub epoch: u64,
     pub ranges: Vec<(u64, u64)>,
+    /// "Send the dictionary again": a version 3 batch of this epoch referred to entries of this dictionary
+    /// that the collector does not hold, so it was not stored. The agent starts a new dictionary and resends
+    /// what is unacknowledged. Absent otherwise; agents before version 3 ignore the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary_unknown: Option<u64>,
 }
 
 impl Ack {
@@ -293,7 +337,12 @@ impl Ack {
                 _ => ranges.push((s, s)),
             }
         }
-        Self { version: SCHEMA_VERSION, epoch, ranges }
+        Self { version: SCHEMA_VERSION, epoch, ranges, dictionary_unknown: None }
+    }
+
+    /// The answer to a version 3 batch whose dictionary is unknown: no seqs, and the dictionary named.
+    pub fn dictionary_unknown(epoch: u64, dictionary: u64) -> Self {
+        Self { version: SCHEMA_VERSION, epoch, ranges: Vec::new(), dictionary_unknown: Some(dictionary) }
     }
 
     /// Whether `seq` is confirmed.

@@ -6,6 +6,7 @@
 
 use proptest::prelude::*;
 use shiftlens_common::wire::{decode_ack, decode_batch, encode_ack, encode_batch};
+use shiftlens_common::wire_dict::{DictEncoder, DictLimits, Dictionaries};
 use shiftlens_common::{
     Ack, Alarm, AssetId, Batch, DecodeError, Event, EventBody, GapReason, GatewayId, Limits, MachineState, SiteId,
     TS_RANGE_MS,
@@ -240,9 +241,9 @@ fn alarm_attributes_travel_in_a_version_2_batch() {
     let got = decode_batch(&encode_batch(&b), &Limits::default()).unwrap();
     assert_eq!(got.events[1].body, EventBody::Alarm(alarm));
     // A build reading only version 1 would say what it met; this one names the versions it reads.
-    b.version = shiftlens_common::BATCH_VERSION + 1;
+    b.version = *shiftlens_common::BATCH_VERSIONS.end() + 1;
     let e = decode_batch(&encode_batch(&b), &Limits::default()).unwrap_err();
-    assert!(e.to_string().contains("reads batch versions 1-2"), "{e}");
+    assert!(e.to_string().contains("reads batch versions 1-3"), "{e}");
 }
 
 #[test]
@@ -343,4 +344,227 @@ fn timestamps_outside_2000_to_2200_are_refused_with_a_clear_reason() {
         b.events[1].ts_ms = ts;
         assert_eq!(decode_batch(&encode_batch(&b), &limits), Ok(b));
     }
+}
+
+// ---- Version 3, the dictionary form ----
+
+/// Decodes `bytes` with `dicts` and takes its entries in, as the collector does once a batch is accepted.
+fn decode_v3(dicts: &mut Dictionaries, bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
+    let (b, update) = dicts.decode(bytes, limits)?;
+    dicts.commit(update);
+    Ok(b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_plain_batch_encodes_to_the_dictionary_form_and_decodes_to_the_same_events(
+        batches in proptest::collection::vec(batch(), 1..4),
+        dict in any::<u64>(),
+    ) {
+        // One agent session: the batches share the dictionary, later ones refer to earlier entries.
+        let mut enc = DictEncoder::new(dict);
+        let mut dicts = Dictionaries::new(DictLimits::default());
+        let (site, gateway, epoch) = (batches[0].site.clone(), batches[0].gateway.clone(), batches[0].epoch);
+        for mut b in batches {
+            (b.site, b.gateway, b.epoch) = (site.clone(), gateway.clone(), epoch);
+            let bytes = enc.encode(&b);
+            prop_assert!(bytes.len() <= encode_batch(&b).len() + 32, "{} > {}", bytes.len(), encode_batch(&b).len());
+            prop_assert_eq!(decode_v3(&mut dicts, &bytes, &Limits::default()), Ok(b.clone()));
+            // The same batch again (a duplicate delivery) decodes to the same.
+            prop_assert_eq!(decode_v3(&mut dicts, &bytes, &Limits::default()), Ok(b));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_version_3_head_never_panic_or_overallocate(
+        tail in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        let mut bytes = vec![0x8a, 0x03];
+        bytes.extend(tail);
+        let l = limits();
+        let mut dicts = Dictionaries::new(DictLimits::default());
+        let (_, peak) = peak_alloc(|| dicts.decode(&bytes, &l).map(|_| ()));
+        prop_assert!(peak <= 64 * 1024 + ALLOC_FACTOR * bytes.len() as isize, "peak {}", peak);
+        // And on its own (no reader state), as `decode_batch` reads it.
+        let _ = decode_batch(&bytes, &l);
+    }
+
+    #[test]
+    fn mutated_dictionary_batches_never_panic_or_overallocate(
+        first in batch(),
+        second in batch(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut enc = DictEncoder::new(7);
+        let mut dicts = Dictionaries::new(DictLimits::default());
+        let l = limits();
+        let _ = decode_v3(&mut dicts, &enc.encode(&first), &l);
+        let mut bytes = enc.encode(&second);
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        let _ = decode_batch(&bytes, &l);
+        let (res, peak) = peak_alloc(|| dicts.decode(&bytes, &l).map(|(b, _)| b));
+        prop_assert!(peak <= 64 * 1024 + ALLOC_FACTOR * bytes.len() as isize, "peak {}", peak);
+        if let Ok(decoded) = res {
+            prop_assert!(decoded.events.windows(2).all(|w| w[0].seq < w[1].seq));
+            prop_assert!(decoded.events.iter().all(|e| TS_RANGE_MS.contains(&e.ts_ms)));
+        }
+    }
+}
+
+/// A batch of `n` state changes over 4 assets, seqs from `seq`.
+fn states(seq: u64, n: u64) -> Batch {
+    let events = (0..n)
+        .map(|i| Event {
+            seq: seq + i,
+            ts_ms: 1_700_000_000_000 + (seq + i) as i64 * 250,
+            asset: AssetId::parse(format!("asset-{}", (seq + i) % 4)).unwrap(),
+            body: EventBody::State { state: MachineState::ALL[((seq + i) % 2) as usize], reason: None },
+        })
+        .collect();
+    Batch::new(SiteId::parse("plant-a").unwrap(), GatewayId::parse("gw-1").unwrap(), 42, events)
+}
+
+#[test]
+fn a_reader_that_lost_the_dictionary_says_so_and_a_new_dictionary_recovers() {
+    let mut enc = DictEncoder::new(100);
+    let mut collector = Dictionaries::new(DictLimits::default());
+    let first = enc.encode(&states(1, 20));
+    assert_eq!(decode_v3(&mut collector, &first, &Limits::default()).unwrap(), states(1, 20));
+    // Later batches add nothing new and cost a few bytes an event.
+    let second = enc.encode(&states(21, 100));
+    assert!(second.len() < 100 * 4 + 40, "{} bytes", second.len());
+    // A restarted collector knows nothing: the batch is not stored, the agent is asked for dictionary 100.
+    let mut restarted = Dictionaries::new(DictLimits::default());
+    let e = restarted.decode(&second, &Limits::default()).unwrap_err();
+    assert_eq!(e, DecodeError::DictionaryUnknown { epoch: 42, dictionary: 100 });
+    assert_eq!(e.kind(), "dictionary_unknown");
+    let ack = Ack::dictionary_unknown(42, 100);
+    assert_eq!(decode_ack(&encode_ack(&ack)), Ok(ack));
+    // The agent starts dictionary 101 and resends; the entries travel again.
+    enc.restart();
+    assert_eq!(enc.dictionary(), 101);
+    let again = enc.encode(&states(21, 100));
+    assert_eq!(decode_v3(&mut restarted, &again, &Limits::default()).unwrap(), states(21, 100));
+}
+
+#[test]
+fn a_dictionary_batch_decodes_on_its_own_when_its_events_use_only_its_own_entries() {
+    let mut enc = DictEncoder::new(3);
+    let _ = enc.encode(&states(1, 8)); // entries 0-7: the 8 contents of `states`
+    let b = states(9, 8);
+    let e = decode_batch(&enc.encode(&b), &Limits::default()).unwrap_err();
+    assert_eq!(e, DecodeError::DictionaryUnknown { epoch: 42, dictionary: 3 });
+    // New contents only: entries 8.. travel in the batch and nothing before them is used.
+    let mut fresh = states(17, 4);
+    for e in &mut fresh.events {
+        e.asset = AssetId::parse("new-asset").unwrap();
+    }
+    assert_eq!(decode_batch(&enc.encode(&fresh), &Limits::default()), Ok(fresh));
+}
+
+#[test]
+fn a_batch_that_was_not_sent_is_rolled_back_so_its_entries_travel_with_the_next() {
+    let mut enc = DictEncoder::new(1);
+    let mut dicts = Dictionaries::new(DictLimits::default());
+    let mark = enc.len();
+    let _lost = enc.encode(&states(1, 4));
+    enc.rollback(mark);
+    assert_eq!(enc.len(), 0);
+    assert_eq!(decode_v3(&mut dicts, &enc.encode(&states(1, 8)), &Limits::default()).unwrap(), states(1, 8));
+}
+
+#[test]
+fn an_ack_from_an_older_collector_has_no_dictionary_key_and_older_agents_ignore_it() {
+    // Version 1 acks as written before: {version, epoch, ranges}.
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct OldAck {
+        version: u16,
+        epoch: u64,
+        ranges: Vec<(u64, u64)>,
+    }
+    let mut old = Vec::new();
+    ciborium::into_writer(&OldAck { version: 1, epoch: 9, ranges: vec![(1, 3)] }, &mut old).unwrap();
+    assert_eq!(decode_ack(&old).unwrap().dictionary_unknown, None);
+    let new = encode_ack(&Ack::dictionary_unknown(9, 5));
+    let read: OldAck = ciborium::from_reader(&new[..]).unwrap();
+    assert_eq!(read, OldAck { version: 1, epoch: 9, ranges: vec![] });
+}
+
+/// `[3, "plant-a", "gw-1", 42, dict, base, entries, seq0, ts0, codes]` written by hand.
+fn v3(base: u64, entries: Vec<(AssetId, EventBody)>, codes: Vec<i64>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let t = (3u16, "plant-a", "gw-1", 42u64, 7u64, base, entries, 10u64, 1_700_000_000_000i64, codes);
+    ciborium::into_writer(&t, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn hostile_dictionary_batches_are_refused_with_their_kind() {
+    let entry = || (AssetId::parse("press-1").unwrap(), EventBody::State { state: MachineState::Down, reason: None });
+    let l = Limits::default();
+    let kind = |bytes: &[u8]| Dictionaries::new(DictLimits::default()).decode(bytes, &l).unwrap_err().kind();
+    assert_eq!(kind(&v3(0, vec![entry()], vec![2, 0])), "bad_index", "entry 1 of 1");
+    assert_eq!(kind(&v3(0, vec![entry()], vec![0])), "bad_delta", "no time step");
+    assert_eq!(kind(&v3(0, vec![entry()], vec![-2, 0])), "bad_delta", "negative code");
+    assert_eq!(kind(&v3(0, vec![entry()], vec![1, -1, 0])), "bad_delta", "negative skip");
+    assert_eq!(kind(&v3(0, vec![entry()], vec![1, i64::MAX, 0, 1, i64::MAX, 0])), "bad_delta", "seq past u64");
+    assert_eq!(kind(&v3(0, vec![entry()], vec![0, i64::MAX])), "bad_delta", "time step overflows");
+    assert_eq!(kind(&v3(0, vec![entry()], vec![0, -1_700_000_000_000])), "bad_timestamp", "before 2000");
+    assert_eq!(kind(&v3(u64::MAX, vec![entry()], vec![0, 0])), "dictionary_full");
+    assert_eq!(kind(&v3(70_000, vec![], vec![0, 0])), "dictionary_full");
+    assert_eq!(kind(&v3(5, vec![], vec![0, 0])), "dictionary_unknown");
+    let many = vec![entry(); 10_001];
+    assert_eq!(kind(&v3(0, many, vec![])), "too_many_entries");
+    let long =
+        (AssetId::parse("a").unwrap(), EventBody::State { state: MachineState::Down, reason: Some("x".repeat(2000)) });
+    assert_eq!(kind(&v3(0, vec![long], vec![0, 0])), "string_too_long");
+    // A huge declared dictionary with nothing behind it: refused without allocating it.
+    let mut huge = v3(0, vec![], vec![]);
+    let at = huge.len() - 1 - 9 - 1 - 1; // the empty entries array, before seq0, ts0 and codes
+    assert_eq!(huge[at], 0x80);
+    huge.truncate(at);
+    huge.extend([0x9a, 0xff, 0xff, 0xff, 0xff]);
+    let (res, peak) = peak_alloc(|| Dictionaries::new(DictLimits::default()).decode(&huge, &l).map(|_| ()));
+    assert_eq!(res.unwrap_err().kind(), "malformed");
+    assert!(peak < 1 << 20, "peak {peak}");
+}
+
+#[test]
+fn a_redefined_entry_that_differs_is_refused_as_unknown_and_the_table_stays() {
+    let e = |s| (AssetId::parse("press-1").unwrap(), EventBody::State { state: s, reason: None });
+    let mut dicts = Dictionaries::new(DictLimits::default());
+    let l = Limits::default();
+    decode_v3(&mut dicts, &v3(0, vec![e(MachineState::Down)], vec![0, 0]), &l).unwrap();
+    let err = dicts.decode(&v3(0, vec![e(MachineState::Running)], vec![0, 0]), &l).unwrap_err();
+    assert_eq!(err.kind(), "dictionary_unknown");
+    assert_eq!(decode_v3(&mut dicts, &v3(1, vec![], vec![0, 0]), &l).unwrap().events[0].body, e(MachineState::Down).1);
+}
+
+#[test]
+fn the_reader_keeps_at_most_its_limit_of_dictionaries_dropping_the_least_recently_used() {
+    let limits = DictLimits { max_dictionaries: 2, ..DictLimits::default() };
+    let mut dicts = Dictionaries::new(limits);
+    let (mut a, mut b, mut c) = (DictEncoder::new(1), DictEncoder::new(2), DictEncoder::new(3));
+    let l = Limits::default();
+    decode_v3(&mut dicts, &a.encode(&states(1, 4)), &l).unwrap();
+    decode_v3(&mut dicts, &b.encode(&states(1, 4)), &l).unwrap();
+    decode_v3(&mut dicts, &a.encode(&states(5, 4)), &l).unwrap();
+    decode_v3(&mut dicts, &c.encode(&states(1, 4)), &l).unwrap();
+    assert_eq!(dicts.len(), 2);
+    assert!(decode_v3(&mut dicts, &a.encode(&states(9, 4)), &l).is_ok(), "a was used more recently than b");
+    assert_eq!(dicts.decode(&b.encode(&states(9, 4)), &l).unwrap_err().kind(), "dictionary_unknown");
+    // A byte bound below one entry keeps nothing.
+    let mut tiny = Dictionaries::new(DictLimits { max_bytes: 10, ..DictLimits::default() });
+    decode_v3(&mut tiny, &DictEncoder::new(1).encode(&states(1, 4)), &l).unwrap();
+    assert!(tiny.is_empty());
 }

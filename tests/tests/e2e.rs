@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod demo;
+mod dictionary;
 mod restart_truth;
 mod sparkplug;
 

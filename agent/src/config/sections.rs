@@ -221,6 +221,10 @@ pub struct RawUplinkConfig {
     pub protocol: Spanned<crate::uplink::sparkplug::Protocol>,
     /// `[uplink.sparkplug]`: group id and primary host, for `protocol = "sparkplug"`.
     pub sparkplug: Option<Spanned<crate::uplink::sparkplug::RawSparkplugConfig>>,
+    /// `dictionary` (batch version 3, a few bytes a change; the default) or `plain` (version 2, for a
+    /// collector that reads only versions 1 and 2). Native protocol only.
+    #[serde(default = "crate::uplink::default_encoding")]
+    pub encoding: Spanned<crate::uplink::Encoding>,
 }
 
 fn d_keep_alive() -> HumanDuration {
@@ -278,6 +282,7 @@ impl RawUplinkConfig {
             reconnect_max: self.reconnect_max.0,
             protocol: self.protocol.into_inner(),
             sparkplug: self.sparkplug.map(|s| s.into_inner().validated()),
+            encoding: self.encoding.into_inner(),
         }
     }
 
@@ -322,6 +327,13 @@ impl RawUplinkConfig {
         }
         if !(1..=64).contains(self.inflight_batches.get_ref()) {
             errors.push(at(self.inflight_batches.span(), "inflight_batches must be between 1 and 64".into()));
+        }
+        let encoding = &self.encoding;
+        if *self.protocol.get_ref() == crate::uplink::sparkplug::Protocol::Sparkplug && encoding.span() != (0..0) {
+            errors.push(at(
+                encoding.span(),
+                "encoding applies to protocol = \"native\" only (Sparkplug has its own)".into(),
+            ));
         }
         crate::uplink::sparkplug::validate(self, file, errors);
     }
@@ -377,6 +389,20 @@ mod tests {
         );
         let c: RawUplinkConfig = file.parse().unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn encoding_is_dictionary_or_plain_and_native_only() {
+        let parse = |text: &str| {
+            let file = ConfigFile::from_text("agent.toml", text);
+            file.parse::<RawUplinkConfig>().map(|c| c.validated().encoding).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("broker = \"mqtt://localhost\"\n"), Ok(crate::uplink::Encoding::Dictionary));
+        assert_eq!(parse("broker = \"mqtt://localhost\"\nencoding = \"plain\"\n"), Ok(crate::uplink::Encoding::Plain));
+        let e = parse("broker = \"mqtt://localhost\"\nencoding = \"zip\"\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:12") && e.contains("dictionary") && e.contains("plain"), "{e}");
+        let e = check("[uplink]\nbroker = \"mqtt://localhost\"\nprotocol = \"sparkplug\"\nencoding = \"plain\"\n");
+        assert_eq!(e, ["agent.toml:4:12: encoding applies to protocol = \"native\" only (Sparkplug has its own)"]);
     }
 
     #[test]

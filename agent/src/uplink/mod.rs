@@ -5,6 +5,13 @@
 //! an ack names them, and goes back to the oldest unconfirmed event after an ack timeout or a reconnect. The
 //! broker's PubAck only paces publishing.
 //!
+//! Native batches are written in the dictionary form (batch version 3, `[uplink] encoding = "dictionary"`,
+//! the default) or plain (version 2). The dictionary lives as long as the agent process (and until it is
+//! full), across reconnects; a collector that does not know it (restarted, or the batch that carried some
+//! entries was lost) answers with a "dictionary unknown" ack, and the uplink then starts another
+//! dictionary and sends every unconfirmed event again. Nothing is deleted from the outbox but on an ack
+//! naming its seqs.
+//!
 //! Security: `mqtts://` needs a CA and (unless `insecure = true`) a client certificate and key; plaintext
 //! `mqtt://` is accepted only to a loopback host or with `insecure = true`. The password is never logged.
 
@@ -45,6 +52,26 @@ pub struct UplinkConfig {
     pub protocol: sparkplug::Protocol,
     /// `[uplink.sparkplug]`, when given.
     pub sparkplug: Option<sparkplug::Sparkplug>,
+    /// How native batches are written: `dictionary` (version 3, the default) or `plain` (version 2).
+    pub encoding: Encoding,
+}
+
+/// `[uplink] encoding`: the form of native batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Batch version 3 ([`shiftlens_common::wire_dict`]): each distinct event content is sent once per
+    /// dictionary and then referred to by index, with delta-coded seqs and times (a few bytes a change).
+    /// Needs a collector that reads version 3.
+    #[default]
+    Dictionary,
+    /// Batch version 2: every event carries its asset and body in full. For collectors that read only
+    /// versions 1 and 2.
+    Plain,
+}
+
+pub fn default_encoding() -> shiftlens_common::config::Spanned<Encoding> {
+    shiftlens_common::config::Spanned::new(0..0, Encoding::Dictionary)
 }
 
 /// A password: shown as `***` in debug output and logs.
@@ -129,6 +156,7 @@ impl UplinkConfig {
             reconnect_max: Duration::from_secs(60),
             protocol: sparkplug::Protocol::Native,
             sparkplug: None,
+            encoding: Encoding::Dictionary,
         }
     }
 

@@ -12,13 +12,14 @@
 
 use super::failure::{self, Failure, FailureLog};
 use super::window::Window;
-use super::{Backoff, Broker, Pending, UplinkConfig};
+use super::{Backoff, Broker, Encoding, Pending, UplinkConfig};
 use crate::health::Health;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use shiftlens_common::clock::now_ms;
 use shiftlens_common::status::Status;
+use shiftlens_common::wire_dict::DictEncoder;
 use shiftlens_common::{wire, Batch, GatewayId, SiteId, Topic};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -142,7 +143,10 @@ pub async fn run<P: Pending>(
     let backoff = Backoff::new(params.config.reconnect_min, params.config.reconnect_max);
     let poller = tokio::spawn(poll(eventloop, link_tx, params.ack_topic(), backoff, broker));
     let epoch = outbox.lock().unwrap_or_else(PoisonError::into_inner).epoch();
+    let dict = (params.config.encoding == Encoding::Dictionary).then(|| DictEncoder::new(rand::random()));
     let mut up = Uplink {
+        dict,
+        dict_asks: Vec::new(),
         window: Window::new(params.config.inflight_batches * params.config.batch_events, params.config.ack_timeout),
         params,
         client,
@@ -247,7 +251,18 @@ struct Uplink<P> {
     states_first: bool,
     /// Rate limit of the delivery WARN.
     failures: FailureLog,
+    /// The dictionary of batch version 3, unless `encoding = "plain"` (or the fallback below).
+    dict: Option<DictEncoder>,
+    /// When the dictionary requests acted on lately came (at most [`DICT_ASKS`]).
+    dict_asks: Vec<Instant>,
 }
+
+/// This many dictionary requests within [`DICT_ASK_WINDOW`] make the uplink send plain batches until it
+/// restarts: the collectors cannot keep a dictionary (several collectors of one shared subscription
+/// splitting this gateway's batches, or a collector evicting dictionaries). One restart of the collector,
+/// or batches lost with a connection, cost one request.
+const DICT_ASKS: usize = 3;
+const DICT_ASK_WINDOW: Duration = Duration::from_secs(60);
 
 impl<P: Pending> Uplink<P> {
     fn on_connect(&mut self) {
@@ -265,6 +280,8 @@ impl<P: Pending> Uplink<P> {
         self.connected = true;
         self.window.go_back();
         self.states_first = true;
+        // The dictionary outlives the session (a reconnect over a flaky link costs no entries again): if
+        // batches that carried entries were lost with the connection, the collector asks for it.
         if let Err(e) = self.client.try_subscribe(self.params.ack_topic(), QoS::AtLeastOnce) {
             tracing::warn!(error = %e, "cannot subscribe to the ack topic");
         }
@@ -324,6 +341,31 @@ impl<P: Pending> Uplink<P> {
             tracing::debug!(epoch = ack.epoch, "ignoring an ack for another outbox epoch");
             return;
         }
+        if let (Some(asked), Some(d)) = (ack.dictionary_unknown, &mut self.dict) {
+            // Answers to batches of an earlier dictionary are stale: those events are being sent again.
+            if asked == d.dictionary() {
+                tracing::info!(
+                    dictionary = asked,
+                    "the collector does not know the dictionary; sending unconfirmed events again with a new one"
+                );
+                d.restart();
+                self.window.go_back();
+                let now = Instant::now();
+                self.dict_asks.retain(|t| now.duration_since(*t) < DICT_ASK_WINDOW);
+                self.dict_asks.push(now);
+                if self.dict_asks.len() >= DICT_ASKS {
+                    tracing::warn!(
+                        requests = self.dict_asks.len(),
+                        window_s = DICT_ASK_WINDOW.as_secs(),
+                        "the collectors keep asking for the dictionary (several collectors sharing this gateway's batches?); sending plain batches (version 2) until the agent restarts; set [uplink] encoding = \"plain\" to make it so"
+                    );
+                    self.dict = None;
+                }
+            }
+        }
+        if ack.ranges.is_empty() {
+            return;
+        }
         let ranges = ack.ranges.clone();
         if self.with_outbox(move |o| o.delete(&ranges)).await.is_some() {
             self.health.uplink_acked();
@@ -363,14 +405,24 @@ impl<P: Pending> Uplink<P> {
         }
     }
 
-    fn publish(&self, events: Vec<shiftlens_common::Event>) -> bool {
+    fn publish(&mut self, events: Vec<shiftlens_common::Event>) -> bool {
         if events.is_empty() {
             return true;
         }
         let batch = Batch::new(self.params.site.clone(), self.params.gateway.clone(), self.epoch, events);
-        match self.client.try_publish(self.params.events_topic(), QoS::AtLeastOnce, false, wire::encode_batch(&batch)) {
+        let before = self.dict.as_ref().map(|d| (d.dictionary(), d.len()));
+        let payload = match &mut self.dict {
+            Some(d) => d.encode(&batch),
+            None => wire::encode_batch(&batch),
+        };
+        match self.client.try_publish(self.params.events_topic(), QoS::AtLeastOnce, false, payload) {
             Ok(()) => true,
             Err(e) => {
+                // Not sent: the entries it added must travel with the next batch instead.
+                if let (Some(d), Some((id, len))) = (&mut self.dict, before) {
+                    // (A full table started a new dictionary while encoding: none of it was sent.)
+                    d.rollback(if d.dictionary() == id { len } else { 0 });
+                }
                 tracing::debug!(error = %e, "MQTT request queue full; publishing later");
                 false
             }

@@ -200,6 +200,12 @@ pub struct Received {
     pub deliveries: u64,
     /// The broker confirmed the subscription.
     pub subscribed: bool,
+    /// Payload bytes of the batches decoded (MQTT framing not counted).
+    pub payload_bytes: u64,
+    /// Batches answered with "dictionary unknown".
+    pub dictionary_requests: u64,
+    /// Batch versions seen (the second byte of a batch: its version, after the array head).
+    pub versions: BTreeSet<u8>,
 }
 
 impl Received {
@@ -255,6 +261,18 @@ impl Collector {
     }
 
     pub fn start_with(port: u16, client_id: &str, clean_session: bool, acking: bool) -> Self {
+        Self::subscribed_to(port, client_id, clean_session, acking, topic::ALL_EVENTS)
+    }
+
+    /// An acking collector that is one member of the shared subscription `group` (the broker splits the
+    /// batches between the members).
+    pub fn shared(port: u16, group: &str) -> Self {
+        let filter = topic::shared(group, topic::ALL_EVENTS);
+        Self::subscribed_to(port, &format!("collector-{}", rand::random::<u32>()), true, true, &filter)
+    }
+
+    fn subscribed_to(port: u16, client_id: &str, clean_session: bool, acking: bool, filter: &str) -> Self {
+        let filter = filter.to_string();
         let received = Arc::new(Mutex::new(Received::default()));
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_clean_session(clean_session).set_max_packet_size(4 << 20, 4 << 20).set_keep_alive(Duration::from_secs(5));
@@ -264,16 +282,35 @@ impl Collector {
         eventloop.set_network_options(net);
         let r = received.clone();
         let task = tokio::spawn(async move {
+            let mut dicts = shiftlens_common::wire_dict::Dictionaries::default();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe(topic::ALL_EVENTS, QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => r.lock().unwrap().subscribed = true,
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let Ok(batch) = wire::decode_batch(&p.payload, &Limits::default()) else {
-                            panic!("undecodable batch on {}", p.topic);
+                        // As the collector: dictionary batches (version 3) through a reader that keeps
+                        // the entries, asking for the dictionary when it lacks one.
+                        let (batch, update) = match dicts.decode(&p.payload, &Limits::default()) {
+                            Ok(decoded) => decoded,
+                            Err(shiftlens_common::DecodeError::DictionaryUnknown { epoch, dictionary }) => {
+                                r.lock().unwrap().dictionary_requests += 1;
+                                if acking {
+                                    let ack = wire::encode_ack(&Ack::dictionary_unknown(epoch, dictionary));
+                                    let t = p.topic.replace("/events", "/ack");
+                                    let _ = client.try_publish(t, QoS::AtLeastOnce, false, ack);
+                                }
+                                continue;
+                            }
+                            Err(e) => panic!("undecodable batch on {}: {e}", p.topic),
                         };
+                        dicts.commit(update);
+                        {
+                            let mut r = r.lock().unwrap();
+                            r.payload_bytes += p.payload.len() as u64;
+                            r.versions.extend(p.payload.get(1).copied());
+                        }
                         let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
                         {
                             let mut r = r.lock().unwrap();
@@ -360,6 +397,18 @@ pub async fn produce(tx: tokio::sync::mpsc::Sender<Observation>, first: u64, cou
         if n % chunk == chunk - 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// State `n` of a run that repeats itself: [`ASSETS`] in turn, running and down by turns, so after the
+/// first 8 the dictionary form has every content and sends indices only.
+pub fn toggle(n: u64) -> Observation {
+    let state =
+        if (n / 4) % 2 == 0 { shiftlens_common::MachineState::Running } else { shiftlens_common::MachineState::Down };
+    Observation {
+        ts_ms: 1_700_000_000_000 + n as i64 * 10,
+        asset: AssetId::parse(ASSETS[(n % 4) as usize]).unwrap(),
+        body: EventBody::State { state, reason: None },
     }
 }
 

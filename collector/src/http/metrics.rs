@@ -37,13 +37,17 @@ pub const DROPPED: Name =
     counter("shiftlens_ingest_dropped_total", "Messages dropped under overload (resent by agents).");
 pub const ACKS: Name = counter("shiftlens_acks_total", "Acks published after commit.");
 pub const FEED: Name = counter("shiftlens_feed_records_total", "Downtime feed records published.");
+pub const DICTIONARY_REQUESTS: Name = counter(
+    "shiftlens_ingest_dictionary_requests_total",
+    "Dictionary-form batches whose dictionary was unknown: not stored, the agent asked to resend with a new one.",
+);
 pub const GATEWAYS_ONLINE: Name = gauge("shiftlens_gateways_online", "Gateways whose last status says online.");
 pub const GATEWAYS_KNOWN: Name = gauge("shiftlens_gateways_known", "Gateways ever seen.");
 pub const DEAD_LETTERS_STORED: Name = gauge("shiftlens_dead_letters_stored", "Rows in the dead-letter table.");
 pub const STORE_BYTES: Name = gauge("shiftlens_store_bytes", "Size of the store files (database and WAL).");
 
 /// Every metric, in exposition order.
-pub const NAMES: [&Name; 11] = [
+pub const NAMES: [&Name; 12] = [
     &BATCHES,
     &EVENTS_NEW,
     &EVENTS_DUP,
@@ -51,6 +55,7 @@ pub const NAMES: [&Name; 11] = [
     &DROPPED,
     &ACKS,
     &FEED,
+    &DICTIONARY_REQUESTS,
     &GATEWAYS_ONLINE,
     &GATEWAYS_KNOWN,
     &DEAD_LETTERS_STORED,
@@ -62,7 +67,7 @@ pub use crate::query::StoreFigures;
 /// The Prometheus text exposition of the counters and store figures.
 pub fn exposition(m: &Metrics, s: &StoreFigures) -> String {
     let c = |v: &AtomicU64| Metrics::get(v);
-    let values: [u64; 11] = [
+    let values: [u64; 12] = [
         c(&m.batches),
         c(&m.events_new),
         c(&m.events_duplicate),
@@ -70,6 +75,7 @@ pub fn exposition(m: &Metrics, s: &StoreFigures) -> String {
         c(&m.dropped_overload),
         c(&m.acks),
         c(&m.feed_records),
+        c(&m.dictionary_requests),
         s.gateways_online,
         s.gateways_known,
         s.dead_letters,
