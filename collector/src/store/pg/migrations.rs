@@ -7,8 +7,11 @@ use super::{PgError, Target};
 use tokio_postgres::Client;
 
 /// All migrations in order; migration `i` brings the schema to version `i + 1`.
-pub const MIGRATIONS: &[&str] =
-    &[include_str!("../sql/pg/001_pg_schema.sql"), include_str!("../sql/pg/002_pg_downtime_view.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../sql/pg/001_pg_schema.sql"),
+    include_str!("../sql/pg/002_pg_downtime_view.sql"),
+    include_str!("../sql/pg/003_pgfast_events_xid_autosummarize.sql"),
+];
 
 /// The version this build writes.
 pub fn latest() -> i32 {
