@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../sql/pg/001_pg_schema.sql"),
     include_str!("../sql/pg/002_pg_downtime_view.sql"),
-    include_str!("../sql/pg/003_pgfast_events_xid_autosummarize.sql"),
+    include_str!("../sql/pg/003_pgfast_ingest.sql"),
 ];
 
 /// The version this build writes.
