@@ -18,7 +18,7 @@
 //!
 //! `cargo bench -p shiftlens-collector --bench ingest` (env: BENCH_EVENTS, default 1,000,000;
 //! BENCH_LATENCY, samples, default 2,000; BENCH_ONLY, a comma-separated list of the parts to run:
-//! timeline, store, pg, mtls, plain, latency).
+//! timeline, store, pg, mtls, plain, latency; BENCH_GATEWAYS, gateways of the store rows, default 1).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -147,8 +147,22 @@ async fn bench_store(n: u64, pg: Option<&support::pg::PgCluster>) {
     let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(4096);
     let writer = Writer::spawn(&config, out_tx).unwrap();
-    let events = plant_events("gw-0", n);
-    let batches: Vec<Batch> = events.chunks(1000).map(|c| Batch::new(site(), gateway("gw-0"), 1, c.to_vec())).collect();
+    // BENCH_GATEWAYS (default 1): the events split over that many gateways, their batches interleaved as
+    // several gateways' batches reach the writer.
+    let gateways: u64 = std::env::var("BENCH_GATEWAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let per_gateway: Vec<Vec<Batch>> = (0..gateways)
+        .map(|g| {
+            let gw = format!("gw-{g}");
+            let events = plant_events(&gw, n / gateways);
+            events.chunks(1000).map(|c| Batch::new(site(), gateway(&gw), 1, c.to_vec())).collect()
+        })
+        .collect();
+    let rounds = per_gateway.iter().map(Vec::len).max().unwrap_or(0);
+    let mut batches: Vec<Batch> = Vec::new();
+    for i in 0..rounds {
+        batches.extend(per_gateway.iter().filter_map(|b| b.get(i).cloned()));
+    }
+    let n = batches.iter().map(|b| b.events.len() as u64).sum::<u64>();
     let nb = batches.len();
     let cpu = Cpu::now();
     let server_cpu = pg.map(|pg| pg.server_cpu_s());
@@ -169,7 +183,7 @@ async fn bench_store(n: u64, pg: Option<&support::pg::PgCluster>) {
     }
     let s = start.elapsed().as_secs_f64();
     println!(
-        "store writer, {backend:>10} (with timeline): {n} events in batches of 1000 in {s:.2} s = {:.0} events/s",
+        "store writer, {backend:>10} (with timeline): {n} events from {gateways} gateway(s) in batches of 1000 in {s:.2} s = {:.0} events/s",
         n as f64 / s
     );
     println!("  {}", cpu_note(n, cpu.since()));

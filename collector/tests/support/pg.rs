@@ -76,7 +76,8 @@ impl PgCluster {
         );
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let conf = if durable {
-            "shared_buffers = 256MB\nmax_wal_size = 2GB\n"
+            // The server's defaults, as a plant's database gets them unless its DBA tunes it.
+            ""
         } else {
             // synchronous_commit off on the server, as a DBA might set it: the collector turns it on for its
             // own sessions, or a server killed by `pg_ctl stop -m immediate` would lose acked commits.

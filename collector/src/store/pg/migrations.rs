@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../sql/pg/001_pg_schema.sql"),
     include_str!("../sql/pg/002_pg_downtime_view.sql"),
     include_str!("../sql/pg/003_escalations_alarms.sql"),
+    include_str!("../sql/pg/004_ingest.sql"),
 ];
 
 /// The version this build writes.
