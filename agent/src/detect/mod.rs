@@ -106,8 +106,6 @@ struct PointState {
     threshold_active: bool,
     meaning: Meaning,
     value: Option<Value>,
-    /// A new value waiting out its debounce, with the time it was first seen.
-    pending: Option<(Value, i64)>,
 }
 
 impl PointState {
@@ -135,6 +133,9 @@ pub struct Detector {
     flags: Vec<bool>,
     /// (asset index, alarm id) → index in `flags`, only while points are added.
     flag_of: HashMap<(u32, String), u32>,
+    /// Point index → a new value waiting out its debounce, with the time it was first seen (rare, so not a
+    /// field of every point).
+    pending: BTreeMap<u32, (Value, i64)>,
     /// Each distinct source id and asset id of `points`, once.
     sources: Vec<String>,
     asset_ids: Vec<AssetId>,
@@ -195,15 +196,7 @@ impl Detector {
             });
             self.slots.push(flag);
         }
-        self.points.push(PointState {
-            source,
-            asset: asset_ix,
-            slots,
-            threshold_active: false,
-            meaning,
-            value: None,
-            pending: None,
-        });
+        self.points.push(PointState { source, asset: asset_ix, slots, threshold_active: false, meaning, value: None });
     }
 
     /// The index in `flags` of the `k`th alarm of point `i`.
@@ -280,8 +273,9 @@ impl Detector {
                         #[allow(clippy::cast_possible_truncation)]
                         for p in self.points.iter_mut().filter(|p| Some(p.source as usize) == ix) {
                             p.value = None;
-                            p.pending = None;
                         }
+                        let points = &self.points;
+                        self.pending.retain(|&i, _| Some(points[i as usize].source as usize) != ix);
                     }
                 }
             }
@@ -318,16 +312,18 @@ impl Detector {
         dirty: &mut BTreeMap<AssetId, i64>,
     ) {
         let p = &mut self.points[i];
-        let commit = match (p.value, p.pending) {
+        #[allow(clippy::cast_possible_truncation)]
+        let key = i as u32;
+        let commit = match (p.value, self.pending.get(&key).copied()) {
             (None, _) => Some(ts_ms),
             (Some(v), _) if v == value => {
-                p.pending = None;
+                self.pending.remove(&key);
                 None
             }
             (Some(_), Some((pv, since))) if pv == value => (ts_ms - since >= p.debounce_ms()).then_some(since),
             (Some(_), _) if p.debounce_ms() == 0 => Some(ts_ms),
             (Some(_), _) => {
-                p.pending = Some((value, ts_ms));
+                self.pending.insert(key, (value, ts_ms));
                 None
             }
         };
@@ -340,13 +336,12 @@ impl Detector {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Observation> {
         let mut out = Vec::new();
         let mut dirty = BTreeMap::new();
-        for i in 0..self.points.len() {
-            let p = &self.points[i];
-            if let Some((v, since)) = p.pending {
-                if now_ms - since >= p.debounce_ms() {
-                    self.commit(i, v, since, &mut out, &mut dirty);
-                }
-            }
+        let due: Vec<(u32, Value, i64)> = (self.pending.iter())
+            .filter(|(&i, &(_, since))| now_ms - since >= self.points[i as usize].debounce_ms())
+            .map(|(&i, &(v, since))| (i, v, since))
+            .collect();
+        for (i, v, since) in due {
+            self.commit(i as usize, v, since, &mut out, &mut dirty);
         }
         for (asset, ts_ms) in dirty {
             self.judge_state(&asset, ts_ms, &mut out);
@@ -364,7 +359,8 @@ impl Detector {
     ) {
         let p = &mut self.points[i];
         p.value = Some(value);
-        p.pending = None;
+        #[allow(clippy::cast_possible_truncation)]
+        self.pending.remove(&(i as u32));
         let asset_id = self.asset_ids[p.asset as usize].clone();
         let alarm = |info: AlarmInfo, active: bool| (info, active);
         let edges: Vec<(AlarmInfo, bool)> = match &p.meaning {

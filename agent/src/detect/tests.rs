@@ -380,5 +380,5 @@ proptest! {
 #[test]
 fn point_state_stays_compact() {
     // Every configured point holds one: 10,000 points at 232 bytes each were 2.3 MB of the agent's heap.
-    assert!(std::mem::size_of::<super::PointState>() <= 152, "{}", std::mem::size_of::<super::PointState>());
+    assert!(std::mem::size_of::<super::PointState>() <= 128, "{}", std::mem::size_of::<super::PointState>());
 }
