@@ -458,15 +458,15 @@ impl Detector {
 
 /// The ids of the alarms a meaning defines, in slot order (an alarm word's in bit order, as
 /// [`Detector::commit`] judges them).
-fn alarm_ids(meaning: &Meaning) -> Box<dyn Iterator<Item = &str> + '_> {
-    match meaning {
-        Meaning::Alarm(m) => Box::new(std::iter::once(m.id.as_str())),
-        Meaning::AlarmWord(m) => {
-            Box::new(m.bits.iter().filter(|(bit, _)| bit.parse::<u32>().is_ok()).map(|(_, a)| a.id.as_str()))
-        }
-        Meaning::Threshold(m) => Box::new(std::iter::once(m.id.as_str())),
-        _ => Box::new(std::iter::empty()),
-    }
+fn alarm_ids(meaning: &Meaning) -> impl Iterator<Item = &str> {
+    let (one, bits) = match meaning {
+        Meaning::Alarm(m) => (Some(m.id.as_str()), None),
+        Meaning::Threshold(m) => (Some(m.id.as_str()), None),
+        Meaning::AlarmWord(m) => (None, Some(&m.bits)),
+        _ => (None, None),
+    };
+    let bits = bits.into_iter().flatten().filter(|(bit, _)| bit.parse::<u32>().is_ok()).map(|(_, a)| a.id.as_str());
+    one.into_iter().chain(bits)
 }
 
 /// The index of the entry of `list` that `is` matches, adding `make()` of `key` at the end if none does.
