@@ -104,12 +104,13 @@ fn read_line(child: &mut Child) -> String {
 fn figures(points: usize, cpu: Duration, wall: Duration, proc: &str) -> String {
     let polled = (wall.as_secs_f64().floor() as usize * points) as f64;
     format!(
-        "{:>8.0} points/s, CPU {:.2} ms per 1000 points polled, {:.2} % of one core, peak RSS {:.1} MB, RSS now {:.1} MB",
+        "{:>8.0} points/s, CPU {:.2} ms per 1000 points polled, {:.2} % of one core, peak RSS {:.1} MB, RSS now {:.1} MB, {} threads",
         polled / wall.as_secs_f64(),
         cpu.as_secs_f64() * 1000.0 / (polled / 1000.0),
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
-        status_kb(proc, "VmHWM:") as f64 / 1024.0,
-        status_kb(proc, "VmRSS:") as f64 / 1024.0,
+        status_value(proc, "VmHWM:") as f64 / 1024.0,
+        status_value(proc, "VmRSS:") as f64 / 1024.0,
+        status_value(proc, "Threads:"),
     )
 }
 
@@ -238,8 +239,8 @@ fn cpu_time(proc: &str) -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// A `kB` line of `{proc}/status`, e.g. `VmHWM:` (peak RSS) or `VmRSS:`.
-fn status_kb(proc: &str, key: &str) -> u64 {
+/// The number on a line of `{proc}/status`, e.g. `VmHWM:` (peak RSS, kB), `VmRSS:` or `Threads:`.
+fn status_value(proc: &str, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("{proc}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()

@@ -306,8 +306,9 @@ impl RawModbusPoint {
             bit: self.bit.as_ref().map_or(0, |b| *b.get_ref()),
             word_order: self.word_order,
             byte_order: self.byte_order,
-            scale: self.scale,
-            offset: self.offset,
+            scaled: self.scale.is_some() || self.offset.is_some(),
+            scale: self.scale.unwrap_or(1.0),
+            offset: self.offset.unwrap_or(0.0),
         }
     }
 }

@@ -99,25 +99,43 @@ pub struct PointSpec {
 struct PointState {
     source: u32,
     asset: u32,
+    /// Where this point's alarms start in `Detector::slots` (one slot per alarm the meaning defines, in
+    /// [`alarm_ids`] order).
+    slots: u32,
+    /// For a threshold: whether it was last judged active (its hysteresis starts from that).
+    threshold_active: bool,
     meaning: Meaning,
-    debounce_ms: i64,
     value: Option<Value>,
-    /// A new value waiting out its debounce, with the time it was first seen.
-    pending: Option<(Value, i64)>,
+}
+
+impl PointState {
+    /// The meaning's debounce in ms (not kept apart: only a changed value needs it).
+    fn debounce_ms(&self) -> i64 {
+        i64::try_from(self.meaning.debounce().as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug, Default)]
 struct AssetState {
     points: Vec<u32>,
     state: Option<(MachineState, Option<String>)>,
-    alarms: HashMap<String, bool>,
-    threshold: HashMap<String, bool>,
 }
 
 /// The detector for one or more sources: feed it samples, take observations.
+///
+/// Alarm flags (whether each alarm was last reported active) are kept per (asset, alarm id) as one entry of
+/// `flags`, found by index: each point's alarms have slots in `slots` that hold the flag's index, so two points
+/// of one asset that name the same alarm share its flag, and no alarm id is copied per flag.
 #[derive(Debug, Default)]
 pub struct Detector {
     points: Vec<PointState>,
+    slots: Vec<u32>,
+    flags: Vec<bool>,
+    /// (asset index, alarm id) → index in `flags`, only while points are added.
+    flag_of: HashMap<(u32, String), u32>,
+    /// Point index → a new value waiting out its debounce, with the time it was first seen (rare, so not a
+    /// field of every point).
+    pending: BTreeMap<u32, (Value, i64)>,
     /// Each distinct source id and asset id of `points`, once.
     sources: Vec<String>,
     asset_ids: Vec<AssetId>,
@@ -134,7 +152,7 @@ impl Detector {
             d.by_key.insert((spec.source.clone(), spec.point.clone()), d.points.len());
             d.push(&spec.source, spec.asset, spec.meaning);
         }
-        d.points.shrink_to_fit();
+        d.finish();
         d
     }
 
@@ -148,8 +166,16 @@ impl Detector {
         for (asset, meaning) in points {
             d.push(source, asset, meaning);
         }
-        d.points.shrink_to_fit();
+        d.finish();
         d
+    }
+
+    /// Ends adding points: drops the alarm id index and trims every list to its length.
+    fn finish(&mut self) {
+        self.flag_of = HashMap::new();
+        self.points.shrink_to_fit();
+        self.slots.shrink_to_fit();
+        self.flags.shrink_to_fit();
     }
 
     fn push(&mut self, source: &str, asset: AssetId, meaning: Meaning) {
@@ -159,32 +185,51 @@ impl Detector {
         let asset_ix = index_of(&mut self.asset_ids, &asset, |a| *a == asset, AssetId::clone);
         self.assets.entry(asset).or_default().points.push(i);
         #[allow(clippy::cast_possible_truncation)]
-        let debounce_ms = meaning.debounce().as_millis() as i64;
-        self.points.push(PointState { source, asset: asset_ix, meaning, debounce_ms, value: None, pending: None });
+        let slots = self.slots.len() as u32;
+        for id in alarm_ids(&meaning) {
+            let flags = &mut self.flags;
+            let flag = *self.flag_of.entry((asset_ix, id.to_string())).or_insert_with(|| {
+                flags.push(false);
+                #[allow(clippy::cast_possible_truncation)]
+                let f = (flags.len() - 1) as u32;
+                f
+            });
+            self.slots.push(flag);
+        }
+        self.points.push(PointState { source, asset: asset_ix, slots, threshold_active: false, meaning, value: None });
+    }
+
+    /// The index in `flags` of the `k`th alarm of point `i`.
+    fn flag(&self, i: usize, k: usize) -> usize {
+        self.slots[self.points[i].slots as usize + k] as usize
     }
 
     /// Starts the alarm flags (and threshold states) of this detector's alarms from `reported`, the flags last
     /// stored before this run; alarms it does not define are ignored.
     pub fn restore(&mut self, reported: &Reported) {
-        for p in &self.points {
-            let asset_id = &self.asset_ids[p.asset as usize];
-            let Some(flags) = reported.get(asset_id) else { continue };
-            let Some(asset) = self.assets.get_mut(asset_id) else { continue };
-            let ids: Vec<&String> = match &p.meaning {
-                Meaning::Alarm(m) => vec![&m.id],
-                Meaning::AlarmWord(m) => m.bits.values().map(|a| &a.id).collect(),
-                Meaning::Threshold(m) => vec![&m.id],
-                _ => Vec::new(),
-            };
-            for id in ids {
-                if let Some(&active) = flags.get(id) {
-                    asset.alarms.insert(id.clone(), active);
-                    if matches!(p.meaning, Meaning::Threshold(_)) {
-                        asset.threshold.insert(id.clone(), active);
-                    }
+        for i in 0..self.points.len() {
+            let p = &self.points[i];
+            let Some(flags) = reported.get(&self.asset_ids[p.asset as usize]) else { continue };
+            let restored: Vec<(usize, bool)> = alarm_ids(&p.meaning)
+                .enumerate()
+                .filter_map(|(k, id)| flags.get(id).map(|&active| (self.flag(i, k), active)))
+                .collect();
+            for (flag, active) in restored {
+                self.flags[flag] = active;
+                if matches!(self.points[i].meaning, Meaning::Threshold(_)) {
+                    self.points[i].threshold_active = active;
                 }
             }
         }
+    }
+
+    /// The flag of alarm `id` of `asset`, if one of this detector's points defines it.
+    fn flag_by_id(&self, asset: &AssetId, id: &str) -> Option<usize> {
+        let points = &self.assets.get(asset)?.points;
+        points.iter().find_map(|&i| {
+            let k = alarm_ids(&self.points[i as usize].meaning).position(|a| a == id)?;
+            Some(self.flag(i as usize, k))
+        })
     }
 
     /// Applies samples that belong together (one poll cycle, one notification); states are judged once
@@ -199,7 +244,10 @@ impl Detector {
                     self.value(i, value, ts_ms, &mut out, &mut dirty);
                 }
                 Sample::Alarm { asset, ts_ms, alarm, .. } => {
-                    self.assets.entry(asset.clone()).or_default().alarms.insert(alarm.id.clone(), alarm.active);
+                    // Stored as it is; a point that defines the same alarm judges its edges from this flag.
+                    if let Some(flag) = self.flag_by_id(&asset, &alarm.id) {
+                        self.flags[flag] = alarm.active;
+                    }
                     out.push(Observation { ts_ms, asset, body: EventBody::Alarm(alarm) });
                 }
                 Sample::Unmapped { .. } | Sample::Refreshed { .. } => {}
@@ -225,8 +273,9 @@ impl Detector {
                         #[allow(clippy::cast_possible_truncation)]
                         for p in self.points.iter_mut().filter(|p| Some(p.source as usize) == ix) {
                             p.value = None;
-                            p.pending = None;
                         }
+                        let points = &self.points;
+                        self.pending.retain(|&i, _| Some(points[i as usize].source as usize) != ix);
                     }
                 }
             }
@@ -263,16 +312,18 @@ impl Detector {
         dirty: &mut BTreeMap<AssetId, i64>,
     ) {
         let p = &mut self.points[i];
-        let commit = match (p.value, p.pending) {
+        #[allow(clippy::cast_possible_truncation)]
+        let key = i as u32;
+        let commit = match (p.value, self.pending.get(&key).copied()) {
             (None, _) => Some(ts_ms),
             (Some(v), _) if v == value => {
-                p.pending = None;
+                self.pending.remove(&key);
                 None
             }
-            (Some(_), Some((pv, since))) if pv == value => (ts_ms - since >= p.debounce_ms).then_some(since),
-            (Some(_), _) if p.debounce_ms == 0 => Some(ts_ms),
+            (Some(_), Some((pv, since))) if pv == value => (ts_ms - since >= p.debounce_ms()).then_some(since),
+            (Some(_), _) if p.debounce_ms() == 0 => Some(ts_ms),
             (Some(_), _) => {
-                p.pending = Some((value, ts_ms));
+                self.pending.insert(key, (value, ts_ms));
                 None
             }
         };
@@ -285,13 +336,12 @@ impl Detector {
     pub fn tick(&mut self, now_ms: i64) -> Vec<Observation> {
         let mut out = Vec::new();
         let mut dirty = BTreeMap::new();
-        for i in 0..self.points.len() {
-            let p = &self.points[i];
-            if let Some((v, since)) = p.pending {
-                if now_ms - since >= p.debounce_ms {
-                    self.commit(i, v, since, &mut out, &mut dirty);
-                }
-            }
+        let due: Vec<(u32, Value, i64)> = (self.pending.iter())
+            .filter(|(&i, &(_, since))| now_ms - since >= self.points[i as usize].debounce_ms())
+            .map(|(&i, &(v, since))| (i, v, since))
+            .collect();
+        for (i, v, since) in due {
+            self.commit(i as usize, v, since, &mut out, &mut dirty);
         }
         for (asset, ts_ms) in dirty {
             self.judge_state(&asset, ts_ms, &mut out);
@@ -309,9 +359,9 @@ impl Detector {
     ) {
         let p = &mut self.points[i];
         p.value = Some(value);
-        p.pending = None;
+        #[allow(clippy::cast_possible_truncation)]
+        self.pending.remove(&(i as u32));
         let asset_id = self.asset_ids[p.asset as usize].clone();
-        let Some(asset) = self.assets.get_mut(&asset_id) else { return };
         let alarm = |info: AlarmInfo, active: bool| (info, active);
         let edges: Vec<(AlarmInfo, bool)> = match &p.meaning {
             Meaning::State(_) | Meaning::Reason(_) | Meaning::OperationMode => {
@@ -334,7 +384,7 @@ impl Detector {
             }
             Meaning::Threshold(m) => {
                 let v = value.as_f64();
-                let was = asset.threshold.get(&m.id).copied().unwrap_or(false);
+                let was = p.threshold_active;
                 let active = match (m.above, m.below) {
                     (Some(lim), _) if was => v > lim - m.hysteresis,
                     (Some(lim), _) => v > lim,
@@ -342,15 +392,16 @@ impl Detector {
                     (None, Some(lim)) => v < lim,
                     (None, None) => false,
                 };
-                asset.threshold.insert(m.id.clone(), active);
+                p.threshold_active = active;
                 let info =
                     AlarmInfo { id: m.id.clone(), text: m.text.clone(), severity: m.severity, class: m.class.clone() };
                 vec![alarm(info, active)]
             }
         };
-        for (info, active) in edges {
-            let before = asset.alarms.insert(info.id.clone(), active);
-            if before.unwrap_or(false) != active {
+        for (k, (info, active)) in edges.into_iter().enumerate() {
+            let flag = self.flag(i, k);
+            let before = std::mem::replace(&mut self.flags[flag], active);
+            if before != active {
                 let body = EventBody::Alarm(Alarm {
                     id: info.id,
                     active,
@@ -403,6 +454,19 @@ impl Detector {
             out.push(Observation { ts_ms, asset: asset_id.clone(), body: EventBody::State { state: st, reason } });
         }
     }
+}
+
+/// The ids of the alarms a meaning defines, in slot order (an alarm word's in bit order, as
+/// [`Detector::commit`] judges them).
+fn alarm_ids(meaning: &Meaning) -> impl Iterator<Item = &str> {
+    let (one, bits) = match meaning {
+        Meaning::Alarm(m) => (Some(m.id.as_str()), None),
+        Meaning::Threshold(m) => (Some(m.id.as_str()), None),
+        Meaning::AlarmWord(m) => (None, Some(&m.bits)),
+        _ => (None, None),
+    };
+    let bits = bits.into_iter().flatten().filter(|(bit, _)| bit.parse::<u32>().is_ok()).map(|(_, a)| a.id.as_str());
+    one.into_iter().chain(bits)
 }
 
 /// The index of the entry of `list` that `is` matches, adding `make()` of `key` at the end if none does.

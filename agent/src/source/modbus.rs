@@ -170,7 +170,7 @@ pub fn plan(spans: &[Span], gap: u16) -> Vec<Request> {
     out
 }
 
-/// What polling needs of a [`ModbusPoint`]: where it lives and how to decode it, in 40 bytes and no heap.
+/// What polling needs of a [`ModbusPoint`]: where it lives and how to decode it, in 24 bytes and no heap.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Register {
     pub table: Table,
@@ -181,8 +181,12 @@ pub struct Register {
     pub bit: u8,
     pub word_order: Order,
     pub byte_order: Order,
-    pub scale: Option<f64>,
-    pub offset: Option<f64>,
+    /// Whether the point has a `scale` or an `offset`: its value is then `raw × scale + offset`, a float.
+    pub scaled: bool,
+    /// 1 when not given.
+    pub scale: f64,
+    /// 0 when not given.
+    pub offset: f64,
 }
 
 impl Register {
@@ -215,10 +219,10 @@ pub fn decode(p: &Register, words: &[u16], bits: &[bool]) -> Option<Value> {
         DataType::I32 => Value::Int(i64::from(dword()? as i32)),
         DataType::F32 => Value::Float(f64::from(f32::from_bits(dword()?))),
     };
-    if p.scale.is_none() && p.offset.is_none() {
+    if !p.scaled {
         return Some(raw);
     }
-    Some(Value::Float(raw.as_f64() * p.scale.unwrap_or(1.0) + p.offset.unwrap_or(0.0)))
+    Some(Value::Float(raw.as_f64() * p.scale + p.offset))
 }
 
 #[cfg(test)]
@@ -276,6 +280,12 @@ mod tests {
             "name = \"p\"\nasset = \"a\"\ntable = \"holding\"\naddress = 0\ntype = \"{ty}\"\nmeaning = \"info\"\n{extra}"
         );
         toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn register_stays_compact() {
+        // The poller keeps one per configured point: 10,000 points at 40 bytes were 0.4 MB of the agent's heap.
+        assert!(std::mem::size_of::<Register>() <= 24, "{}", std::mem::size_of::<Register>());
     }
 
     #[test]
