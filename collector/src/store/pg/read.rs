@@ -18,9 +18,29 @@ pub type GatewayRow = (String, String, bool, i64, String);
 
 /// A blocking PostgreSQL reader. Do not call it from async code: use `spawn_blocking`.
 pub struct Reader {
-    rt: tokio::runtime::Runtime,
+    rt: Rt,
     client: tokio_postgres::Client,
     target: Target,
+}
+
+/// The reader's own runtime, shut down without waiting when the reader is dropped: a reader may be dropped
+/// on an async thread (a dashboard dropping its cached reader when the server stops), where dropping a
+/// runtime the plain way panics.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Rt {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Reader {
@@ -34,7 +54,7 @@ impl Reader {
             cause: format!("cannot start a runtime: {e}"),
         })?;
         let client = rt.block_on(super::open(target))?;
-        Ok(Self { rt, client, target: target.clone() })
+        Ok(Self { rt: Rt(Some(rt)), client, target: target.clone() })
     }
 
     fn sql(&self, e: &tokio_postgres::Error) -> PgError {
@@ -44,6 +64,11 @@ impl Reader {
     /// Whether the connection is gone (then open a new reader).
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+
+    /// Whether the server still answers on this connection (an empty statement, one round trip).
+    pub fn ping(&self) -> bool {
+        !self.is_closed() && self.rt.block_on(self.client.simple_query("")).is_ok()
     }
 
     /// A number that changes whenever any table of the store changed (rows inserted, updated or deleted;
