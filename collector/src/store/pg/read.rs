@@ -8,13 +8,37 @@ use crate::join::AlarmStart;
 use crate::people::import::{self, Kind};
 use crate::people::{Personnel, Settings};
 use crate::store::events::DowntimeFilter;
-use crate::timeline::Downtime;
+use crate::timeline::{Downtime, FirstOut};
+use shiftlens_common::{AssetId, GatewayId, SiteId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A gateway as stored: (gateway, site, online, last seen ms, last status as JSON).
 pub type GatewayRow = (String, String, bool, i64, String);
+
+/// A downtime row (site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap); `None` for ids
+/// that do not parse (as SQLite's `events::downtime_row`).
+fn downtime_row(r: &tokio_postgres::Row) -> Option<Downtime> {
+    let (Ok(site), Ok(asset), Ok(gateway)) = (
+        SiteId::parse(r.get::<_, &str>(0)),
+        AssetId::parse(r.get::<_, &str>(1)),
+        GatewayId::parse(r.get::<_, &str>(4)),
+    ) else {
+        return None;
+    };
+    let first_out: Option<&str> = r.get(6);
+    Some(Downtime {
+        site,
+        gateway,
+        asset,
+        start_ms: r.get(2),
+        end_ms: r.get(3),
+        reason: r.get(5),
+        first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(f).ok()),
+        data_gap: r.get(7),
+    })
+}
 
 /// A blocking PostgreSQL reader. Do not call it from async code: use `spawn_blocking`.
 pub struct Reader {
@@ -130,19 +154,39 @@ impl Reader {
         Ok(p.rebuilt())
     }
 
-    /// Downtime events matching `f` (overlapping `[from_ms, to_ms)`), ordered by start.
+    /// Downtime events matching `f` (overlapping `[from_ms, to_ms)`), ordered by start (then site and asset,
+    /// as SQLite's `events::query_downtime`).
+    ///
+    /// The filter is the statement's (an unnamed statement, planned with its values), and the rows are
+    /// sorted here and converted as they arrive: `ORDER BY start_ms` walked the start index, one heap page
+    /// per row in a table stored in key order (about 100 ms of the server's time for 100,000 rows, against
+    /// 20 ms for the scan).
     ///
     /// # Errors
     /// Statement failures.
     pub fn downtime(&self, f: &DowntimeFilter) -> Result<Vec<Downtime>, PgError> {
-        let all = self.rt.block_on(super::sql::all_downtime(&self.client)).map_err(|e| self.sql(&e))?;
-        Ok(all
-            .into_iter()
-            .filter(|d| f.site.as_ref().is_none_or(|s| *s == d.site))
-            .filter(|d| f.asset.as_ref().is_none_or(|a| *a == d.asset))
-            .filter(|d| f.from_ms.is_none_or(|from| d.end_ms.is_none_or(|e| e > from)))
-            .filter(|d| f.to_ms.is_none_or(|to| d.start_ms < to))
-            .collect())
+        use futures_util::TryStreamExt;
+        let site = f.site.as_ref().map(|s| s.as_str());
+        let asset = f.asset.as_ref().map(|a| a.as_str());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&site, &asset, &f.from_ms, &f.to_ms];
+        let mut out = self
+            .rt
+            .block_on(async {
+                let rows = self
+                    .client
+                    .query_raw(
+                        "SELECT site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap FROM downtime
+                         WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR asset = $2)
+                           AND ($3::int8 IS NULL OR end_ms IS NULL OR end_ms > $3)
+                           AND ($4::int8 IS NULL OR start_ms < $4)",
+                        params,
+                    )
+                    .await?;
+                rows.try_filter_map(|r| std::future::ready(Ok(downtime_row(&r)))).try_collect::<Vec<_>>().await
+            })
+            .map_err(|e| self.sql(&e))?;
+        out.sort_unstable_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));
+        Ok(out)
     }
 
     /// Alarm activations in `[from_ms, to_ms)`, as `store::people::alarm_starts` reads them from SQLite.
