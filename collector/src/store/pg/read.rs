@@ -42,15 +42,16 @@ fn downtime_row(r: &tokio_postgres::Row) -> Option<Downtime> {
 
 /// A blocking PostgreSQL reader. Do not call it from async code: use `spawn_blocking`.
 pub struct Reader {
-    rt: Rt,
-    client: tokio_postgres::Client,
-    target: Target,
+    // pub(super): the readers of other tables (`pg::alarms`, `pg::escalations`) add methods in their files.
+    pub(super) rt: Rt,
+    pub(super) client: tokio_postgres::Client,
+    pub(super) target: Target,
 }
 
 /// The reader's own runtime, shut down without waiting when the reader is dropped: a reader may be dropped
 /// on an async thread (a dashboard dropping its cached reader when the server stops), where dropping a
 /// runtime the plain way panics.
-struct Rt(Option<tokio::runtime::Runtime>);
+pub(super) struct Rt(Option<tokio::runtime::Runtime>);
 
 impl std::ops::Deref for Rt {
     type Target = tokio::runtime::Runtime;
@@ -345,8 +346,10 @@ impl Reader {
                 tx.query_one("SELECT coalesce(max(id), 0) FROM people_import", &[]).await.map_err(sql)?.get(0);
             let mut latest: std::collections::HashMap<String, (i64, String)> = tx
                 .query(
+                    // Both keys descending: the primary key read backwards, no sort of every body (which
+                    // spilled to disk for a year of events).
                     "SELECT DISTINCT ON (event_key) event_key, revision, body FROM join_snapshot
-                     ORDER BY event_key, revision DESC",
+                     ORDER BY event_key DESC, revision DESC",
                     &[],
                 )
                 .await
