@@ -462,3 +462,45 @@ async fn one_of_two_collectors_killed_mid_ingest_the_other_takes_the_site_and_do
     assert_eq!(downtime_becomes(&pg, name, &want).await, want);
     assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.downtime_v1"), want.len().to_string());
 }
+
+/// The read side keeps its PostgreSQL connections for the next reader (a login and a server process per
+/// dashboard request would cost more than most reports), finds out when the server closed them, and a
+/// reader dropped on an async thread (as when the server stops) does not take the process down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_readers_are_reused_survive_a_restart_and_may_be_dropped_on_an_async_thread() {
+    use shiftlens_collector::store::reads::{self, Reader};
+    init_logs();
+    let pg = PgCluster::start(false);
+    pg.create_db("reads");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{}path = {:?}\n", pg.store_toml("reads"), dir.path().join("pg-reads").display().to_string());
+    let cfg = Config::from_file(&ConfigFile::from_text(dir.path().join("collector.toml"), text)).unwrap();
+    reads::serve_from_postgres(&cfg.store).unwrap();
+    let backends = || {
+        pg.psql("reads", "SELECT count(*) FROM pg_stat_activity WHERE datname = 'reads' AND pid <> pg_backend_pid()")
+    };
+    for _ in 0..3 {
+        let path = cfg.store.path.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let r = Reader::open(&path).unwrap();
+            assert_eq!(r.gateways().unwrap(), vec![]);
+            r
+        })
+        .await
+        .unwrap();
+        drop(r); // on an async thread
+    }
+    assert_eq!(backends(), "1", "one connection, kept and reused");
+
+    pg.pg_ctl_stop();
+    pg.pg_ctl_start();
+    let path = cfg.store.path.clone();
+    let gateways = tokio::task::spawn_blocking(move || Reader::open(&path).unwrap().gateways().unwrap()).await.unwrap();
+    assert_eq!(gateways, vec![], "the closed connection is replaced");
+
+    let target = shiftlens_collector::store::pg::Target::from_store(&cfg.store).unwrap();
+    let own = tokio::task::spawn_blocking(move || shiftlens_collector::store::pg::read::Reader::open(&target).unwrap())
+        .await
+        .unwrap();
+    drop(own); // its runtime is shut down without blocking this thread
+}

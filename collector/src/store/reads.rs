@@ -11,7 +11,7 @@ use crate::people::import::{self, ImportError, Kind};
 use crate::people::{Personnel, Settings};
 use crate::timeline::Downtime;
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A read failed.
@@ -44,8 +44,38 @@ pub fn serve_from_postgres(config: &super::StoreConfig) -> Result<(), ReadError>
         let mut map = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|(p, _)| p != &config.path);
         map.push((config.path.clone(), target));
+        let stale: Vec<_> = {
+            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            let (stale, keep) = std::mem::take(&mut *idle).into_iter().partition(|(p, _)| p == &config.path);
+            *idle = keep;
+            stale
+        };
+        drop(stale);
     }
     Ok(())
+}
+
+/// PostgreSQL readers not in use, still connected, by store path: [`Reader::open`] takes one before it
+/// connects anew (a connection costs a login and a server process, about as long as most reports), and a
+/// dropped [`Reader`] puts its connection back, up to [`IDLE_MAX`] per store.
+static IDLE: std::sync::Mutex<Vec<(PathBuf, Box<super::pg::read::Reader>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Idle PostgreSQL connections kept per store.
+const IDLE_MAX: usize = 4;
+
+/// An idle reader of `path` that still answers, else a new connection to `target`.
+fn pg_reader(path: &Path, target: &super::pg::Target) -> Result<Box<super::pg::read::Reader>, ReadError> {
+    loop {
+        let idle = {
+            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            idle.iter().rposition(|(p, _)| p == path).map(|i| idle.swap_remove(i).1)
+        };
+        match idle {
+            Some(r) if r.ping() => return Ok(r),
+            Some(_) => continue, // the server closed it (a restart): dropped, try the next
+            None => return Ok(Box::new(super::pg::read::Reader::open(target)?)),
+        }
+    }
 }
 
 /// The PostgreSQL database registered for the store at `path`, if any.
@@ -68,6 +98,24 @@ pub struct Gateway {
 pub struct Reader {
     conn: Option<Connection>,
     pg: Option<Box<super::pg::read::Reader>>,
+    path: PathBuf,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pg.take() {
+            if pg.is_closed() {
+                return;
+            }
+            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.iter().filter(|(p, _)| *p == self.path).count() < IDLE_MAX {
+                idle.push((std::mem::take(&mut self.path), pg));
+                return;
+            }
+            drop(idle);
+            drop(pg);
+        }
+    }
 }
 
 impl Reader {
@@ -75,9 +123,9 @@ impl Reader {
     /// The file (or database) cannot be opened.
     pub fn open(path: &Path) -> Result<Self, ReadError> {
         if let Some(target) = postgres_for(path) {
-            return Ok(Self { conn: None, pg: Some(Box::new(super::pg::read::Reader::open(&target)?)) });
+            return Ok(Self { conn: None, pg: Some(pg_reader(path, &target)?), path: path.to_path_buf() });
         }
-        Ok(Self { conn: Some(super::open_reader(path)?), pg: None })
+        Ok(Self { conn: Some(super::open_reader(path)?), pg: None, path: path.to_path_buf() })
     }
 
     fn conn(&self) -> Result<&Connection, ReadError> {

@@ -8,7 +8,8 @@ use crate::join::AlarmStart;
 use crate::people::import::{self, Kind};
 use crate::people::{Personnel, Settings};
 use crate::store::events::DowntimeFilter;
-use crate::timeline::Downtime;
+use crate::timeline::{Downtime, FirstOut};
+use shiftlens_common::{AssetId, GatewayId, SiteId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,12 +17,55 @@ use std::time::{Duration, Instant};
 /// A gateway as stored: (gateway, site, online, last seen ms, last status as JSON).
 pub type GatewayRow = (String, String, bool, i64, String);
 
+/// A downtime row (site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap); `None` for ids
+/// that do not parse (as SQLite's `events::downtime_row`).
+fn downtime_row(r: &tokio_postgres::Row) -> Option<Downtime> {
+    let (Ok(site), Ok(asset), Ok(gateway)) = (
+        SiteId::parse(r.get::<_, &str>(0)),
+        AssetId::parse(r.get::<_, &str>(1)),
+        GatewayId::parse(r.get::<_, &str>(4)),
+    ) else {
+        return None;
+    };
+    let first_out: Option<&str> = r.get(6);
+    Some(Downtime {
+        site,
+        gateway,
+        asset,
+        start_ms: r.get(2),
+        end_ms: r.get(3),
+        reason: r.get(5),
+        first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(f).ok()),
+        data_gap: r.get(7),
+    })
+}
+
 /// A blocking PostgreSQL reader. Do not call it from async code: use `spawn_blocking`.
 pub struct Reader {
     // pub(super): the readers of other tables (`pg::alarms`, `pg::escalations`) add methods in their files.
-    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) rt: Rt,
     pub(super) client: tokio_postgres::Client,
     pub(super) target: Target,
+}
+
+/// The reader's own runtime, shut down without waiting when the reader is dropped: a reader may be dropped
+/// on an async thread (a dashboard dropping its cached reader when the server stops), where dropping a
+/// runtime the plain way panics.
+pub(super) struct Rt(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Rt {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Reader {
@@ -35,7 +79,7 @@ impl Reader {
             cause: format!("cannot start a runtime: {e}"),
         })?;
         let client = rt.block_on(super::open(target))?;
-        Ok(Self { rt, client, target: target.clone() })
+        Ok(Self { rt: Rt(Some(rt)), client, target: target.clone() })
     }
 
     fn sql(&self, e: &tokio_postgres::Error) -> PgError {
@@ -45,6 +89,11 @@ impl Reader {
     /// Whether the connection is gone (then open a new reader).
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+
+    /// Whether the server still answers on this connection (an empty statement, one round trip).
+    pub fn ping(&self) -> bool {
+        !self.is_closed() && self.rt.block_on(self.client.simple_query("")).is_ok()
     }
 
     /// A number that changes whenever any table of the store changed (rows inserted, updated or deleted;
@@ -106,19 +155,39 @@ impl Reader {
         Ok(p.rebuilt())
     }
 
-    /// Downtime events matching `f` (overlapping `[from_ms, to_ms)`), ordered by start.
+    /// Downtime events matching `f` (overlapping `[from_ms, to_ms)`), ordered by start (then site and asset,
+    /// as SQLite's `events::query_downtime`).
+    ///
+    /// The filter is the statement's (an unnamed statement, planned with its values), and the rows are
+    /// sorted here and converted as they arrive: `ORDER BY start_ms` walked the start index, one heap page
+    /// per row in a table stored in key order (about 100 ms of the server's time for 100,000 rows, against
+    /// 20 ms for the scan).
     ///
     /// # Errors
     /// Statement failures.
     pub fn downtime(&self, f: &DowntimeFilter) -> Result<Vec<Downtime>, PgError> {
-        let all = self.rt.block_on(super::sql::all_downtime(&self.client)).map_err(|e| self.sql(&e))?;
-        Ok(all
-            .into_iter()
-            .filter(|d| f.site.as_ref().is_none_or(|s| *s == d.site))
-            .filter(|d| f.asset.as_ref().is_none_or(|a| *a == d.asset))
-            .filter(|d| f.from_ms.is_none_or(|from| d.end_ms.is_none_or(|e| e > from)))
-            .filter(|d| f.to_ms.is_none_or(|to| d.start_ms < to))
-            .collect())
+        use futures_util::TryStreamExt;
+        let site = f.site.as_ref().map(|s| s.as_str());
+        let asset = f.asset.as_ref().map(|a| a.as_str());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&site, &asset, &f.from_ms, &f.to_ms];
+        let mut out = self
+            .rt
+            .block_on(async {
+                let rows = self
+                    .client
+                    .query_raw(
+                        "SELECT site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap FROM downtime
+                         WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR asset = $2)
+                           AND ($3::int8 IS NULL OR end_ms IS NULL OR end_ms > $3)
+                           AND ($4::int8 IS NULL OR start_ms < $4)",
+                        params,
+                    )
+                    .await?;
+                rows.try_filter_map(|r| std::future::ready(Ok(downtime_row(&r)))).try_collect::<Vec<_>>().await
+            })
+            .map_err(|e| self.sql(&e))?;
+        out.sort_unstable_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));
+        Ok(out)
     }
 
     /// Alarm activations in `[from_ms, to_ms)`, as `store::people::alarm_starts` reads them from SQLite.
@@ -277,8 +346,10 @@ impl Reader {
                 tx.query_one("SELECT coalesce(max(id), 0) FROM people_import", &[]).await.map_err(sql)?.get(0);
             let mut latest: std::collections::HashMap<String, (i64, String)> = tx
                 .query(
+                    // Both keys descending: the primary key read backwards, no sort of every body (which
+                    // spilled to disk for a year of events).
                     "SELECT DISTINCT ON (event_key) event_key, revision, body FROM join_snapshot
-                     ORDER BY event_key, revision DESC",
+                     ORDER BY event_key DESC, revision DESC",
                     &[],
                 )
                 .await
