@@ -16,8 +16,7 @@ use super::read::Reader;
 use super::{owner, PgError};
 use crate::escalate::ladder::{Action, Claimed, History};
 use crate::store::escalations::{AckOutcome, BoardMessage, Pending, TokenInfo, Wanted};
-use crate::timeline::{Downtime, FirstOut};
-use shiftlens_common::{AssetId, GatewayId, SiteId};
+use crate::timeline::Downtime;
 use std::collections::HashMap;
 use tokio_postgres::GenericClient;
 
@@ -81,29 +80,7 @@ impl Reader {
              WHERE end_ms IS NULL ORDER BY start_ms, site, asset",
             &[],
         ))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let (Ok(site), Ok(asset), Ok(gateway)) = (
-                    SiteId::parse(r.get::<_, String>(0)),
-                    AssetId::parse(r.get::<_, String>(1)),
-                    GatewayId::parse(r.get::<_, String>(4)),
-                ) else {
-                    return None;
-                };
-                let first_out: Option<&str> = r.get(6);
-                Some(Downtime {
-                    site,
-                    gateway,
-                    asset,
-                    start_ms: r.get(2),
-                    end_ms: r.get(3),
-                    reason: r.get(5),
-                    first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(f).ok()),
-                    data_gap: r.get(7),
-                })
-            })
-            .collect())
+        Ok(rows.iter().filter_map(super::sql::downtime_row).collect())
     }
 
     /// Whether the stop is still open and unacknowledged, and its site still owned by the writer session

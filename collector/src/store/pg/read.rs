@@ -8,37 +8,13 @@ use crate::join::AlarmStart;
 use crate::people::import::{self, Kind};
 use crate::people::{Personnel, Settings};
 use crate::store::events::DowntimeFilter;
-use crate::timeline::{Downtime, FirstOut};
-use shiftlens_common::{AssetId, GatewayId, SiteId};
+use crate::timeline::Downtime;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A gateway as stored: (gateway, site, online, last seen ms, last status as JSON).
 pub type GatewayRow = (String, String, bool, i64, String);
-
-/// A downtime row (site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap); `None` for ids
-/// that do not parse (as SQLite's `events::downtime_row`).
-fn downtime_row(r: &tokio_postgres::Row) -> Option<Downtime> {
-    let (Ok(site), Ok(asset), Ok(gateway)) = (
-        SiteId::parse(r.get::<_, &str>(0)),
-        AssetId::parse(r.get::<_, &str>(1)),
-        GatewayId::parse(r.get::<_, &str>(4)),
-    ) else {
-        return None;
-    };
-    let first_out: Option<&str> = r.get(6);
-    Some(Downtime {
-        site,
-        gateway,
-        asset,
-        start_ms: r.get(2),
-        end_ms: r.get(3),
-        reason: r.get(5),
-        first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(f).ok()),
-        data_gap: r.get(7),
-    })
-}
 
 /// A blocking PostgreSQL reader. Do not call it from async code: use `spawn_blocking`.
 pub struct Reader {
@@ -183,7 +159,9 @@ impl Reader {
                         params,
                     )
                     .await?;
-                rows.try_filter_map(|r| std::future::ready(Ok(downtime_row(&r)))).try_collect::<Vec<_>>().await
+                rows.try_filter_map(|r| std::future::ready(Ok(super::sql::downtime_row(&r))))
+                    .try_collect::<Vec<_>>()
+                    .await
             })
             .map_err(|e| self.sql(&e))?;
         out.sort_unstable_by(|a, b| (a.start_ms, &a.site, &a.asset).cmp(&(b.start_ms, &b.site, &b.asset)));

@@ -331,29 +331,30 @@ pub async fn all_downtime(c: &impl GenericClient) -> Result<Vec<Downtime>> {
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let (Ok(site), Ok(asset), Ok(gateway)) = (
-                SiteId::parse(r.get::<_, String>(0)),
-                AssetId::parse(r.get::<_, String>(1)),
-                GatewayId::parse(r.get::<_, String>(4)),
-            ) else {
-                return None;
-            };
-            let first_out: Option<&str> = r.get(6);
-            Some(Downtime {
-                site,
-                gateway,
-                asset,
-                start_ms: r.get(2),
-                end_ms: r.get(3),
-                reason: r.get(5),
-                first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(f).ok()),
-                data_gap: r.get(7),
-            })
-        })
-        .collect())
+    Ok(rows.iter().filter_map(downtime_row).collect())
+}
+
+/// A downtime row selected as (site, asset, start_ms, end_ms, gateway, reason, first_out, data_gap); `None` for ids that do not parse (as SQLite's
+/// `events::downtime_row`).
+pub fn downtime_row(r: &tokio_postgres::Row) -> Option<Downtime> {
+    let (Ok(site), Ok(asset), Ok(gateway)) = (
+        SiteId::parse(r.get::<_, &str>(0)),
+        AssetId::parse(r.get::<_, &str>(1)),
+        GatewayId::parse(r.get::<_, &str>(4)),
+    ) else {
+        return None;
+    };
+    let first_out: Option<&str> = r.get(6);
+    Some(Downtime {
+        site,
+        gateway,
+        asset,
+        start_ms: r.get(2),
+        end_ms: r.get(3),
+        reason: r.get(5),
+        first_out: first_out.and_then(|f| serde_json::from_str::<FirstOut>(f).ok()),
+        data_gap: r.get(7),
+    })
 }
 
 /// The id of the current transaction (assigned now if it has none yet): rows it writes carry it in `xid`.
