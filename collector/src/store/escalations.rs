@@ -241,6 +241,23 @@ pub struct TokenInfo {
     pub stop_open: bool,
 }
 
+impl TokenInfo {
+    /// Why this token cannot acknowledge its stop at `now_ms` (used, expired, or the stop ended unacknowledged),
+    /// or `None` when it can: the one rule both stores apply inside their acknowledge transaction.
+    pub fn refusal(&self, now_ms: i64) -> Option<AckOutcome> {
+        if let Some(at_ms) = self.used_ms {
+            return Some(AckOutcome::Used { at_ms });
+        }
+        if now_ms >= self.expires_ms {
+            return Some(AckOutcome::Expired);
+        }
+        if !self.stop_open && self.acked.is_none() {
+            return Some(AckOutcome::StopOver);
+        }
+        None
+    }
+}
+
 /// Looks a token up by its hash.
 ///
 /// # Errors
@@ -309,14 +326,8 @@ pub enum AckOutcome {
 pub fn acknowledge(conn: &mut Connection, hash: &[u8; 32], via: &str, now_ms: i64) -> rusqlite::Result<AckOutcome> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let Some(t) = token(&tx, hash)? else { return Ok(AckOutcome::Unknown) };
-    if let Some(at_ms) = t.used_ms {
-        return Ok(AckOutcome::Used { at_ms });
-    }
-    if now_ms >= t.expires_ms {
-        return Ok(AckOutcome::Expired);
-    }
-    if !t.stop_open && t.acked.is_none() {
-        return Ok(AckOutcome::StopOver);
+    if let Some(refused) = t.refusal(now_ms) {
+        return Ok(refused);
     }
     tx.execute("UPDATE escalation SET token_used_ms = ?2 WHERE id = ?1", params![t.id, now_ms])?;
     let outcome = match t.acked {

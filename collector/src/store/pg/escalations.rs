@@ -287,14 +287,8 @@ impl Reader {
         let outcome = rt.block_on(async {
             let tx = client.transaction().await?;
             let Some(t) = token_row(&tx, hash, true).await? else { return Ok(AckOutcome::Unknown) };
-            if let Some(at_ms) = t.used_ms {
-                return Ok(AckOutcome::Used { at_ms });
-            }
-            if now_ms >= t.expires_ms {
-                return Ok(AckOutcome::Expired);
-            }
-            if !t.stop_open && t.acked.is_none() {
-                return Ok(AckOutcome::StopOver);
+            if let Some(refused) = t.refusal(now_ms) {
+                return Ok(refused);
             }
             tx.execute("UPDATE escalation SET token_used_ms = $2 WHERE id = $1", &[&t.id, &now_ms]).await?;
             let inserted = match t.acked {
