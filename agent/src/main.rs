@@ -148,9 +148,17 @@ fn main() -> ExitCode {
 
 /// The agent's runtime: two worker threads whatever the core count. A gateway's work is I/O (Modbus polls,
 /// one MQTT connection, the outbox on its own thread) at about 1 % of a core; every further worker only
-/// adds a stack and a malloc arena to the resident memory.
+/// adds a stack and a malloc arena to the resident memory. At most four blocking threads (the default is 512),
+/// each ending after 2 s idle (default 10 s): the uplink's outbox calls run there and wait on the outbox's
+/// lock one at a time, so more threads would only wait (a 40 s run once saw the pool grow from 1 to 5 threads at
+/// 10,000 points delivering; BENCHMARKS.md, "Agent with delivery"). A bound, not a measured saving.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .enable_all()
+        .build()
 }
 
 /// One malloc arena for every thread. glibc gives each thread that allocates its own arena (up to 8 per
