@@ -178,15 +178,17 @@ fn one_malloc_arena() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
 
-/// The agent binary's own code and read-only data: `MADV_RANDOM` first thing, `MADV_PAGEOUT` once the sources
-/// run (see [`drop_start_up_code`]).
+/// The agent binary's own code and read-only data: `MADV_RANDOM` first thing, `MADV_PAGEOUT` after the config
+/// is loaded and again once the sources run (see [`drop_start_up_code`]).
 ///
 /// Why: by the end of start-up the binary's code is mostly resident (4.6–5.2 MB of its 6.4 MB `.text` at
 /// 10,000 points), because the kernel maps the 64 kB around each page that runs (fault-around) and reads ahead
 /// of each page it reads. Much of that ran once (config, clap, TLS set-up, SQLite schema). Paging those
 /// mappings out after start-up, and reading them back without read-ahead, leaves resident what the steady
-/// state runs: BENCHMARKS.md, "Agent with delivery", fourth round. `MADV_RANDOM` alone does not do it on Linux
-/// 6.18: the whole file is in the page cache before `main` runs and fault-around ignores the advice.
+/// state runs (at 10,000 points delivering, steady RSS 11.7 -> 9.2-9.6 MB, peak 12.7 -> 10.7-11.6 MB:
+/// BENCHMARKS.md, "Agent with delivery", fourth round). `MADV_RANDOM` alone does not do it (Linux 6.18): much
+/// of the file is in the page cache before `main` runs, and fault-around maps cached pages whatever the advice;
+/// it keeps the faults after a page-out from reading ahead (0.3 MB less resident than the page-out alone).
 ///
 /// A failure (an older kernel without `MADV_PAGEOUT`, a `/proc` that cannot be read) only costs that memory: it
 /// is logged at debug level and the agent goes on.
@@ -222,8 +224,8 @@ fn own_code_read_as_run() -> std::io::Result<()> {
     advise_own_code(libc::MADV_RANDOM)
 }
 
-/// Pages out the binary's code and read-only data once the sources run; what runs next comes back page by
-/// page ([`advise_own_code`]).
+/// Pages out the binary's code and read-only data (after the config is loaded, and once the sources run); what
+/// runs next comes back as it runs ([`advise_own_code`]).
 #[cfg(target_os = "linux")]
 fn drop_start_up_code() {
     if let Err(e) = advise_own_code(libc::MADV_PAGEOUT) {
