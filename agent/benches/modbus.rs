@@ -19,7 +19,8 @@
 //! `cargo bench -p shiftlens-agent --bench modbus` (SHIFTLENS_BENCH_SECS sets the measuring time, default 10;
 //! SHIFTLENS_BENCH_ONLY=delivery runs only the delivering rows, =offline only the others, =delivery-csv only the
 //! delivering row with CSV points; SHIFTLENS_BENCH_AGENT=PATH runs another build of the agent binary;
-//! SHIFTLENS_BENCH_SMAPS=DIR keeps each run's /proc/PID/smaps and smaps_rollup there).
+//! SHIFTLENS_BENCH_SMAPS=DIR keeps each run's /proc/PID/smaps and smaps_rollup there). The agent binary is
+//! evicted from the page cache before each run, so each maps its code as read from disk.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/helpers/mod.rs"]
@@ -104,14 +105,40 @@ fn read_line(child: &mut Child) -> String {
 fn figures(points: usize, cpu: Duration, wall: Duration, proc: &str) -> String {
     let polled = (wall.as_secs_f64().floor() as usize * points) as f64;
     format!(
-        "{:>8.0} points/s, CPU {:.2} ms per 1000 points polled, {:.2} % of one core, peak RSS {:.1} MB, RSS now {:.1} MB, {} threads",
+        "{:>8.0} points/s, CPU {:.2} ms per 1000 points polled, {:.2} % of one core, peak RSS {:.1} MB, RSS now {:.1} MB, {} threads, {} minor and {} major page faults",
         polled / wall.as_secs_f64(),
         cpu.as_secs_f64() * 1000.0 / (polled / 1000.0),
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
         status_value(proc, "VmHWM:") as f64 / 1024.0,
         status_value(proc, "VmRSS:") as f64 / 1024.0,
         status_value(proc, "Threads:"),
+        page_faults(proc).0,
+        page_faults(proc).1,
     )
+}
+
+/// Page faults of the whole process so far (`{proc}/stat`, fields 10 and 12): minor (the page was in memory)
+/// and major (read from the file).
+fn page_faults(proc: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("{proc}/stat")).unwrap();
+    // After the command name in parentheses: state, ppid, pgrp, session, tty, tpgid, flags, minflt, cminflt,
+    // majflt.
+    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().collect();
+    (rest[7].parse().unwrap(), rest[9].parse().unwrap())
+}
+
+/// Drops the agent binary's pages from the page cache, so every run maps its code as read from disk: a binary
+/// just written by the build or `cp` is held in other page-cache folios than one read back, and its resident
+/// code differed by up to 0.5 MB between otherwise equal runs.
+#[allow(unsafe_code)]
+fn evict_from_page_cache(path: &str) {
+    use std::os::fd::AsRawFd;
+    if let Ok(f) = std::fs::File::open(path) {
+        // SAFETY: posix_fadvise only advises the kernel about the open file's cached pages.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
 }
 
 /// The poller and detector alone: polls `points` points for `secs` and prints one line of figures.
@@ -202,6 +229,7 @@ fn whole_agent(addr: &str, points: usize, secs: u64, csv: bool, broker: Option<u
     std::fs::write(&config, text).unwrap();
     // SHIFTLENS_BENCH_AGENT: another build of the binary (e.g. one built with other profile settings).
     let bin = std::env::var("SHIFTLENS_BENCH_AGENT").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shiftlens-agent").into());
+    evict_from_page_cache(&bin);
     let mut agent = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config)
