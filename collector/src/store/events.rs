@@ -24,12 +24,15 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// NUL characters of `topic` and `reason` (a decoder's message may quote the payload) are written `\0`:
+    /// PostgreSQL's text cannot hold them, and the transaction with the dead letter would fail.
     pub fn new(topic: &str, received_ms: i64, kind: &str, reason: String, payload: &[u8]) -> Self {
+        let no_nul = |s: &str| s.replace('\0', "\\0");
         Self {
-            topic: topic.chars().take(256).collect(),
+            topic: no_nul(&topic.chars().take(256).collect::<String>()),
             received_ms,
             kind: kind.to_string(),
-            reason,
+            reason: no_nul(&reason),
             size: payload.len(),
             head: payload.iter().take(DEAD_LETTER_HEAD).copied().collect(),
         }
