@@ -1,6 +1,6 @@
 //! The PostgreSQL store with a real PostgreSQL: a throw-away cluster per test binary (support/pg.rs), a
 //! database per test. `check` and `run` errors, exactly-once ingest (also across two collectors), a
-//! database restart during ingest, and `migrate` from SQLite.
+//! database restart during ingest, `migrate` from SQLite, and hostile payloads dead-lettered into PostgreSQL.
 #![allow(clippy::unwrap_used)]
 
 mod http_support;
@@ -554,13 +554,18 @@ async fn hostile_payloads_are_dead_lettered_in_postgres_while_good_batches_are_s
     let mut nul = encode_batch(&batch("gw-1", 4, 1, 2));
     let at = nul.windows(4).position(|w| w == b"down").unwrap();
     nul[at + 1] = 0;
-    let hostile: [(&str, Vec<u8>); 6] = [
+    // A valid batch whose stop reason holds a NUL: PostgreSQL could store neither its downtime row nor any
+    // transaction it is in.
+    let mut nul_reason = batch("gw-1", 5, 1, 2);
+    nul_reason.events[1].body = EventBody::State { state: MachineState::Down, reason: Some("E\0STOP".into()) };
+    let hostile: [(&str, Vec<u8>); 7] = [
         ("too_large", vec![0x85; 2 << 20]), // 2 MiB: over the 1 MiB batch limit
         ("malformed", b"\xff\x00garbage".to_vec()),
         ("unsupported_version", future),
         ("seq_order", encode_batch(&descending)),
         ("bad_index", bad_index),
         ("malformed", nul),
+        ("bad_body", encode_batch(&nul_reason)),
     ];
     // Good batches of epoch 7, one before and one after each hostile payload.
     let good: Vec<_> = (0..=hostile.len() as u64).map(|i| batch("gw-1", 7, i * 10 + 1, 10)).collect();
@@ -576,22 +581,22 @@ async fn hostile_payloads_are_dead_lettered_in_postgres_while_good_batches_are_s
     let rows = pg.psql(name, "SELECT kind || ' ' || topic FROM shiftlens.dead_letters ORDER BY id");
     let want_rows: Vec<String> = hostile.iter().map(|(kind, _)| format!("{kind} {topic}")).collect();
     assert_eq!(rows.lines().collect::<Vec<_>>(), want_rows);
-    let reason = pg.psql(name, "SELECT reason FROM shiftlens.dead_letters ORDER BY id DESC LIMIT 1");
-    assert!(reason.contains("unknown variant"), "{reason}");
-    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq), max(seq) FROM shiftlens.events"), "70|70|70");
+    let reasons = pg.psql(name, "SELECT reason FROM shiftlens.dead_letters ORDER BY id DESC LIMIT 2");
+    assert!(reasons.contains("NUL") && reasons.contains("unknown variant `d\\0wn`"), "{reasons}");
+    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq), max(seq) FROM shiftlens.events"), "80|80|80");
     assert_eq!(pg.psql(name, "SELECT DISTINCT epoch FROM shiftlens.events"), "7");
     let n = hostile.len() as u64;
     assert_eq!(metric_becomes(http, "shiftlens_dead_letters_total", n).await, n);
     assert_eq!(metric_becomes(http, "shiftlens_dead_letters_stored", n).await, n);
-    assert_eq!(metric_becomes(http, "shiftlens_ingest_events_total", 70).await, 70);
+    assert_eq!(metric_becomes(http, "shiftlens_ingest_events_total", 80).await, 80);
 
     // The collector keeps ingesting: a redelivered batch is acked again and stored once, a new one is stored.
     publish_batch(&a, "gw-1", &good[0]).await;
     assert!(wait_acked(&mut a, 7, &(1..=10).collect(), &mut BTreeSet::new(), WAIT).await);
-    publish_batch(&a, "gw-1", &batch("gw-1", 7, 71, 10)).await;
-    assert!(wait_acked(&mut a, 7, &(71..=80).collect(), &mut BTreeSet::new(), WAIT).await);
-    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq) FROM shiftlens.events"), "80|80");
+    publish_batch(&a, "gw-1", &batch("gw-1", 7, 81, 10)).await;
+    assert!(wait_acked(&mut a, 7, &(81..=90).collect(), &mut BTreeSet::new(), WAIT).await);
+    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq) FROM shiftlens.events"), "90|90");
     assert_eq!(metric_becomes(http, "shiftlens_ingest_duplicate_events_total", 10).await, 10);
-    assert_eq!(metric_becomes(http, "shiftlens_ingest_events_total", 80).await, 80);
+    assert_eq!(metric_becomes(http, "shiftlens_ingest_events_total", 90).await, 90);
     assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.dead_letters"), n.to_string());
 }
