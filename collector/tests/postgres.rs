@@ -1,8 +1,9 @@
 //! The PostgreSQL store with a real PostgreSQL: a throw-away cluster per test binary (support/pg.rs), a
 //! database per test. `check` and `run` errors, exactly-once ingest (also across two collectors), a
-//! database restart during ingest, and `migrate` from SQLite.
+//! database restart during ingest, `migrate` from SQLite, and hostile payloads dead-lettered into PostgreSQL.
 #![allow(clippy::unwrap_used)]
 
+mod http_support;
 mod support;
 
 use shiftlens_collector::{feed, metrics, topology, Config};
@@ -406,7 +407,8 @@ async fn downtime_becomes(
     }
 }
 
-async fn spawn_collector(config: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+/// The real collector binary; returns it with its broker and HTTP addresses.
+async fn spawn_collector(config: &Path) -> (tokio::process::Child, std::net::SocketAddr, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shiftlens-collector"))
         .args(["run", "--config"])
         .arg(config)
@@ -419,8 +421,8 @@ async fn spawn_collector(config: &Path) -> (tokio::process::Child, std::net::Soc
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let addr = broker_addr(&mut child).await;
-    (child, addr)
+    let addrs = listen_addrs(&mut child, &["broker", "http"]).await;
+    (child, addrs[0], addrs[1])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,8 +436,8 @@ async fn one_of_two_collectors_killed_mid_ingest_the_other_takes_the_site_and_do
     let (c1, c2) = (d1.path().join("collector.toml"), d2.path().join("collector.toml"));
     std::fs::write(&c1, pg_config_text(&pg, d1.path(), &pki, name)).unwrap();
     std::fs::write(&c2, pg_config_text(&pg, d2.path(), &pki, name)).unwrap();
-    let (mut first, addr1) = spawn_collector(&c1).await;
-    let (_second, addr2) = spawn_collector(&c2).await;
+    let (mut first, addr1, _) = spawn_collector(&c1).await;
+    let (_second, addr2, _) = spawn_collector(&c2).await;
     let batches: Vec<_> = (0..200).map(|i| batch("gw-1", 4, i * 50 + 1, 50)).collect();
     let (mut a1, mut a2) = (agent(addr1, &pki, "gw-1"), agent(addr2, &pki, "gw-1"));
     for a in [&mut a1, &mut a2] {
@@ -503,4 +505,98 @@ async fn postgres_readers_are_reused_survive_a_restart_and_may_be_dropped_on_an_
         .await
         .unwrap();
     drop(own); // its runtime is shut down without blocking this thread
+}
+
+/// Waits until the collector's `/metrics` shows `want` for `name`; returns the last value read.
+async fn metric_becomes(http: std::net::SocketAddr, name: &str, want: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(WAIT);
+    loop {
+        let m = http_support::get(http, "/metrics").await;
+        assert_eq!(m.status, 200, "{}", m.body);
+        let value = m.body.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map(|v| v.parse().unwrap());
+        let value = value.unwrap_or_else(|| panic!("no {name}: {}", m.body));
+        if value == want || tokio::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The real binary on PostgreSQL: hostile payloads between good batches on one gateway's topic. Each good
+/// batch is stored once and acked; each hostile one is a row of PostgreSQL's `dead_letters` with its topic and
+/// kind, counted on `/metrics` (the counter after commit, the gauge read back from the table); ingest goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_payloads_are_dead_lettered_in_postgres_while_good_batches_are_stored_once_and_acked() {
+    use shiftlens_common::{wire::encode_batch, AssetId, EventBody, MachineState};
+    init_logs();
+    let pg = PgCluster::start(false);
+    let name = "hostile";
+    pg.create_db(name);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "plant");
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(&cfg, pg_config_text(&pg, dir.path(), &pki, name)).unwrap();
+    let (_child, broker, http) = spawn_collector(&cfg).await;
+    let mut a = agent(broker, &pki, "gw-1");
+    assert!(wait_for(&mut a, WAIT, |s| matches!(s, Seen::Connected).then_some(())).await.is_some());
+
+    let topic = events_topic("gw-1");
+    let mut future = encode_batch(&batch("gw-1", 1, 1, 1));
+    future[1] = 0x09; // schema version 9
+    let mut descending = batch("gw-1", 2, 1, 5);
+    descending.events.reverse();
+    // Version 3 (dictionary form) referring to entry 4 of a dictionary of 1.
+    let entry = (AssetId::parse("press-1").unwrap(), EventBody::State { state: MachineState::Down, reason: None });
+    let mut bad_index = Vec::new();
+    let v3 = (3u16, "plant-a", "gw-1", 3u64, 1u64, 0u64, vec![entry], 1u64, 1_700_000_000_000i64, vec![4i64, 0]);
+    ciborium::into_writer(&v3, &mut bad_index).unwrap();
+    // A state named with a NUL byte: the decoder's message quotes it, and PostgreSQL's text holds no NUL.
+    let mut nul = encode_batch(&batch("gw-1", 4, 1, 2));
+    let at = nul.windows(4).position(|w| w == b"down").unwrap();
+    nul[at + 1] = 0;
+    // A valid batch whose stop reason holds a NUL: PostgreSQL could store neither its downtime row nor any
+    // transaction it is in.
+    let mut nul_reason = batch("gw-1", 5, 1, 2);
+    nul_reason.events[1].body = EventBody::State { state: MachineState::Down, reason: Some("E\0STOP".into()) };
+    let hostile: [(&str, Vec<u8>); 7] = [
+        ("too_large", vec![0x85; 2 << 20]), // 2 MiB: over the 1 MiB batch limit
+        ("malformed", b"\xff\x00garbage".to_vec()),
+        ("unsupported_version", future),
+        ("seq_order", encode_batch(&descending)),
+        ("bad_index", bad_index),
+        ("malformed", nul),
+        ("bad_body", encode_batch(&nul_reason)),
+    ];
+    // Good batches of epoch 7, one before and one after each hostile payload.
+    let good: Vec<_> = (0..=hostile.len() as u64).map(|i| batch("gw-1", 7, i * 10 + 1, 10)).collect();
+    publish_batch(&a, "gw-1", &good[0]).await;
+    for ((_, payload), b) in hostile.iter().zip(&good[1..]) {
+        publish(&a, &topic, payload.clone()).await;
+        publish_batch(&a, "gw-1", b).await;
+    }
+    let want: BTreeSet<u64> = (1..=good.len() as u64 * 10).collect();
+    assert!(wait_acked(&mut a, 7, &want, &mut BTreeSet::new(), WAIT).await, "good batches not all acked");
+    let dead = || pg.psql(name, "SELECT count(*) FROM shiftlens.dead_letters");
+    assert!(eventually(WAIT, || dead() == hostile.len().to_string()).await, "{} dead letters", dead());
+    let rows = pg.psql(name, "SELECT kind || ' ' || topic FROM shiftlens.dead_letters ORDER BY id");
+    let want_rows: Vec<String> = hostile.iter().map(|(kind, _)| format!("{kind} {topic}")).collect();
+    assert_eq!(rows.lines().collect::<Vec<_>>(), want_rows);
+    let reasons = pg.psql(name, "SELECT reason FROM shiftlens.dead_letters ORDER BY id DESC LIMIT 2");
+    assert!(reasons.contains("NUL") && reasons.contains("unknown variant `d\\0wn`"), "{reasons}");
+    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq), max(seq) FROM shiftlens.events"), "80|80|80");
+    assert_eq!(pg.psql(name, "SELECT DISTINCT epoch FROM shiftlens.events"), "7");
+    let n = hostile.len() as u64;
+    assert_eq!(metric_becomes(http, "shiftlens_dead_letters_total", n).await, n);
+    assert_eq!(metric_becomes(http, "shiftlens_dead_letters_stored", n).await, n);
+    assert_eq!(metric_becomes(http, "shiftlens_ingest_events_total", 80).await, 80);
+
+    // The collector keeps ingesting: a redelivered batch is acked again and stored once, a new one is stored.
+    publish_batch(&a, "gw-1", &good[0]).await;
+    assert!(wait_acked(&mut a, 7, &(1..=10).collect(), &mut BTreeSet::new(), WAIT).await);
+    publish_batch(&a, "gw-1", &batch("gw-1", 7, 81, 10)).await;
+    assert!(wait_acked(&mut a, 7, &(81..=90).collect(), &mut BTreeSet::new(), WAIT).await);
+    assert_eq!(pg.psql(name, "SELECT count(*), count(DISTINCT seq) FROM shiftlens.events"), "90|90");
+    assert_eq!(metric_becomes(http, "shiftlens_ingest_duplicate_events_total", 10).await, 10);
+    assert_eq!(metric_becomes(http, "shiftlens_ingest_events_total", 90).await, 90);
+    assert_eq!(pg.psql(name, "SELECT count(*) FROM shiftlens.dead_letters"), n.to_string());
 }

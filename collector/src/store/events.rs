@@ -24,12 +24,15 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// NUL characters of `topic` and `reason` (a decoder's message may quote the payload) are written `\0`:
+    /// PostgreSQL's text cannot hold them, and the transaction with the dead letter would fail.
     pub fn new(topic: &str, received_ms: i64, kind: &str, reason: String, payload: &[u8]) -> Self {
+        let no_nul = |s: &str| s.replace('\0', "\\0");
         Self {
-            topic: topic.chars().take(256).collect(),
+            topic: no_nul(&topic.chars().take(256).collect::<String>()),
             received_ms,
             kind: kind.to_string(),
-            reason,
+            reason: no_nul(&reason),
             size: payload.len(),
             head: payload.iter().take(DEAD_LETTER_HEAD).copied().collect(),
         }
@@ -59,7 +62,9 @@ impl Rows {
     /// Serializes the bodies of `batch`'s events.
     ///
     /// # Errors
-    /// A body that serde_json cannot serialize (not expected for `EventBody`).
+    /// A body that serde_json cannot serialize (not expected for `EventBody`), or a text field holding a NUL
+    /// character: PostgreSQL's text cannot store it (the downtime row's reason, an alarm's text), so such a
+    /// batch would fail every transaction it is in, on every resend.
     pub fn new(batch: Batch) -> Result<Self, serde_json::Error> {
         let mut json = Vec::with_capacity(batch.events.len() * 64);
         let mut ends = Vec::with_capacity(batch.events.len());
@@ -67,8 +72,12 @@ impl Rows {
             serde_json::to_writer(&mut json, &e.body)?;
             ends.push(json.len());
         }
+        let other = |e: Box<dyn std::error::Error + Send + Sync>| serde_json::Error::io(std::io::Error::other(e));
+        if holds_nul(&json) {
+            return Err(other("a text field holds a NUL character".into()));
+        }
         // serde_json writes valid UTF-8.
-        let json = String::from_utf8(json).map_err(|e| serde_json::Error::io(std::io::Error::other(e)))?;
+        let json = String::from_utf8(json).map_err(|e| other(e.into()))?;
         Ok(Self { batch, json, ends })
     }
 
@@ -85,6 +94,16 @@ impl Rows {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.json[start..self.ends[i]]
     }
+}
+
+/// Whether JSON written by serde_json holds a NUL character: an escape `\u0000`, that is `u0000` after an odd
+/// number of backslashes (an even number is escaped backslashes followed by the text `u0000`).
+fn holds_nul(json: &[u8]) -> bool {
+    json.contains(&b'\\')
+        && json
+            .windows(5)
+            .enumerate()
+            .any(|(i, w)| w == b"u0000" && json[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1)
 }
 
 /// Rows per multi-row `INSERT`: one statement run per 64 events rather than one per event (9 parameters a
@@ -416,6 +435,21 @@ mod tests {
             .collect();
         let batch = Batch::new(SiteId::parse("s").unwrap(), GatewayId::parse("gw").unwrap(), 7, events);
         Rows::new(batch).unwrap()
+    }
+
+    #[test]
+    fn a_nul_in_any_text_is_refused_and_a_backslash_before_u0000_is_not_one() {
+        let with = |reason: &str| {
+            let body = EventBody::State { state: MachineState::Down, reason: Some(reason.into()) };
+            let e = Event { seq: 1, ts_ms: 1_700_000_000_000, asset: AssetId::parse("press-1").unwrap(), body };
+            Rows::new(Batch::new(SiteId::parse("s").unwrap(), GatewayId::parse("gw").unwrap(), 7, vec![e]))
+        };
+        for bad in ["E\0STOP", "\0", "a\\\0"] {
+            assert!(with(bad).unwrap_err().to_string().contains("NUL"), "{bad:?}");
+        }
+        for good in ["E-STOP", "\\u0000", "\\\\u0000", "u0000", "\u{1}"] {
+            assert!(with(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

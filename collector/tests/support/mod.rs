@@ -321,18 +321,27 @@ pub fn init_logs() {
 
 /// Reads a spawned collector's stdout until it prints its broker address, then keeps draining it.
 pub async fn broker_addr(child: &mut tokio::process::Child) -> SocketAddr {
+    listen_addrs(child, &["broker"]).await[0]
+}
+
+/// Reads a spawned collector's stdout until it has printed `{what} listening on ADDR` for each of `what`
+/// (`broker`, `http`), then keeps draining it; returns the addresses in the order asked.
+pub async fn listen_addrs(child: &mut tokio::process::Child, what: &[&str]) -> Vec<SocketAddr> {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(WAIT), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            if let Some(a) = l.strip_prefix("broker listening on ") {
-                return a.parse::<SocketAddr>().unwrap();
+    let mut found: Vec<Option<SocketAddr>> = vec![None; what.len()];
+    tokio::time::timeout(Duration::from_secs(WAIT), async {
+        while found.iter().any(Option::is_none) {
+            let l = lines.next_line().await.unwrap().expect("collector exited before listening");
+            for (w, f) in what.iter().zip(&mut found) {
+                if let Some(a) = l.strip_prefix(&format!("{w} listening on ")) {
+                    *f = Some(a.parse().unwrap());
+                }
             }
         }
-        panic!("collector exited before listening");
     })
     .await
     .unwrap();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    addr
+    found.into_iter().map(Option::unwrap).collect()
 }
