@@ -219,6 +219,9 @@ impl Default for DictLimits {
 
 type Key = (SiteId, GatewayId, u64);
 
+/// Dictionaries one gateway may hold in the reader at once (see [`Dictionaries::commit`]).
+const PER_GATEWAY: usize = 2;
+
 #[derive(Debug)]
 struct Dict {
     entries: Vec<Entry>,
@@ -340,6 +343,19 @@ impl Dictionaries {
         d.entries.extend(entries);
         d.bytes += added;
         self.bytes += added;
+        // A gateway keeps at most PER_GATEWAY dictionaries (its current one and the one before), so a gateway
+        // that keeps starting new dictionaries drops its own older ones, not other gateways'.
+        loop {
+            let own = self.dicts.iter().filter(|(k, _)| k.0 == key.0 && k.1 == key.1);
+            if own.clone().count() <= PER_GATEWAY {
+                break;
+            }
+            let Some(oldest) = own.filter(|(k, _)| **k != key).min_by_key(|(_, d)| d.used).map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
         while self.dicts.len() > self.limits.max_dictionaries || self.bytes > self.limits.max_bytes {
             let victim =
                 self.dicts.iter().filter(|(k, _)| **k != key).min_by_key(|(_, d)| d.used).map(|(k, _)| k.clone());

@@ -551,6 +551,26 @@ fn a_redefined_entry_that_differs_is_refused_as_unknown_and_the_table_stays() {
 }
 
 #[test]
+fn a_gateway_starting_dictionary_after_dictionary_drops_its_own_older_ones_not_another_gateways() {
+    let limits = DictLimits { max_dictionaries: 3, ..DictLimits::default() };
+    let mut dicts = Dictionaries::new(limits);
+    let l = Limits::default();
+    let other = |seq| {
+        let mut b = states(seq, 4);
+        b.gateway = GatewayId::parse("gw-2").unwrap();
+        b
+    };
+    let mut quiet = DictEncoder::new(7);
+    decode_v3(&mut dicts, &quiet.encode(&other(1)), &l).unwrap();
+    // gw-1 starts ten dictionaries one after the other; at most two of them are kept at any time.
+    for id in 100..110 {
+        decode_v3(&mut dicts, &DictEncoder::new(id).encode(&states(1, 4)), &l).unwrap();
+        assert!(dicts.len() <= 3, "{} dictionaries", dicts.len());
+    }
+    assert!(decode_v3(&mut dicts, &quiet.encode(&other(5)), &l).is_ok(), "gw-2's dictionary was kept");
+}
+
+#[test]
 fn the_reader_keeps_at_most_its_limit_of_dictionaries_dropping_the_least_recently_used() {
     let limits = DictLimits { max_dictionaries: 2, ..DictLimits::default() };
     let mut dicts = Dictionaries::new(limits);
